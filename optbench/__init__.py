@@ -1,0 +1,8 @@
+"""optbench: time-to-target benchmarks for deep-learning training algorithms.
+
+Importing this package is cheap on purpose: torch, pandas and pyarrow are imported inside the functions that need
+them, so ``optbench --help`` answers instantly.
+"""
+
+__version__ = "0.1.0"
+SCHEMA_VERSION = 1  # of the Parquet results; bump on any incompatible change (see docs/RESULTS.md)

@@ -1,0 +1,151 @@
+"""Hyperparameters: parsing ``--opt-arg key=value``, merging with a submission's defaults, and search spaces.
+
+Search spaces use AlgoPerf's JSON format::
+
+    {"lr": {"min": 1e-4, "max": 1e-1, "scaling": "log"},
+     "beta1": {"min": 0.8, "max": 0.99, "scaling": "linear"},
+     "schedule": {"feasible_points": ["constant", "cosine"]}}
+
+or a list of fixed configurations ``[{"lr": 0.01, ...}, ...]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from optbench.errors import UsageError
+
+HARNESS_HPARAMS = ("batch_size",)  # consumed by the harness, accepted for every submission
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON when it parses (``0.1``, ``true``, ``[0.9, 0.99]``), else the plain string."""
+    lowered = text.strip()
+    if lowered in ("True", "False", "None"):  # Python spellings people type
+        return {"True": True, "False": False, "None": None}[lowered]
+    try:
+        return json.loads(lowered)
+    except ValueError:
+        return text
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
+    """``["lr=0.1", "betas=[0.9,0.95]"]`` -> ``{"lr": 0.1, "betas": [0.9, 0.95]}``.
+
+    Raises:
+      UsageError: an item without ``=`` or with an empty key.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--opt-arg expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def merge(defaults: Mapping[str, Any], given: Mapping[str, Any], *, submission: str) -> dict[str, Any]:
+    """Defaults overridden by ``given``; a key the submission does not accept is a usage error.
+
+    Args:
+      defaults: the submission's defaults (its accepted keys).
+      given: user-supplied values.
+      submission: name for the error message.
+    Returns:
+      The merged hyperparameters (harness keys such as ``batch_size`` included).
+    """
+    unknown = sorted(k for k in given if k not in defaults and k not in HARNESS_HPARAMS)
+    if unknown:
+        known = ", ".join(sorted(defaults)) or "(none)"
+        raise UsageError(f"submission {submission!r} has no hyperparameter {', '.join(unknown)}; it accepts: {known}")
+    return {**defaults, **given}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Range:
+    """A continuous or integer range, sampled on a log or linear scale."""
+
+    name: str
+    low: float
+    high: float
+    scaling: str  # "log" | "linear"
+    integer: bool = False
+
+    def at(self, u: float) -> float | int:
+        """The value at quantile ``u`` in [0, 1)."""
+        if self.scaling == "log":
+            v = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+        else:
+            v = self.low + u * (self.high - self.low)
+        return int(round(v)) if self.integer else v
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice:
+    """A finite set of feasible points."""
+
+    name: str
+    points: tuple[Any, ...]
+
+    def at(self, u: float) -> Any:
+        return self.points[min(len(self.points) - 1, int(u * len(self.points)))]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSpace:
+    """A parsed search space: either dimensions to sample or a fixed list of configurations."""
+
+    dims: tuple[Range | Choice, ...] = ()
+    fixed: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.dims)
+
+    def point(self, u: Iterable[float]) -> dict[str, Any]:
+        """The configuration at unit-cube point ``u`` (one coordinate per dimension)."""
+        return {d.name: d.at(x) for d, x in zip(self.dims, u, strict=True)}
+
+
+def parse_search_space(raw: Any, *, source: str = "search space") -> SearchSpace:
+    """Validate and parse AlgoPerf's search-space JSON.
+
+    Args:
+      raw: the decoded JSON (a dict of dimensions or a list of fixed configurations).
+      source: where it came from, for error messages.
+    Returns:
+      The parsed :class:`SearchSpace`.
+    Raises:
+      UsageError: on any malformed entry, naming it.
+    """
+    if isinstance(raw, list):
+        if not raw or not all(isinstance(c, dict) for c in raw):
+            raise UsageError(f"{source}: a list search space must be a non-empty list of objects")
+        return SearchSpace(fixed=tuple(raw))
+    if not isinstance(raw, dict) or not raw:
+        raise UsageError(f"{source}: expected a JSON object of dimensions or a list of configurations")
+    dims: list[Range | Choice] = []
+    for name, spec in raw.items():
+        if not isinstance(spec, dict):
+            raise UsageError(f"{source}: dimension {name!r} must be an object")
+        if "feasible_points" in spec:
+            pts = spec["feasible_points"]
+            if not isinstance(pts, list) or not pts:
+                raise UsageError(f"{source}: {name!r}.feasible_points must be a non-empty list")
+            dims.append(Choice(name=name, points=tuple(pts)))
+            continue
+        try:
+            low, high = float(spec["min"]), float(spec["max"])
+        except (KeyError, TypeError, ValueError):
+            raise UsageError(f"{source}: {name!r} needs numeric 'min' and 'max' (or 'feasible_points')") from None
+        scaling = spec.get("scaling", "linear")
+        if scaling not in ("log", "linear"):
+            raise UsageError(f"{source}: {name!r}.scaling must be 'log' or 'linear', got {scaling!r}")
+        if not low <= high or (scaling == "log" and low <= 0):
+            raise UsageError(f"{source}: {name!r} needs min <= max (and min > 0 on a log scale)")
+        dims.append(Range(name=name, low=low, high=high, scaling=scaling, integer=bool(spec.get("integer", False))))
+    return SearchSpace(dims=tuple(dims))

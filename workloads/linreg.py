@@ -1,0 +1,121 @@
+"""Online linear regression with power-law spectra: the high-dimensional testbed of the SGD-theory papers.
+
+Setting (e.g. "A Simplified Analysis of SGD for Linear Regression with Weight Averaging", arXiv 2506.15535, and the
+linear-regression workload of "What do near-optimal learning rate schedules look like?"):
+
+    x ~ N(0, H),  H = diag(lambda_1..lambda_d),  lambda_i = i^-alpha          (capacity condition)
+    y = <x, w*> + sigma * eps,  eps ~ N(0, 1),  lambda_i * w*_i^2 = c * i^-beta   (source condition)
+
+with c chosen so that the excess risk of w = 0 is exactly 1. Every step draws fresh samples (online / one pass), so
+there is no overfitting and no validation set: the metric is the exact population excess risk
+
+    E(w) = E[(<x, w> - <x, w*>)^2] = sum_i lambda_i (w_i - w*_i)^2,
+
+computed in closed form from the spectrum in float64. The model is a bias-free ``nn.Linear(d, 1)`` started at zero,
+trained on the loss 0.5 * mean((<x, w> - y)^2), whose population minimum is sigma^2 / 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
+
+# Targets: excess risk reached by AdamW with its default hyperparameters (lr 3e-3, warmup + cosine to 0.1 over
+# step_hint) in about half the budget on CPU; calibrated with `benchmarks/calibrate_linreg.py` (see its docstring).
+SIZES = {
+    "tiny": Size(
+        name="tiny", target=0.05, batch_size=32, step_hint=1500,
+        budget=Budget(max_steps=3000, max_seconds=60.0), eval_every=EvalPeriod(steps=50),
+        options={"dim": 64, "alpha": 1.5, "beta": 1.5, "sigma": 0.1},
+        note="d=64; excess risk 0.05 (from 1.0 at w=0); seconds on 2 CPU cores",
+    ),
+    "small": Size(
+        name="small", target=0.02, batch_size=64, step_hint=8000,
+        budget=Budget(max_steps=16000, max_seconds=600.0), eval_every=EvalPeriod(steps=250),
+        options={"dim": 1024, "alpha": 1.5, "beta": 1.5, "sigma": 0.1},
+        note="d=1024; excess risk 0.02; about a minute on CPU",
+    ),
+    "large": Size(
+        name="large", target=0.01, batch_size=256, step_hint=40000,
+        budget=Budget(max_steps=80000, max_seconds=3600.0), eval_every=EvalPeriod(steps=1000),
+        options={"dim": 16384, "alpha": 1.5, "beta": 1.5, "sigma": 0.1},
+        note="d=16384; excess risk 0.01; GPU recommended",
+    ),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinRegBatch:
+    x: torch.Tensor  # (B, d)
+    y: torch.Tensor  # (B,)
+
+
+class LinRegTask:
+    """Linear regression at one size on one device; the spectrum and w* live on the device."""
+
+    def __init__(self, size: Size, device: torch.device) -> None:
+        opts = size.options
+        self.dim = int(opts["dim"])
+        self.sigma = float(opts["sigma"])
+        i = torch.arange(1, self.dim + 1, dtype=torch.float64)
+        lam = i ** -float(opts["alpha"])
+        signal = i ** -float(opts["beta"])
+        signal = signal / signal.sum()  # sum_i lambda_i w*_i^2 = 1: the excess risk at w = 0
+        w_star = (signal / lam).sqrt()
+        self.device = device
+        self.lam64, self.w_star64 = lam, w_star  # float64, CPU: exact metric
+        self.sqrt_lam = lam.sqrt().to(device=device, dtype=torch.float32)  # (d,)
+        self.w_star = w_star.to(device=device, dtype=torch.float32)  # (d,)
+
+    def init_model(self, generator: torch.Generator) -> nn.Module:
+        model = nn.Linear(self.dim, 1, bias=False)
+        nn.init.zeros_(model.weight)  # the theory's starting point; the generator is not needed
+        return model.to(self.device)
+
+    def next_batch(self, batch_size: int, generator: torch.Generator) -> LinRegBatch:
+        z = torch.randn(batch_size, self.dim, generator=generator, device=self.device)
+        x = z * self.sqrt_lam  # (B, d), covariance diag(lambda)
+        noise = torch.randn(batch_size, generator=generator, device=self.device)
+        return LinRegBatch(x=x, y=x @ self.w_star + self.sigma * noise)
+
+    def loss(self, model: nn.Module, batch: LinRegBatch) -> torch.Tensor:
+        pred = model(batch.x).squeeze(-1)  # (B,)
+        return 0.5 * (pred - batch.y).pow(2).mean()
+
+    def sampled_loss(self, model: nn.Module, batch: LinRegBatch, generator: torch.Generator) -> torch.Tensor:
+        # The model's predictive distribution is N(<x, w>, sigma^2): sample labels from it.
+        pred = model(batch.x).squeeze(-1)
+        noise = torch.randn(pred.shape, generator=generator, device=pred.device)
+        y = pred.detach() + self.sigma * noise
+        return 0.5 * (pred - y).pow(2).mean()
+
+    def evaluate(self, model: nn.Module) -> Mapping[str, float]:
+        w = model.weight.detach().reshape(-1).to("cpu", torch.float64)
+        excess = float((self.lam64 * (w - self.w_star64) ** 2).sum())
+        return {"excess_risk": excess, "val_loss": 0.5 * (excess + self.sigma**2)}
+
+    def counts(self, batch: LinRegBatch) -> tuple[int, int]:
+        n = int(batch.x.shape[0])
+        return n, n
+
+
+class LinReg:
+    """The ``linreg`` workload: online least squares with power-law covariance and target."""
+
+    name = "linreg"
+    metric = Metric(name="excess_risk", goal=Goal.MIN)
+    sizes: Mapping[str, Size] = SIZES
+    default_size = "tiny"
+    description = "online linear regression, power-law spectrum (alpha) and source (beta); exact excess risk"
+
+    def setup(self, size: Size, *, device: torch.device, data_dir: Path | None = None) -> LinRegTask:
+        return LinRegTask(size, device)
+
+
+workload = LinReg()
