@@ -83,7 +83,7 @@ class AdamW(torch.optim.Optimizer):
 
 
 DEFAULTS: Mapping[str, Any] = {
-    "lr": 3e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, **SCHEDULE_DEFAULTS,
+    "lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, **SCHEDULE_DEFAULTS,
 }
 
 

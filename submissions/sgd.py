@@ -27,7 +27,7 @@ from torch import nn
 from optbench.api import SubmissionSpec, TrialInfo
 from optbench_submissions._common import SCHEDULE_DEFAULTS, search_space_file, with_schedule
 
-DEFAULTS: Mapping[str, Any] = {"lr": 0.3, "momentum": 0.9, "weight_decay": 0.0, **SCHEDULE_DEFAULTS}
+DEFAULTS: Mapping[str, Any] = {"lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0, **SCHEDULE_DEFAULTS}
 
 
 def _make(nesterov: bool) -> Callable[[nn.Module, Mapping[str, Any], TrialInfo], torch.optim.SGD]:

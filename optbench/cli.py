@@ -1,0 +1,141 @@
+"""The ``optbench`` command line: a thin click layer over the library.
+
+Every command parses its options, hands off to a library function and prints. Heavy imports (torch, pandas,
+pyarrow) happen inside the commands, so ``optbench --help`` is instant. Every user mistake, whether click finds it
+or the library does (:class:`optbench.errors.UsageError`), ends as one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from optbench.errors import UsageError
+
+
+class App(click.Group):
+    """A click group whose errors are one line each: ``error: <message>`` with exit code 2 for bad input."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            _fail(f"{exc.format_message()}{where}", 2)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except UsageError as exc:
+            _fail(str(exc), 2)
+        except click.Abort:
+            _fail("aborted", 130)
+        code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _fail(message: str, code: int) -> None:
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    click.echo(f"error: {first}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=App, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="optbench")
+def main() -> None:
+    """optbench: is your optimizer really faster?
+
+    Train workloads to a fixed validation target with any optimizer, record every measurement as Parquet, and score
+    time-to-target with AlgoPerf-style performance profiles.
+
+    \b
+    Quick start:
+      optbench run --workload linreg --opt adamw
+      optbench score
+    """
+
+
+def _results_option(f: Any) -> Any:
+    return click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Results directory [default: ./results or $OPTBENCH_RESULTS].")(f)
+
+
+@main.command()
+@click.option("-w", "--workload", default="linreg", show_default=True,
+              help="Workload: a registered name, package.module:Name or path/file.py:Name.")
+@click.option("-s", "--opt", "opts", multiple=True, default=("adamw",), show_default=True,
+              help="Submission (repeatable): registered name, package.module:Name (a torch.optim.Optimizer "
+                   "subclass works as is), or path/file.py:Name.")
+@click.option("--size", default=None, help="Size preset of the workload [default: the workload's default].")
+@click.option("-o", "--opt-arg", "opt_args", multiple=True, metavar="KEY=VALUE",
+              help="Hyperparameter (repeatable); VALUE is JSON when it parses (0.1, true, [0.9,0.99]).")
+@click.option("--hparams", "hparams_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON file of hyperparameters (--opt-arg overrides it).")
+@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True,
+              help="Seed (repeatable: one trial per seed).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@_results_option
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Prepared datasets [default: ~/.cache/optbench or $OPTBENCH_DATA].")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Override the step budget.")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Override the budget of timed seconds.")
+@click.option("--eval-every", "eval_every_steps", type=click.IntRange(min=1), default=None,
+              help="Evaluate every N steps (overrides the workload's period).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Wall-clock limit per trial in seconds (evaluation included); outcome 'timeout'.")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Untimed steps run and undone before the clock starts (warms caches / compilation).")
+@click.option("--study", default=None, help="Study id for tuning aggregation [default: seed<N>].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(workload: str, opts: tuple[str, ...], size: str | None, opt_args: tuple[str, ...],
+        hparams_file: Path | None, seeds: tuple[int, ...], device: str, results_dir: Path | None,
+        data_dir: Path | None, max_steps: int | None, max_seconds: float | None, eval_every_steps: int | None,
+        batch_size: int | None, timeout: float | None, warmup_steps: int, study: str | None, quiet: bool) -> None:
+    """Train WORKLOAD with each submission and seed until the target or the budget; write one Parquet per trial."""
+    from optbench import commands
+
+    commands.run(
+        workload=workload, opts=opts, size=size, opt_args=opt_args, hparams_file=hparams_file, seeds=seeds,
+        device=device, results_dir=results_dir, data_dir=data_dir, quiet=quiet,
+        overrides=dict(max_steps=max_steps, max_seconds=max_seconds, eval_every_steps=eval_every_steps,
+                       batch_size=batch_size, timeout=timeout, warmup_steps=warmup_steps, study=study),
+    )
+
+
+@main.command()
+@_results_option
+@click.option("--by", type=click.Choice(["time", "steps", "examples", "tokens"]), default="time",
+              show_default=True, help="Measure to score: timed seconds, or hardware-independent counts.")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "latex", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--reference", default=None, help="Score against this submission instead of the set's best.")
+@click.option("--r-max", type=click.FloatRange(min=1, min_open=True), default=4.0, show_default=True,
+              help="Largest performance ratio of the profile (AlgoPerf: 4).")
+@click.option("--algoperf", is_flag=True, help="AlgoPerf's discretisation (100 tau points, trapezoid rule).")
+@click.option("--ci", "with_ci", is_flag=True, help="Bootstrap confidence intervals of the scores.")
+def score(results_dir: Path | None, by: str, fmt: str, reference: str | None, r_max: float, algoperf: bool,
+          with_ci: bool) -> None:
+    """Score every trial under the results directory: time to target, performance profiles, leaderboard."""
+    from optbench import commands
+
+    commands.score(results_dir=results_dir, by=by, fmt=fmt, reference=reference, r_max=r_max,
+                   algoperf=algoperf, with_ci=with_ci)
+
+
+@main.command(name="list")
+@click.argument("kind", type=click.Choice(["all", "workloads", "submissions"]), default="all")
+def list_(kind: str) -> None:
+    """List workloads (sizes, targets, budgets) and submissions (and where each comes from)."""
+    from optbench import commands
+
+    commands.list_plugins(kind)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

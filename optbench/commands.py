@@ -1,0 +1,179 @@
+"""What the CLI commands do, as plain functions (the click layer in optbench/cli.py only parses options)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from optbench import paths
+from optbench.errors import UsageError
+from optbench.hparams import parse_assignments
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+class ProgressBar:
+    """A rich progress bar for one trial: step, loss, metric, timed seconds, elapsed and ETA."""
+
+    def __init__(self, title: str, metric: str) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.metric = metric
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=_console(stderr=True), transient=False,
+        )
+        self.task = self.progress.add_task(title, total=None, info="")
+        self.by_steps = True
+        self.last = ""
+
+    def __enter__(self) -> ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def started(self, *, max_steps: int | None, max_seconds: float | None) -> None:
+        self.by_steps = max_steps is not None
+        self.progress.update(self.task, total=max_steps if self.by_steps else max_seconds)
+
+    def stepped(self, *, step: int, loss: float, timed_seconds: float) -> None:
+        if step % 10 == 0 or step < 10:  # redrawing is cheap, formatting each step is not free
+            done = step if self.by_steps else timed_seconds
+            self.progress.update(self.task, completed=done, info=f"step {step}  loss {loss:.4g}{self.last}")
+
+    def evaluated(self, row: Any, *, reached: bool) -> None:
+        mark = " [green]target[/green]" if reached else ""
+        self.last = f"  {self.metric} {row.metric_value:.4g}{mark}"
+        self.progress.update(self.task, info=f"step {row.step}  loss {row.train_loss:.4g}{self.last}")
+
+
+def _hparams(opt_args: Sequence[str], hparams_file: Path | None) -> dict[str, Any]:
+    given: dict[str, Any] = {}
+    if hparams_file is not None:
+        try:
+            given = json.loads(Path(hparams_file).read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read hyperparameters from {str(hparams_file)!r}: {exc}") from None
+        if not isinstance(given, dict):
+            raise UsageError(f"{str(hparams_file)!r} must hold a JSON object of hyperparameters")
+    return {**given, **parse_assignments(opt_args)}
+
+
+def run(*, workload: str, opts: Sequence[str], size: str | None, opt_args: Sequence[str],
+        hparams_file: Path | None, seeds: Sequence[int], device: str, results_dir: Path | None,
+        data_dir: Path | None, quiet: bool, overrides: Mapping[str, Any]) -> None:
+    """``optbench run``: every (submission, seed) trial in turn; a failed trial is recorded and the next runs.
+
+    All plugins are loaded and all options checked before the first trial starts, so a typo costs nothing.
+    """
+    from optbench.registry import load_submission, load_workload
+    from optbench.runner import TrialConfig, resolve_device, resolve_size, run_trial
+    from optbench.hparams import merge
+
+    w = load_workload(workload)
+    subs = [load_submission(o) for o in opts]
+    sz = resolve_size(w.obj, size)
+    resolve_device(device)
+    given = _hparams(opt_args, hparams_file)
+    for s in subs:
+        merge(s.obj.defaults, given, submission=s.name)
+    out = paths.results_dir(results_dir)
+    console = _console()
+    for s in subs:
+        for seed in seeds:
+            cfg = TrialConfig(size=sz.name, hparams=given, seed=seed, device=device, data_dir=paths.data_dir(data_dir),
+                              **{k: v for k, v in overrides.items() if v is not None})
+            title = f"{w.name}/{sz.name} {s.name} seed {seed}"
+            if quiet:
+                result = run_trial(w, s, cfg, results_dir=out)
+            else:
+                with ProgressBar(title, w.obj.metric.name) as bar:
+                    result = run_trial(w, s, cfg, results_dir=out, observer=bar)
+            console.print(_summary(result.record, result.path))
+
+
+def _summary(rec: Any, path: Path) -> str:
+    colour = {"reached": "green", "missed": "yellow"}.get(rec.outcome, "red")
+    head = f"[{colour}]{rec.outcome}[/{colour}] {rec.workload}/{rec.size} {rec.submission} seed {rec.seed}: "
+    if rec.outcome == "reached":
+        head += (f"{rec.metric_name} {'<=' if rec.metric_goal == 'min' else '>='} {rec.target:g} after "
+                 f"{rec.time_to_target:.2f} s timed, {rec.steps_to_target} steps, {rec.examples_to_target} examples")
+    else:
+        best = "n/a" if rec.best_metric is None else f"{rec.best_metric:.4g}"
+        head += f"best {rec.metric_name} {best} (target {rec.target:g}) in {rec.total_steps} steps"
+        if rec.error:
+            head += f"; {rec.error.strip().splitlines()[-1]}"
+    return f"{head}\n  -> {path}"
+
+
+def list_plugins(kind: str) -> None:
+    """``optbench list``: workloads with their sizes, targets and budgets; submissions with their origins."""
+    from rich.table import Table
+
+    from optbench.registry import load_all
+
+    console = _console()
+    if kind in ("all", "workloads"):
+        table = Table(title="Workloads", show_lines=False)
+        for col in ("name", "size", "metric", "target", "budget", "batch", "step_hint", "data", "from"):
+            table.add_column(col)
+        for item in load_all("workloads"):
+            if isinstance(item, tuple):
+                table.add_row(item[0], "", "", f"[red]broken: {item[1]}[/red]", "", "", "", "", "")
+                continue
+            w = item.obj
+            for i, (name, sz) in enumerate(w.sizes.items()):
+                b = sz.budget
+                budget = " / ".join(x for x in (f"{b.max_steps} steps" if b.max_steps else "",
+                                                 f"{b.max_seconds:g} s" if b.max_seconds else "") if x)
+                default = " (default)" if name == w.default_size else ""
+                table.add_row(w.name if i == 0 else "", name + default,
+                              f"{w.metric.name} ({w.metric.goal.value})", f"{sz.target:g}", budget,
+                              str(sz.batch_size), str(sz.step_hint), sz.dataset or "-",
+                              f"{item.origin.distribution} {item.origin.version}" if i == 0 else "")
+        console.print(table)
+    if kind in ("all", "submissions"):
+        table = Table(title="Submissions")
+        for col in ("name", "method", "capabilities", "from"):
+            table.add_column(col)
+        for item in load_all("submissions"):
+            if isinstance(item, tuple):
+                table.add_row(item[0], f"[red]broken: {item[1]}[/red]", "", "")
+                continue
+            s = item.obj
+            caps = ", ".join(sorted(c.value for c in s.capabilities)) or "-"
+            table.add_row(item.name, getattr(s, "paper", "") or "-", caps,
+                          f"{item.origin.distribution} {item.origin.version}")
+        console.print(table)
+        console.print("Any torch.optim.Optimizer subclass also works: --opt torch.optim:Adagrad -o lr=0.01")
+
+
+def score(*, results_dir: Path | None, by: str, fmt: str, reference: str | None, r_max: float, algoperf: bool,
+          with_ci: bool) -> None:
+    """``optbench score``: read the results store, score, print the leaderboard in the chosen format."""
+    from optbench import render
+    from optbench.results import read_results
+
+    root = paths.results_dir(results_dir)
+    loaded = read_results(root)
+    err = _console(stderr=True)
+    for problem in loaded.problems:
+        err.print(f"[yellow]skipped[/yellow] {problem.splitlines()[0]}")
+    if loaded.trials.empty:
+        raise UsageError(f"no results under {str(root)!r}; run e.g. 'optbench run --workload linreg --opt adamw'")
+    render.print_leaderboard(loaded, by=by, fmt=fmt, reference=reference, r_max=r_max, algoperf=algoperf,
+                             with_ci=with_ci)
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """JSON-friendly number: NaN and inf become None."""
+    return None if x is None or not math.isfinite(x) else x
