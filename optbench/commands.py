@@ -14,9 +14,14 @@ from optbench.hparams import parse_assignments
 
 
 def _console(stderr: bool = False) -> Any:
+    """A rich console; wide when writing to a file or pipe, where tables should not be cut at 80 columns."""
+    import sys
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    wide = None if stream.isatty() else 160
+    return Console(stderr=stderr, highlight=False, width=wide)
 
 
 class ProgressBar:

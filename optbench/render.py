@@ -131,9 +131,9 @@ def print_leaderboard(loaded: Loaded, *, by: str, fmt: str, reference: str | Non
         ci = score_ci(trials, by=by, r_max=r_max, reference=reference, algoperf=algoperf)
     data = rows(board, ci)
     if fmt == "table":
-        from rich.console import Console
+        from optbench.commands import _console
 
-        print_rich(board, data, console or Console(highlight=False))
+        print_rich(board, data, console or _console())
     elif fmt == "markdown":
         click.echo(to_markdown(board, data))
     elif fmt == "latex":

@@ -1,0 +1,144 @@
+"""The trial runner: outcomes, determinism, timing rules, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from optbench.registry import load_submission, load_workload
+from optbench.results import read_results
+from optbench.runner import TrialConfig, derive_seed, run_trial
+
+
+def _losses(result) -> list[float]:
+    """Training losses after step 0 (whose loss is NaN: no step yet)."""
+    return [row.train_loss for row in result.rows[1:]]
+
+
+def _run(results: Path, opt: str = "adamw", **cfg):
+    return run_trial(load_workload("linreg"), load_submission(opt), TrialConfig(**cfg), results_dir=results)
+
+
+def test_reaches_target_and_records_counts(results):
+    r = _run(results)
+    rec = r.record
+    assert rec.outcome == "reached"
+    assert rec.metric_goal == "min" and rec.target == 0.1
+    first_hit = next(row for row in r.rows if row.metric_value <= 0.1)
+    assert rec.steps_to_target == first_hit.step and rec.time_to_target == first_hit.timed_seconds
+    assert rec.examples_to_target == first_hit.step * 32 == rec.tokens_to_target
+    assert r.rows[0].step == 0 and r.rows[0].metric_value == pytest.approx(1.0)  # excess risk of w = 0
+    assert all(b.step - a.step == 50 for a, b in zip(r.rows, r.rows[1:]))
+    assert r.path.exists() and r.path.suffix == ".parquet"
+
+
+def test_same_seed_gives_identical_losses_and_other_seed_differs(results):
+    a, b, c = (_run(results, seed=s) for s in (3, 3, 4))
+    assert _losses(a) == _losses(b)
+    assert [row.metric_value for row in a.rows] == [row.metric_value for row in b.rows]
+    assert _losses(a) != _losses(c)
+
+
+def test_budget_in_steps_gives_missed(results):
+    r = _run(results, hparams={"lr": 1e-4}, max_steps=120, eval_every_steps=50)
+    assert r.record.outcome == "missed" and r.record.time_to_target is None
+    assert [row.step for row in r.rows] == [0, 50, 100, 120]  # final eval at the budget's end
+
+
+def test_budget_in_seconds_stops(results):
+    r = _run(results, hparams={"lr": 1e-4}, max_steps=10**7, max_seconds=0.3)
+    assert r.record.outcome == "missed"
+    assert 0.3 <= r.record.total_timed_seconds < 5
+
+
+def test_nan_optimizer_is_diverged_and_next_trial_runs(results, bad_plugins):
+    bad = load_submission(f"{bad_plugins}:NaNOptimizer")
+    r = run_trial(load_workload("linreg"), bad, TrialConfig(), results_dir=results)
+    assert r.record.outcome == "diverged"
+    assert "nan" in r.record.error.lower()
+    ok = _run(results)
+    assert ok.record.outcome == "reached"
+    outcomes = sorted(read_results(results).trials["outcome"])
+    assert outcomes == ["diverged", "reached"]
+
+
+def test_exploding_loss_is_diverged(results):
+    r = _run(results, opt="sgd", hparams={"lr": 10.0, "schedule": "constant", "warmup_frac": 0.0})
+    assert r.record.outcome == "diverged"
+
+
+@pytest.mark.parametrize("name,outcome", [("CrashingOptimizer", "error"), ("OOMOptimizer", "oom")])
+def test_plugin_exception_is_recorded_with_traceback(results, bad_plugins, name, outcome):
+    r = run_trial(load_workload("linreg"), load_submission(f"{bad_plugins}:{name}"), TrialConfig(),
+                  results_dir=results)
+    assert r.record.outcome == outcome
+    assert "Traceback" in r.record.error
+    assert read_results(results).trials.iloc[0]["outcome"] == outcome
+
+
+def test_wall_clock_timeout(results):
+    r = _run(results, hparams={"lr": 1e-4}, max_steps=10**7, timeout=0.3)
+    assert r.record.outcome == "timeout"
+
+
+def test_eval_params_swap_is_used_for_evaluation(results, bad_plugins):
+    sub = load_submission(f"{bad_plugins}:averaging")
+    r = run_trial(load_workload("linreg"), sub, TrialConfig(max_steps=100), results_dir=results)
+    # the swap zeroes the weights, so every evaluation sees w = 0 (excess risk exactly 1) although training moved w
+    assert all(row.metric_value == pytest.approx(1.0) for row in r.rows)
+    assert r.rows[-1].train_loss < 0.6
+
+
+def test_warmup_steps_leave_no_trace(results):
+    plain = _run(results, seed=1, max_steps=200)
+    warmed = _run(results, seed=1, max_steps=200, warmup_steps=5)
+    assert _losses(plain) == _losses(warmed)
+    assert [r.step for r in plain.rows] == [r.step for r in warmed.rows]
+
+
+def test_checkpoint_resume_continues_identically(results, tmp_path):
+    full = _run(results, seed=2, max_steps=300, hparams={"lr": 1e-3})
+    ckpt = tmp_path / "trial.pt"
+    _run(results, seed=2, max_steps=150, hparams={"lr": 1e-3}, checkpoint=ckpt)  # stops at 150, state saved
+    resumed = _run(results, seed=2, max_steps=300, hparams={"lr": 1e-3}, checkpoint=ckpt)
+    assert _losses(resumed) == _losses(full)
+    assert [r.metric_value for r in resumed.rows] == [r.metric_value for r in full.rows]
+
+
+def test_derived_seeds_are_distinct_and_stable():
+    seeds = {derive_seed(0, p) for p in ("init", "data", "sample", "torch")}
+    assert len(seeds) == 4 and derive_seed(0, "data") == derive_seed(0, "data")
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_sigkill_leaves_no_partial_parquet(results, tmp_path):
+    """Kill a trial process at several moments: every *.parquet file that exists is complete and readable."""
+    script = tmp_path / "trial.py"
+    script.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from optbench.registry import load_submission, load_workload
+        from optbench.runner import TrialConfig, run_trial
+        for seed in range(1000):
+            run_trial(load_workload("linreg"), load_submission("adamw"),
+                      TrialConfig(seed=seed, max_steps=60, eval_every_steps=20), results_dir=Path({str(results)!r}))
+    """))
+    for delay in (1.5, 2.5, 3.0):
+        proc = subprocess.Popen([sys.executable, str(script)])
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    loaded = read_results(results)
+    assert loaded.problems == []
+    assert len(loaded.trials) >= 1
+    for path in results.rglob("*"):
+        if path.is_file():
+            assert path.suffix == ".parquet" or path.name.startswith(".")  # only whole files or hidden temporaries
