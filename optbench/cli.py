@@ -137,5 +137,18 @@ def list_(kind: str) -> None:
     commands.list_plugins(kind)
 
 
+@main.command(name="check-plugin")
+@click.argument("spec")
+@click.option("--skip", multiple=True, help="Check to skip (repeatable), e.g. linreg_tiny.")
+def check_plugin(spec: str, skip: tuple[str, ...]) -> None:
+    """Run the conformance suite on a submission SPEC (name, package.module:Name or file.py:Name).
+
+    Exit code 0 when every check passes, 1 when any fails, 2 when SPEC cannot be loaded.
+    """
+    from optbench import commands
+
+    raise SystemExit(commands.check_plugin(spec, skip=skip))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

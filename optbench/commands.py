@@ -179,6 +179,34 @@ def score(*, results_dir: Path | None, by: str, fmt: str, reference: str | None,
                              with_ci=with_ci)
 
 
+def check_plugin(spec: str, *, skip: Sequence[str] = ()) -> int:
+    """``optbench check-plugin``: the conformance suite as a pass/fail table; returns the exit code."""
+    from rich.table import Table
+
+    from optbench.conformance import ALL_CHECKS, run_check
+    from optbench.registry import load_submission
+
+    unknown = sorted(set(skip) - set(ALL_CHECKS))
+    if unknown:
+        raise UsageError(f"unknown check {', '.join(unknown)}; checks: {', '.join(ALL_CHECKS)}")
+    loaded = load_submission(spec)
+    table = Table(title=f"conformance of {spec} ({loaded.origin.distribution} {loaded.origin.version})")
+    for col in ("check", "result", "detail"):
+        table.add_column(col)
+    failed = 0
+    for name in ALL_CHECKS:
+        if name in skip:
+            table.add_row(name, "[dim]skipped[/dim]", "")
+            continue
+        res = run_check(loaded, name)
+        failed += not res.passed
+        table.add_row(name, "[green]pass[/green]" if res.passed else "[red]FAIL[/red]", res.detail)
+    console = _console()
+    console.print(table)
+    console.print(f"{len(ALL_CHECKS) - len(skip) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def finite_or_none(x: float | None) -> float | None:
     """JSON-friendly number: NaN and inf become None."""
     return None if x is None or not math.isfinite(x) else x
