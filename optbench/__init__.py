@@ -5,4 +5,4 @@ them, so ``optbench --help`` answers instantly.
 """
 
 __version__ = "0.1.0"
-SCHEMA_VERSION = 1  # of the Parquet results; bump on any incompatible change (see docs/RESULTS.md)
+SCHEMA_VERSION = 1  # of the Parquet results; bump on any incompatible change (see README, "Results")

@@ -3,7 +3,7 @@
 Layout: ``<results>/<workload>-<size>/<submission>/<run_id>.parquet``. Each file holds one row per evaluation
 (:class:`EvalRow`) with the trial's metadata (:class:`TrialRecord`) repeated on every row, so a plain
 ``pandas.read_parquet`` of any file is self-describing. The same metadata is also stored as JSON under the Parquet
-key ``optbench`` (with the schema version), which is how a file is recognised as ours. See docs/RESULTS.md.
+key ``optbench`` (with the schema version), which is how a file is recognised as ours. See README, "Results".
 
 Writes go to a hidden temporary file in the destination folder, are fsync'ed, then renamed over the final name
 (``os.replace`` is atomic on POSIX), so a trial killed at any moment leaves either a whole file or none; readers

@@ -356,9 +356,9 @@ def run_trial(workload: Loaded[Workload], submission: Loaded[Submission], cfg: T
     batch_size = int(cfg.batch_size or hparams.get("batch_size") or size.batch_size)
     info = TrialInfo(workload=w.name, size=size.name, step_hint=size.step_hint, max_steps=budget.max_steps,
                      batch_size=batch_size, device=str(device), seed=cfg.seed)
-    task = w.setup(size, device=device, data_dir=cfg.data_dir)  # UsageError (missing data) propagates
     outcome, reason, loop = "error", None, None
     try:
+        task = w.setup(size, device=device, data_dir=cfg.data_dir)  # UsageError (missing data) propagates
         loop = TrialLoop(task=task, workload=w, submission=s, hparams=hparams, info=info, budget=budget,
                          period=period, cfg=cfg, device=device, observer=observer)
         if cfg.checkpoint is not None and cfg.checkpoint.exists():

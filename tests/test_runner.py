@@ -142,3 +142,27 @@ def test_sigkill_leaves_no_partial_parquet(results, tmp_path):
     for path in results.rglob("*"):
         if path.is_file():
             assert path.suffix == ".parquet" or path.name.startswith(".")  # only whole files or hidden temporaries
+
+
+def test_workload_setup_bug_is_an_error_outcome(results, bad_plugins):
+    from optbench.registry import load_workload as lw
+
+    r = run_trial(lw(f"{bad_plugins}:BrokenWorkload"), load_submission("adamw"), TrialConfig(), results_dir=results)
+    assert r.record.outcome == "error" and "bug in the workload plugin" in r.record.error
+    assert r.rows == [] and r.path.exists()
+
+
+def test_missing_data_is_a_usage_error_and_writes_nothing(results, bad_plugins, tmp_path):
+    from optbench.errors import DataMissingError, UsageError
+    from optbench_workloads.linreg import LinReg
+
+    class NeedsData(LinReg):
+        def setup(self, size, *, device, data_dir=None):
+            raise DataMissingError("dataset 'x' is not prepared; run: optbench data prepare x")
+
+    from optbench.registry import Loaded, Origin
+
+    wl = Loaded(name="needs", obj=NeedsData(), origin=Origin(source="module", distribution="t", version="0"))
+    with pytest.raises(UsageError, match="optbench data prepare x"):
+        run_trial(wl, load_submission("adamw"), TrialConfig(), results_dir=results)
+    assert not results.exists()

@@ -79,3 +79,17 @@ averaging = SubmissionSpec(
 not_a_submission = object()
 
 broken_import = None  # see broken_plugin.py
+
+
+class BrokenWorkload:
+    """A workload whose setup fails the way buggy plugin code does (not a usage error)."""
+
+    def __init__(self):
+        from optbench_workloads.linreg import LinReg
+
+        base = LinReg()
+        self.name, self.metric, self.sizes = "broken", base.metric, base.sizes
+        self.default_size, self.description = base.default_size, "fails in setup"
+
+    def setup(self, size, *, device, data_dir=None):
+        raise KeyError("bug in the workload plugin")
