@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from optbench.data.cli import data
 from optbench.errors import UsageError
 
 
@@ -148,6 +149,9 @@ def check_plugin(spec: str, skip: tuple[str, ...]) -> None:
     from optbench import commands
 
     raise SystemExit(commands.check_plugin(spec, skip=skip))
+
+
+main.add_command(data)
 
 
 if __name__ == "__main__":  # pragma: no cover

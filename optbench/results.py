@@ -13,15 +13,14 @@ only look at ``*.parquet`` names, never at the temporaries.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optbench import SCHEMA_VERSION
+from optbench.fsutil import atomic_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -114,23 +113,14 @@ def write_trial(root: Path, record: TrialRecord, rows: Sequence[EvalRow]) -> Pat
     import pyarrow.parquet as pq
 
     path = trial_path(root, record)
-    path.parent.mkdir(parents=True, exist_ok=True)
     n = len(rows)
     columns: dict[str, Any] = {c: [getattr(r, c) for r in rows] for c in EVAL_COLUMNS}
     meta = asdict(record)
     columns.update({c: [meta[c]] * n for c in TRIAL_COLUMNS})
     table = pa.table(columns, schema=_schema())
     table = table.replace_schema_metadata({"optbench": json.dumps(meta)})
-    fd, tmp = tempfile.mkstemp(prefix=f".{record.run_id}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        pq.write_table(table, fh, compression="zstd")
     return path
 
 

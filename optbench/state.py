@@ -8,8 +8,6 @@ objects). The data position *is* the data generator's state: workloads draw ever
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from torch import nn
 
 from optbench.api import Updater
 from optbench.clock import Clock
+from optbench.fsutil import atomic_file
 from optbench.results import EvalRow
 
 
@@ -94,17 +93,8 @@ class TrialState:
 
     def save(self, path: Path) -> None:
         """Write a checkpoint atomically (temp file + rename)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(self.state_dict(), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as fh:
+            torch.save(self.state_dict(), fh)
 
     def load(self, path: Path) -> None:
         """Restore from a checkpoint written by :meth:`save` (``weights_only=True``: no arbitrary pickles)."""

@@ -131,8 +131,12 @@ def test_sigkill_leaves_no_partial_parquet(results, tmp_path):
             run_trial(load_workload("linreg"), load_submission("adamw"),
                       TrialConfig(seed=seed, max_steps=60, eval_every_steps=20), results_dir=Path({str(results)!r}))
     """))
-    for delay in (1.5, 2.5, 3.0):
+    for delay in (0.05, 0.2, 0.35):
         proc = subprocess.Popen([sys.executable, str(script)])
+        before = len(list(results.rglob("*.parquet")))
+        deadline = time.monotonic() + 120
+        while len(list(results.rglob("*.parquet"))) == before and time.monotonic() < deadline:
+            time.sleep(0.02)  # wait until the process is inside its loop of trials, then kill it mid-trial
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -1,0 +1,201 @@
+"""Datasets: prepare them once (download, verify, convert) and read them memory-mapped in workloads.
+
+Reader API for workloads::
+
+    from optbench import data
+    arrays = data.load_cifar10(data_dir)              # train_x/train_y/val_x/val_y/test_x/test_y, memory-mapped
+    tokens = data.load_tokens("c4", "train", data_dir)  # flat uint16/uint32 memmap
+    vocab = data.vocab_size("c4", data_dir)
+
+A dataset that is not prepared raises :class:`~optbench.errors.DataMissingError` whose message is the command that
+prepares it. Importing this package is cheap: numpy and the download machinery load inside the functions.
+See docs/DATA.md for sources, formats and the checksum policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optbench import paths
+from optbench.data.catalog import DATASETS, MANIFEST, MANIFEST_VERSION, DatasetSpec, ImageSpec, TextSpec
+from optbench.errors import DataMissingError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from optbench.data.download import DownloadPolicy
+    from optbench.data.text import TextOptions
+
+__all__ = [
+    "DATASETS", "dataset_dir", "load_cifar10", "load_tokens", "prepare", "prepare_command", "read_manifest",
+    "vocab_size",
+]
+
+CIFAR10_ARRAYS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+PathLike = str | os.PathLike[str]
+
+
+def _spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise UsageError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+
+
+def dataset_dir(name: str, data_dir: PathLike | None = None) -> Path:
+    """Folder of a prepared dataset: ``<data_dir>/<name>`` (data_dir defaults to :func:`optbench.paths.data_dir`)."""
+    return paths.data_dir(data_dir) / _spec(name).name
+
+
+def prepare_command(name: str, data_dir: PathLike | None = None) -> str:
+    """The shell command that prepares ``name`` into ``data_dir``."""
+    return f"optbench data prepare {name} --data-dir {shlex.quote(str(paths.data_dir(data_dir)))}"
+
+
+def read_manifest(name: str, data_dir: PathLike | None = None) -> dict[str, Any]:
+    """The manifest of a prepared dataset, after checking that every file it lists is present with its size.
+
+    Args:
+      name: a key of :data:`~optbench.data.catalog.DATASETS`.
+      data_dir: the data directory (default: ``$OPTBENCH_DATA`` or ``~/.cache/optbench``).
+    Returns:
+      The parsed ``manifest.json``.
+    Raises:
+      DataMissingError: missing, unreadable, from another format version, or with a missing/truncated file; the
+        one-line message contains ``optbench data prepare NAME --data-dir DIR``.
+      UsageError: unknown dataset name.
+    """
+    folder = dataset_dir(name, data_dir)
+
+    def missing(why: str) -> DataMissingError:
+        command = prepare_command(name, data_dir)
+        return DataMissingError(f"dataset {name!r} {why} in {folder}; prepare it with: {command}")
+
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise missing("is not prepared") from None
+    except (OSError, ValueError):
+        raise missing("has an unreadable manifest") from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != MANIFEST_VERSION:
+        raise missing("was prepared by an incompatible optbench version")
+    for file, entry in manifest.get("files", {}).items():
+        path = folder / file
+        if not path.is_file() or path.stat().st_size != entry.get("bytes"):
+            raise missing(f"is incomplete ({file} is missing or truncated)")
+    return manifest
+
+
+def load_cifar10(data_dir: PathLike | None = None) -> dict[str, np.ndarray]:
+    """CIFAR-10 as read-only memory-mapped arrays.
+
+    Returns:
+      ``train_x`` (45000, 32, 32, 3) uint8 HWC, ``train_y`` (45000,) uint8, ``val_x``/``val_y`` (5000 held out from
+      the official train set by a seeded permutation), ``test_x``/``test_y`` (10000, the official test set).
+    Raises:
+      DataMissingError: not prepared (the message says how to prepare it).
+    """
+    import numpy as np
+
+    manifest = read_manifest("cifar10", data_dir)
+    folder = dataset_dir("cifar10", data_dir)
+    arrays = {k: np.load(folder / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in CIFAR10_ARRAYS}
+    for key, array in arrays.items():
+        if list(array.shape) != manifest["files"][f"{key}.npy"]["shape"]:
+            raise DataMissingError(f"{folder}/{key}.npy does not match its manifest; re-run: "
+                                   f"{prepare_command('cifar10', data_dir)} --force")
+    return arrays
+
+
+def load_tokens(name: str, split: str, data_dir: PathLike | None = None) -> np.ndarray:
+    """The flat token ids of one split (``train``, ``val``; WikiText also ``test``) as a read-only memmap.
+
+    Documents are separated by the end-of-text id ``read_manifest(name)["tokenizer"]["eot_id"]``.
+    Raises:
+      DataMissingError: not prepared. UsageError: the dataset has no such split.
+    """
+    from optbench.data.text import open_tokens
+
+    manifest = read_manifest(name, data_dir)
+    splits = manifest.get("splits", {})
+    if split not in splits:
+        raise UsageError(f"dataset {name!r} has no split {split!r}; it has: {', '.join(splits) or 'none'}")
+    return open_tokens(dataset_dir(name, data_dir) / splits[split]["file"], manifest["dtype"])
+
+
+def vocab_size(name: str, data_dir: PathLike | None = None) -> int:
+    """Vocabulary size of a prepared text dataset's tokenizer (every id in its token files is below it)."""
+    manifest = read_manifest(name, data_dir)
+    if "tokenizer" not in manifest:
+        raise UsageError(f"dataset {name!r} is not a text dataset")
+    return int(manifest["tokenizer"]["vocab_size"])
+
+
+def prepare(
+    dataset: str | DatasetSpec,
+    *,
+    data_dir: PathLike | None = None,
+    mirror: str | None = None,
+    text: TextOptions | None = None,
+    force: bool = False,
+    progress: bool = False,
+    policy: DownloadPolicy | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Download, verify and convert a dataset into ``<data_dir>/<name>``; a no-op when already prepared alike.
+
+    Args:
+      dataset: a catalog name, or a spec (tests and private mirrors pass a modified one, e.g. another checksum).
+      data_dir: the data directory (default: ``$OPTBENCH_DATA`` or ``~/.cache/optbench``).
+      mirror: replaces each source URL's base (default ``$OPTBENCH_MIRROR``).
+      text: token budget, vocabulary and tokenizer for text datasets (must be left default for images).
+      force: prepare again even if a matching preparation exists.
+      progress: show download progress bars on stderr.
+      policy: download retries and timeouts.
+      log: receives one-line status messages.
+    Returns:
+      The manifest.
+    Raises:
+      UsageError: bad options, a download that fails or does not verify, a malformed archive.
+    """
+    from optbench.data.download import DownloadPolicy, Fetcher, resolve_mirror
+    from optbench.data.text import TextOptions, text_params
+
+    spec = _spec(dataset) if isinstance(dataset, str) else dataset
+    root = paths.data_dir(data_dir)
+    log = log or (lambda _msg: None)
+    text = text or TextOptions()
+    if isinstance(spec, ImageSpec):
+        if text != TextOptions():
+            raise UsageError(f"--tokens, --vocab-size and --tokenizer apply to text datasets, not {spec.name}")
+        wanted: dict[str, Any] = {"val_size": spec.val_size, "split_seed": spec.split_seed}
+    elif isinstance(spec, TextSpec):
+        wanted = text_params(text, spec)
+    else:
+        raise TypeError(f"unsupported dataset spec {type(spec).__name__}")
+    if not force and _prepared_with(spec.name, root, wanted):
+        log(f"{spec.name} is already prepared in {root / spec.name} (use --force to prepare it again)")
+        return read_manifest(spec.name, root)
+    fetcher = Fetcher(cache_dir=root / "downloads" / spec.name, base_url=spec.base_url, mirror=resolve_mirror(mirror),
+                      progress=progress, policy=policy or DownloadPolicy(), log=log)
+    out_dir = root / spec.name
+    if isinstance(spec, ImageSpec):
+        from optbench.data.cifar import prepare_cifar10
+
+        return prepare_cifar10(spec, out_dir=out_dir, fetcher=fetcher, log=log)
+    from optbench.data.text import prepare_text
+
+    return prepare_text(spec, out_dir=out_dir, fetcher=fetcher, options=text, log=log)
+
+
+def _prepared_with(name: str, root: Path, params: dict[str, Any]) -> bool:
+    """Whether ``root/name`` holds a complete preparation made with the same parameters."""
+    try:
+        return read_manifest(name, root).get("params") == params
+    except UsageError:  # DataMissingError included
+        return False
