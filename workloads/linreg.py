@@ -36,8 +36,9 @@ from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
 
 # Targets. tiny: AdamW, NAdamW and SGD with their defaults (lr 1e-2, 5% warmup + cosine to 0.1 over step_hint) reach
 # excess risk 0.1 in 700-900 of the 3000 budget steps (seed 0, `benchmarks/calibrate_linreg.py`); AdamW at lr 3e-3
-# misses, so the target sits on the steep, learning-rate-sensitive part of the curve. small and large keep the same
-# spectrum at larger d; their targets are set the same way (see docs/PERFORMANCE.md for the measured runs).
+# misses, so the target sits on the steep, learning-rate-sensitive part of the curve. small: AdamW and SGD with
+# defaults pass 0.1 at about 3100-3600 steps and end the 16000-step budget at 0.054-0.063 (2 seeds), so the target is
+# 0.07. large keeps the spectrum at d = 16384; its target (0.05) is provisional until calibrated on a GPU.
 SIZES = {
     "tiny": Size(
         name="tiny", target=0.1, batch_size=32, step_hint=1500,
@@ -46,16 +47,16 @@ SIZES = {
         note="d=64; excess risk 0.1 (from 1.0 at w=0); seconds on 2 CPU cores",
     ),
     "small": Size(
-        name="small", target=0.02, batch_size=64, step_hint=8000,
+        name="small", target=0.07, batch_size=64, step_hint=8000,
         budget=Budget(max_steps=16000, max_seconds=600.0), eval_every=EvalPeriod(steps=250),
         options={"dim": 1024, "alpha": 2.0, "beta": 1.2, "sigma": 0.5, "scale": 100.0},
-        note="d=1024; excess risk 0.02; about a minute on CPU",
+        note="d=1024; excess risk 0.07; a few minutes on CPU",
     ),
     "large": Size(
-        name="large", target=0.01, batch_size=256, step_hint=40000,
+        name="large", target=0.05, batch_size=256, step_hint=40000,
         budget=Budget(max_steps=80000, max_seconds=3600.0), eval_every=EvalPeriod(steps=1000),
         options={"dim": 16384, "alpha": 2.0, "beta": 1.2, "sigma": 0.5, "scale": 100.0},
-        note="d=16384; excess risk 0.01; GPU recommended",
+        note="d=16384; excess risk 0.05 (provisional); GPU recommended",
     ),
 }
 
