@@ -6,12 +6,32 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from optbench.api import TrialInfo, Updater
 from optbench.schedules import Scheduled, from_hparams
 
 SEARCH_SPACES = Path(__file__).parent / "search_spaces"
+
+
+class Float32StateOptimizer(torch.optim.Optimizer):
+    """Base of optimizers that keep float32 state for low-precision (bf16/fp16) parameters.
+
+    ``torch.optim.Optimizer.load_state_dict`` casts every floating state tensor except ``step`` to its parameter's
+    dtype, which would silently turn the float32 moments of a bf16 parameter into bf16 on resume; this base puts the
+    saved tensors back in the dtype they were saved in, so a resumed trial continues bit for bit (checked by the
+    conformance suite's ``state_dict`` check, for float32 and bfloat16 parameters).
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        for i, p in zip(saved_ids, params):
+            for key, value in state_dict["state"].get(i, {}).items():
+                if torch.is_tensor(value) and value.is_floating_point() and value.dtype != p.dtype and key != "step":
+                    self.state[p][key] = value.to(device=p.device, copy=True)
 
 SCHEDULE_DEFAULTS: Mapping[str, Any] = {"schedule": "cosine", "warmup_frac": 0.05, "decay_floor": 0.1}
 

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo
-from optbench_submissions._common import SCHEDULE_DEFAULTS, search_space_file, with_schedule
+from optbench_submissions._common import Float32StateOptimizer, SCHEDULE_DEFAULTS, search_space_file, with_schedule
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 
@@ -73,7 +73,7 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return x.square().mean().sqrt()
 
 
-class Adafactor(torch.optim.Optimizer):
+class Adafactor(Float32StateOptimizer):
     """Adafactor with an optional first moment, update clipping and decoupled weight decay.
 
     Args:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo, named_params
-from optbench_submissions._common import SCHEDULE_DEFAULTS, search_space_file, with_schedule
+from optbench_submissions._common import Float32StateOptimizer, SCHEDULE_DEFAULTS, search_space_file, with_schedule
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 
@@ -95,7 +95,7 @@ def block_mean_sq(grads: list[torch.Tensor], per_row: bool) -> list[torch.Tensor
     return torch._foreach_mul(sq, [1.0 / max(1, g.numel()) for g in grads])
 
 
-class Adalayer(torch.optim.Optimizer):
+class Adalayer(Float32StateOptimizer):
     """Adam whose second moment is one scalar per block (see the module docstring for the blocks).
 
     Args:

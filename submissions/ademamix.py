@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo
-from optbench_submissions._common import SCHEDULE_DEFAULTS, search_space_file, with_schedule
+from optbench_submissions._common import Float32StateOptimizer, SCHEDULE_DEFAULTS, search_space_file, with_schedule
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 
@@ -85,7 +85,7 @@ def _check_betas(name: str, lr: float, eps: float, wd: float, betas: tuple[float
         raise ValueError(f"invalid {name} hyperparameters lr={lr} betas={betas} eps={eps} wd={wd} (betas in (0, 1))")
 
 
-class _AdamLike(torch.optim.Optimizer):
+class _AdamLike(Float32StateOptimizer):
     """Shared step loop: lazily created float32-or-param-dtype buffers, a shared step count, work copies."""
 
     BUFFERS: tuple[str, ...] = ()

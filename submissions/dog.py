@@ -45,7 +45,7 @@ from torch import nn
 
 from optbench.api import Capability, SubmissionSpec, TrialInfo, named_params
 from optbench.errors import UsageError
-from optbench_submissions._common import search_space_file
+from optbench_submissions._common import Float32StateOptimizer, search_space_file
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,7 @@ def _dist_sq(params: list[torch.Tensor], x0: list[torch.Tensor]) -> torch.Tensor
     return _sq_norms(torch._foreach_sub([_wide(p) for p in params], [_wide(x) for x in x0]))
 
 
-class DoG(torch.optim.Optimizer):
+class DoG(Float32StateOptimizer):
     """DoG (``layerwise=False``) or LDoG (``layerwise=True``).
 
     State: per parameter ``x0`` (the starting point) and ``avg`` (the average, with ``average > 0``); for LDoG also
@@ -195,19 +195,7 @@ class DoG(torch.optim.Optimizer):
         eta = group["lr"] * r / G.sqrt()
         return list(eta.unbind())
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        _restore_state_dtypes(self, state_dict)
 
-
-def _restore_state_dtypes(opt: torch.optim.Optimizer, state_dict: Mapping[str, Any]) -> None:
-    """Undo torch's cast of floating state to the parameter dtype (LDoG's float32 rbar/G of bf16 parameters)."""
-    params = [p for g in opt.param_groups for p in g["params"]]
-    saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-    for i, p in zip(saved_ids, params):
-        for key, value in state_dict["state"].get(i, {}).items():
-            if torch.is_tensor(value) and value.is_floating_point() and value.dtype != p.dtype and key != "step":
-                opt.state[p][key] = value.to(device=p.device, copy=True)
 
 
 DEFAULTS: Mapping[str, Any] = {"lr": 2.0, "reps_rel": 1e-6, "eps": 1e-8, "weight_decay": 0.0, "average": 8.0}

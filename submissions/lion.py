@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo
-from optbench_submissions._common import SCHEDULE_DEFAULTS, search_space_file, with_schedule
+from optbench_submissions._common import Float32StateOptimizer, SCHEDULE_DEFAULTS, search_space_file, with_schedule
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 
@@ -63,7 +63,7 @@ def _write_back(params: list[torch.Tensor], work: list[torch.Tensor]) -> None:
             p.copy_(w)
 
 
-class _SignMomentum(torch.optim.Optimizer):
+class _SignMomentum(Float32StateOptimizer):
     """Shared machinery of Lion and Signum: one momentum buffer per parameter, a sign update, decoupled decay."""
 
     def _direction(self, m: list[torch.Tensor], grads: list[torch.Tensor], group: dict[str, Any]) -> list[torch.Tensor]:

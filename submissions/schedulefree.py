@@ -45,7 +45,7 @@ from torch import nn
 
 from optbench.api import Capability, SubmissionSpec, TrialInfo, named_params
 from optbench.errors import UsageError
-from optbench_submissions._common import search_space_file
+from optbench_submissions._common import Float32StateOptimizer, search_space_file
 
 
 def _state_dtype(p: torch.Tensor) -> torch.dtype:
@@ -58,7 +58,7 @@ def _y_of(z: list[torch.Tensor], x: list[torch.Tensor], beta1: float) -> list[to
     return torch._foreach_lerp(z, x, beta1)
 
 
-class AdamWScheduleFree(torch.optim.Optimizer):
+class AdamWScheduleFree(Float32StateOptimizer):
     """Schedule-Free AdamW (paper's Algorithm 1); the parameters hold y, :meth:`eval_params` swaps in x.
 
     Args:
@@ -166,23 +166,7 @@ class AdamWScheduleFree(torch.optim.Optimizer):
                     for p, y in zip(params, _y_of(z, x, group["betas"][0])):
                         p.copy_(y)
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        _restore_state_dtypes(self, state_dict)
 
-
-def _restore_state_dtypes(opt: torch.optim.Optimizer, state_dict: Mapping[str, Any]) -> None:
-    """Undo torch's cast of floating state to the parameter dtype (float32 state of bf16 parameters stays float32).
-
-    ``Optimizer.load_state_dict`` converts every floating state tensor but ``step`` to its parameter's dtype; the
-    saved float32 copies are put back so a resumed bf16 run continues bit for bit.
-    """
-    params = [p for g in opt.param_groups for p in g["params"]]
-    saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-    for i, p in zip(saved_ids, params):
-        for key, value in state_dict["state"].get(i, {}).items():
-            if torch.is_tensor(value) and value.is_floating_point() and value.dtype != p.dtype and key != "step":
-                opt.state[p][key] = value.to(device=p.device, copy=True)
 
 
 DEFAULTS: Mapping[str, Any] = {

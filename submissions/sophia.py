@@ -53,10 +53,10 @@ from torch import nn
 
 from optbench.api import Capability, SubmissionSpec, TrialInfo, named_params
 from optbench.errors import UsageError
-from optbench_submissions._common import SCHEDULE_DEFAULTS, search_space_file, with_schedule
+from optbench_submissions._common import Float32StateOptimizer, SCHEDULE_DEFAULTS, search_space_file, with_schedule
 
 
-class SophiaG(torch.optim.Optimizer):
+class SophiaG(Float32StateOptimizer):
     """Sophia with the Gauss-Newton-Bartlett estimator; needs ``step(closure)`` with ``closure(sampled=True)``.
 
     Args:
@@ -160,19 +160,7 @@ class SophiaG(torch.optim.Optimizer):
                 p.add_(u, alpha=-lr)  # computed in float32, rounded once into a bf16 parameter
         return None
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        _restore_state_dtypes(self, state_dict)
 
-
-def _restore_state_dtypes(opt: torch.optim.Optimizer, state_dict: Mapping[str, Any]) -> None:
-    """Undo torch's cast of floating state to the parameter dtype (float32 state of bf16 parameters stays float32)."""
-    params = [p for g in opt.param_groups for p in g["params"]]
-    saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-    for i, p in zip(saved_ids, params):
-        for key, value in state_dict["state"].get(i, {}).items():
-            if torch.is_tensor(value) and value.is_floating_point() and value.dtype != p.dtype and key != "step":
-                opt.state[p][key] = value.to(device=p.device, copy=True)
 
 
 DEFAULTS: Mapping[str, Any] = {
