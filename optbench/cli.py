@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from optbench.cli_tuning import add_commands
 from optbench.data.cli import data
 from optbench.errors import UsageError
 
@@ -152,6 +153,7 @@ def check_plugin(spec: str, skip: tuple[str, ...]) -> None:
 
 
 main.add_command(data)
+add_commands(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

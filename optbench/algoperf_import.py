@@ -1,0 +1,305 @@
+"""``optbench import algoperf``: AlgoPerf's per-trial logs into optbench's results store.
+
+AlgoPerf's ``submission_runner.py`` writes one folder per trial::
+
+    <experiment_dir>/[<experiment_name>/][study_<k>/]<workload>_<framework>/trial_<n>/
+        eval_measurements.csv    one row per evaluation
+        hparams.json             the trial's hyperparameters (absent under self-tuning)
+        meta_data_<i>.json       rng_seed, git commit, CPU/GPU names, workload properties
+
+``eval_measurements.csv`` has the columns ``global_step``, ``score`` (accumulated submission time: the timed
+seconds AlgoPerf scores), ``accumulated_submission_time``, ``accumulated_eval_time``, ``total_duration``,
+``preemption_count`` and ``train/``, ``validation/``, ``test/`` metrics (``validation/accuracy``,
+``validation/wer``, ``validation/bleu``...). Targets are not in the logs: they come from
+``algoperf_targets.json`` (AlgoPerf's ``validation_target_value`` per workload and rules version, each with its
+source) or ``--target WORKLOAD=VALUE``.
+
+Each trial becomes one optbench trial (:class:`~optbench.results.TrialRecord` + one
+:class:`~optbench.results.EvalRow` per evaluation) with ``timed_seconds = score``, size ``algoperf-<rules>``, and
+origins marked ``algoperf-import``. Its run id is a hash of the log's path and bytes, so importing the same tree
+again rewrites the same files instead of adding duplicates. Examples and tokens are not logged by AlgoPerf: they are
+left empty, so ``optbench score --by examples`` refuses imported results while ``--by time`` and ``--by steps``
+work. ``optbench score --algoperf`` then applies AlgoPerf's discretisation of the profile integral.
+
+References:
+  Dahl et al., "Benchmarking Neural Network Training Algorithms", arXiv:2306.07179 (2023), section 4.
+  mlcommons/algorithmic-efficiency: algoperf/logger_utils.py (log layout), scoring/performance_profile.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from optbench.errors import UsageError
+
+RULES = ("v0.5", "v0.6")
+TARGETS_FILE = "algoperf_targets.json"
+FRAMEWORK = re.compile(r"^(?P<workload>.+)_(?P<framework>jax|pytorch)$")
+TRIAL_DIR = re.compile(r"^trial_(\d+)$")
+STUDY_DIR = re.compile(r"^study_(\d+)$")
+RULESET_DIRS = {"external_tuning", "self_tuning"}  # layout of AlgoPerf's submissions repository
+TIME_COLUMNS = ("score", "accumulated_submission_time")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetSpec:
+    """The validation target of one AlgoPerf workload: metric (log column ``validation/<metric>``), direction."""
+
+    metric: str
+    goal: str
+    target: float
+    source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportResult:
+    """What was imported: one path per trial written, and the logs skipped (with why)."""
+
+    written: tuple[Path, ...]
+    skipped: tuple[str, ...]
+
+
+def load_targets(rules: str) -> dict[str, TargetSpec]:
+    """AlgoPerf's published targets for ``rules`` (``v0.5`` or ``v0.6``), from the packaged JSON file."""
+    from importlib import resources
+
+    if rules not in RULES:
+        raise UsageError(f"unknown AlgoPerf rules {rules!r}; choose one of: {', '.join(RULES)}")
+    raw = json.loads(resources.files("optbench").joinpath(TARGETS_FILE).read_text())
+    return {name: TargetSpec(metric=e["metric"], goal=e["goal"], target=float(e["target"]), source=e["source"])
+            for name, e in raw["rules"][rules].items()}
+
+
+def parse_target_overrides(items: Sequence[str]) -> dict[str, float]:
+    """``["wmt=31.0"]`` -> ``{"wmt": 31.0}``; a malformed item is a usage error."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not name.strip() or not math.isfinite(number):
+            raise UsageError(f"--target expects WORKLOAD=NUMBER, got {item!r}")
+        out[name.strip()] = number
+    return out
+
+
+def resolve_target(workload: str, table: Mapping[str, TargetSpec], overrides: Mapping[str, float]) -> TargetSpec:
+    """The target of ``workload``: the published one, or ``--target`` (a variant such as ``imagenet_resnet_silu``
+    takes its metric and direction from the longest known prefix, ``imagenet_resnet``)."""
+    known = table.get(workload)
+    if known is None:
+        base = max((k for k in table if workload.startswith(k + "_")), key=len, default=None)
+        if base is None or workload not in overrides:
+            hint = f" (a variant of {base!r}: give its target)" if base else ""
+            raise UsageError(f"no published AlgoPerf target for workload {workload!r}{hint}; pass --target "
+                             f"{workload}=VALUE (known: {', '.join(sorted(table))})")
+        known = table[base]
+    if workload in overrides:
+        return TargetSpec(metric=known.metric, goal=known.goal, target=overrides[workload], source="--target")
+    return known
+
+
+# ------------------------------------------------------------------------------------------------------ layout
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialLog:
+    """Where one trial's log sits and what its path says."""
+
+    csv: Path
+    workload: str
+    framework: str
+    study: str
+    trial: str
+    submission: str
+
+
+def find_logs(root: Path, *, submission: str | None = None) -> list[TrialLog]:
+    """Every ``eval_measurements.csv`` under ``root`` in AlgoPerf's layout.
+
+    The submission name is ``submission`` when given, else the folders between ``root`` and the study/workload
+    folders (ruleset folders such as ``external_tuning`` left out), else the name of ``root`` itself.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"{str(root)!r} is not a directory")
+    logs = []
+    for csv in sorted(root.rglob("eval_measurements.csv")):
+        parts = csv.relative_to(root).parts[:-1]
+        if len(parts) < 2 or not TRIAL_DIR.match(parts[-1]):
+            continue
+        m = FRAMEWORK.match(parts[-2])
+        workload, framework = (m["workload"], m["framework"]) if m else (parts[-2], "unknown")
+        above = parts[:-2]
+        study = next((f"study-{STUDY_DIR.match(p)[1]}" for p in reversed(above) if STUDY_DIR.match(p)), "study-0")
+        prefix = [p for p in above if not STUDY_DIR.match(p) and p not in RULESET_DIRS]
+        name = submission or "/".join(prefix) or root.resolve().name
+        logs.append(TrialLog(csv=csv, workload=workload, framework=framework, study=study,
+                             trial=TRIAL_DIR.match(parts[-1])[1], submission=name))
+    if not logs:
+        raise UsageError(f"no AlgoPerf logs under {str(root)!r} (expected <workload>_<framework>/trial_<n>/"
+                         "eval_measurements.csv)")
+    return logs
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _meta(trial_dir: Path) -> dict[str, Any]:
+    """The first ``meta_data_<i>.json`` of a trial (its seed and machine), or {}."""
+    files = sorted(trial_dir.glob("meta_data_*.json"))
+    return _read_json(files[0]) if files else {}
+
+
+# -------------------------------------------------------------------------------------------------- conversion
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def read_log(log: TrialLog, spec: TargetSpec) -> Any:
+    """The log as a DataFrame sorted by step (a step logged twice after a preemption keeps its last row).
+
+    Raises:
+      ValueError: unreadable CSV or missing columns (the caller reports the file as skipped).
+    """
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(log.csv)
+    except Exception as exc:  # pandas raises several types for damaged files
+        raise ValueError(f"unreadable CSV ({type(exc).__name__}: {exc})") from None
+    time_col = next((c for c in TIME_COLUMNS if c in df.columns), None)
+    metric_col = f"validation/{spec.metric}"
+    missing = [c for c in ("global_step", metric_col) if c not in df.columns] + ([] if time_col else ["score"])
+    if missing:
+        raise ValueError(f"missing column(s) {', '.join(missing)}")
+    df = df.dropna(subset=["global_step"]).sort_values("global_step", kind="stable")
+    df = df.drop_duplicates("global_step", keep="last").reset_index(drop=True)
+    if df.empty:
+        raise ValueError("no evaluations")
+    return df.assign(_time=pd.to_numeric(df[time_col], errors="coerce"),
+                     _metric=pd.to_numeric(df[metric_col], errors="coerce"))
+
+
+def _rows(df: Any) -> list[Any]:
+    from optbench.results import EvalRow
+
+    def col(row: Any, name: str) -> float:
+        v = _finite(row.get(name))
+        return math.nan if v is None else v
+
+    out = []
+    for _, r in df.iterrows():
+        metrics = {k: _finite(v) for k, v in r.items() if not str(k).startswith("_")}
+        out.append(EvalRow(
+            step=int(r["global_step"]), examples=None, tokens=None,  # type: ignore[arg-type]  # not logged
+            timed_seconds=float(r["_time"]), eval_seconds=col(r, "accumulated_eval_time"),
+            wall_seconds=col(r, "total_duration"), train_loss=col(r, "train/loss"),
+            metric_value=float(r["_metric"]), learning_rate=math.nan, batch_size=None,  # type: ignore[arg-type]
+            metrics_json=json.dumps(metrics, sort_keys=True)))
+    return out
+
+
+def _outcome(df: Any, spec: TargetSpec) -> tuple[str, Any]:
+    """(outcome, first row meeting the target or None); a log ending in a NaN/inf metric is ``diverged``."""
+    from optbench.api import reached
+
+    hit = next((r for _, r in df.iterrows() if reached(float(r["_metric"]), spec.target, spec.goal)), None)
+    if hit is not None:
+        return "reached", hit
+    last = float(df["_metric"].iloc[-1])
+    return ("missed" if math.isfinite(last) else "diverged"), None
+
+
+def to_record(log: TrialLog, df: Any, spec: TargetSpec, *, rules: str, root: Path) -> tuple[Any, list[Any]]:
+    """The optbench (record, rows) of one AlgoPerf trial."""
+    from optbench import SCHEMA_VERSION, __version__
+    from optbench.results import TrialRecord
+
+    rows = _rows(df)
+    outcome, hit = _outcome(df, spec)
+    finite = [v for v in df["_metric"] if math.isfinite(v)]
+    best = (min(finite) if spec.goal == "min" else max(finite)) if finite else None
+    rel = log.csv.relative_to(root).as_posix()
+    digest = hashlib.sha256(rel.encode() + b"\0" + log.csv.read_bytes()).hexdigest()
+    meta, hparams = _meta(log.csv.parent), _read_json(log.csv.parent / "hparams.json")
+    seed = meta.get("rng_seed")
+    gpu = str(meta.get("gpu_model_name") or "")
+    created = datetime.fromtimestamp(log.csv.stat().st_mtime, tz=timezone.utc)
+    record = TrialRecord(
+        schema_version=SCHEMA_VERSION, run_id=f"algoperf-{digest[:16]}",
+        created_at=created.isoformat(timespec="seconds"), workload=log.workload, size=f"algoperf-{rules}",
+        workload_origin=f"algoperf-import ({log.framework}; target from {spec.source})",
+        submission=log.submission, submission_origin=f"algoperf-import ({Path(rel).parent.as_posix()})",
+        hparams=json.dumps(hparams, sort_keys=True, default=str),
+        seed=int(seed) if isinstance(seed, int) else int(digest[16:24], 16) >> 1,
+        study=log.study, trial=log.trial, outcome=outcome, metric_name=f"validation/{spec.metric}",
+        metric_goal=spec.goal, target=spec.target,
+        time_to_target=float(hit["_time"]) if hit is not None else None,
+        steps_to_target=int(hit["global_step"]) if hit is not None else None,
+        examples_to_target=None, tokens_to_target=None, best_metric=best,
+        total_steps=int(df["global_step"].iloc[-1]), total_timed_seconds=float(df["_time"].iloc[-1]),
+        max_steps=None, max_seconds=None, error=None,
+        optbench_version=f"algoperf-import (optbench {__version__})", code_hash="",
+        git_commit=str(meta.get("git_commit_hash") or ""), torch_version=log.framework,
+        python_version=str(meta.get("python_version") or ""), device="cuda" if gpu else "unknown",
+        device_name=f"{meta.get('gpu_count', '')}x {gpu}".strip() if gpu else "unknown",
+        cpu_model=str(meta.get("cpu_model_name") or ""),
+    )
+    return record, rows
+
+
+def import_algoperf(root: Path, *, results_dir: Path, rules: str = "v0.6", targets: Sequence[str] = (),
+                    submission: str | None = None) -> ImportResult:
+    """Import every trial log under ``root`` into the results store.
+
+    Args:
+      root: an AlgoPerf experiment directory (or a folder of them).
+      results_dir: optbench's results directory.
+      rules: AlgoPerf rules version whose targets apply (``v0.5`` or ``v0.6``).
+      targets: ``WORKLOAD=VALUE`` overrides (needed for workloads without a published target).
+      submission: the submission name for every trial (default: from the folder names).
+    Returns:
+      The :class:`ImportResult`.
+    Raises:
+      UsageError: not a directory, no logs, unknown rules, a malformed ``--target``, a workload without a target,
+        or no log that could be read.
+    """
+    from optbench.results import write_trial
+
+    table, overrides = load_targets(rules), parse_target_overrides(targets)
+    logs = find_logs(root, submission=submission)
+    specs = {log.workload: resolve_target(log.workload, table, overrides) for log in logs}  # all checked first
+    written, skipped = [], []
+    for log in logs:
+        try:
+            df = read_log(log, specs[log.workload])
+        except ValueError as exc:
+            skipped.append(f"{log.csv}: {exc}")
+            continue
+        record, rows = to_record(log, df, specs[log.workload], rules=rules, root=Path(root))
+        written.append(write_trial(Path(results_dir), record, rows))
+    if not written:
+        raise UsageError(f"none of the {len(logs)} AlgoPerf logs could be read; first problem: {skipped[0]}")
+    return ImportResult(written=tuple(written), skipped=tuple(skipped))

@@ -1,0 +1,177 @@
+"""Click commands ``optbench tune``, ``optbench report`` and ``optbench import algoperf``.
+
+A thin layer like :mod:`optbench.cli`: options are parsed here, the work is done in :mod:`optbench.tuning`,
+:mod:`optbench.report` and :mod:`optbench.algoperf_import`, imported inside the commands so that ``optbench --help``
+stays instant. Bad input raises :class:`optbench.errors.UsageError`, which the CLI's group turns into one line and
+exit code 2. ``optbench.cli`` calls :func:`add_commands` to register them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _results_dir(path: Path | None) -> Path:
+    from optbench import paths
+
+    return paths.results_dir(path)
+
+
+class _Printer:
+    """Prints a tune's progress, one line per trial."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.console, self.quiet = _console(), quiet
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[dim]{text}[/dim]")
+
+    def finished(self, trial: Any, done: Any) -> None:
+        if self.quiet:
+            return
+        colour = {"reached": "green", "missed": "yellow"}.get(done.outcome, "red")
+        lr = trial.hparams.get("lr")
+        where = f"{trial.submission} {trial.study} trial {trial.trial}" + (f" lr={lr:.3g}" if isinstance(
+            lr, (int, float)) else "")
+        what = (f"{done.time_to_target:.3g} s, {done.steps_to_target} steps" if done.outcome == "reached" else
+                f"best {done.metric_name} " + ("n/a" if done.best_metric is None else f"{done.best_metric:.4g}"))
+        self.console.print(f"[{colour}]{done.outcome}[/{colour}] {where}: {what}")
+
+    def crashed(self, trial: Any, reason: str) -> None:
+        self.console.print(f"[red]crashed[/red] {trial.submission} {trial.study} trial {trial.trial}: {reason}")
+
+
+@click.command()
+@click.option("-w", "--workload", default="linreg", show_default=True, help="Workload to tune on.")
+@click.option("-s", "--opt", "opts", multiple=True, default=("adamw",), show_default=True,
+              help="Submission (repeatable): each is tuned over its own search space.")
+@click.option("--size", default=None, help="Size preset of the workload [default: the workload's default].")
+@click.option("--search-space", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="AlgoPerf-format search-space JSON, or a JSON list of fixed configurations (trial i uses "
+                   "configuration i) [default: the submission's own search space].")
+@click.option("--trials", type=int, default=None, help="Trials per study [default: 5; self-tuning: 1].")
+@click.option("--studies", type=int, default=3, show_default=True, help="Independent studies.")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Trials run in parallel worker processes (timings get noisier).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Base seed: Halton scrambling per study and a distinct seed per trial derive from it.")
+@click.option("--ruleset", type=click.Choice(["external", "self"]), default="external", show_default=True,
+              help="external: tune over the search space; self: the submission's defaults, longer budget.")
+@click.option("--budget-multiplier", type=float, default=1.5, show_default=True,
+              help="Budget factor of the self-tuning ruleset (AlgoPerf v0.6: 1.5).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Results directory [default: ./results or $OPTBENCH_RESULTS].")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Prepared datasets [default: ~/.cache/optbench or $OPTBENCH_DATA].")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Override the step budget.")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Override the budget of timed seconds.")
+@click.option("--eval-every", "eval_every_steps", type=click.IntRange(min=1), default=None,
+              help="Evaluate every N steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Wall-clock limit per trial in seconds.")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Untimed steps run and undone before the clock starts.")
+@click.option("--quiet", is_flag=True, help="No line per trial.")
+def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: Path | None, trials: int | None,
+         studies: int, jobs: int, seed: int, ruleset: str, budget_multiplier: float, device: str,
+         results_dir: Path | None, data_dir: Path | None, max_steps: int | None, max_seconds: float | None,
+         eval_every_steps: int | None, batch_size: int | None, timeout: float | None, warmup_steps: int,
+         quiet: bool) -> None:
+    """Tune submissions on WORKLOAD: STUDIES x TRIALS trials at scrambled-Halton points of the search space.
+
+    Each trial is an ordinary trial with its own seed, recorded as study-<k> trial <i>; trials already in the
+    results directory are skipped, so re-running the command resumes an interrupted tune.
+    """
+    from optbench import paths
+    from optbench.tuning import TuneSpec
+    from optbench.tuning import tune as run_tune
+
+    spec = TuneSpec(workload=workload, submissions=opts, size=size, search_space=search_space, trials=trials,
+                    studies=studies, jobs=jobs, seed=seed, ruleset=ruleset, budget_multiplier=budget_multiplier,
+                    device=device, data_dir=paths.data_dir(data_dir),
+                    overrides={"max_steps": max_steps, "max_seconds": max_seconds, "eval_every_steps": eval_every_steps,
+                               "batch_size": batch_size, "timeout": timeout, "warmup_steps": warmup_steps})
+    out = _results_dir(results_dir)
+    result = run_tune(spec, results_dir=out, reporter=_Printer(quiet))
+    console = _console()
+    console.print(f"{len(result.finished)} trials run, {len(result.skipped)} skipped (already recorded), "
+                  f"{len(result.crashed)} crashed -> {out}")
+    if result.crashed:
+        console.print("[red]crashed trials were not recorded; run the same command again to retry them[/red]")
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Results directory [default: ./results or $OPTBENCH_RESULTS].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
+              show_default=True, help="Where index.html and the PNG/SVG plots go.")
+@click.option("--by", type=click.Choice(["time", "steps", "examples", "tokens"]), default="time",
+              show_default=True, help="Measure to score.")
+@click.option("--r-max", type=click.FloatRange(min=1, min_open=True), default=4.0, show_default=True,
+              help="Largest performance ratio of the profiles.")
+@click.option("--hparam", default="lr", show_default=True, help="Hyperparameter of the sensitivity plots.")
+def report(results_dir: Path | None, out: Path, by: str, r_max: float, hparam: str) -> None:
+    """Write a self-contained HTML report (leaderboard, paired tests, plots, provenance) and PNG/SVG plots."""
+    from optbench.report import build_report
+    from optbench.results import read_results
+
+    root = _results_dir(results_dir)
+    loaded = read_results(root)
+    err = _console(stderr=True)
+    for problem in loaded.problems:
+        err.print(f"[yellow]skipped[/yellow] {problem.splitlines()[0]}")
+    if loaded.trials.empty:
+        from optbench.errors import UsageError
+
+        raise UsageError(f"no results under {str(root)!r}; run e.g. 'optbench tune' first")
+    made = build_report(loaded, out=out, by=by, r_max=r_max, hparam=hparam, source=str(root))
+    _console().print(f"report: {made.index} ({len(made.images)} image files)")
+
+
+@click.group(name="import")
+def import_() -> None:
+    """Import results of other benchmarks into the results directory."""
+
+
+@import_.command(name="algoperf")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Results directory [default: ./results or $OPTBENCH_RESULTS].")
+@click.option("--rules", type=click.Choice(["v0.5", "v0.6"]), default="v0.6", show_default=True,
+              help="AlgoPerf rules version whose published validation targets apply.")
+@click.option("--target", "targets", multiple=True, metavar="WORKLOAD=VALUE",
+              help="Validation target of a workload (repeatable); overrides the published one.")
+@click.option("--submission", default=None, help="Submission name [default: from the folder names].")
+def algoperf(directory: Path, results_dir: Path | None, rules: str, targets: tuple[str, ...],
+             submission: str | None) -> None:
+    """Import AlgoPerf trial logs (<workload>_<framework>/trial_<n>/eval_measurements.csv) under DIRECTORY."""
+    from optbench.algoperf_import import import_algoperf
+
+    out = _results_dir(results_dir)
+    result = import_algoperf(directory, results_dir=out, rules=rules, targets=targets, submission=submission)
+    err = _console(stderr=True)
+    for problem in result.skipped:
+        err.print(f"[yellow]skipped[/yellow] {problem}")
+    _console().print(f"imported {len(result.written)} AlgoPerf trials into {out} (targets: rules {rules}); "
+                     f"score them with 'optbench score --results-dir {out} --algoperf'")
+
+
+def add_commands(main: click.Group) -> None:
+    """Register ``tune``, ``report`` and ``import`` on the ``optbench`` group."""
+    main.add_command(tune)
+    main.add_command(report)
+    main.add_command(import_)
