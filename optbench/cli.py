@@ -121,13 +121,15 @@ def run(workload: str, opts: tuple[str, ...], size: str | None, opt_args: tuple[
               help="Largest performance ratio of the profile (AlgoPerf: 4).")
 @click.option("--algoperf", is_flag=True, help="AlgoPerf's discretisation (100 tau points, trapezoid rule).")
 @click.option("--ci", "with_ci", is_flag=True, help="Bootstrap confidence intervals of the scores.")
+@click.option("--sensitivity", "hparam", default=None, metavar="HPARAM",
+              help="Instead of the leaderboard: best metric and time to target per value of HPARAM (e.g. lr).")
 def score(results_dir: Path | None, by: str, fmt: str, reference: str | None, r_max: float, algoperf: bool,
-          with_ci: bool) -> None:
+          with_ci: bool, hparam: str | None) -> None:
     """Score every trial under the results directory: time to target, performance profiles, leaderboard."""
     from optbench import commands
 
     commands.score(results_dir=results_dir, by=by, fmt=fmt, reference=reference, r_max=r_max,
-                   algoperf=algoperf, with_ci=with_ci)
+                   algoperf=algoperf, with_ci=with_ci, hparam=hparam)
 
 
 @main.command(name="list")

@@ -163,7 +163,7 @@ def list_plugins(kind: str) -> None:
 
 
 def score(*, results_dir: Path | None, by: str, fmt: str, reference: str | None, r_max: float, algoperf: bool,
-          with_ci: bool) -> None:
+          with_ci: bool, hparam: str | None = None) -> None:
     """``optbench score``: read the results store, score, print the leaderboard in the chosen format."""
     from optbench import render
     from optbench.results import read_results
@@ -175,6 +175,9 @@ def score(*, results_dir: Path | None, by: str, fmt: str, reference: str | None,
         err.print(f"[yellow]skipped[/yellow] {problem.splitlines()[0]}")
     if loaded.trials.empty:
         raise UsageError(f"no results under {str(root)!r}; run e.g. 'optbench run --workload linreg --opt adamw'")
+    if hparam is not None:
+        render.print_sensitivity(loaded, hparam=hparam, by=by, fmt=fmt)
+        return
     render.print_leaderboard(loaded, by=by, fmt=fmt, reference=reference, r_max=r_max, algoperf=algoperf,
                              with_ci=with_ci)
 

@@ -146,3 +146,36 @@ def print_leaderboard(loaded: Loaded, *, by: str, fmt: str, reference: str | Non
         payload = {"by": board.by, "r_max": board.r_max, "reference": board.reference, "algoperf": board.algoperf,
                    "note": header(board), "rows": [{k: _json_safe(v) for k, v in r.items()} for r in data]}
         click.echo(json.dumps(payload, indent=2))
+
+
+def print_sensitivity(loaded: Loaded, *, hparam: str, by: str, fmt: str) -> None:
+    """Best metric and time to target per value of one swept hyperparameter, per workload and submission."""
+    import click
+
+    from optbench.stats import sensitivity
+
+    table = sensitivity(scoring_table(loaded), hparam=hparam, by=by)
+    if fmt == "table":
+        from rich.table import Table
+
+        from optbench.commands import _console
+
+        out = Table(title=f"sensitivity to {hparam} (medians over trials; inf = missed)")
+        for col in table.columns:
+            out.add_column(str(col))
+        for rec in table.itertuples(index=False):
+            out.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in rec))
+        _console().print(out)
+    elif fmt == "csv":
+        click.echo(table.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(json.dumps([{k: _json_safe(v) for k, v in r.items()} for r in table.to_dict("records")],
+                              indent=2, default=str))
+    elif fmt == "latex":
+        click.echo(table.to_latex(index=False))
+    else:
+        cols = [str(c) for c in table.columns]
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for rec in table.itertuples(index=False):
+            lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in rec) + " |")
+        click.echo("\n".join(lines))

@@ -103,3 +103,13 @@ def test_nan_trial_then_next_trial_runs(results):
     assert r.exit_code == 0
     assert "diverged" in r.output and "reached" in r.output
     assert len(list(results.rglob("*.parquet"))) == 2
+
+
+def test_score_sensitivity(results):
+    for lr in ("0.003", "0.02"):
+        invoke("run", "-o", f"lr={lr}", "--results-dir", str(results), "--quiet")
+    out = invoke("score", "--results-dir", str(results), "--sensitivity", "lr", "--format", "markdown")
+    assert out.exit_code == 0
+    assert "| linreg/tiny | adamw | 0.003 | 1 | 0 |" in out.output and "| 0.02 | 1 | 1 |" in out.output
+    bad = CliRunner().invoke(main, ["score", "--results-dir", str(results), "--sensitivity", "zz"])
+    assert bad.exit_code == 2 and "no trial sets hyperparameter 'zz'" in bad.output
