@@ -35,7 +35,7 @@ from torch import nn
 from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
 
 # Targets. tiny: AdamW, NAdamW and SGD with their defaults (lr 1e-2, 5% warmup + cosine to 0.1 over step_hint) reach
-# excess risk 0.1 in 700-900 of the 3000 budget steps (seed 0, `benchmarks/calibrate_linreg.py`); AdamW at lr 3e-3
+# excess risk 0.1 in 700-900 of the 3000 budget steps (seed 0, `benchmarks/calibrate.py`); AdamW at lr 3e-3
 # misses, so the target sits on the steep, learning-rate-sensitive part of the curve. small: AdamW and SGD with
 # defaults pass 0.1 at about 3100-3600 steps and end the 16000-step budget at 0.054-0.063 (2 seeds), so the target is
 # 0.07. large keeps the spectrum at d = 16384; its target (0.05) is provisional until calibrated on a GPU.

@@ -1,0 +1,224 @@
+"""A GPT-style decoder-only transformer (nanoGPT's shape, with the modern options the optimizer papers use).
+
+    tokens (B, T) -> embed (B, T, d) [+ learned positions]
+      -> n_layer x [ x + Attn(Norm(x)),  x + MLP(Norm(x)) ]        (pre-norm residual blocks)
+      -> Norm -> logits = x @ E^T (B, T, V)                         (head tied to the token embedding E)
+
+Options (:class:`GPTConfig`): RMSNorm or LayerNorm, rotary or learned positions. Attention is causal through
+``torch.nn.functional.scaled_dot_product_attention`` (flash/memory-efficient kernels on CUDA). ``forward`` has no
+data-dependent Python control flow, so ``torch.compile`` traces it without graph breaks.
+
+Initialisation (GPT-2): every weight matrix and the embeddings ~ N(0, 0.02^2), biases zero, norm gains one, and
+the two residual output projections of each block ~ N(0, (0.02 / sqrt(2 n_layer))^2) so that the residual stream's
+variance does not grow with depth. The small embedding std matters with a tied head: with nn.Embedding's default
+N(0, 1) the initial logits have std ~sqrt(d) and the initial loss is far above ln V.
+
+References:
+  Radford et al., "Language Models are Unsupervised Multitask Learners", 2019 (GPT-2: pre-norm, init).
+  Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
+  Su et al., "RoFormer: Enhanced Transformer with Rotary Position Embedding", arXiv 2104.09864.
+  Zhang & Sennrich, "Root Mean Square Layer Normalization", NeurIPS 2019.
+  Press & Wolf, "Using the Output Embedding to Improve Language Models", EACL 2017 (tied embeddings).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INIT_STD = 0.02
+
+
+@dataclass(frozen=True, kw_only=True)
+class GPTConfig:
+    """Shape and options of the decoder.
+
+    Attributes:
+      vocab_size: number of token ids (the dataset's tokenizer).
+      seq_len: maximum context length (learned positions and the rotary table are sized by it).
+      n_layer, n_head, d_model: depth, heads, width (d_model divisible by n_head; head dim even for rotary).
+      mlp_ratio: hidden width of the MLP as a multiple of d_model.
+      norm: ``"rms"`` (RMSNorm) or ``"layer"`` (LayerNorm with bias).
+      pos: ``"rope"`` (rotary, no position parameters) or ``"learned"`` (GPT-2's absolute embedding).
+      rope_base: rotary frequency base.
+    """
+
+    vocab_size: int
+    seq_len: int
+    n_layer: int
+    n_head: int
+    d_model: int
+    mlp_ratio: int = 4
+    norm: str = "rms"
+    pos: str = "rope"
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
+        if self.norm not in ("rms", "layer"):
+            raise ValueError(f"norm must be 'rms' or 'layer', got {self.norm!r}")
+        if self.pos not in ("rope", "learned"):
+            raise ValueError(f"pos must be 'rope' or 'learned', got {self.pos!r}")
+        if self.pos == "rope" and (self.d_model // self.n_head) % 2:
+            raise ValueError("rotary positions need an even head dimension")
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * g over the last dimension (no mean subtraction, no bias)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 (bf16 squares lose precision), return in the input's dtype.
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return y.type_as(x) * self.weight.type_as(x)
+
+
+def make_norm(cfg: GPTConfig) -> nn.Module:
+    """The configured normalisation layer over ``cfg.d_model`` features."""
+    return RMSNorm(cfg.d_model) if cfg.norm == "rms" else nn.LayerNorm(cfg.d_model)
+
+
+def rotary_tables(seq_len: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, each (seq_len, head_dim // 2), float32.
+
+    Pair i of a head rotates by angle t * base^(-2i / head_dim) at position t.
+    """
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (hd/2,)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)  # (T, hd/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive halves of each head vector (the "rotate-half" layout).
+
+    Args:
+      x: (B, H, T, hd).
+      cos, sin: (T, hd/2).
+    Returns:
+      (B, H, T, hd), same dtype as ``x``.
+    """
+    x1, x2 = x.float().chunk(2, dim=-1)  # each (B, H, T, hd/2)
+    out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with a fused qkv projection."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.proj.residual_out = True  # scaled init (see GPT.init_weights)
+
+    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=-1)  # each (B, T, d)
+        q, k, v = (z.view(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, H, T, hd)
+        if rotary is not None:
+            cos, sin = rotary[0][:t], rotary[1][:t]
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class MLP(nn.Module):
+    """d -> mlp_ratio * d -> GELU -> d."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=False)
+        self.proj.residual_out = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + Attn(Norm(x)), then x + MLP(Norm(x))."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.norm1, self.attn = make_norm(cfg), CausalSelfAttention(cfg)
+        self.norm2, self.mlp = make_norm(cfg), MLP(cfg)
+
+    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rotary)
+        return x + self.mlp(self.norm2(x))
+
+
+class GPT(nn.Module):
+    """The decoder; ``forward(tokens (B, T) int) -> logits (B, T, V)``."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_embed = nn.Embedding(cfg.seq_len, cfg.d_model) if cfg.pos == "learned" else None
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = make_norm(cfg)
+        if cfg.pos == "rope":
+            cos, sin = rotary_tables(cfg.seq_len, cfg.d_model // cfg.n_head, cfg.rope_base)
+            # Buffers move with .to(device) but are not parameters and not saved (recomputed from the config).
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        else:
+            self.rope_cos = self.rope_sin = None
+
+    def init_weights(self, generator: torch.Generator) -> None:
+        """GPT-2 initialisation drawn from ``generator`` (see the module docstring)."""
+        resid_std = INIT_STD / math.sqrt(2 * self.cfg.n_layer)
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    std = resid_std if getattr(module, "residual_out", False) else INIT_STD
+                    nn.init.normal_(module.weight, 0.0, std, generator=generator)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+                elif isinstance(module, nn.Embedding):
+                    nn.init.normal_(module.weight, 0.0, INIT_STD, generator=generator)
+                elif isinstance(module, (nn.LayerNorm, RMSNorm)):
+                    nn.init.ones_(module.weight)
+                    if getattr(module, "bias", None) is not None:
+                        nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits for next-token prediction.
+
+        Args:
+          tokens: (B, T) integer ids, T <= cfg.seq_len.
+        Returns:
+          (B, T, V) logits; position t sees tokens 0..t only.
+        """
+        t = tokens.shape[1]
+        x = self.embed(tokens)  # (B, T, d)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed.weight[:t]
+        rotary = (self.rope_cos, self.rope_sin) if self.rope_cos is not None else None
+        for block in self.blocks:
+            x = block(x, rotary)
+        return F.linear(self.norm(x), self.embed.weight)  # tied head: (B, T, d) x (V, d)^T -> (B, T, V)
+
+
+def build_gpt(cfg: GPTConfig, generator: torch.Generator) -> GPT:
+    """A freshly initialised decoder on the CPU, every random draw taken from ``generator``."""
+    model = GPT(cfg)
+    model.init_weights(generator)
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of distinct parameters (the tied embedding/head counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

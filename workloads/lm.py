@@ -1,0 +1,291 @@
+"""Causal language modelling on WikiText-103 and C4 with a GPT-style decoder (two workloads, one task class).
+
+Data (prepared by ``optbench data prepare wikitext103`` / ``c4``): each split is one flat file of token ids with an
+end-of-text id after every document. Training batches are packed nanoGPT-style: B windows of T + 1 consecutive
+tokens at offsets drawn uniformly with the trial's generator (inputs = window[:-1], targets = window[1:]); windows
+cross document boundaries, the end-of-text token marks them. Sampling is stateless, so a resumed trial draws the
+same batches. A train file that fits (at most ``RESIDENT_MAX_TOKENS``) lives on the device as int32 and a batch is
+one gather there; a larger one stays a memory map and each batch is gathered on the host, pinned and copied
+asynchronously.
+
+Validation: the first K non-overlapping windows of ``val.bin`` (window i covers tokens [iT, iT + T]; every one of
+the K T target tokens is predicted once), K per size. Metric: mean cross-entropy in nats per token (``val_loss``,
+lower is better), with ``val_perplexity = exp(val_loss)`` beside it. Loss values depend on the tokenizer, so each
+size names the tokenizer its target was set with and refuses data prepared with another.
+
+References:
+  Merity et al., "Pointer Sentinel Mixture Models", ICLR 2017 (WikiText-103).
+  Raffel et al., "Exploring the Limits of Transfer Learning with a Unified Text-to-Text Transformer", JMLR 2020 (C4).
+  Karpathy, nanoGPT (github.com/karpathy/nanoGPT): token-file packing and the GPT-2 124M configuration.
+  Zhang et al., "How Does Critical Batch Size Scale in Pre-training?", arXiv 2410.21676 (C4 decoder settings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
+from optbench.errors import DataMissingError, UsageError
+from optbench_workloads._gpt import GPTConfig, build_gpt
+
+RESIDENT_MAX_TOKENS = 1 << 30  # int32 on the device: at most 4 GiB; larger train files are read from a memory map
+
+# Tokenizers the targets were set with, as (kind, vocab_size) of the manifest's "tokenizer" entry: ``optbench data
+# prepare``'s byte-level BPE of 8192 ids (tiny, small) and GPT-2's BPE through tiktoken (paper).
+BPE_8K = {"tokenizer": "bpe", "vocab": 8192}
+GPT2 = {"tokenizer": "gpt2", "vocab": 50257}
+
+_TINY_MODEL = {"n_layer": 2, "n_head": 2, "d_model": 64, "seq_len": 64, "norm": "rms", "pos": "rope"}
+_SMALL_MODEL = {"n_layer": 6, "n_head": 6, "d_model": 384, "seq_len": 256, "norm": "rms", "pos": "rope"}
+_PAPER_MODEL = {"n_layer": 12, "n_head": 12, "d_model": 768, "seq_len": 1024, "norm": "layer", "pos": "learned"}
+
+_TINY_NOTE = ("2x64 decoder (0.62M params), seq 64, BPE-8192; PROVISIONAL: calibrated on a stand-in corpus (English "
+              "software documentation), where adamw defaults reach it at ~700-750 of 1500 steps; re-measure on the "
+              "real corpus")
+
+
+def _sizes(dataset: str, *, tiny: float, small: float, paper: float, paper_steps: int,
+           paper_tokens: int) -> dict[str, Size]:
+    """The three tiers of one corpus; only the targets and the paper tier's length differ between corpora."""
+    return {
+        "tiny": Size(
+            name="tiny", target=tiny, batch_size=16, step_hint=1_000,
+            budget=Budget(max_steps=1_500, max_seconds=240.0), eval_every=EvalPeriod(steps=100),
+            options={**_TINY_MODEL, "val_sequences": 64, "max_train_tokens": 20_000_000, "autocast": False,
+                     **BPE_8K},
+            dataset=dataset, note=_TINY_NOTE,
+        ),
+        "small": Size(
+            name="small", target=small, batch_size=64, step_hint=5_000,
+            budget=Budget(max_steps=10_000, max_seconds=600.0), eval_every=EvalPeriod(steps=500),
+            options={**_SMALL_MODEL, "val_sequences": 512, "max_train_tokens": None, "autocast": True,
+                     **BPE_8K},
+            dataset=dataset,
+            note="6x384 decoder (14M params), seq 256, 16k tokens/step, BPE-8192; PROVISIONAL: not yet measured "
+                 "on a GPU, target is an estimate of adamw's loss at ~half the budget",
+        ),
+        "paper": Size(
+            name="paper", target=paper, batch_size=32, step_hint=paper_steps,
+            budget=Budget(max_steps=2 * paper_steps, max_seconds=4 * 3600.0), eval_every=EvalPeriod(steps=1000),
+            options={**_PAPER_MODEL, "val_sequences": 1024, "max_train_tokens": None, "autocast": True,
+                     **GPT2, "min_train_tokens": paper_tokens},
+            dataset=dataset,
+            note="GPT-2 small shape (12x768, 12 heads, 124M params tied), seq 1024, 32k tokens/step, GPT-2 vocab; "
+                 "PROVISIONAL: estimate of adamw's loss at step_hint, re-measure on a GPU",
+        ),
+    }
+
+
+# Targets (nats per token). tiny: see _TINY_NOTE and docs/WORKLOADS.md. small, paper: estimates, to be measured.
+# The paper tier's batch is 32 x 1024 tokens: with GPT-2's 50257-word head, the fp32 logits of a batch and their
+# gradient take ~20 GB, so 64 sequences would not fit an 80 GB GPU beside the activations. C4's paper tier trains
+# for ~Chinchilla's 20 tokens per parameter (2.5B tokens, 76k steps); WikiText-103 (~120M GPT-2 tokens) for ~2
+# epochs (7.5k steps).
+WIKITEXT_SIZES = _sizes("wikitext103", tiny=4.9, small=3.9, paper=3.3, paper_steps=7_500, paper_tokens=100_000_000)
+C4_SIZES = _sizes("c4", tiny=4.9, small=4.2, paper=3.4, paper_steps=76_000, paper_tokens=2_500_000_000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenBatch:
+    """B packed windows on the task's device."""
+
+    inputs: torch.Tensor  # (B, T) int64
+    targets: torch.Tensor  # (B, T) int64: inputs shifted left by one
+
+
+class ResidentTokens:
+    """A token file held on the device as int32; a batch of windows is one gather."""
+
+    def __init__(self, tokens: Any, device: torch.device) -> None:
+        import numpy as np
+
+        self.device = device
+        self.tokens = torch.from_numpy(np.asarray(tokens, dtype=np.int32)).to(device, non_blocking=True)  # (N,)
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def windows(self, offsets: torch.Tensor, length: int) -> torch.Tensor:
+        """Rows ``tokens[o : o + length]`` for each offset; (B,) -> (B, length) int64 on the device."""
+        idx = offsets.to(self.device)[:, None] + torch.arange(length, device=self.device)  # (B, L)
+        return self.tokens[idx].long()
+
+
+class MappedTokens:
+    """A token file too large for the device: windows are gathered from the memory map on the host."""
+
+    def __init__(self, tokens: Any, device: torch.device) -> None:
+        self.tokens, self.device = tokens, device
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def windows(self, offsets: torch.Tensor, length: int) -> torch.Tensor:
+        """Rows ``tokens[o : o + length]``; gathered on the host, pinned and copied without blocking on CUDA."""
+        import numpy as np
+
+        offs = offsets.cpu().numpy()  # (B,); one small sync when the generator lives on the GPU
+        rows = np.stack([np.asarray(self.tokens[o:o + length], dtype=np.int64) for o in offs])  # (B, L)
+        host = torch.from_numpy(rows)
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        return host.to(self.device, non_blocking=True)
+
+
+def token_source(tokens: Any, device: torch.device, *, max_tokens: int | None) -> ResidentTokens | MappedTokens:
+    """The train tokens (optionally only the first ``max_tokens``) as a device tensor or, if large, a memmap."""
+    if max_tokens is not None:
+        tokens = tokens[: int(max_tokens)]
+    if len(tokens) <= RESIDENT_MAX_TOKENS:
+        return ResidentTokens(tokens, device)
+    return MappedTokens(tokens, device)
+
+
+def validation_windows(tokens: Any, *, seq_len: int, count: int) -> tuple[Any, Any]:
+    """The first ``count`` non-overlapping windows of ``tokens`` as (inputs, targets), each (K, seq_len) int64.
+
+    Fewer windows are returned when the split is short (K = min(count, (N - 1) // seq_len)).
+
+    Raises:
+      UsageError: the split has fewer than ``seq_len + 1`` tokens.
+    """
+    import numpy as np
+
+    k = min(int(count), (len(tokens) - 1) // seq_len)
+    if k < 1:
+        raise UsageError(f"the validation split has {len(tokens)} tokens, fewer than one window of {seq_len + 1}")
+    flat = np.asarray(tokens[: k * seq_len + 1], dtype=np.int64)
+    return flat[:-1].reshape(k, seq_len), flat[1:].reshape(k, seq_len)
+
+
+def check_tokenizer(manifest: Mapping[str, Any], size: Size, *, name: str, data_dir: Path | None) -> int:
+    """The dataset's vocabulary size, after checking it is the tokenizer the size's target was set with.
+
+    Raises:
+      DataMissingError: another tokenizer, or (``min_train_tokens``) too few training tokens; the message gives
+        the ``optbench data prepare`` command that fixes it.
+    """
+    from optbench.data import prepare_command
+
+    tok = manifest.get("tokenizer") or {}
+    vocab = int(tok.get("vocab_size", 0))
+    kind, want = size.options.get("tokenizer"), size.options.get("vocab")
+    if kind and (tok.get("kind") != kind or vocab != int(want)):
+        flags = "--tokenizer gpt2" if kind == "gpt2" else f"--tokenizer {kind} --vocab-size {want}"
+        raise DataMissingError(
+            f"size {size.name!r} of {name} was calibrated with the {kind} tokenizer ({want} ids) but {name} was "
+            f"prepared with {tok.get('kind')!r} ({vocab} ids); re-prepare with: "
+            f"{prepare_command(name, data_dir)} {flags} --force")
+    have = int(manifest.get("splits", {}).get("train", {}).get("tokens", 0))
+    need = size.options.get("min_train_tokens")
+    if need and have < int(need):
+        raise DataMissingError(
+            f"size {size.name!r} of {name} needs {int(need):,} training tokens but only {have:,} are prepared; "
+            f"re-prepare with: {prepare_command(name, data_dir)} --tokens {int(need)} --force")
+    return vocab
+
+
+class LMTask:
+    """Next-token prediction at one size on one device."""
+
+    def __init__(self, size: Size, device: torch.device, *, train: Any, val: Any, vocab_size: int) -> None:
+        opts = size.options
+        self.device = device
+        self.cfg = GPTConfig(
+            vocab_size=vocab_size, seq_len=int(opts["seq_len"]), n_layer=int(opts["n_layer"]),
+            n_head=int(opts["n_head"]), d_model=int(opts["d_model"]), norm=str(opts.get("norm", "rms")),
+            pos=str(opts.get("pos", "rope")),
+        )
+        self.seq_len = self.cfg.seq_len
+        self.autocast = bool(opts.get("autocast", False)) and device.type == "cuda"
+        self.eval_batch_size = int(opts.get("eval_batch_size", 32))
+        self.train = token_source(train, device, max_tokens=opts.get("max_train_tokens"))
+        if len(self.train) < self.seq_len + 1:
+            raise UsageError(f"the train split has {len(self.train)} tokens, fewer than one window of "
+                             f"{self.seq_len + 1}")
+        val_x, val_y = validation_windows(val, seq_len=self.seq_len, count=int(opts.get("val_sequences", 64)))
+        self.val_x = torch.from_numpy(val_x).to(device)  # (K, T)
+        self.val_y = torch.from_numpy(val_y).to(device)  # (K, T)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _logits(self, model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            logits = model(tokens)  # (B, T, V)
+        return logits.float().flatten(0, 1)  # (B T, V) float32: cross-entropy over a large vocabulary in fp32
+
+    def init_model(self, generator: torch.Generator) -> nn.Module:
+        return build_gpt(self.cfg, generator).to(self.device)
+
+    def next_batch(self, batch_size: int, generator: torch.Generator) -> TokenBatch:
+        high = len(self.train) - self.seq_len  # last valid start + 1 for a window of T + 1 tokens
+        offsets = torch.randint(0, high, (batch_size,), generator=generator, device=generator.device)
+        window = self.train.windows(offsets, self.seq_len + 1)  # (B, T + 1)
+        return TokenBatch(inputs=window[:, :-1], targets=window[:, 1:])
+
+    def loss(self, model: nn.Module, batch: TokenBatch) -> torch.Tensor:
+        return F.cross_entropy(self._logits(model, batch.inputs), batch.targets.reshape(-1))
+
+    def sampled_loss(self, model: nn.Module, batch: TokenBatch, generator: torch.Generator) -> torch.Tensor:
+        # Targets drawn from the model's own next-token distribution (Sophia's Gauss-Newton-Bartlett estimator).
+        logits = self._logits(model, batch.inputs)  # (B T, V)
+        probs = torch.softmax(logits.detach(), dim=-1).to(generator.device)
+        y = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)  # (B T,)
+        return F.cross_entropy(logits, y)
+
+    def evaluate(self, model: nn.Module) -> Mapping[str, float]:
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        with torch.no_grad():
+            for start in range(0, len(self.val_x), self.eval_batch_size):
+                x = self.val_x[start:start + self.eval_batch_size]
+                y = self.val_y[start:start + self.eval_batch_size]
+                total += F.cross_entropy(self._logits(model, x), y.reshape(-1), reduction="sum").double()
+        val_loss = float(total) / self.val_y.numel()  # one sync at the end
+        if not math.isfinite(val_loss):
+            return {"val_loss": math.nan, "val_perplexity": math.nan}
+        return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 700.0))}
+
+    def counts(self, batch: TokenBatch) -> tuple[int, int]:
+        return int(batch.inputs.shape[0]), int(batch.inputs.numel())
+
+
+class LanguageModel:
+    """A language-modelling workload on one prepared corpus (``wikitext`` -> wikitext103, ``c4`` -> c4)."""
+
+    metric = Metric(name="val_loss", goal=Goal.MIN)
+    default_size = "tiny"  # the tier every machine can run; pick small or paper with --size on a GPU
+
+    def __init__(self, *, name: str, dataset: str, sizes: Mapping[str, Size], description: str) -> None:
+        self.name, self.dataset, self.description = name, dataset, description
+        self.sizes: Mapping[str, Size] = sizes
+
+    def setup(self, size: Size, *, device: torch.device, data_dir: Path | None = None) -> LMTask:
+        """Open the token files (DataMissingError if not prepared or prepared unlike the size needs)."""
+        from optbench.data import load_tokens, read_manifest
+
+        manifest = read_manifest(self.dataset, data_dir)
+        vocab = check_tokenizer(manifest, size, name=self.dataset, data_dir=data_dir)
+        return LMTask(size, device, train=load_tokens(self.dataset, "train", data_dir),
+                      val=load_tokens(self.dataset, "val", data_dir), vocab_size=vocab)
+
+
+wikitext = LanguageModel(
+    name="wikitext", dataset="wikitext103", sizes=WIKITEXT_SIZES,
+    description="WikiText-103 language modelling, GPT-style decoder; validation cross-entropy (nats/token)",
+)
+c4 = LanguageModel(
+    name="c4", dataset="c4", sizes=C4_SIZES,
+    description="C4 (English) language modelling, GPT-style decoder; validation cross-entropy (nats/token)",
+)
