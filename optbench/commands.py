@@ -40,13 +40,13 @@ class ProgressBar:
         self.last = ""
 
     def __enter__(self) -> ProgressBar:
-        self.progress.start()
-        return self
+        return self  # drawn from started() on: nothing shows for a trial that fails its set-up
 
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
 
     def started(self, *, max_steps: int | None, max_seconds: float | None) -> None:
+        self.progress.start()
         self.by_steps = max_steps is not None
         self.progress.update(self.task, total=max_steps if self.by_steps else max_seconds)
 
@@ -91,6 +91,10 @@ def run(*, workload: str, opts: Sequence[str], size: str | None, opt_args: Seque
     given = _hparams(opt_args, hparams_file)
     for s in subs:
         merge(s.obj.defaults, given, submission=s.name)
+    if sz.dataset:
+        from optbench.data import read_manifest
+
+        read_manifest(sz.dataset, paths.data_dir(data_dir))  # a missing dataset stops us before any trial
     out = paths.results_dir(results_dir)
     console = _console()
     for s in subs:
