@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from optbench.cli_options import results_dir_option, trial_options
 from optbench.cli_tuning import add_commands
 from optbench.data.cli import data
 from optbench.errors import UsageError
@@ -61,11 +62,6 @@ def main() -> None:
     """
 
 
-def _results_option(f: Any) -> Any:
-    return click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help="Results directory [default: ./results or $OPTBENCH_RESULTS].")(f)
-
-
 @main.command()
 @click.option("-w", "--workload", default="linreg", show_default=True,
               help="Workload: a registered name, package.module:Name or path/file.py:Name.")
@@ -80,19 +76,8 @@ def _results_option(f: Any) -> Any:
 @click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True,
               help="Seed (repeatable: one trial per seed).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@_results_option
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Prepared datasets [default: ~/.cache/optbench or $OPTBENCH_DATA].")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Override the step budget.")
-@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Override the budget of timed seconds.")
-@click.option("--eval-every", "eval_every_steps", type=click.IntRange(min=1), default=None,
-              help="Evaluate every N steps (overrides the workload's period).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Wall-clock limit per trial in seconds (evaluation included); outcome 'timeout'.")
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Untimed steps run and undone before the clock starts (warms caches / compilation).")
+@results_dir_option
+@trial_options
 @click.option("--study", default=None, help="Study id for tuning aggregation [default: seed<N>].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(workload: str, opts: tuple[str, ...], size: str | None, opt_args: tuple[str, ...],
@@ -111,7 +96,7 @@ def run(workload: str, opts: tuple[str, ...], size: str | None, opt_args: tuple[
 
 
 @main.command()
-@_results_option
+@results_dir_option
 @click.option("--by", type=click.Choice(["time", "steps", "examples", "tokens"]), default="time",
               show_default=True, help="Measure to score: timed seconds, or hardware-independent counts.")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "latex", "csv", "json"]), default="table",

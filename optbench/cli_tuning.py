@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from optbench.cli_options import results_dir_option, trial_options
+
 
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
@@ -70,20 +72,8 @@ class _Printer:
 @click.option("--budget-multiplier", type=float, default=1.5, show_default=True,
               help="Budget factor of the self-tuning ruleset (AlgoPerf v0.6: 1.5).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results directory [default: ./results or $OPTBENCH_RESULTS].")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Prepared datasets [default: ~/.cache/optbench or $OPTBENCH_DATA].")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Override the step budget.")
-@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Override the budget of timed seconds.")
-@click.option("--eval-every", "eval_every_steps", type=click.IntRange(min=1), default=None,
-              help="Evaluate every N steps.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Wall-clock limit per trial in seconds.")
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Untimed steps run and undone before the clock starts.")
+@results_dir_option
+@trial_options
 @click.option("--quiet", is_flag=True, help="No line per trial.")
 def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: Path | None, trials: int | None,
          studies: int, jobs: int, seed: int, ruleset: str, budget_multiplier: float, device: str,
@@ -115,8 +105,7 @@ def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: P
 
 
 @click.command()
-@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results directory [default: ./results or $OPTBENCH_RESULTS].")
+@results_dir_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
               show_default=True, help="Where index.html and the PNG/SVG plots go.")
 @click.option("--by", type=click.Choice(["time", "steps", "examples", "tokens"]), default="time",
@@ -149,8 +138,7 @@ def import_() -> None:
 
 @import_.command(name="algoperf")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results directory [default: ./results or $OPTBENCH_RESULTS].")
+@results_dir_option
 @click.option("--rules", type=click.Choice(["v0.5", "v0.6"]), default="v0.6", show_default=True,
               help="AlgoPerf rules version whose published validation targets apply.")
 @click.option("--target", "targets", multiple=True, metavar="WORKLOAD=VALUE",

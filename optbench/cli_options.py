@@ -1,0 +1,37 @@
+"""Click options shared by several commands (kept in one place so `run` and `tune` cannot drift apart)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def results_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--results-dir``."""
+    return click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Results directory [default: ./results or $OPTBENCH_RESULTS].")(f)
+
+
+def trial_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--data-dir`` and the per-trial overrides a :class:`optbench.runner.TrialConfig` takes: budget, evaluation
+    period, batch size, wall-clock limit, warm-up steps."""
+    options = [
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Prepared datasets [default: ~/.cache/optbench or $OPTBENCH_DATA]."),
+        click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Override the step budget."),
+        click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Override the budget of timed seconds."),
+        click.option("--eval-every", "eval_every_steps", type=click.IntRange(min=1), default=None,
+                     help="Evaluate every N steps (overrides the workload's period)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Wall-clock limit per trial in seconds (evaluation included); outcome 'timeout'."),
+        click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Untimed steps run and undone before the clock starts (warms caches / compilation)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
