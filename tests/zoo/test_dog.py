@@ -3,17 +3,17 @@ per-tensor LDoG, the polynomial-decay average and its exact evaluation swap, sta
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from optbench.api import Capability, TrialInfo
+from optbench.api import Capability
 from optbench.errors import UsageError
 from optbench_submissions.dog import DoG, dog, ldog
 from optbench_workloads.linreg import workload as linreg
+from tests.zoo.helpers import linreg_run, reload, short_info
 
 SHAPES = [(3, 2), (4,)]
 RNG = np.random.default_rng(4)
@@ -126,43 +126,24 @@ def test_no_average_means_eval_at_the_iterate() -> None:
     assert "avg" not in opt.state[params[0]]
 
 
-def _info() -> TrialInfo:
-    return TrialInfo(workload="linreg", size="tiny", step_hint=20, max_steps=40, batch_size=32, device="cpu", seed=0)
-
-
-def _reload(obj: dict) -> dict:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
-
-
-def _linreg_run(task, model, opt, gen: torch.Generator, steps: int) -> None:
-    for _ in range(steps):
-        batch = task.next_batch(32, gen)
-        opt.zero_grad()
-        task.loss(model, batch).backward()
-        opt.step()
-
-
 @pytest.mark.parametrize("spec", [dog, ldog], ids=["dog", "ldog"])
 def test_state_dict_round_trip_continues_identically(spec) -> None:
     task = linreg.setup(linreg.sizes["tiny"], device=torch.device("cpu"))
     hp = dict(spec.defaults)
     gen = torch.Generator().manual_seed(0)
     model = task.init_model(gen)
-    opt = spec.create(model, hp, _info())
+    opt = spec.create(model, hp, short_info())
     assert isinstance(opt, DoG)  # no external schedule
-    _linreg_run(task, model, opt, gen, 9)
-    saved = _reload({"model": model.state_dict(), "opt": opt.state_dict()})
+    linreg_run(task, model, opt, gen, 9)
+    saved = reload({"model": model.state_dict(), "opt": opt.state_dict()})
     gen2 = torch.Generator()
     gen2.set_state(gen.get_state())
     model2 = task.init_model(torch.Generator())
     model2.load_state_dict(saved["model"])
-    opt2 = spec.create(model2, hp, _info())
+    opt2 = spec.create(model2, hp, short_info())
     opt2.load_state_dict(saved["opt"])
-    _linreg_run(task, model, opt, gen, 9)
-    _linreg_run(task, model2, opt2, gen2, 9)
+    linreg_run(task, model, opt, gen, 9)
+    linreg_run(task, model2, opt2, gen2, 9)
     assert torch.equal(model.weight, model2.weight)
     with opt.eval_params(), opt2.eval_params():
         assert torch.equal(model.weight, model2.weight)
@@ -182,7 +163,7 @@ def test_bf16_parameters_and_round_trip(layerwise: bool) -> None:
             assert opt.state[p]["rbar"].dtype == opt.state[p]["G"].dtype == torch.float32
     params2 = [torch.nn.Parameter(p.detach().clone()) for p in params]
     opt2 = DoG(params2, reps_rel=1e-2, layerwise=layerwise, average=8.0)
-    opt2.load_state_dict(_reload(opt.state_dict()))
+    opt2.load_state_dict(reload(opt.state_dict()))
     assert opt2.state[params2[0]]["avg"].dtype == torch.float32
     for o, ps in ((opt, params), (opt2, params2)):
         _set_grads(ps)
@@ -193,7 +174,7 @@ def test_bf16_parameters_and_round_trip(layerwise: bool) -> None:
 def test_specs_and_bad_input() -> None:
     assert Capability.EVAL_PARAMS in dog.capabilities and Capability.EVAL_PARAMS in ldog.capabilities
     model = torch.nn.Linear(3, 2)
-    assert dog.create(model, dict(dog.defaults), _info()).param_groups[0]["layerwise"] is False
-    assert ldog.create(model, dict(ldog.defaults), _info()).param_groups[0]["layerwise"] is True
+    assert dog.create(model, dict(dog.defaults), short_info()).param_groups[0]["layerwise"] is False
+    assert ldog.create(model, dict(ldog.defaults), short_info()).param_groups[0]["layerwise"] is True
     with pytest.raises(UsageError):
-        dog.create(model, {**dog.defaults, "reps_rel": 0.0}, _info())
+        dog.create(model, {**dog.defaults, "reps_rel": 0.0}, short_info())

@@ -4,18 +4,17 @@ through the scheduled submission, bf16 parameters."""
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from optbench.api import TrialInfo
 from optbench.errors import UsageError
 from optbench.schedules import Scheduled
 from optbench_submissions.prodigy import Prodigy, prodigy
 from optbench_workloads.linreg import workload as linreg
+from tests.zoo.helpers import linreg_run, reload, short_info
 
 SHAPES = [(2, 3), (5,)]
 RNG = np.random.default_rng(3)
@@ -115,42 +114,23 @@ def test_growth_rate_caps_increases_after_the_first() -> None:
     assert ds[-1] < uncapped.param_groups[0]["d"]
 
 
-def _info() -> TrialInfo:
-    return TrialInfo(workload="linreg", size="tiny", step_hint=20, max_steps=40, batch_size=32, device="cpu", seed=0)
-
-
-def _reload(obj: dict) -> dict:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
-
-
-def _linreg_run(task, model, opt, gen: torch.Generator, steps: int) -> None:
-    for _ in range(steps):
-        batch = task.next_batch(32, gen)
-        opt.zero_grad()
-        task.loss(model, batch).backward()
-        opt.step()
-
-
 def test_state_dict_round_trip_continues_identically() -> None:
     task = linreg.setup(linreg.sizes["tiny"], device=torch.device("cpu"))
     hp = dict(prodigy.defaults)
     gen = torch.Generator().manual_seed(0)
     model = task.init_model(gen)
-    opt = prodigy.create(model, hp, _info())
+    opt = prodigy.create(model, hp, short_info())
     assert isinstance(opt, Scheduled)
-    _linreg_run(task, model, opt, gen, 9)
-    saved = _reload({"model": model.state_dict(), "opt": opt.state_dict()})
+    linreg_run(task, model, opt, gen, 9)
+    saved = reload({"model": model.state_dict(), "opt": opt.state_dict()})
     gen2 = torch.Generator()
     gen2.set_state(gen.get_state())
     model2 = task.init_model(torch.Generator())
     model2.load_state_dict(saved["model"])
-    opt2 = prodigy.create(model2, hp, _info())
+    opt2 = prodigy.create(model2, hp, short_info())
     opt2.load_state_dict(saved["opt"])
-    _linreg_run(task, model, opt, gen, 9)
-    _linreg_run(task, model2, opt2, gen2, 9)
+    linreg_run(task, model, opt, gen, 9)
+    linreg_run(task, model2, opt2, gen2, 9)
     assert torch.equal(model.weight, model2.weight)
     assert opt.param_groups[0]["d"] == opt2.param_groups[0]["d"] > hp["d0"]
 
@@ -166,7 +146,7 @@ def test_bf16_parameters_keep_float32_state_and_round_trip() -> None:
         assert all(opt.state[p][key].dtype == torch.float32 for key in ("exp_avg", "exp_avg_sq", "s", "p0"))
     params2 = [torch.nn.Parameter(p.detach().clone()) for p in params]
     opt2 = Prodigy(params2, d0=1e-2, weight_decay=0.01)
-    opt2.load_state_dict(_reload(opt.state_dict()))
+    opt2.load_state_dict(reload(opt.state_dict()))
     assert opt2.state[params2[0]]["p0"].dtype == torch.float32
     for o, ps in ((opt, params), (opt2, params2)):
         _set_grads(ps, GRADS[3])
@@ -176,4 +156,4 @@ def test_bf16_parameters_keep_float32_state_and_round_trip() -> None:
 
 def test_bad_input_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
-        prodigy.create(torch.nn.Linear(3, 1), {**prodigy.defaults, "d_coef": 0.0}, _info())
+        prodigy.create(torch.nn.Linear(3, 1), {**prodigy.defaults, "d_coef": 0.0}, short_info())
