@@ -215,6 +215,7 @@ class TrialLoop:
         c.tokens += tokens
         c.loss_sum += value
         c.loss_count += 1
+        c.last_batch_size = bs
         if c.initial_loss is None:
             c.initial_loss = value
         return value
@@ -256,7 +257,7 @@ class TrialLoop:
             eval_seconds=st.clock.untimed, wall_seconds=time.perf_counter() - self.wall_start,
             train_loss=c.loss_sum / c.loss_count if c.loss_count else math.nan,
             metric_value=float(metrics[self.metric.name]), learning_rate=float(groups[0].get("lr", math.nan)),
-            batch_size=self.batch_size(), metrics_json=json.dumps({k: float(v) for k, v in metrics.items()}),
+            batch_size=c.last_batch_size or self.batch_size(), metrics_json=json.dumps({k: float(v) for k, v in metrics.items()}),
         )
         st.rows.append(row)
         c.last_eval_step, c.last_eval_timed, c.loss_sum, c.loss_count = c.step, st.clock.timed, 0.0, 0

@@ -33,6 +33,7 @@ class Counters:
     loss_sum: float = 0.0
     loss_count: int = 0
     initial_loss: float | None = None
+    last_batch_size: int = 0  # of the latest step (0 before the first)
 
 
 @dataclass

@@ -170,3 +170,13 @@ def test_missing_data_is_a_usage_error_and_writes_nothing(results, bad_plugins, 
     with pytest.raises(UsageError, match="optbench data prepare x"):
         run_trial(wl, load_submission("adamw"), TrialConfig(), results_dir=results)
     assert not results.exists()
+
+
+def test_submission_can_vary_the_batch_size(results):
+    plugin = Path(__file__).parent / "plugins" / "batch_ramp.py"
+    r = run_trial(load_workload("linreg"), load_submission(f"{plugin}:ramp"),
+                  TrialConfig(max_steps=100, eval_every_steps=50), results_dir=results)
+    by_step = {row.step: row for row in r.rows}
+    assert by_step[0].batch_size == 16  # the batch size the first step will use
+    assert by_step[50].examples == 50 * 16 and by_step[50].batch_size == 16  # the batch size of the latest step
+    assert by_step[100].examples == 50 * 16 + 50 * 32 and by_step[100].batch_size == 32
