@@ -83,7 +83,8 @@ def main() -> None:
 def run(workload: str, opts: tuple[str, ...], size: str | None, opt_args: tuple[str, ...],
         hparams_file: Path | None, seeds: tuple[int, ...], device: str, results_dir: Path | None,
         data_dir: Path | None, max_steps: int | None, max_seconds: float | None, eval_every_steps: int | None,
-        batch_size: int | None, timeout: float | None, warmup_steps: int, study: str | None, quiet: bool) -> None:
+        batch_size: int | None, timeout: float | None, warmup_steps: int, compile_model: bool, study: str | None,
+        quiet: bool) -> None:
     """Train WORKLOAD with each submission and seed until the target or the budget; write one Parquet per trial."""
     from optbench import commands
 
@@ -91,7 +92,8 @@ def run(workload: str, opts: tuple[str, ...], size: str | None, opt_args: tuple[
         workload=workload, opts=opts, size=size, opt_args=opt_args, hparams_file=hparams_file, seeds=seeds,
         device=device, results_dir=results_dir, data_dir=data_dir, quiet=quiet,
         overrides=dict(max_steps=max_steps, max_seconds=max_seconds, eval_every_steps=eval_every_steps,
-                       batch_size=batch_size, timeout=timeout, warmup_steps=warmup_steps, study=study),
+                       batch_size=batch_size, timeout=timeout, warmup_steps=warmup_steps, study=study,
+                       compile=compile_model),
     )
 
 

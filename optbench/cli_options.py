@@ -31,6 +31,8 @@ def trial_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Wall-clock limit per trial in seconds (evaluation included); outcome 'timeout'."),
         click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Untimed steps run and undone before the clock starts (warms caches / compilation)."),
+        click.option("--compile", "compile_model", is_flag=True,
+                     help="Run the model under torch.compile (compilation is timed unless --warmup-steps)."),
     ]
     for option in reversed(options):
         f = option(f)

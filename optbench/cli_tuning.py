@@ -79,7 +79,7 @@ def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: P
          studies: int, jobs: int, seed: int, ruleset: str, budget_multiplier: float, device: str,
          results_dir: Path | None, data_dir: Path | None, max_steps: int | None, max_seconds: float | None,
          eval_every_steps: int | None, batch_size: int | None, timeout: float | None, warmup_steps: int,
-         quiet: bool) -> None:
+         compile_model: bool, quiet: bool) -> None:
     """Tune submissions on WORKLOAD: STUDIES x TRIALS trials at scrambled-Halton points of the search space.
 
     Each trial is an ordinary trial with its own seed, recorded as study-<k> trial <i>; trials already in the
@@ -93,7 +93,8 @@ def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: P
                     studies=studies, jobs=jobs, seed=seed, ruleset=ruleset, budget_multiplier=budget_multiplier,
                     device=device, data_dir=paths.data_dir(data_dir),
                     overrides={"max_steps": max_steps, "max_seconds": max_seconds, "eval_every_steps": eval_every_steps,
-                               "batch_size": batch_size, "timeout": timeout, "warmup_steps": warmup_steps})
+                               "batch_size": batch_size, "timeout": timeout, "warmup_steps": warmup_steps,
+                               "compile": compile_model})
     out = _results_dir(results_dir)
     result = run_tune(spec, results_dir=out, reporter=_Printer(quiet))
     console = _console()

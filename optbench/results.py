@@ -83,6 +83,7 @@ class TrialRecord:
     device: str
     device_name: str
     cpu_model: str
+    compiled: bool = False  # the model ran under torch.compile
 
 
 TRIAL_COLUMNS = tuple(f.name for f in fields(TrialRecord))
@@ -127,12 +128,11 @@ def write_trial(root: Path, record: TrialRecord, rows: Sequence[EvalRow]) -> Pat
 def _schema() -> Any:
     import pyarrow as pa
 
-    types = {int: pa.int64(), float: pa.float64(), str: pa.string()}
+    types = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}
     out = []
     for f in (*fields(EvalRow), *fields(TrialRecord)):
         base = f.type if isinstance(f.type, str) else f.type.__name__
-        kind = base.split("|")[0].strip()
-        out.append(pa.field(f.name, types[{"int": int, "float": float, "str": str}[kind]]))
+        out.append(pa.field(f.name, types[base.split("|")[0].strip()]))
     return pa.schema(out)
 
 

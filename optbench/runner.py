@@ -59,6 +59,8 @@ class TrialConfig:
       data_dir: where prepared datasets live.
       checkpoint: if set, the trial's state is saved there at every evaluation (untimed) and a trial started with
         an existing checkpoint resumes from it.
+      compile: run the model's forward under ``torch.compile``. Compilation happens in the first steps and is timed
+        (as in AlgoPerf), unless ``warmup_steps`` take it off the clock.
     """
 
     size: str | None = None
@@ -77,6 +79,7 @@ class TrialConfig:
     warmup_steps: int = 0
     data_dir: Path | None = None
     checkpoint: Path | None = None
+    compile: bool = False
 
 
 class Observer(Protocol):
@@ -167,6 +170,8 @@ class TrialLoop:
         torch.manual_seed(derive_seed(cfg.seed, "torch"))
         model = task.init_model(torch.Generator().manual_seed(derive_seed(cfg.seed, "init")))
         updater = submission.create(model, hparams, info)
+        # The submission and the checkpoints see the plain module; only forward passes go through the compiled one.
+        self.forward_model = torch.compile(model) if cfg.compile else model
         data_device = device if device.type == "cuda" else torch.device("cpu")
         self.state = TrialState(
             model=model, updater=updater,
@@ -183,7 +188,7 @@ class TrialLoop:
         return self.info.batch_size
 
     def _closure(self, batch: Any) -> Callable[..., torch.Tensor]:
-        model, task, gen = self.state.model, self.task, self.state.sample_gen
+        model, task, gen = self.forward_model, self.task, self.state.sample_gen
 
         def closure(sampled: bool = False) -> torch.Tensor:
             model.zero_grad(set_to_none=True)
@@ -200,7 +205,7 @@ class TrialLoop:
         bs = self.batch_size()
         with st.clock.timing():
             batch = self.task.next_batch(bs, st.data_gen)
-            loss = self.task.loss(st.model, batch)
+            loss = self.task.loss(self.forward_model, batch)
             loss.backward()
             if Capability.CLOSURE in self.caps or Capability.SAMPLED_LOSS in self.caps:
                 st.updater.step(self._closure(batch))
@@ -403,5 +408,5 @@ def _record(w: Workload, workload: Loaded[Any], submission: Loaded[Any], size: S
         examples_to_target=hit.examples if hit else None, tokens_to_target=hit.tokens if hit else None,
         best_metric=best, total_steps=loop.state.counters.step if loop else 0,
         total_timed_seconds=loop.state.clock.timed if loop else 0.0, max_steps=budget.max_steps,
-        max_seconds=budget.max_seconds, error=reason, **prov.as_dict(),
+        max_seconds=budget.max_seconds, error=reason, **prov.as_dict(), compiled=cfg.compile,
     )

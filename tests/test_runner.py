@@ -180,3 +180,19 @@ def test_submission_can_vary_the_batch_size(results):
     assert by_step[0].batch_size == 16  # the batch size the first step will use
     assert by_step[50].examples == 50 * 16 and by_step[50].batch_size == 16  # the batch size of the latest step
     assert by_step[100].examples == 50 * 16 + 50 * 32 and by_step[100].batch_size == 32
+
+
+def test_trial_is_not_compiled_by_default(results):
+    r = _run(results, max_steps=10)
+    assert r.record.compiled is False
+    assert read_results(results).trials.iloc[0]["compiled"] == False  # noqa: E712 - a numpy bool
+
+
+@pytest.mark.slow
+def test_compiled_trial_matches_eager_losses(results):
+    """torch.compile (inductor on CPU; needs a C++ compiler) changes how, not what, is computed."""
+    eager = _run(results, seed=5, max_steps=60, eval_every_steps=20)
+    compiled = _run(results, seed=5, max_steps=60, eval_every_steps=20, compile=True, warmup_steps=2)
+    assert compiled.record.compiled is True
+    for a, b in zip(_losses(eager), _losses(compiled)):
+        assert a == pytest.approx(b, rel=1e-4)
