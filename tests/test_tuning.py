@@ -162,7 +162,6 @@ def test_cli_tune_and_its_errors(results):
     assert bad.exit_code == 2 and "error: the self-tuning ruleset" in bad.output
 
 
-@pytest.mark.slow
 def test_parallel_tune_two_optimizers_and_resume(results):
     spec = TuneSpec(workload="linreg", submissions=("adamw", "sgd"), trials=4, studies=2, jobs=2,
                     overrides={"max_steps": 300})
@@ -189,7 +188,6 @@ crashy = SubmissionSpec(name="crashy", factory=make, defaults={"lr": 0.01, "cras
 '''
 
 
-@pytest.mark.slow
 def test_a_dead_worker_loses_no_finished_trial(tmp_path, results):
     plugin = tmp_path / "crashy.py"
     plugin.write_text(CRASHY)
