@@ -14,6 +14,31 @@ from optbench.schedules import Scheduled, from_hparams
 
 SEARCH_SPACES = Path(__file__).parent / "search_spaces"
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def state_dtype(p: torch.Tensor) -> torch.dtype:
+    """The dtype the optimizer state of ``p`` is kept in: float32 for half precision, else ``p``'s own dtype."""
+    return torch.float32 if p.dtype in LOW_PRECISION else p.dtype
+
+
+def work_copies(params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Parameters and gradients to compute with: float32 copies of half-precision ones, the tensors themselves else.
+
+    Returns:
+      (work, grads): ``work[i] is params[i]`` unless ``params[i]`` is half precision; see :func:`write_back`.
+    """
+    work = [p.float() if p.dtype in LOW_PRECISION else p for p in params]
+    grads = [p.grad.float() if p.grad.dtype in LOW_PRECISION else p.grad for p in params]
+    return work, grads
+
+
+def write_back(params: list[torch.Tensor], work: list[torch.Tensor]) -> None:
+    """Round the float32 working copies of half-precision parameters back into them (one rounding per step)."""
+    for p, w in zip(params, work):
+        if w is not p:
+            p.copy_(w)
+
 
 class Float32StateOptimizer(torch.optim.Optimizer):
     """Base of optimizers that keep float32 state for low-precision (bf16/fp16) parameters.

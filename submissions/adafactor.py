@@ -47,9 +47,14 @@ import torch
 from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo
-from optbench_submissions._common import Float32StateOptimizer, SCHEDULE_DEFAULTS, search_space_file, with_schedule
-
-_LOW_PRECISION = (torch.bfloat16, torch.float16)
+from optbench_submissions._common import (
+    SCHEDULE_DEFAULTS,
+    Float32StateOptimizer,
+    search_space_file,
+    state_dtype,
+    with_schedule,
+    work_copies,
+)
 
 
 def beta2_at(t: int, *, beta2: float, decay_rate: float) -> float:
@@ -115,7 +120,7 @@ class Adafactor(Float32StateOptimizer):
                                       relative_step=relative_step))
 
     def _init_state(self, p: torch.Tensor, beta1: float) -> dict[str, torch.Tensor]:
-        dtype = torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
+        dtype = state_dtype(p)
         st: dict[str, torch.Tensor] = {"step": torch.zeros((), dtype=torch.float64)}
         if p.dim() >= 2:
             st["row"] = torch.zeros(p.shape[:-1], dtype=dtype, device=p.device)  # (..., n)
@@ -157,8 +162,7 @@ class Adafactor(Float32StateOptimizer):
 
     def _update(self, p: torch.Tensor, st: dict[str, torch.Tensor], group: dict[str, Any], t: int) -> None:
         """One Adafactor step of parameter ``p`` (the per-tensor factoring and clipping make it per tensor)."""
-        work = p.float() if p.dtype in _LOW_PRECISION else p
-        g = p.grad.float() if p.grad.dtype in _LOW_PRECISION else p.grad
+        (work,), (g,) = work_copies([p])
         b2t = beta2_at(t, beta2=group["beta2"], decay_rate=group["decay_rate"])
         v = self.second_moment(st, g.square().add_(group["eps1"]), b2t)
         u = g / v.sqrt()

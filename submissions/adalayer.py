@@ -36,9 +36,15 @@ import torch
 from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo, named_params
-from optbench_submissions._common import Float32StateOptimizer, SCHEDULE_DEFAULTS, search_space_file, with_schedule
-
-_LOW_PRECISION = (torch.bfloat16, torch.float16)
+from optbench_submissions._common import (
+    SCHEDULE_DEFAULTS,
+    Float32StateOptimizer,
+    search_space_file,
+    state_dtype,
+    with_schedule,
+    work_copies,
+    write_back,
+)
 
 
 def per_row_parameters(model: nn.Module) -> set[int]:
@@ -116,7 +122,7 @@ class Adalayer(Float32StateOptimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, per_row=False))
 
     def _init_state(self, p: torch.Tensor, per_row: bool) -> dict[str, torch.Tensor]:
-        dtype = torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
+        dtype = state_dtype(p)
         if per_row and p.dim() >= 2:
             v_shape = (p.shape[0],) + (1,) * (p.dim() - 1)  # (rows, 1, ...)
         elif per_row:
@@ -150,8 +156,7 @@ class Adalayer(Float32StateOptimizer):
         t = int(states[0]["step"])
         beta1, beta2 = group["betas"]
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        work = [p.float() if p.dtype in _LOW_PRECISION else p for p in params]
-        grads = [p.grad.float() if p.grad.dtype in _LOW_PRECISION else p.grad for p in params]
+        work, grads = work_copies(params)
         m = [st["exp_avg"] for st in states]
         v = [st["exp_avg_sq"] for st in states]
         torch._foreach_lerp_(m, grads, 1 - beta1)
@@ -165,9 +170,7 @@ class Adalayer(Float32StateOptimizer):
         # coordinates), which foreach kernels do not promise to broadcast on every backend and version.
         update = [mi / di for mi, di in zip(m, denom)]
         torch._foreach_add_(work, update, alpha=-lr / (1 - beta1**t))
-        for p, w in zip(params, work):
-            if w is not p:
-                p.copy_(w)
+        write_back(params, work)
 
 
 # linreg tiny's model is one nn.Linear(d, 1): its single output row is one block, so Adalayer there is momentum SGD

@@ -46,9 +46,15 @@ import torch
 from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo
-from optbench_submissions._common import Float32StateOptimizer, SCHEDULE_DEFAULTS, search_space_file, with_schedule
-
-_LOW_PRECISION = (torch.bfloat16, torch.float16)
+from optbench_submissions._common import (
+    SCHEDULE_DEFAULTS,
+    Float32StateOptimizer,
+    search_space_file,
+    state_dtype,
+    with_schedule,
+    work_copies,
+    write_back,
+)
 
 
 def alpha_at(t: int, *, alpha: float, warmup: int) -> float:
@@ -107,17 +113,14 @@ class _AdamLike(Float32StateOptimizer):
             states = [self.state[p] for p in params]
             for p, st in zip(params, states):
                 if not st:
-                    dtype = torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
+                    dtype = state_dtype(p)
                     st["step"] = torch.zeros((), dtype=torch.float64)
                     for name in self.BUFFERS:
                         st[name] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
                 st["step"] += 1
-            work = [p.float() if p.dtype in _LOW_PRECISION else p for p in params]
-            grads = [p.grad.float() if p.grad.dtype in _LOW_PRECISION else p.grad for p in params]
+            work, grads = work_copies(params)
             self._group_step(work, grads, states, group, int(states[0]["step"]))
-            for p, w in zip(params, work):
-                if w is not p:
-                    p.copy_(w)
+            write_back(params, work)
         return loss
 
     @staticmethod

@@ -34,33 +34,15 @@ import torch
 from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo
-from optbench_submissions._common import Float32StateOptimizer, SCHEDULE_DEFAULTS, search_space_file, with_schedule
-
-_LOW_PRECISION = (torch.bfloat16, torch.float16)
-
-
-def _state_zeros(p: torch.Tensor) -> torch.Tensor:
-    """A zero buffer shaped like ``p``: float32 for half-precision parameters, else ``p``'s dtype."""
-    dtype = torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
-    return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
-
-
-def _work_copies(params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Parameters and gradients to compute with: float32 copies of half-precision ones, the tensors themselves else.
-
-    Returns:
-      (work, grads): ``work[i] is params[i]`` unless ``params[i]`` is half precision.
-    """
-    work = [p.float() if p.dtype in _LOW_PRECISION else p for p in params]
-    grads = [p.grad.float() if p.grad.dtype in _LOW_PRECISION else p.grad for p in params]
-    return work, grads
-
-
-def _write_back(params: list[torch.Tensor], work: list[torch.Tensor]) -> None:
-    """Round the float32 working copies of half-precision parameters back into them (one rounding per step)."""
-    for p, w in zip(params, work):
-        if w is not p:
-            p.copy_(w)
+from optbench_submissions._common import (
+    SCHEDULE_DEFAULTS,
+    Float32StateOptimizer,
+    search_space_file,
+    state_dtype,
+    with_schedule,
+    work_copies,
+    write_back,
+)
 
 
 class _SignMomentum(Float32StateOptimizer):
@@ -82,16 +64,17 @@ class _SignMomentum(Float32StateOptimizer):
                 continue
             for p in params:
                 if not self.state[p]:
-                    self.state[p]["exp_avg"] = _state_zeros(p)
+                    self.state[p]["exp_avg"] = torch.zeros_like(p, dtype=state_dtype(p),
+                                                                memory_format=torch.preserve_format)
             m = [self.state[p]["exp_avg"] for p in params]
-            work, grads = _work_copies(params)
+            work, grads = work_copies(params)
             lr, wd = group["lr"], group["weight_decay"]
             direction = self._direction(m, grads, group)
             if wd != 0:
                 torch._foreach_mul_(work, 1 - lr * wd)  # theta - lr * wd * theta, with the pre-step theta
             torch._foreach_sign_(direction)
             torch._foreach_add_(work, direction, alpha=-lr)
-            _write_back(params, work)
+            write_back(params, work)
         return loss
 
 

@@ -54,8 +54,14 @@ import torch
 from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo, named_params
-from optbench_submissions._common import SCHEDULE_DEFAULTS, Float32StateOptimizer, search_space_file, with_schedule
-from optbench_submissions.soap import adamw_step, apply_update, matrix_shape, state_dtype
+from optbench_submissions._common import (
+    SCHEDULE_DEFAULTS,
+    Float32StateOptimizer,
+    search_space_file,
+    state_dtype,
+    with_schedule,
+)
+from optbench_submissions.soap import adamw_step, apply_update, matrix_shape
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}

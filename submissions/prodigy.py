@@ -39,7 +39,13 @@ from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo, named_params
 from optbench.errors import UsageError
-from optbench_submissions._common import Float32StateOptimizer, SCHEDULE_DEFAULTS, search_space_file, with_schedule
+from optbench_submissions._common import (
+    SCHEDULE_DEFAULTS,
+    Float32StateOptimizer,
+    search_space_file,
+    state_dtype,
+    with_schedule,
+)
 
 
 class Prodigy(Float32StateOptimizer):
@@ -86,7 +92,7 @@ class Prodigy(Float32StateOptimizer):
     def _init_state(self, p: torch.Tensor) -> dict[str, Any]:
         st = self.state[p]
         if not st:
-            dtype = torch.promote_types(p.dtype, torch.float32)  # float32 state for bf16 parameters
+            dtype = state_dtype(p)  # float32 state for bf16 parameters
             st["p0"] = p.detach().to(dtype, copy=True)  # x_0
             for key in ("exp_avg", "exp_avg_sq", "s"):
                 st[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)

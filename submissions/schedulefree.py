@@ -45,12 +45,7 @@ from torch import nn
 
 from optbench.api import Capability, SubmissionSpec, TrialInfo, named_params
 from optbench.errors import UsageError
-from optbench_submissions._common import Float32StateOptimizer, search_space_file
-
-
-def _state_dtype(p: torch.Tensor) -> torch.dtype:
-    """float32 state for bf16/fp16 parameters (the average needs the precision), the parameter's dtype otherwise."""
-    return torch.promote_types(p.dtype, torch.float32)
+from optbench_submissions._common import Float32StateOptimizer, search_space_file, state_dtype
 
 
 def _y_of(z: list[torch.Tensor], x: list[torch.Tensor], beta1: float) -> list[torch.Tensor]:
@@ -135,7 +130,7 @@ class AdamWScheduleFree(Float32StateOptimizer):
     def _init_state(self, p: torch.Tensor) -> dict[str, Any]:
         st = self.state[p]
         if not st:
-            start = p.detach().to(_state_dtype(p), copy=True)
+            start = p.detach().to(state_dtype(p), copy=True)
             st["x"] = start
             st["z"] = start.clone()
             st["exp_avg_sq"] = torch.zeros_like(start)

@@ -47,14 +47,19 @@ import torch
 from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo
-from optbench_submissions._common import SCHEDULE_DEFAULTS, Float32StateOptimizer, search_space_file, with_schedule
+from optbench_submissions._common import (
+    SCHEDULE_DEFAULTS,
+    Float32StateOptimizer,
+    search_space_file,
+    state_dtype,
+    with_schedule,
+)
 from optbench_submissions.soap import (
     StackedState,
     adamw_step,
     apply_update,
     matrix_shape,
     stack_grads,
-    state_dtype,
 )
 
 

@@ -67,19 +67,19 @@ import torch
 from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo
-from optbench_submissions._common import SCHEDULE_DEFAULTS, Float32StateOptimizer, search_space_file, with_schedule
+from optbench_submissions._common import (
+    SCHEDULE_DEFAULTS,
+    Float32StateOptimizer,
+    search_space_file,
+    state_dtype,
+    with_schedule,
+)
 
-_LOW_PRECISION = (torch.bfloat16, torch.float16)
 REFRESH_MODES = ("qr", "eigh")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Helpers shared with shampoo.py and muon.py (kept here, the first of the three, to avoid a fourth module).
-
-
-def state_dtype(p: torch.Tensor) -> torch.dtype:
-    """The dtype optimizer state of ``p`` is kept in: float32 for half precision, else ``p``'s own dtype."""
-    return torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
 
 
 def matrix_shape(p: torch.Tensor) -> tuple[int, int] | None:

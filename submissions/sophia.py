@@ -53,7 +53,13 @@ from torch import nn
 
 from optbench.api import Capability, SubmissionSpec, TrialInfo, named_params
 from optbench.errors import UsageError
-from optbench_submissions._common import Float32StateOptimizer, SCHEDULE_DEFAULTS, search_space_file, with_schedule
+from optbench_submissions._common import (
+    SCHEDULE_DEFAULTS,
+    Float32StateOptimizer,
+    search_space_file,
+    state_dtype,
+    with_schedule,
+)
 
 
 class SophiaG(Float32StateOptimizer):
@@ -93,7 +99,7 @@ class SophiaG(Float32StateOptimizer):
     def _init_state(self, p: torch.Tensor) -> dict[str, Any]:
         st = self.state[p]
         if not st:
-            dtype = torch.promote_types(p.dtype, torch.float32)  # float32 moments for bf16 parameters
+            dtype = state_dtype(p)  # float32 state for bf16 parameters
             st["exp_avg"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
             st["hessian"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
         return st
@@ -121,7 +127,7 @@ class SophiaG(Float32StateOptimizer):
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    g_hat = p.grad.to(torch.promote_types(p.dtype, torch.float32))
+                    g_hat = p.grad.to(state_dtype(p))
                     self._init_state(p)["hessian"].mul_(beta2).addcmul_(g_hat, g_hat, value=(1 - beta2) * scale)
         finally:
             for p, g in zip(params, real):
