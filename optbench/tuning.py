@@ -463,7 +463,7 @@ def tune(spec: TuneSpec, *, results_dir: Path, reporter: Reporter | None = None)
         if workers > 1:
             reporter.note("parallel trials share cores, caches and memory bandwidth: their timed seconds are noisier "
                           "than serial ones (hardware-independent --by steps is unaffected)")
-    if workers > 1:
+    if spec.jobs > 1 and todo:  # worker processes even for one pending trial: a crash must not end the tune
         _run_parallel(todo, workers, reporter, result)
     elif todo:
         _run_serial(todo, reporter, result)

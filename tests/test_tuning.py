@@ -199,8 +199,14 @@ def test_a_dead_worker_loses_no_finished_trial(tmp_path, results):
     out = tune(spec, results_dir=results)
     crashed = {p.trial for p, _ in out.crashed}
     finished = {p.trial for p, _ in out.finished}
-    assert "1" in crashed and finished == {"0", "1", "2", "3"} - crashed and {"2", "3"} <= finished
+    # Which other trial was in flight when trial 1's worker died depends on timing; what must hold is that only
+    # trials in flight are lost (at most one per worker) and that every finished trial is recorded.
+    assert "1" in crashed and finished == {"0", "1", "2", "3"} - crashed and len(crashed) <= spec.jobs
     recorded = set(read_results(results).trials["trial"])
     assert recorded == finished
     retry = tune(spec, results_dir=results)
     assert {p.trial for p in retry.skipped} == finished and "1" in {p.trial for p, _ in retry.crashed}
+    # re-running retries exactly the lost trials; once none but trial 1 is lost, every other trial is recorded
+    assert {p.trial for p, _ in retry.finished} | {p.trial for p, _ in retry.crashed} == crashed
+    if {p.trial for p, _ in retry.crashed} == {"1"}:
+        assert set(read_results(results).trials["trial"]) == {"0", "2", "3"}
