@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from optbench.errors import UsageError
+
 
 @contextmanager
 def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
@@ -34,3 +36,26 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def ensure_writable_dir(path: Path, *, what: str = "results directory") -> Path:
+    """Create ``path`` if needed and prove it writable with a probe file, before any work is spent on it.
+
+    A read-only file system, a path below a regular file, a directory without write permission or a full disk all
+    fail here, as one :class:`UsageError` naming the path, instead of after a trial has trained.
+
+    Returns:
+      ``path``.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".optbench-probe.", suffix=".tmp", dir=path)
+        try:
+            os.write(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            Path(probe).unlink(missing_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{what} {str(path)!r} is not writable: {exc.strerror or exc}") from None
+    return path
