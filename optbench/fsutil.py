@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,13 +14,25 @@ from typing import IO, Any
 
 from optbench.errors import UsageError
 
+# ``.{name}.{pid}.{16 hex}.tmp``: the writer's PID tells a reader whether the temporary is still being written.
+_TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)\.[0-9a-f]{16}\.tmp$")
+# Temporaries from before the PID was in the name (``tempfile.mkstemp``): only their age says they are stale.
+_OLD_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+OLD_TEMPORARY_AGE_S = 3600.0
+
+
+def temporary_name(final: str, pid: int | None = None) -> str:
+    """The hidden temporary name :func:`atomic_file` uses for ``final`` (``.{final}.{pid}.{random}.tmp``)."""
+    return f".{final}.{os.getpid() if pid is None else pid}.{secrets.token_hex(8)}.tmp"
+
 
 @contextmanager
 def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a hidden temporary file next to ``path``; on success fsync it and ``os.replace`` it onto ``path``.
 
     On an exception the temporary file is deleted and ``path`` is left as it was, so a reader never sees a
-    half-written file under the final name (the temporary's name starts with "." and ends with ".tmp").
+    half-written file under the final name. The temporary is ``.{name}.{pid}.{random}.tmp``: a process killed with
+    SIGKILL cannot delete it, and the PID lets :func:`clean_stale_temporaries` tell it from one still being written.
 
     Args:
       path: the final file; its folder is created if needed.
@@ -26,7 +41,8 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
       The open temporary file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / temporary_name(path.name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -34,8 +50,76 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def is_valid_text(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: false for the lone surrogates Python makes of undecodable file names."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates (undecodable bytes of a file name) shown as ``\\udcNN``: safe to print."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one we may not signal exists too)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except (ProcessLookupError, OverflowError, ValueError):  # gone, or a number no PID can be
+        return False
+    return pid > 0  # 0 and negative numbers address process groups: never a writer's PID
+
+
+def is_stale_temporary(path: Path, *, now: float | None = None) -> bool:
+    """Whether ``path`` is a temporary of :func:`atomic_file` that no live writer holds.
+
+    New-style temporaries name their writer's PID (stale when that process is gone); old-style ones are stale when
+    older than :data:`OLD_TEMPORARY_AGE_S`. A PID reused by an unrelated process keeps a temporary until that
+    process ends too: a leftover kept a while is harmless, deleting a file being written is not.
+    """
+    m = _TEMPORARY.match(path.name)
+    if m:
+        return not _pid_alive(int(m["pid"]))
+    if _OLD_TEMPORARY.match(path.name):
+        try:
+            age = (time.time() if now is None else now) - path.lstat().st_mtime
+        except OSError:
+            return False
+        return age > OLD_TEMPORARY_AGE_S
+    return False
+
+
+def clean_stale_temporaries(root: Path) -> int:
+    """Delete the temporaries under ``root`` that writers killed mid-write left behind (see :func:`atomic_file`).
+
+    Temporaries of live writers are kept; anything that cannot be removed (permissions, a read-only store, a race
+    with another cleaner) is skipped silently, since a leftover is only clutter: readers never count them.
+
+    Returns:
+      How many files were removed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for path in root.rglob(".*.tmp"):
+        try:
+            if path.is_symlink() or not path.is_file() or not is_stale_temporary(path):
+                continue
+            path.unlink()
+        except OSError:
+            continue
+        removed += 1
+    return removed
 
 
 def ensure_writable_dir(path: Path, *, what: str = "results directory") -> Path:

@@ -7,20 +7,22 @@ key ``optbench`` (with the schema version), which is how a file is recognised as
 
 Writes go to a hidden temporary file in the destination folder, are fsync'ed, then renamed over the final name
 (``os.replace`` is atomic on POSIX), so a trial killed at any moment leaves either a whole file or none; readers
-only look at ``*.parquet`` names, never at the temporaries.
+only look at ``*.parquet`` names, never at the temporaries, and remove those whose writer is dead. A reader never
+fails on what it finds: a damaged, foreign or copied file is listed as a problem and not counted.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optbench import SCHEMA_VERSION
-from optbench.fsutil import atomic_file
+from optbench.fsutil import atomic_file, clean_stale_temporaries, is_valid_text, printable
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -100,6 +102,15 @@ def trial_path(root: Path, record: TrialRecord) -> Path:
     return root / f"{_safe(record.workload)}-{_safe(record.size)}" / _safe(record.submission) / f"{record.run_id}.parquet"
 
 
+def _check_text(record: TrialRecord, rows: Sequence[EvalRow]) -> None:
+    """Refuse text that is not valid Unicode (lone surrogates: undecodable bytes of a file name or log)."""
+    texts = [(f"trial field {k!r}", v) for k, v in asdict(record).items() if isinstance(v, str)]
+    texts += [(f"metrics_json of the evaluation at step {r.step}", r.metrics_json) for r in rows]
+    for where, text in texts:
+        if not is_valid_text(text):
+            raise ValueError(f"{where} is not valid UTF-8 text (undecodable bytes?): {printable(text)}")
+
+
 def write_trial(root: Path, record: TrialRecord, rows: Sequence[EvalRow]) -> Path:
     """Write one trial atomically.
 
@@ -109,10 +120,14 @@ def write_trial(root: Path, record: TrialRecord, rows: Sequence[EvalRow]) -> Pat
       rows: its evaluations, in order (may be empty for a trial that failed before its first eval).
     Returns:
       The path of the written file.
+    Raises:
+      ValueError: a text field holds undecodable bytes (surrogate escapes); the message names the field. Nothing
+        is written then.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    _check_text(record, rows)
     path = trial_path(root, record)
     n = len(rows)
     columns: dict[str, Any] = {c: [getattr(r, c) for r in rows] for c in EVAL_COLUMNS}
@@ -145,53 +160,197 @@ class Loaded:
     problems: list[str]
 
 
+# ---------------------------------------------------------------------------------------------------- reading
+
+_INT64 = 2**63
+_NON_NEGATIVE = ("time_to_target", "steps_to_target", "examples_to_target", "tokens_to_target", "total_steps",
+                 "total_timed_seconds")  # scoring refuses negative or non-finite measures: not ours then
+_FINITE = ("target", *_NON_NEGATIVE)
+_GOALS = ("min", "max")
+
+
+def _field_types() -> dict[str, tuple[str, bool]]:
+    """TrialRecord field -> (base type name, whether None is allowed), from the dataclass annotations."""
+    out = {}
+    for f in fields(TrialRecord):
+        parts = [p.strip() for p in str(f.type).split("|")]
+        out[f.name] = (parts[0], "None" in parts[1:])
+    return out
+
+
+_TYPES = _field_types()
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float range (JSON allows any)
+        return math.copysign(math.inf, value)
+
+
+def _check_value(name: str, value: Any) -> Any:
+    """``value`` of field ``name`` as the reader returns it; ``ValueError`` if it has the wrong type or range."""
+    base, optional = _TYPES[name]
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"field {name!r} is null")
+    if base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64
+    elif base == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = _as_float(value)
+    elif base == "bool":
+        ok = isinstance(value, bool)
+    else:
+        ok = isinstance(value, str) and is_valid_text(value)
+    if not ok:
+        raise ValueError(f"field {name!r} is not a valid {base}: {printable(repr(value))[:80]}")
+    if name in _FINITE and not math.isfinite(value):
+        raise ValueError(f"field {name!r} is not finite: {value!r}")
+    if name in _NON_NEGATIVE and value < 0:
+        raise ValueError(f"field {name!r} is negative: {value!r}")
+    return value
+
+
+def check_meta(meta: Any) -> dict[str, Any]:
+    """The ``optbench`` metadata of a result file, checked field by field (every type, range and vocabulary).
+
+    Raises:
+      ValueError: not a JSON object, another schema version, a missing field, or a field of the wrong type, out of
+        range, an unknown outcome or goal, or hparams that are not a JSON object; the message says which.
+    """
+    if not isinstance(meta, dict):
+        raise ValueError(f"'optbench' metadata is a JSON {type(meta).__name__}, not an object")
+    version = meta.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise ValueError(f"schema version {printable(repr(version))[:40]} is not supported "
+                         f"(this optbench reads {SCHEMA_VERSION})")
+    out: dict[str, Any] = {}
+    for f in fields(TrialRecord):
+        if f.name not in meta and f.default is MISSING:
+            raise ValueError(f"field {f.name!r} is missing")
+        out[f.name] = _check_value(f.name, meta.get(f.name, f.default))
+    if out["outcome"] not in OUTCOMES:
+        raise ValueError(f"outcome {out['outcome']!r} is not one of {', '.join(OUTCOMES)}")
+    if out["metric_goal"] not in _GOALS:
+        raise ValueError(f"metric_goal {out['metric_goal']!r} is not 'min' or 'max'")
+    try:
+        hparams = json.loads(out["hparams"])
+    except (ValueError, RecursionError):
+        hparams = None
+    if not isinstance(hparams, dict):
+        raise ValueError("field 'hparams' is not a JSON object")
+    return out
+
+
+def _read_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+        raise ValueError(f"'optbench' metadata is not valid JSON ({type(exc).__name__})") from None
+
+
+def _eval_schema() -> Any:
+    import pyarrow as pa
+
+    schema = _schema()
+    return pa.schema([schema.field(c) for c in EVAL_COLUMNS])
+
+
 def read_trial(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Read one trial file; raise ``ValueError`` with the reason if it is not a valid optbench result."""
+    """Read one trial file; raise ``ValueError`` with the reason if it is not a valid optbench result.
+
+    Returns:
+      The checked metadata (see :func:`check_meta`) and the file's rows with the :class:`EvalRow` columns cast to
+      their types.
+    """
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for damaged files
-        raise ValueError(f"not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"not a readable Parquet file ({type(exc).__name__}: {printable(str(exc))})") from None
     raw = (table.schema.metadata or {}).get(b"optbench")
     if raw is None:
         raise ValueError("not an optbench result (no 'optbench' metadata)")
-    meta = json.loads(raw)
-    version = meta.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ValueError(f"schema version {version} is not supported (this optbench reads {SCHEMA_VERSION})")
+    meta = check_meta(_read_json(raw))
     missing = [c for c in (*TRIAL_COLUMNS, *EVAL_COLUMNS) if c not in table.column_names]
     if missing:
         raise ValueError(f"missing columns {', '.join(missing)}")
-    return meta, table.to_pandas()
+    try:
+        evals = table.select(list(EVAL_COLUMNS)).cast(_eval_schema()).to_pandas()
+    except Exception as exc:  # ArrowInvalid, ArrowNotImplementedError, ...: a column of another type
+        raise ValueError(f"evaluation columns of the wrong type ({type(exc).__name__})") from None
+    return meta, evals
+
+
+def _candidates(root: Path, problems: list[str]) -> list[Path]:
+    """The ``*.parquet`` regular files under ``root``, sorted; hidden names (temporaries) are never results."""
+    found = []
+    try:
+        for path in sorted(root.rglob("*.parquet")):
+            if path.name.startswith(".") or path.is_dir():
+                continue
+            if not path.is_file():  # a FIFO or a socket would block or fail the Parquet reader
+                problems.append(f"{printable(str(path))}: not a regular file")
+                continue
+            found.append(path)
+    except OSError as exc:
+        problems.append(f"{printable(str(root))}: cannot list every file ({exc.strerror or exc})")
+    return found
+
+
+def _deduplicate(root: Path, read: list[tuple[Path, dict[str, Any], pd.DataFrame]],
+                 problems: list[str]) -> list[tuple[Path, dict[str, Any], pd.DataFrame]]:
+    """One entry per run id (a copied file is the same trial, not another); the copy at its own path wins."""
+    by_id: dict[str, list[tuple[Path, dict[str, Any], pd.DataFrame]]] = {}
+    for item in read:
+        by_id.setdefault(item[1]["run_id"], []).append(item)
+    kept = []
+    for run_id, items in by_id.items():
+        home = trial_path(root, TrialRecord(**items[0][1]))
+        items.sort(key=lambda item: item[0] != home)  # stable: otherwise the first in path order
+        kept.append(items[0])
+        for path, _, _ in items[1:]:
+            problems.append(f"{printable(str(path))}: duplicate of run {printable(run_id)!r} "
+                            f"({printable(str(items[0][0]))}), not counted")
+    return kept
 
 
 def read_results(root: Path) -> Loaded:
-    """Every trial under ``root``; files that are damaged or foreign are listed in ``problems``, not fatal.
+    """Every trial under ``root``; files that are damaged, foreign or duplicated are listed in ``problems``.
+
+    Never raises for what is in the folder: any file is either a trial or a problem. Temporaries that killed
+    writers left behind are removed first (:func:`optbench.fsutil.clean_stale_temporaries`); those of live writers
+    are kept, and no temporary is ever read.
 
     Returns:
       ``trials`` has the :class:`TrialRecord` columns plus ``workload_key`` ("<workload>/<size>", the unit of
       scoring); ``evals`` has the :class:`EvalRow` columns plus run_id, workload_key, submission, study, trial,
-      seed, metric_goal and target.
+      seed, metric_goal and target (taken from the trial's metadata).
     """
     import pandas as pd
 
-    metas: list[dict[str, Any]] = []
-    frames: list[pd.DataFrame] = []
+    root = Path(root)
     problems: list[str] = []
-    for path in sorted(Path(root).rglob("*.parquet")) if Path(root).is_dir() else []:
-        try:
-            meta, frame = read_trial(path)
-        except ValueError as exc:
-            problems.append(f"{path}: {exc}")
-            continue
-        metas.append(meta)
-        frames.append(frame)
-    trials = pd.DataFrame(metas, columns=list(TRIAL_COLUMNS))
+    read = []
+    if root.is_dir():
+        clean_stale_temporaries(root)
+        for path in _candidates(root, problems):
+            try:
+                meta, frame = read_trial(path)
+            except ValueError as exc:
+                problems.append(f"{printable(str(path))}: {exc}")
+                continue
+            read.append((path, meta, frame))
+    read = _deduplicate(root, read, problems)
+    keep = ["run_id", "workload", "size", "submission", "study", "trial", "seed", "metric_goal", "target"]
+    trials = pd.DataFrame([meta for _, meta, _ in read], columns=list(TRIAL_COLUMNS))
     trials["workload_key"] = trials["workload"] + "/" + trials["size"]
-    keep = ["run_id", "submission", "study", "trial", "seed", "metric_goal", "target"]
-    evals = (pd.concat([f[[*EVAL_COLUMNS, "workload", "size", *keep]] for f in frames], ignore_index=True)
-             if frames else pd.DataFrame(columns=[*EVAL_COLUMNS, "workload", "size", *keep]))
+    frames = [frame.assign(**{k: meta[k] for k in keep}) for _, meta, frame in read if len(frame)]
+    evals = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*EVAL_COLUMNS, *keep]))
     evals["workload_key"] = evals["workload"].astype(str) + "/" + evals["size"].astype(str)
     for col in ("time_to_target", "steps_to_target", "examples_to_target", "tokens_to_target", "best_metric",
                 "target", "total_timed_seconds"):
