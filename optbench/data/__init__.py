@@ -57,8 +57,71 @@ def prepare_command(name: str, data_dir: PathLike | None = None) -> str:
     return f"optbench data prepare {name} --data-dir {shlex.quote(str(paths.data_dir(data_dir)))}"
 
 
+def _is_count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _is_plain_name(x: Any) -> bool:
+    """A file name inside the dataset folder (no separators, no ``..``: a manifest cannot point elsewhere)."""
+    return isinstance(x, str) and x not in ("", ".", "..") and "/" not in x and "\\" not in x and "\0" not in x
+
+
+def manifest_problem(manifest: Any, spec: DatasetSpec) -> str | None:
+    """What is wrong with the structure of a parsed manifest of ``spec``, or None.
+
+    Readers index the manifest directly (``files[name]["bytes"]``, ``splits["train"]["file"]``, the tokenizer's
+    ``vocab_size``...), so every key they use is checked here, once, with its type.
+    """
+    if not isinstance(manifest, dict) or manifest.get("format_version") != MANIFEST_VERSION:
+        return "was prepared by an incompatible optbench version"
+    files, downloads = manifest.get("files"), manifest.get("downloads", [])
+    if not isinstance(files, dict) or not all(
+            _is_plain_name(k) and isinstance(v, dict) and _is_count(v.get("bytes")) for k, v in files.items()):
+        return "has a damaged manifest ('files' is not a map of file name -> {bytes, ...})"
+    if not isinstance(downloads, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("file"), str)
+            and isinstance(d.get("published_checksum") or d.get("sha256"), str) for d in downloads):
+        return "has a damaged manifest ('downloads' is not a list of files with checksums)"
+    if isinstance(spec, ImageSpec):
+        return _image_problem(manifest, files)
+    return _text_problem(manifest, files)
+
+
+def _image_problem(manifest: dict[str, Any], files: dict[str, Any]) -> str | None:
+    counts = manifest.get("counts")
+    if manifest.get("kind") != "images" or not isinstance(counts, dict) or not all(
+            _is_count(counts.get(k)) for k in ("train", "val", "test")) or not all(
+            isinstance(k, str) and _is_count(v) for k, v in counts.items()):
+        return "has a damaged manifest ('counts' is not a map of train/val/test -> number of images)"
+    for key in CIFAR10_ARRAYS:
+        shape = files.get(f"{key}.npy", {}).get("shape")
+        if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
+            return f"has a damaged manifest (no shape of {key}.npy)"
+    return None
+
+
+def _text_problem(manifest: dict[str, Any], files: dict[str, Any]) -> str | None:
+    splits, tok = manifest.get("splits"), manifest.get("tokenizer")
+    if manifest.get("kind") != "tokens" or not isinstance(splits, dict) or not splits or not all(
+            isinstance(k, str) and isinstance(v, dict) and v.get("file") in files and _is_count(v.get("tokens"))
+            for k, v in splits.items()):
+        return "has a damaged manifest ('splits' is not a map of split -> {file, tokens})"
+    if manifest.get("dtype") not in ("uint16", "uint32"):
+        return "has a damaged manifest ('dtype' is not uint16 or uint32)"
+    if not isinstance(tok, dict) or not _is_count(tok.get("vocab_size")) or not _is_count(tok.get("eot_id")) \
+            or not isinstance(tok.get("kind"), str):
+        return "has a damaged manifest ('tokenizer' lacks kind, vocab_size or eot_id)"
+    return None
+
+
+def _missing(name: str, data_dir: PathLike | None, why: str) -> DataMissingError:
+    command = prepare_command(name, data_dir)
+    return DataMissingError(f"dataset {name!r} {why} in {dataset_dir(name, data_dir)}; prepare it with: {command}")
+
+
 def read_manifest(name: str, data_dir: PathLike | None = None) -> dict[str, Any]:
-    """The manifest of a prepared dataset, after checking that every file it lists is present with its size.
+    """The manifest of a prepared dataset, after checking its structure and that every file it lists is present
+    with its size.
 
     Args:
       name: a key of :data:`~optbench.data.catalog.DATASETS`.
@@ -66,28 +129,29 @@ def read_manifest(name: str, data_dir: PathLike | None = None) -> dict[str, Any]
     Returns:
       The parsed ``manifest.json``.
     Raises:
-      DataMissingError: missing, unreadable, from another format version, or with a missing/truncated file; the
-        one-line message contains ``optbench data prepare NAME --data-dir DIR``.
+      DataMissingError: missing, unreadable, damaged (a key missing or of the wrong type), from another format
+        version, or with a missing/truncated file; the one-line message contains
+        ``optbench data prepare NAME --data-dir DIR``.
       UsageError: unknown dataset name.
     """
     folder = dataset_dir(name, data_dir)
-
-    def missing(why: str) -> DataMissingError:
-        command = prepare_command(name, data_dir)
-        return DataMissingError(f"dataset {name!r} {why} in {folder}; prepare it with: {command}")
-
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise missing("is not prepared") from None
-    except (OSError, ValueError):
-        raise missing("has an unreadable manifest") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != MANIFEST_VERSION:
-        raise missing("was prepared by an incompatible optbench version")
-    for file, entry in manifest.get("files", {}).items():
+        raise _missing(name, data_dir, "is not prepared") from None
+    except (OSError, ValueError, RecursionError):
+        raise _missing(name, data_dir, "has an unreadable manifest") from None
+    why = manifest_problem(manifest, _spec(name))
+    if why:
+        raise _missing(name, data_dir, why)
+    for file, entry in manifest["files"].items():
         path = folder / file
-        if not path.is_file() or path.stat().st_size != entry.get("bytes"):
-            raise missing(f"is incomplete ({file} is missing or truncated)")
+        try:
+            ok = path.is_file() and path.stat().st_size == entry["bytes"]
+        except OSError:
+            ok = False
+        if not ok:
+            raise _missing(name, data_dir, f"is incomplete ({file} is missing or truncated)")
     return manifest
 
 
@@ -104,9 +168,13 @@ def load_cifar10(data_dir: PathLike | None = None) -> dict[str, np.ndarray]:
 
     manifest = read_manifest("cifar10", data_dir)
     folder = dataset_dir("cifar10", data_dir)
-    arrays = {k: np.load(folder / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in CIFAR10_ARRAYS}
-    for key, array in arrays.items():
-        if list(array.shape) != manifest["files"][f"{key}.npy"]["shape"]:
+    arrays = {}
+    for key in CIFAR10_ARRAYS:
+        try:
+            arrays[key] = np.load(folder / f"{key}.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):  # same size as recorded, but not a readable .npy any more
+            arrays[key] = None
+        if arrays[key] is None or list(arrays[key].shape) != manifest["files"][f"{key}.npy"]["shape"]:
             raise DataMissingError(f"{folder}/{key}.npy does not match its manifest; re-run: "
                                    f"{prepare_command('cifar10', data_dir)} --force")
     return arrays
@@ -125,7 +193,12 @@ def load_tokens(name: str, split: str, data_dir: PathLike | None = None) -> np.n
     splits = manifest.get("splits", {})
     if split not in splits:
         raise UsageError(f"dataset {name!r} has no split {split!r}; it has: {', '.join(splits) or 'none'}")
-    return open_tokens(dataset_dir(name, data_dir) / splits[split]["file"], manifest["dtype"])
+    path = dataset_dir(name, data_dir) / splits[split]["file"]
+    try:
+        return open_tokens(path, manifest["dtype"])
+    except (OSError, ValueError):  # e.g. a length that is no whole number of tokens
+        raise DataMissingError(f"{path} does not match its manifest; re-run: "
+                               f"{prepare_command(name, data_dir)} --force") from None
 
 
 def vocab_size(name: str, data_dir: PathLike | None = None) -> int:

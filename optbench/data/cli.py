@@ -67,22 +67,35 @@ def list_(data_dir: Path | None) -> None:
     from optbench.data.catalog import MANIFEST
     from optbench.errors import DataMissingError
 
-    table = Table(title=f"datasets in {paths.data_dir(data_dir)}", title_justify="left")
+    table = Table(title=_text(f"datasets in {paths.data_dir(data_dir)}"), title_justify="left")
     for column in ("dataset", "status", "path", "contents", "checksums"):
         table.add_column(column, overflow="fold")
     for name in DATASETS:
-        folder = datasets.dataset_dir(name, data_dir)
+        folder = _text(datasets.dataset_dir(name, data_dir))
         try:
             manifest = datasets.read_manifest(name, data_dir)
-        except DataMissingError:
-            status = "incomplete" if (folder / MANIFEST).exists() else "not prepared"
-            table.add_row(name, f"[yellow]{status}[/yellow]", str(folder),
-                          f"run: {datasets.prepare_command(name, data_dir)}", "-")
+        except DataMissingError as exc:
+            if (datasets.dataset_dir(name, data_dir) / MANIFEST).exists():  # damaged or incomplete: say why
+                table.add_row(name, "[yellow]incomplete[/yellow]", folder, _text(exc), "-")
+            else:
+                table.add_row(name, "[yellow]not prepared[/yellow]", folder,
+                              _text(f"run: {datasets.prepare_command(name, data_dir)}"), "-")
             continue
-        table.add_row(name, "[green]prepared[/green]", str(folder), contents(manifest), checksums(manifest))
+        table.add_row(name, "[green]prepared[/green]", folder, _text(contents(manifest)),
+                      _text(checksums(manifest)))
     # Piped output has no terminal width; keep rows on one line unless COLUMNS says otherwise.
     wide = sys.stdout.isatty() or os.environ.get("COLUMNS")
     Console(highlight=False, width=None if wide else 200).print(table)
+
+
+def _text(value: Any) -> str:
+    """User text (paths, manifest contents) as rich prints it literally: "[red]" in a folder name stays text, and
+    undecodable bytes of a path show as escapes instead of failing the print."""
+    from rich.markup import escape
+
+    from optbench.fsutil import printable
+
+    return escape(printable(str(value)))
 
 
 def contents(manifest: dict[str, Any]) -> str:
