@@ -38,7 +38,7 @@ class Origin:
     """Where a plugin came from: recorded on every result it produces."""
 
     source: str  # "entry-point" | "module" | "file"
-    distribution: str  # package name, or the file path
+    distribution: str  # package name, or the file's name (never its folder)
     version: str  # package version, or "sha256:<12 hex>" of the file
 
 
@@ -91,7 +91,8 @@ def _load_file(path: Path, attr: str, spec: str) -> tuple[Any, Origin]:
         raise PluginError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from None
     if not hasattr(module, attr):
         raise PluginError(f"plugin {spec!r}: {str(path)!r} has no attribute {attr!r}")
-    return getattr(module, attr), Origin(source="file", distribution=str(path), version=f"sha256:{digest}")
+    # The file's name and hash identify it; its folder would put the user's home directory into shared results.
+    return getattr(module, attr), Origin(source="file", distribution=path.name, version=f"sha256:{digest}")
 
 
 def _load_module(module_name: str, attr: str, spec: str) -> tuple[Any, Origin]:
