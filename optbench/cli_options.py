@@ -16,20 +16,21 @@ def results_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def trial_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--data-dir`` and the per-trial overrides a :class:`optbench.runner.TrialConfig` takes: budget, evaluation
-    period, batch size, wall-clock limit, warm-up steps."""
+    """``--data-dir`` and the per-trial overrides a :class:`optbench.prepared.TrialConfig` takes: budget, evaluation
+    period, batch size, wall-clock limit, warm-up steps. Options are only parsed here; their bounds live in
+    :mod:`optbench.prepared`, which checks them once for ``run`` and ``tune`` alike."""
     options = [
         click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Prepared datasets [default: ~/.cache/optbench or $OPTBENCH_DATA]."),
-        click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Override the step budget."),
-        click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--max-steps", type=int, default=None, help="Override the step budget."),
+        click.option("--max-seconds", type=float, default=None,
                      help="Override the budget of timed seconds."),
-        click.option("--eval-every", "eval_every_steps", type=click.IntRange(min=1), default=None,
+        click.option("--eval-every", "eval_every_steps", type=int, default=None,
                      help="Evaluate every N steps (overrides the workload's period)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--batch-size", type=int, default=None, help="Override the batch size."),
+        click.option("--timeout", type=float, default=None,
                      help="Wall-clock limit per trial in seconds (evaluation included); outcome 'timeout'."),
-        click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
+        click.option("--warmup-steps", type=int, default=0, show_default=True,
                      help="Untimed steps run and undone before the clock starts (warms caches / compilation)."),
         click.option("--compile", "compile_model", is_flag=True,
                      help="Run the model under torch.compile (compilation is timed unless --warmup-steps)."),

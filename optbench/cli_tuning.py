@@ -15,12 +15,8 @@ from typing import Any
 import click
 
 from optbench.cli_options import results_dir_option, trial_options
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
+from optbench.console import console as _console
+from optbench.console import escape
 
 
 def _results_dir(path: Path | None) -> Path:
@@ -36,7 +32,7 @@ class _Printer:
         self.console, self.quiet = _console(), quiet
 
     def note(self, text: str) -> None:
-        self.console.print(f"[dim]{text}[/dim]")
+        self.console.print(f"[dim]{escape(text)}[/dim]")
 
     def finished(self, trial: Any, done: Any) -> None:
         if self.quiet:
@@ -47,10 +43,11 @@ class _Printer:
             lr, (int, float)) else "")
         what = (f"{done.time_to_target:.3g} s, {done.steps_to_target} steps" if done.outcome == "reached" else
                 f"best {done.metric_name} " + ("n/a" if done.best_metric is None else f"{done.best_metric:.4g}"))
-        self.console.print(f"[{colour}]{done.outcome}[/{colour}] {where}: {what}")
+        self.console.print(f"[{colour}]{done.outcome}[/{colour}] {escape(where)}: {escape(what)}")
 
     def crashed(self, trial: Any, reason: str) -> None:
-        self.console.print(f"[red]crashed[/red] {trial.submission} {trial.study} trial {trial.trial}: {reason}")
+        self.console.print("[red]crashed[/red] "
+                           + escape(f"{trial.submission} {trial.study} trial {trial.trial}: {reason}"))
 
 
 @click.command()
@@ -98,8 +95,8 @@ def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: P
     out = _results_dir(results_dir)
     result = run_tune(spec, results_dir=out, reporter=_Printer(quiet))
     console = _console()
-    console.print(f"{len(result.finished)} trials run, {len(result.skipped)} skipped (already recorded), "
-                  f"{len(result.crashed)} crashed -> {out}")
+    console.print(escape(f"{len(result.finished)} trials run, {len(result.skipped)} skipped (already recorded or "
+                         f"claimed by another process), {len(result.crashed)} crashed -> {out}"))
     if result.crashed:
         console.print("[red]crashed trials were not recorded; run the same command again to retry them[/red]")
         sys.exit(1)
@@ -123,13 +120,13 @@ def report(results_dir: Path | None, out: Path, by: str, r_max: float, hparam: s
     loaded = read_results(root)
     err = _console(stderr=True)
     for problem in loaded.problems:
-        err.print(f"[yellow]skipped[/yellow] {problem.splitlines()[0]}")
+        err.print(f"[yellow]skipped[/yellow] {escape(problem.splitlines()[0])}")
     if loaded.trials.empty:
         from optbench.errors import UsageError
 
         raise UsageError(f"no results under {str(root)!r}; run e.g. 'optbench tune' first")
     made = build_report(loaded, out=out, by=by, r_max=r_max, hparam=hparam, source=str(root))
-    _console().print(f"report: {made.index} ({len(made.images)} image files)")
+    _console().print(escape(f"report: {made.index} ({len(made.images)} image files)"))
 
 
 @click.group(name="import")
@@ -154,9 +151,9 @@ def algoperf(directory: Path, results_dir: Path | None, rules: str, targets: tup
     result = import_algoperf(directory, results_dir=out, rules=rules, targets=targets, submission=submission)
     err = _console(stderr=True)
     for problem in result.skipped:
-        err.print(f"[yellow]skipped[/yellow] {problem}")
-    _console().print(f"imported {len(result.written)} AlgoPerf trials into {out} (targets: rules {rules}); "
-                     f"score them with 'optbench score --results-dir {out} --algoperf'")
+        err.print(f"[yellow]skipped[/yellow] {escape(problem)}")
+    _console().print(escape(f"imported {len(result.written)} AlgoPerf trials into {out} (targets: rules {rules}); "
+                            f"score them with 'optbench score --results-dir {out} --algoperf'"))
 
 
 def add_commands(main: click.Group) -> None:

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from optbench import paths
+from optbench.console import console as _console  # render.py imports it from here, for now
+from optbench.console import escape
 from optbench.errors import UsageError
 from optbench.hparams import parse_assignments
-
-
-def _console(stderr: bool = False) -> Any:
-    """A rich console; wide when writing to a file or pipe, where tables should not be cut at 80 columns."""
-    import sys
-
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    wide = None if stream.isatty() else 160
-    return Console(stderr=stderr, highlight=False, width=wide)
 
 
 class ProgressBar:
@@ -30,12 +20,12 @@ class ProgressBar:
     def __init__(self, title: str, metric: str) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.metric = metric
+        self.metric = escape(metric)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=_console(stderr=True), transient=False,
         )
-        self.task = self.progress.add_task(title, total=None, info="")
+        self.task = self.progress.add_task(escape(title), total=None, info="")
         self.by_steps = True
         self.last = ""
 
@@ -61,15 +51,13 @@ class ProgressBar:
         self.progress.update(self.task, info=f"step {row.step}  loss {row.train_loss:.4g}{self.last}")
 
 
-def _hparams(opt_args: Sequence[str], hparams_file: Path | None) -> dict[str, Any]:
-    given: dict[str, Any] = {}
-    if hparams_file is not None:
-        try:
-            given = json.loads(Path(hparams_file).read_text())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read hyperparameters from {str(hparams_file)!r}: {exc}") from None
-        if not isinstance(given, dict):
-            raise UsageError(f"{str(hparams_file)!r} must hold a JSON object of hyperparameters")
+def given_hparams(opt_args: Sequence[str], hparams_file: Path | None) -> dict[str, Any]:
+    """The hyperparameters a user gave: the ``--hparams`` JSON file, overridden by ``--opt-arg`` values."""
+    from optbench.hparams import load_file
+
+    given: Any = {} if hparams_file is None else load_file(hparams_file, what="hyperparameters file")
+    if not isinstance(given, dict):
+        raise UsageError(f"{str(hparams_file)!r} must hold a JSON object of hyperparameters")
     return {**given, **parse_assignments(opt_args)}
 
 
@@ -78,50 +66,51 @@ def run(*, workload: str, opts: Sequence[str], size: str | None, opt_args: Seque
         data_dir: Path | None, quiet: bool, overrides: Mapping[str, Any]) -> None:
     """``optbench run``: every (submission, seed) trial in turn; a failed trial is recorded and the next runs.
 
-    All plugins are loaded and all options checked before the first trial starts, so a typo costs nothing.
+    Every trial is prepared (loaded, merged, bounded, validated) and the results directory proven writable before
+    the first one starts, so a typo costs nothing; the runner then consumes the prepared trials as they are.
     """
+    from dataclasses import replace
+
+    from optbench.prepared import TrialConfig, check_data, check_destination, prepare
     from optbench.registry import load_submission, load_workload
-    from optbench.runner import TrialConfig, resolve_device, resolve_size, run_trial
-    from optbench.hparams import merge
+    from optbench.runner import run_prepared
 
     w = load_workload(workload)
     subs = [load_submission(o) for o in opts]
-    sz = resolve_size(w.obj, size)
-    resolve_device(device)
-    given = _hparams(opt_args, hparams_file)
-    for s in subs:
-        merge(s.obj.defaults, given, submission=s.name)
-    if sz.dataset:
-        from optbench.data import read_manifest
-
-        read_manifest(sz.dataset, paths.data_dir(data_dir))  # a missing dataset stops us before any trial
+    base = TrialConfig(size=size, hparams=given_hparams(opt_args, hparams_file), device=device,
+                       data_dir=paths.data_dir(data_dir), **{k: v for k, v in overrides.items() if v is not None})
     out = paths.results_dir(results_dir)
+    trials = [prepare(w, s, replace(base, seed=seed), results_dir=out) for s in subs for seed in seeds]
+    check_data(trials[0].size, base.data_dir)  # a missing dataset stops us before any trial
+    check_destination(out)
     console = _console()
-    for s in subs:
-        for seed in seeds:
-            cfg = TrialConfig(size=sz.name, hparams=given, seed=seed, device=device, data_dir=paths.data_dir(data_dir),
-                              **{k: v for k, v in overrides.items() if v is not None})
-            title = f"{w.name}/{sz.name} {s.name} seed {seed}"
-            if quiet:
-                result = run_trial(w, s, cfg, results_dir=out)
-            else:
-                with ProgressBar(title, w.obj.metric.name) as bar:
-                    result = run_trial(w, s, cfg, results_dir=out, observer=bar)
-            console.print(_summary(result.record, result.path))
+    for prep in trials:
+        if quiet:
+            result = run_prepared(prep)
+        else:
+            with ProgressBar(prep.title, w.obj.metric.name) as bar:
+                result = run_prepared(prep, observer=bar)
+        console.print(_summary(result.record, result.path))
+        if result.note:
+            _console(stderr=True).print(f"[red]warning[/red] {escape(result.note)}")
 
 
 def _summary(rec: Any, path: Path) -> str:
+    """The one-paragraph outcome of a trial (user-derived names escaped)."""
     colour = {"reached": "green", "missed": "yellow"}.get(rec.outcome, "red")
-    head = f"[{colour}]{rec.outcome}[/{colour}] {rec.workload}/{rec.size} {rec.submission} seed {rec.seed}: "
+    head = escape(f"{rec.workload}/{rec.size} {rec.submission} seed {rec.seed}: ")
+    head = f"[{colour}]{rec.outcome}[/{colour}] {head}"
     if rec.outcome == "reached":
-        head += (f"{rec.metric_name} {'<=' if rec.metric_goal == 'min' else '>='} {rec.target:g} after "
-                 f"{rec.time_to_target:.2f} s timed, {rec.steps_to_target} steps, {rec.examples_to_target} examples")
+        head += escape(f"{rec.metric_name} {'<=' if rec.metric_goal == 'min' else '>='} {rec.target:g} after "
+                       f"{rec.time_to_target:.2f} s timed, {rec.steps_to_target} steps, "
+                       f"{rec.examples_to_target} examples")
     else:
         best = "n/a" if rec.best_metric is None else f"{rec.best_metric:.4g}"
-        head += f"best {rec.metric_name} {best} (target {rec.target:g}) in {rec.total_steps} steps"
-        if rec.error:
-            head += f"; {rec.error.strip().splitlines()[-1]}"
-    return f"{head}\n  -> {path}"
+        tail = f"best {rec.metric_name} {best} (target {rec.target:g}) in {rec.total_steps} steps"
+        if rec.error and rec.error.strip():
+            tail += f"; {rec.error.strip().splitlines()[-1]}"
+        head += escape(tail)
+    return f"{head}\n  -> {escape(path)}"
 
 
 def list_plugins(kind: str) -> None:
@@ -137,7 +126,7 @@ def list_plugins(kind: str) -> None:
             table.add_column(col)
         for item in load_all("workloads"):
             if isinstance(item, tuple):
-                table.add_row(item[0], "", "", f"[red]broken: {item[1]}[/red]", "", "", "", "", "")
+                table.add_row(escape(item[0]), "", "", f"[red]broken: {escape(item[1])}[/red]", "", "", "", "", "")
                 continue
             w = item.obj
             for i, (name, sz) in enumerate(w.sizes.items()):
@@ -145,10 +134,10 @@ def list_plugins(kind: str) -> None:
                 budget = " / ".join(x for x in (f"{b.max_steps} steps" if b.max_steps else "",
                                                  f"{b.max_seconds:g} s" if b.max_seconds else "") if x)
                 default = " (default)" if name == w.default_size else ""
-                table.add_row(w.name if i == 0 else "", name + default,
-                              f"{w.metric.name} ({w.metric.goal.value})", f"{sz.target:g}", budget,
-                              str(sz.batch_size), str(sz.step_hint), sz.dataset or "-",
-                              f"{item.origin.distribution} {item.origin.version}" if i == 0 else "")
+                table.add_row(*map(escape, (
+                    w.name if i == 0 else "", name + default, f"{w.metric.name} ({w.metric.goal.value})",
+                    f"{sz.target:g}", budget, sz.batch_size, sz.step_hint, sz.dataset or "-",
+                    f"{item.origin.distribution} {item.origin.version}" if i == 0 else "")))
         console.print(table)
     if kind in ("all", "submissions"):
         table = Table(title="Submissions")
@@ -156,12 +145,12 @@ def list_plugins(kind: str) -> None:
             table.add_column(col)
         for item in load_all("submissions"):
             if isinstance(item, tuple):
-                table.add_row(item[0], f"[red]broken: {item[1]}[/red]", "", "")
+                table.add_row(escape(item[0]), f"[red]broken: {escape(item[1])}[/red]", "", "")
                 continue
             s = item.obj
             caps = ", ".join(sorted(c.value for c in s.capabilities)) or "-"
-            table.add_row(item.name, getattr(s, "paper", "") or "-", caps,
-                          f"{item.origin.distribution} {item.origin.version}")
+            table.add_row(*map(escape, (item.name, getattr(s, "paper", "") or "-", caps,
+                                        f"{item.origin.distribution} {item.origin.version}")))
         console.print(table)
         console.print("Any torch.optim.Optimizer subclass also works: --opt torch.optim:Adagrad -o lr=0.01")
 
@@ -176,7 +165,7 @@ def score(*, results_dir: Path | None, by: str, fmt: str, reference: str | None,
     loaded = read_results(root)
     err = _console(stderr=True)
     for problem in loaded.problems:
-        err.print(f"[yellow]skipped[/yellow] {problem.splitlines()[0]}")
+        err.print(f"[yellow]skipped[/yellow] {escape(problem.splitlines()[0])}")
     if loaded.trials.empty:
         raise UsageError(f"no results under {str(root)!r}; run e.g. 'optbench run --workload linreg --opt adamw'")
     if hparam is not None:
@@ -197,7 +186,7 @@ def check_plugin(spec: str, *, skip: Sequence[str] = ()) -> int:
     if unknown:
         raise UsageError(f"unknown check {', '.join(unknown)}; checks: {', '.join(ALL_CHECKS)}")
     loaded = load_submission(spec)
-    table = Table(title=f"conformance of {spec} ({loaded.origin.distribution} {loaded.origin.version})")
+    table = Table(title=escape(f"conformance of {spec} ({loaded.origin.distribution} {loaded.origin.version})"))
     for col in ("check", "result", "detail"):
         table.add_column(col)
     failed = 0
@@ -207,7 +196,7 @@ def check_plugin(spec: str, *, skip: Sequence[str] = ()) -> int:
             continue
         res = run_check(loaded, name)
         failed += not res.passed
-        table.add_row(name, "[green]pass[/green]" if res.passed else "[red]FAIL[/red]", res.detail)
+        table.add_row(name, "[green]pass[/green]" if res.passed else "[red]FAIL[/red]", escape(res.detail))
     console = _console()
     console.print(table)
     console.print(f"{len(ALL_CHECKS) - len(skip) - failed} passed, {failed} failed")

@@ -20,6 +20,58 @@ from typing import Any
 from optbench.errors import UsageError
 
 HARNESS_HPARAMS = ("batch_size",)  # consumed by the harness, accepted for every submission
+MAX_DEPTH = 32  # nesting of a hyperparameter value or search space; deeper JSON is a mistake, not a setting
+
+
+def loads(raw: str | bytes, *, source: str) -> Any:
+    """Decode JSON given by the user; malformed or absurdly nested input is one :class:`UsageError`.
+
+    Python's decoder recurses per nesting level, so ``[[[[...]]]]`` a few thousand deep raises RecursionError;
+    that, like any other decoding failure, is reported against ``source``.
+    """
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise UsageError(f"{source}: JSON nested too deeply") from None
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{source}: not valid JSON ({exc})") from None
+    check_json(value, where=source)
+    return value
+
+
+def load_file(path: Any, *, what: str) -> Any:
+    """The JSON in file ``path`` (hyperparameters, a search space); any failure is one :class:`UsageError`."""
+    from pathlib import Path
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    return loads(raw, source=f"{what} {str(path)!r}")
+
+
+def check_json(value: Any, *, where: str, _depth: int = 0) -> None:
+    """Raise :class:`UsageError` unless ``value`` is JSON we can store: at most :data:`MAX_DEPTH` deep, string
+    keys, and text that is valid UTF-8 (the results store writes it as UTF-8)."""
+    if _depth > MAX_DEPTH:
+        raise UsageError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{where}: text that is not valid UTF-8: {value.encode('utf-8', 'replace')!r}"
+                             ) from None
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise UsageError(f"{where}: keys must be text, got {k!r}")
+            check_json(k, where=where, _depth=_depth + 1)
+            check_json(v, where=where, _depth=_depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_json(v, where=where, _depth=_depth + 1)
+    elif value is not None and not isinstance(value, (bool, int, float)):
+        raise UsageError(f"{where}: unsupported value {value!r}")
 
 
 def parse_value(text: str) -> Any:
@@ -29,6 +81,8 @@ def parse_value(text: str) -> Any:
         return {"True": True, "False": False, "None": None}[lowered]
     try:
         return json.loads(lowered)
+    except RecursionError:
+        raise UsageError(f"--opt-arg value nested too deeply: {text[:40]!r}...") from None
     except ValueError:
         return text
 
@@ -58,11 +112,16 @@ def merge(defaults: Mapping[str, Any], given: Mapping[str, Any], *, submission: 
     Returns:
       The merged hyperparameters (harness keys such as ``batch_size`` included).
     """
-    unknown = sorted(k for k in given if k not in defaults and k not in HARNESS_HPARAMS)
+    check_keys(defaults, given, submission=submission)
+    return {**defaults, **given}
+
+
+def check_keys(defaults: Mapping[str, Any], keys: Iterable[str], *, submission: str) -> None:
+    """A usage error naming every key in ``keys`` that the submission (whose defaults are ``defaults``) lacks."""
+    unknown = sorted({k for k in keys if k not in defaults and k not in HARNESS_HPARAMS})
     if unknown:
         known = ", ".join(sorted(defaults)) or "(none)"
         raise UsageError(f"submission {submission!r} has no hyperparameter {', '.join(unknown)}; it accepts: {known}")
-    return {**defaults, **given}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,8 +3,10 @@
 The runner owns the clock (timed: data loading + update steps; untimed: evaluation, logging, checkpointing), the
 evaluation schedule, stopping, and the translation of every failure into an outcome recorded as data: a NaN or
 exploding loss is ``diverged``, an exception in plugin code ``error`` (traceback kept), running out of memory
-``oom``, exceeding the wall-clock limit ``timeout``, spending the budget ``missed``. Bad user input (unknown size,
-unavailable device, missing data) is a :class:`~optbench.errors.UsageError` raised before anything runs.
+``oom``, exceeding the wall-clock limit ``timeout`` (even inside a step that never returns), spending the budget
+``missed``, Ctrl-C ``interrupted``. Bad user input is a :class:`~optbench.errors.UsageError` raised before anything
+runs: :func:`optbench.prepared.prepare` validates every value once, and the runner consumes the
+:class:`~optbench.prepared.PreparedTrial` it returns.
 
 One step (all timed)::
 
@@ -16,14 +18,19 @@ One step (all timed)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
+import signal
+import tempfile
+import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,55 +38,16 @@ from typing import Any, Protocol
 import torch
 
 from optbench import SCHEMA_VERSION, provenance
-from optbench.api import Budget, Capability, EvalPeriod, Size, Submission, Task, TrialInfo, Workload
+from optbench.api import Capability, Submission, Task, Workload
 from optbench.clock import Clock
 from optbench.errors import UsageError
-from optbench.hparams import merge
+from optbench.prepared import MAX_BATCH, PreparedTrial, TrialConfig, prepare, resolve_device, resolve_size
 from optbench.registry import Loaded
 from optbench.results import EvalRow, TrialRecord, write_trial
 from optbench.state import TrialState
 
-
-@dataclass(frozen=True, kw_only=True)
-class TrialConfig:
-    """How to run a trial; every ``None`` means "the workload size's own setting".
-
-    Attributes:
-      size: size preset name (default: the workload's default size).
-      hparams: hyperparameters given by the user (merged over the submission's defaults).
-      seed: the trial's seed: model init, data order and any sampling derive from it.
-      device: ``cpu``, ``cuda``, ``cuda:1``...
-      study, trial: identifiers for the tuning aggregation (best trial per study, median over studies).
-      max_steps, max_seconds: budget overrides (timed seconds).
-      eval_every_steps, eval_every_seconds: evaluation-period overrides.
-      batch_size: batch-size override (a submission with BATCH_SCHEDULE still decides per step).
-      timeout: wall-clock limit of the whole trial (evaluation included), outcome ``timeout``.
-      divergence_factor: a training loss above this multiple of the first step's loss is ``diverged``.
-      warmup_steps: untimed steps run then undone before the clock starts (kernel caches, compilation).
-      data_dir: where prepared datasets live.
-      checkpoint: if set, the trial's state is saved there at every evaluation (untimed) and a trial started with
-        an existing checkpoint resumes from it.
-      compile: run the model's forward under ``torch.compile``. Compilation happens in the first steps and is timed
-        (as in AlgoPerf), unless ``warmup_steps`` take it off the clock.
-    """
-
-    size: str | None = None
-    hparams: Mapping[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    device: str = "cpu"
-    study: str | None = None
-    trial: str = "0"
-    max_steps: int | None = None
-    max_seconds: float | None = None
-    eval_every_steps: int | None = None
-    eval_every_seconds: float | None = None
-    batch_size: int | None = None
-    timeout: float | None = None
-    divergence_factor: float = 100.0
-    warmup_steps: int = 0
-    data_dir: Path | None = None
-    checkpoint: Path | None = None
-    compile: bool = False
+__all__ = ["TrialConfig", "PreparedTrial", "TrialResult", "prepare", "resolve_device", "resolve_size", "run_trial",
+           "run_prepared", "derive_seed"]
 
 
 class Observer(Protocol):
@@ -100,50 +68,24 @@ class _Stop(Exception):
         self.outcome, self.reason = outcome, reason
 
 
+class TrialTimeout(BaseException):
+    """Raised into the trial by the wall-clock deadline. A BaseException, so that plugin code catching
+    ``Exception`` cannot swallow it."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrialResult:
+    """A finished trial: its record, evaluation rows, where the file went, and a note when it went elsewhere."""
+
     record: TrialRecord
     rows: list[EvalRow]
     path: Path
+    note: str | None = None
 
 
 def derive_seed(seed: int, purpose: str) -> int:
     """An independent 63-bit seed for one purpose ("init", "data"...) derived from the trial's seed."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; an unavailable device is a usage error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
-    return dev
-
-
-def resolve_size(workload: Workload, name: str | None) -> Size:
-    """The size preset called ``name`` (default: the workload's default), else a usage error listing the sizes."""
-    name = name or workload.default_size
-    if name not in workload.sizes:
-        raise UsageError(f"workload {workload.name!r} has no size {name!r}; sizes: {', '.join(workload.sizes)}")
-    return workload.sizes[name]
-
-
-def _budget(size: Size, cfg: TrialConfig) -> Budget:
-    if cfg.max_steps is None and cfg.max_seconds is None:
-        return size.budget
-    return Budget(max_steps=cfg.max_steps if cfg.max_steps is not None else size.budget.max_steps,
-                  max_seconds=cfg.max_seconds if cfg.max_seconds is not None else size.budget.max_seconds)
-
-
-def _period(size: Size, cfg: TrialConfig) -> EvalPeriod:
-    if cfg.eval_every_steps is None and cfg.eval_every_seconds is None:
-        return size.eval_every
-    return EvalPeriod(steps=cfg.eval_every_steps, seconds=cfg.eval_every_seconds)
 
 
 def classify(exc: BaseException) -> str:
@@ -158,34 +100,33 @@ def classify(exc: BaseException) -> str:
 class TrialLoop:
     """The loop of one trial; its mutable state lives in :attr:`state` so that it can be saved and restored."""
 
-    def __init__(self, *, task: Task, workload: Workload, submission: Submission, hparams: Mapping[str, Any],
-                 info: TrialInfo, budget: Budget, period: EvalPeriod, cfg: TrialConfig, device: torch.device,
-                 observer: Observer | None) -> None:
-        self.task, self.workload, self.submission = task, workload, submission
-        self.info, self.budget, self.period, self.cfg = info, budget, period, cfg
-        self.observer = observer
-        self.metric = workload.metric
-        self.target = workload.sizes[info.size].target
-        self.caps = submission.capabilities
-        torch.manual_seed(derive_seed(cfg.seed, "torch"))
-        model = task.init_model(torch.Generator().manual_seed(derive_seed(cfg.seed, "init")))
-        updater = submission.create(model, hparams, info)
+    def __init__(self, *, prep: PreparedTrial, task: Task, observer: Observer | None, wall_start: float) -> None:
+        self.prep, self.task, self.observer = prep, task, observer
+        self.wall_start = wall_start  # perf_counter() when the trial began (set-up included, as --timeout counts)
+        self.metric = prep.workload.obj.metric
+        self.caps = prep.submission.obj.capabilities
+        device = torch.device(prep.device)
+        torch.manual_seed(derive_seed(prep.seed, "torch"))
+        model = task.init_model(torch.Generator().manual_seed(derive_seed(prep.seed, "init")))
+        updater = prep.submission.obj.create(model, prep.hparams, prep.info)
         # The submission and the checkpoints see the plain module; only forward passes go through the compiled one.
-        self.forward_model = torch.compile(model) if cfg.compile else model
+        self.forward_model = torch.compile(model) if prep.compile else model
         data_device = device if device.type == "cuda" else torch.device("cpu")
         self.state = TrialState(
             model=model, updater=updater,
-            data_gen=torch.Generator(device=data_device).manual_seed(derive_seed(cfg.seed, "data")),
-            sample_gen=torch.Generator(device=data_device).manual_seed(derive_seed(cfg.seed, "sample")),
+            data_gen=torch.Generator(device=data_device).manual_seed(derive_seed(prep.seed, "data")),
+            sample_gen=torch.Generator(device=data_device).manual_seed(derive_seed(prep.seed, "sample")),
             clock=Clock(device=device),
         )
-        self.wall_start = time.perf_counter()
 
     # ----- one step -------------------------------------------------------------------------------------------
     def batch_size(self) -> int:
         if Capability.BATCH_SCHEDULE in self.caps:
-            return int(self.state.updater.batch_size(self.state.counters.step + 1))  # type: ignore[attr-defined]
-        return self.info.batch_size
+            bs = self.state.updater.batch_size(self.state.counters.step + 1)  # type: ignore[attr-defined]
+            if isinstance(bs, bool) or not isinstance(bs, int) or not 1 <= bs <= MAX_BATCH:
+                raise ValueError(f"the submission's batch_size() returned {bs!r}; expected an int in 1..{MAX_BATCH}")
+            return bs
+        return self.prep.batch_size
 
     def _closure(self, batch: Any) -> Callable[..., torch.Tensor]:
         model, task, gen = self.forward_model, self.task, self.state.sample_gen
@@ -227,13 +168,13 @@ class TrialLoop:
 
     # ----- evaluation -----------------------------------------------------------------------------------------
     def eval_due(self) -> bool:
-        c, p = self.state.counters, self.period
+        c, p = self.state.counters, self.prep.period
         if p.steps is not None and c.step - c.last_eval_step >= p.steps:
             return True
         return p.seconds is not None and self.state.clock.timed - c.last_eval_timed >= p.seconds
 
     def budget_spent(self) -> bool:
-        c, b = self.state.counters, self.budget
+        c, b = self.state.counters, self.prep.budget
         return (b.max_steps is not None and c.step >= b.max_steps) or (
             b.max_seconds is not None and self.state.clock.timed >= b.max_seconds)
 
@@ -255,7 +196,7 @@ class TrialLoop:
                 with st.clock.timing():
                     swap.__exit__(None, None, None)
         if self.metric.name not in metrics:
-            raise RuntimeError(f"workload {self.workload.name!r} evaluate() returned no {self.metric.name!r}")
+            raise RuntimeError(f"workload {self.prep.workload.name!r} evaluate() returned no {self.metric.name!r}")
         groups = getattr(st.updater, "param_groups", None) or [{}]
         row = EvalRow(
             step=c.step, examples=c.examples, tokens=c.tokens, timed_seconds=st.clock.timed,
@@ -273,27 +214,27 @@ class TrialLoop:
         if not math.isfinite(loss):
             raise _Stop("diverged", f"training loss became {loss} at step {c.step}")
         ref = abs(c.initial_loss or 0.0)
-        if ref > 0 and loss > self.cfg.divergence_factor * ref:
-            raise _Stop("diverged", f"training loss {loss:.4g} exceeded {self.cfg.divergence_factor:g}x its first "
+        if ref > 0 and loss > self.prep.divergence_factor * ref:
+            raise _Stop("diverged", f"training loss {loss:.4g} exceeded {self.prep.divergence_factor:g}x its first "
                                     f"value {ref:.4g} at step {c.step}")
 
     # ----- the loop -------------------------------------------------------------------------------------------
     def warm_up(self) -> None:
         """Run ``warmup_steps`` steps off the clock, then restore the state exactly (only caches stay warm)."""
-        if self.cfg.warmup_steps <= 0:
+        if self.prep.warmup_steps <= 0:
             return
         snap = self.state.snapshot()
-        for _ in range(self.cfg.warmup_steps):
+        for _ in range(self.prep.warmup_steps):
             self.step()
         self.state.load_state_dict(snap)
 
     def after_eval(self, row: EvalRow) -> bool:
-        hit = self.metric.reached(row.metric_value, self.target)
+        hit = self.metric.reached(row.metric_value, self.prep.target)
         if self.observer:
             self.observer.evaluated(row, reached=hit)
-        if self.cfg.checkpoint is not None:
+        if self.prep.checkpoint is not None:
             with self.state.clock.paused():
-                self.state.save(self.cfg.checkpoint)
+                self.state.save(self.prep.checkpoint)
         if not hit and not math.isfinite(row.metric_value):
             raise _Stop("diverged", f"validation {self.metric.name} became {row.metric_value}")
         return hit
@@ -301,7 +242,7 @@ class TrialLoop:
     def run(self) -> tuple[str, str | None]:
         """Train until the target, the budget, divergence or the timeout; return (outcome, reason)."""
         if self.observer:
-            self.observer.started(max_steps=self.budget.max_steps, max_seconds=self.budget.max_seconds)
+            self.observer.started(max_steps=self.prep.budget.max_steps, max_seconds=self.prep.budget.max_seconds)
         if not self.state.rows:  # step 0: the starting point, off the clock
             if self.after_eval(self.evaluate()):
                 return "reached", None
@@ -320,8 +261,8 @@ class TrialLoop:
                 return "reached", None
             if spent:
                 return "missed", None
-            if self.cfg.timeout is not None and time.perf_counter() - self.wall_start > self.cfg.timeout:
-                raise _Stop("timeout", f"wall-clock limit of {self.cfg.timeout:g} s exceeded")
+            if self.prep.timeout is not None and time.perf_counter() - self.wall_start > self.prep.timeout:
+                raise TrialTimeout()  # where the deadline's signal cannot reach (not the main thread)
 
     def _final_eval_quietly(self) -> None:
         """After divergence, record where the model ended if the workload can still evaluate it."""
@@ -333,6 +274,32 @@ class TrialLoop:
             pass
 
 
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`TrialTimeout` into the enclosed code once ``seconds`` of wall clock have passed.
+
+    A step that never returns (a plugin that sleeps, spins in Python or waits on a lock) is interrupted by SIGALRM
+    wherever it is, not only between steps. Signals reach only the main thread; elsewhere (and on platforms
+    without ``setitimer``) the loop's check between steps is the fallback.
+    """
+    usable = (seconds is not None and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread())
+    if not usable:
+        yield
+        return
+
+    def fire(signum: int, frame: Any) -> None:
+        raise TrialTimeout()
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _to_target(rows: list[EvalRow], metric_goal: str, target: float) -> EvalRow | None:
     from optbench.api import reached
 
@@ -341,72 +308,107 @@ def _to_target(rows: list[EvalRow], metric_goal: str, target: float) -> EvalRow 
 
 def run_trial(workload: Loaded[Workload], submission: Loaded[Submission], cfg: TrialConfig, *,
               results_dir: Path, observer: Observer | None = None) -> TrialResult:
-    """Run one trial and write its Parquet file; failures of the trial become its outcome.
+    """Prepare and run one trial (the library's one-call entry point); see :func:`run_prepared`.
+
+    Raises:
+      UsageError: bad input (unknown size or hyperparameter, a value out of bounds, unavailable device, missing
+        data), before anything trains.
+    """
+    return run_prepared(prepare(workload, submission, cfg, results_dir=results_dir), observer=observer)
+
+
+def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> TrialResult:
+    """Run one prepared trial and write its Parquet file; every failure of the trial becomes its outcome.
+
+    Set-up errors a user can fix (missing data, a required hyperparameter) raise :class:`UsageError` before
+    training; from the first step on, anything a plugin raises, ``SystemExit`` included, is the outcome
+    ``error`` (or ``oom``), the wall-clock deadline is ``timeout``, and Ctrl-C records the trial as
+    ``interrupted`` before stopping the command. The result is always written: if the results directory fails,
+    to a rescue directory named in :attr:`TrialResult.note`.
 
     Args:
-      workload: the loaded workload plugin.
-      submission: the loaded submission plugin.
-      cfg: how to run it.
-      results_dir: root of the results store.
+      prep: the trial, validated by :func:`optbench.prepared.prepare`.
       observer: optional progress receiver.
     Returns:
       The written record, its evaluation rows and the file's path.
-    Raises:
-      UsageError: bad input found before training (unknown size or hyperparameter, unavailable device, missing data).
     """
-    w, s = workload.obj, submission.obj
-    size = resolve_size(w, cfg.size)
-    hparams = merge(s.defaults, cfg.hparams, submission=submission.name)
-    device = resolve_device(cfg.device)
-    budget, period = _budget(size, cfg), _period(size, cfg)
-    batch_size = int(cfg.batch_size or hparams.get("batch_size") or size.batch_size)
-    info = TrialInfo(workload=w.name, size=size.name, step_hint=size.step_hint, max_steps=budget.max_steps,
-                     batch_size=batch_size, device=str(device), seed=cfg.seed)
-    outcome, reason, loop = "error", None, None
+    outcome, reason, loop, interrupted = "error", None, None, False
+    wall_start = time.perf_counter()
     try:
-        task = w.setup(size, device=device, data_dir=cfg.data_dir)  # UsageError (missing data) propagates
-        loop = TrialLoop(task=task, workload=w, submission=s, hparams=hparams, info=info, budget=budget,
-                         period=period, cfg=cfg, device=device, observer=observer)
-        if cfg.checkpoint is not None and cfg.checkpoint.exists():
-            loop.state.load(cfg.checkpoint)
-        else:
-            loop.warm_up()
-        outcome, reason = loop.run()
+        with deadline(prep.timeout):
+            task = prep.workload.obj.setup(prep.size, device=torch.device(prep.device), data_dir=prep.data_dir)
+            loop = TrialLoop(prep=prep, task=task, observer=observer, wall_start=wall_start)
+            if prep.checkpoint is not None and prep.checkpoint.exists():
+                loop.state.load(prep.checkpoint)
+            else:
+                loop.warm_up()
+            outcome, reason = loop.run()
     except _Stop as stop:
         outcome, reason = stop.outcome, stop.reason
+    except TrialTimeout:
+        outcome, reason = "timeout", f"wall-clock limit of {prep.timeout:g} s exceeded"
     except UsageError:
-        raise
-    except Exception as exc:  # plugin code failed: the trial's outcome, not the harness's crash
+        if loop is None or not loop.state.counters.step:
+            raise  # found in set-up, before any training: bad input, nothing to record
+        outcome, reason = "error", traceback.format_exc()
+    except KeyboardInterrupt:
+        outcome, reason, interrupted = "interrupted", "stopped by the user (Ctrl-C)", True
+    except BaseException as exc:  # plugin code failed (SystemExit too): the trial's outcome, not a crash
         outcome, reason = classify(exc), traceback.format_exc()
-        if device.type == "cuda":
+        if prep.device.startswith("cuda"):
             torch.cuda.empty_cache()
     rows = loop.state.rows if loop is not None else []
-    record = _record(w, workload, submission, size, budget, hparams, cfg, outcome, reason, rows, loop, device)
-    path = write_trial(results_dir, record, rows)
-    return TrialResult(record=record, rows=rows, path=path)
+    record = _record(prep, outcome, reason, loop)
+    path, note = _write(prep, record, rows)
+    if interrupted:
+        raise KeyboardInterrupt
+    return TrialResult(record=record, rows=rows, path=path, note=note)
 
 
-def _record(w: Workload, workload: Loaded[Any], submission: Loaded[Any], size: Size, budget: Budget,
-            hparams: Mapping[str, Any], cfg: TrialConfig, outcome: str, reason: str | None, rows: list[EvalRow],
-            loop: TrialLoop | None, device: torch.device) -> TrialRecord:
+def rescue_dirs() -> list[Path]:
+    """Where a result goes when its results directory cannot be written, in order of preference."""
+    from optbench import paths
+
+    return [paths.data_dir() / "rescued-results", Path(tempfile.gettempdir()) / f"optbench-rescued-{os.getuid()}"]
+
+
+def _write(prep: PreparedTrial, record: TrialRecord, rows: list[EvalRow]) -> tuple[Path, str | None]:
+    """Write the result; never lose it silently: on failure, write it to a rescue directory and say where."""
+    try:
+        return write_trial(prep.results_dir, record, rows), None
+    except (OSError, ValueError) as exc:
+        first = exc
+    for root in rescue_dirs():
+        try:
+            path = write_trial(root, record, rows)
+        except (OSError, ValueError):
+            continue
+        return path, f"could not write to {str(prep.results_dir)!r} ({first}); the result was kept at {str(path)!r}"
+    raise UsageError(f"could not write the result of {prep.title} to {str(prep.results_dir)!r} ({first}) "
+                     f"nor to any rescue directory; outcome {record.outcome}, best {record.best_metric}")
+
+
+def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLoop | None) -> TrialRecord:
+    """The trial's metadata from what was prepared and where the loop ended."""
+    w = prep.workload.obj
     goal = w.metric.goal.value
-    hit = _to_target(rows, goal, size.target) if outcome == "reached" else None
+    rows = loop.state.rows if loop is not None else []
+    hit = _to_target(rows, goal, prep.target) if outcome == "reached" else None
     finite = [r.metric_value for r in rows if math.isfinite(r.metric_value)]
     best = (min(finite) if goal == "min" else max(finite)) if finite else None
-    prov = provenance.collect(str(device))
     now = datetime.now(timezone.utc)
     return TrialRecord(
         schema_version=SCHEMA_VERSION, run_id=f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
-        created_at=now.isoformat(timespec="seconds"), workload=w.name, size=size.name,
-        workload_origin=f"{workload.origin.distribution}=={workload.origin.version}",
-        submission=submission.name,
-        submission_origin=f"{submission.origin.distribution}=={submission.origin.version}",
-        hparams=json.dumps(dict(hparams), sort_keys=True, default=str), seed=cfg.seed,
-        study=cfg.study if cfg.study is not None else f"seed{cfg.seed}", trial=cfg.trial, outcome=outcome,
-        metric_name=w.metric.name, metric_goal=goal, target=size.target,
+        created_at=now.isoformat(timespec="seconds"), workload=w.name, size=prep.size.name,
+        workload_origin=f"{prep.workload.origin.distribution}=={prep.workload.origin.version}",
+        submission=prep.submission.name,
+        submission_origin=f"{prep.submission.origin.distribution}=={prep.submission.origin.version}",
+        hparams=prep.hparams_json, seed=prep.seed, study=prep.study, trial=prep.trial, outcome=outcome,
+        metric_name=w.metric.name, metric_goal=goal, target=prep.target,
         time_to_target=hit.timed_seconds if hit else None, steps_to_target=hit.step if hit else None,
         examples_to_target=hit.examples if hit else None, tokens_to_target=hit.tokens if hit else None,
         best_metric=best, total_steps=loop.state.counters.step if loop else 0,
-        total_timed_seconds=loop.state.clock.timed if loop else 0.0, max_steps=budget.max_steps,
-        max_seconds=budget.max_seconds, error=reason, **prov.as_dict(), compiled=cfg.compile,
+        total_timed_seconds=loop.state.clock.timed if loop else 0.0, max_steps=prep.budget.max_steps,
+        max_seconds=prep.budget.max_seconds, error=reason, **provenance.collect(prep.device).as_dict(),
+        compiled=prep.compile,
     )

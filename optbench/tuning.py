@@ -39,11 +39,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from optbench import claims
 from optbench.api import Budget, Size
 from optbench.errors import UsageError
-from optbench.hparams import SearchSpace, merge, parse_search_space
+from optbench.hparams import SearchSpace, check_keys, load_file, parse_search_space
+from optbench.prepared import (MAX_PLANNED_TRIALS, MAX_SEED, PreparedTrial, TrialConfig, bounded_float, bounded_int, budget_for,
+                               prepare)
 from optbench.registry import Loaded
-from optbench.runner import TrialConfig
 
 RULESETS = ("external", "self")
 DEFAULT_TRIALS = {"external": 5, "self": 1}  # AlgoPerf v0.6: 5 trials x 3 studies; self-tuning: 1 run per study
@@ -94,16 +96,6 @@ class PlannedTrial:
     trial: str
     seed: int
     hparams: Mapping[str, Any]
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrialJob:
-    """Everything a worker process needs to run one trial (picklable: plugins travel as their spec strings)."""
-
-    workload: str
-    submission: str
-    config: TrialConfig
-    results_dir: Path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,27 +178,29 @@ def resolve_trials(spec: TuneSpec) -> int:
     """Trials per study for ``spec``: its ``trials`` or the ruleset's default; validated."""
     if spec.ruleset not in RULESETS:
         raise UsageError(f"unknown ruleset {spec.ruleset!r}; choose one of: {', '.join(RULESETS)}")
-    n = DEFAULT_TRIALS[spec.ruleset] if spec.trials is None else spec.trials
-    if n < 1 or spec.studies < 1 or spec.jobs < 1:
-        raise UsageError("--trials, --studies and --jobs must be >= 1")
+    top = MAX_PLANNED_TRIALS
+    n = bounded_int(DEFAULT_TRIALS[spec.ruleset] if spec.trials is None else spec.trials, what="--trials (>= 1)",
+                    low=1, high=top)
+    studies = bounded_int(spec.studies, what="--studies (>= 1)", low=1, high=top)
+    bounded_int(spec.jobs, what="--jobs (>= 1)", low=1, high=1024)
+    bounded_int(spec.seed, what="--seed", low=0, high=MAX_SEED)
+    total = n * studies * max(1, len(spec.submissions))
+    if total > top:  # checked before planning: a billion studies would hang the planner, not fail
+        raise UsageError(f"{n} trials x {studies} studies x {len(spec.submissions)} submissions = {total} trials; "
+                         f"a tune plans at most {top}")
     if spec.ruleset == "self":
         if n != 1:
             raise UsageError("the self-tuning ruleset runs one trial per study; drop --trials or use --trials 1")
         if spec.search_space is not None:
             raise UsageError("the self-tuning ruleset takes no search space (the submission's defaults are used)")
-        if not (math.isfinite(spec.budget_multiplier) and spec.budget_multiplier > 0):
-            raise UsageError(f"--budget-multiplier must be a positive number, got {spec.budget_multiplier}")
+        bounded_float(spec.budget_multiplier, what="--budget-multiplier", high=1e6)
     return n
 
 
 def load_space(path: Path | None, submission: Loaded[Any]) -> SearchSpace:
     """The search space from ``path``, else the submission's own; a usage error if neither exists."""
     if path is not None:
-        try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read search space {str(path)!r}: {exc}") from None
-        return parse_search_space(raw, source=str(path))
+        return parse_search_space(load_file(path, what="search space"), source=str(path))
     raw = submission.obj.search_space()
     if raw is None:
         raise UsageError(f"submission {submission.name!r} has no search space of its own; pass --search-space FILE")
@@ -236,9 +230,9 @@ def plan(spec: TuneSpec, submissions: Sequence[Loaded[Any]]) -> list[PlannedTria
             per_sub[s.name] = [[{}] for _ in range(spec.studies)]
             continue
         space = load_space(spec.search_space, s)
+        # Unknown keys: a usage error now, once per search space, not a crash later (values: when prepared).
+        check_keys(s.obj.defaults, space.names or {k for c in space.fixed for k in c}, submission=s.name)
         per_sub[s.name] = [_points(space, trials=n, base_seed=spec.seed, study=k) for k in range(spec.studies)]
-        for hp in (hp for study in per_sub[s.name] for hp in study):
-            merge(s.obj.defaults, hp, submission=s.name)  # unknown keys: a usage error now, not a crash later
     for k in range(spec.studies):
         for i in range(n):
             seed = trial_seed(spec.seed, k, i)
@@ -250,19 +244,11 @@ def plan(spec: TuneSpec, submissions: Sequence[Loaded[Any]]) -> list[PlannedTria
 
 def effective_budget(size: Size, overrides: Mapping[str, Any], *, ruleset: str, multiplier: float) -> Budget:
     """The budget trials run under: the size's, overridden like ``optbench run``, times the self-tuning factor."""
-    ms, sec = overrides.get("max_steps"), overrides.get("max_seconds")
-    base = size.budget if ms is None and sec is None else Budget(
-        max_steps=ms if ms is not None else size.budget.max_steps,
-        max_seconds=sec if sec is not None else size.budget.max_seconds)
+    base = budget_for(size, max_steps=overrides.get("max_steps"), max_seconds=overrides.get("max_seconds"))
     if ruleset != "self":
         return base
     return Budget(max_steps=None if base.max_steps is None else math.ceil(base.max_steps * multiplier),
                   max_seconds=None if base.max_seconds is None else base.max_seconds * multiplier)
-
-
-def hparams_key(defaults: Mapping[str, Any], given: Mapping[str, Any], *, submission: str) -> str:
-    """The hyperparameters exactly as the runner records them (merged, sorted JSON): part of a trial's identity."""
-    return json.dumps(merge(defaults, given, submission=submission), sort_keys=True, default=str)
 
 
 # --------------------------------------------------------------------------------------------------- the store
@@ -283,17 +269,14 @@ def recorded_trials(results_dir: Path, *, workload: str, size: str) -> dict[tupl
             meta = json.loads((pq.read_schema(path).metadata or {})[b"optbench"])
         except Exception:  # not ours, or unreadable
             continue
-        if meta.get("workload") != workload or meta.get("size") != size:
-            continue
+        if meta.get("workload") != workload or meta.get("size") != size or meta.get("outcome") == "interrupted":
+            continue  # an interrupted trial did not finish: a re-run runs it again
         key = (meta.get("submission"), meta.get("study"), meta.get("trial"), meta.get("seed"), meta.get("hparams"))
         found.setdefault(key, []).append((meta.get("max_steps"), meta.get("max_seconds")))
     return found
 
 
 # ----------------------------------------------------------------------------------------------------- running
-
-
-_PLUGINS: dict[tuple[str, str], tuple[Loaded[Any], Loaded[Any]]] = {}
 
 
 def _init_worker(threads: int) -> None:
@@ -303,16 +286,16 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_job(job: TrialJob) -> TrialDone:
-    """Run one trial (in a worker or in this process); plugins are loaded by spec and cached per process."""
-    from optbench.registry import load_submission, load_workload
-    from optbench.runner import run_trial
+def run_job(prep: PreparedTrial) -> TrialDone | None:
+    """Claim and run one prepared trial (in a worker or in this process); None when another process claimed it or
+    finished it meanwhile."""
+    from optbench.runner import run_prepared
 
-    key = (job.workload, job.submission)
-    if key not in _PLUGINS:
-        _PLUGINS[key] = (load_workload(job.workload), load_submission(job.submission))
-    w, s = _PLUGINS[key]
-    res = run_trial(w, s, job.config, results_dir=job.results_dir)
+    with claims.claimed(prep.results_dir, prep.identity()) as claim:
+        if claim is None:
+            return None
+        res = run_prepared(prep)
+        claim.done(res.path)
     rec = res.record
     return TrialDone(outcome=rec.outcome, time_to_target=rec.time_to_target, steps_to_target=rec.steps_to_target,
                      best_metric=rec.best_metric, metric_name=rec.metric_name, path=res.path)
@@ -331,21 +314,23 @@ DIED = "its worker process died (this trial or one running beside it)"
 
 def _record(result: dict, reporter: Reporter | None, p: PlannedTrial, done: TrialDone | None, reason: str = ""
             ) -> None:
-    """File a trial under finished (``done`` given) or crashed (``reason``), and tell the reporter."""
+    """File a trial under finished (``done`` given), claimed elsewhere (neither) or crashed (``reason``)."""
     if done is not None:
         result["finished"].append((p, done))
         if reporter:
             reporter.finished(p, done)
+    elif not reason:
+        result["elsewhere"].append(p)
     else:
         result["crashed"].append((p, reason))
         if reporter:
             reporter.crashed(p, reason)
 
 
-def _run_serial(todo: list[tuple[PlannedTrial, TrialJob]], reporter: Reporter | None, result: dict) -> None:
-    for p, job in todo:
+def _run_serial(todo: list[tuple[PlannedTrial, PreparedTrial]], reporter: Reporter | None, result: dict) -> None:
+    for p, prep in todo:
         try:
-            done = run_job(job)
+            done = run_job(prep)
         except UsageError:
             raise
         except Exception as exc:  # a harness failure: report it and go on with the other trials
@@ -372,13 +357,14 @@ def _collect(fut: Any, p: PlannedTrial, result: dict, reporter: Reporter | None)
     return False
 
 
-def _run_parallel(todo: list[tuple[PlannedTrial, TrialJob]], workers: int, reporter: Reporter | None,
+def _run_parallel(todo: list[tuple[PlannedTrial, PreparedTrial]], workers: int, reporter: Reporter | None,
                   result: dict) -> None:
     """At most ``workers`` trials in flight, so that when a worker dies we know which trials were running.
 
     A dead worker breaks the whole pool: every trial in flight then fails (those that had already finished keep
     their result), is reported as crashed and not recorded (the next run of the same tune retries it), and the
-    queued trials continue in a fresh pool.
+    queued trials continue in a fresh pool. Prepared trials travel to the workers as plugin specs plus validated
+    values (see :class:`optbench.prepared.PreparedTrial`).
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -393,8 +379,8 @@ def _run_parallel(todo: list[tuple[PlannedTrial, TrialJob]], workers: int, repor
             broken = False
             while (queue or running) and not broken:
                 while queue and len(running) < workers:
-                    p, job = queue.popleft()
-                    running[pool.submit(run_job, job)] = p
+                    p, prep = queue.popleft()
+                    running[pool.submit(run_job, prep)] = p
                 ready, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for fut in ready:
                     broken |= _collect(fut, running.pop(fut), result, reporter)
@@ -410,6 +396,10 @@ def _run_parallel(todo: list[tuple[PlannedTrial, TrialJob]], workers: int, repor
 def tune(spec: TuneSpec, *, results_dir: Path, reporter: Reporter | None = None) -> TuneResult:
     """Run a tuning study: plan every trial, skip those already recorded, run the rest (in parallel if asked).
 
+    Every planned trial is prepared (validated) once, before any runs; each is claimed just before it runs (see
+    :mod:`optbench.claims`), so any number of ``tune`` processes on the same study split the work and each trial
+    runs exactly once.
+
     Args:
       spec: what to tune and how.
       results_dir: the results store (trials are read from and written to it).
@@ -422,38 +412,38 @@ def tune(spec: TuneSpec, *, results_dir: Path, reporter: Reporter | None = None)
     References:
       Dahl et al. 2023 (arXiv:2306.07179), section 4.3.
     """
+    from optbench.prepared import check_data, check_destination
     from optbench.registry import load_submission, load_workload
-    from optbench.runner import resolve_device, resolve_size
 
     w = load_workload(spec.workload)
     subs = [load_submission(name) for name in dict.fromkeys(spec.submissions)]
     if not subs:
         raise UsageError("name at least one submission with --opt")
-    size = resolve_size(w.obj, spec.size)
-    resolve_device(spec.device)
     planned = plan(spec, subs)
-    budget = effective_budget(size, spec.overrides, ruleset=spec.ruleset, multiplier=spec.budget_multiplier)
-    known = recorded_trials(results_dir, workload=w.obj.name, size=size.name)
-    defaults = {s.name: s.obj.defaults for s in subs}
-    base = TrialConfig(size=size.name, device=spec.device, data_dir=spec.data_dir,
+    base = TrialConfig(size=spec.size, device=spec.device, data_dir=spec.data_dir,
                        **{k: v for k, v in spec.overrides.items() if v is not None})
+    by_name = {s.name: s for s in subs}
+    first = prepare(w, subs[0], base, results_dir=results_dir)  # the size and budget every trial shares
     if spec.ruleset == "self":
+        budget = effective_budget(first.size, spec.overrides, ruleset="self", multiplier=spec.budget_multiplier)
         base = replace(base, max_steps=budget.max_steps, max_seconds=budget.max_seconds)
+    prepared = [(p, prepare(w, by_name[p.submission], replace(base, hparams=dict(p.hparams), seed=p.seed,
+                                                               study=p.study, trial=p.trial),
+                            results_dir=results_dir)) for p in planned]
+    check_data(first.size, spec.data_dir)
+    check_destination(results_dir)
+    known = recorded_trials(results_dir, workload=w.obj.name, size=first.size.name)
     skipped, todo = [], []
-    for p in planned:
-        key = (p.submission, p.study, p.trial, p.seed, hparams_key(defaults[p.submission], p.hparams,
-                                                                     submission=p.submission))
-        budgets = known.get(key, [])
-        if (budget.max_steps, budget.max_seconds) in budgets:
+    for p, prep in prepared:
+        budgets = known.get((p.submission, p.study, p.trial, p.seed, prep.hparams_json), [])
+        if (prep.budget.max_steps, prep.budget.max_seconds) in budgets:
             skipped.append(p)
             continue
         if budgets:
             raise UsageError(f"{results_dir} already holds {p.submission} {p.study} trial {p.trial} with another "
                              f"budget {budgets[0]}; use another --results-dir to tune under a different budget")
-        cfg = replace(base, hparams=dict(p.hparams), seed=p.seed, study=p.study, trial=p.trial)
-        todo.append((p, TrialJob(workload=spec.workload, submission=p.submission, config=cfg,
-                                 results_dir=Path(results_dir))))
-    result: dict[str, list] = {"finished": [], "crashed": []}
+        todo.append((p, prep))
+    result: dict[str, list] = {"finished": [], "crashed": [], "elsewhere": []}
     workers = min(spec.jobs, len(todo))
     if reporter:
         threads = max(1, cores() // max(1, workers))
@@ -467,5 +457,7 @@ def tune(spec: TuneSpec, *, results_dir: Path, reporter: Reporter | None = None)
         _run_parallel(todo, workers, reporter, result)
     elif todo:
         _run_serial(todo, reporter, result)
-    return TuneResult(planned=tuple(planned), skipped=tuple(skipped), finished=tuple(result["finished"]),
-                      crashed=tuple(result["crashed"]))
+    if reporter and result["elsewhere"]:
+        reporter.note(f"{len(result['elsewhere'])} trials were claimed or finished by another process meanwhile")
+    return TuneResult(planned=tuple(planned), skipped=tuple(skipped) + tuple(result["elsewhere"]),
+                      finished=tuple(result["finished"]), crashed=tuple(result["crashed"]))
