@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.errors import UsageError
+from optbench.fsutil import ensure_writable_dir, is_valid_text, printable
 
 RULES = ("v0.5", "v0.6")
 TARGETS_FILE = "algoperf_targets.json"
@@ -194,12 +196,34 @@ def read_log(log: TrialLog, spec: TargetSpec) -> Any:
     missing = [c for c in ("global_step", metric_col) if c not in df.columns] + ([] if time_col else ["score"])
     if missing:
         raise ValueError(f"missing column(s) {', '.join(missing)}")
-    df = df.dropna(subset=["global_step"]).sort_values("global_step", kind="stable")
+    steps = pd.to_numeric(df["global_step"], errors="coerce")
+    _check_numbers(df["global_step"], steps, "global_step", whole=True)
+    df = df.assign(global_step=steps).dropna(subset=["global_step"]).sort_values("global_step", kind="stable")
     df = df.drop_duplicates("global_step", keep="last").reset_index(drop=True)
     if df.empty:
         raise ValueError("no evaluations")
-    return df.assign(_time=pd.to_numeric(df[time_col], errors="coerce"),
+    seconds = pd.to_numeric(df[time_col], errors="coerce")
+    _check_numbers(df[time_col], seconds, time_col, whole=False, required=True)
+    return df.assign(global_step=df["global_step"].astype("int64"), _time=seconds.astype(float),
                      _metric=pd.to_numeric(df[metric_col], errors="coerce"))
+
+
+def _check_numbers(raw: Any, values: Any, column: str, *, whole: bool, required: bool = False) -> None:
+    """Every value of ``column`` a finite number >= 0 (a whole one below 2**63 when ``whole``: it becomes an int64);
+    empty cells pass unless ``required``. Raises ValueError naming the first bad cell: the trial is skipped, not
+    guessed at."""
+    import numpy as np
+
+    v = values.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(v) | (v < 0)
+        if whole:
+            bad |= (v >= 2.0**63) | (np.isfinite(v) & (v != np.round(v)))
+    bad &= raw.notna().to_numpy() | required
+    if bad.any():
+        what = "a whole number in [0, 2**63)" if whole else "a finite number >= 0"
+        cell = printable(str(raw.to_numpy()[bad.argmax()]))[:40]
+        raise ValueError(f"{column} {cell!r} is not {what}")
 
 
 def _rows(df: Any) -> list[Any]:
@@ -232,6 +256,16 @@ def _outcome(df: Any, spec: TargetSpec) -> tuple[str, Any]:
     return ("missed" if math.isfinite(last) else "diverged"), None
 
 
+def _seed(value: Any, *, default: int) -> int:
+    """``rng_seed`` of the meta data: a whole number in [0, 2**63), or ``default`` where the log has none."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or not 0 <= int(value) < 2**63:
+        raise ValueError(f"rng_seed {printable(repr(value))[:40]} is not a whole number in [0, 2**63)")
+    return int(value)
+
+
 def to_record(log: TrialLog, df: Any, spec: TargetSpec, *, rules: str, root: Path) -> tuple[Any, list[Any]]:
     """The optbench (record, rows) of one AlgoPerf trial."""
     from optbench import SCHEMA_VERSION, __version__
@@ -242,9 +276,9 @@ def to_record(log: TrialLog, df: Any, spec: TargetSpec, *, rules: str, root: Pat
     finite = [v for v in df["_metric"] if math.isfinite(v)]
     best = (min(finite) if spec.goal == "min" else max(finite)) if finite else None
     rel = log.csv.relative_to(root).as_posix()
-    digest = hashlib.sha256(rel.encode() + b"\0" + log.csv.read_bytes()).hexdigest()
+    digest = hashlib.sha256(os.fsencode(rel) + b"\0" + log.csv.read_bytes()).hexdigest()
     meta, hparams = _meta(log.csv.parent), _read_json(log.csv.parent / "hparams.json")
-    seed = meta.get("rng_seed")
+    seed = _seed(meta.get("rng_seed"), default=int(digest[16:24], 16) >> 1)
     gpu = str(meta.get("gpu_model_name") or "")
     created = datetime.fromtimestamp(log.csv.stat().st_mtime, tz=timezone.utc)
     record = TrialRecord(
@@ -253,7 +287,7 @@ def to_record(log: TrialLog, df: Any, spec: TargetSpec, *, rules: str, root: Pat
         workload_origin=f"algoperf-import ({log.framework}; target from {spec.source})",
         submission=log.submission, submission_origin=f"algoperf-import ({Path(rel).parent.as_posix()})",
         hparams=json.dumps(hparams, sort_keys=True, default=str),
-        seed=int(seed) if isinstance(seed, int) else int(digest[16:24], 16) >> 1,
+        seed=seed,
         study=log.study, trial=log.trial, outcome=outcome, metric_name=f"validation/{spec.metric}",
         metric_goal=spec.goal, target=spec.target,
         time_to_target=float(hit["_time"]) if hit is not None else None,
@@ -268,6 +302,18 @@ def to_record(log: TrialLog, df: Any, spec: TargetSpec, *, rules: str, root: Pat
         cpu_model=str(meta.get("cpu_model_name") or ""),
     )
     return record, rows
+
+
+def _decodable(logs: list[TrialLog], root: Path) -> tuple[list[TrialLog], list[str]]:
+    """The logs whose folder names are valid UTF-8, and a skip reason for each other one (its names would become
+    the workload, submission or study of a result, where undecodable bytes cannot go)."""
+    good, skipped = [], []
+    for log in logs:
+        if is_valid_text(str(log.csv.relative_to(root))) and is_valid_text(log.submission):
+            good.append(log)
+        else:
+            skipped.append(f"{printable(str(log.csv))}: folder names are not valid UTF-8 text")
+    return good, skipped
 
 
 def import_algoperf(root: Path, *, results_dir: Path, rules: str = "v0.6", targets: Sequence[str] = (),
@@ -289,17 +335,20 @@ def import_algoperf(root: Path, *, results_dir: Path, rules: str = "v0.6", targe
     from optbench.results import write_trial
 
     table, overrides = load_targets(rules), parse_target_overrides(targets)
-    logs = find_logs(root, submission=submission)
+    if submission is not None and not is_valid_text(submission):
+        raise UsageError(f"--submission {printable(submission)!r} is not valid UTF-8 text")
+    ensure_writable_dir(Path(results_dir), what="results directory")  # before any log is read
+    found = find_logs(root, submission=submission)
+    logs, skipped = _decodable(found, Path(root))
     specs = {log.workload: resolve_target(log.workload, table, overrides) for log in logs}  # all checked first
-    written, skipped = [], []
+    written = []
     for log in logs:
         try:
             df = read_log(log, specs[log.workload])
-        except ValueError as exc:
-            skipped.append(f"{log.csv}: {exc}")
-            continue
-        record, rows = to_record(log, df, specs[log.workload], rules=rules, root=Path(root))
-        written.append(write_trial(Path(results_dir), record, rows))
+            record, rows = to_record(log, df, specs[log.workload], rules=rules, root=Path(root))
+            written.append(write_trial(Path(results_dir), record, rows))
+        except (ValueError, OSError) as exc:  # a damaged log, or names/bytes write_trial refuses
+            skipped.append(f"{printable(str(log.csv))}: {exc if isinstance(exc, ValueError) else exc.strerror or exc}")
     if not written:
-        raise UsageError(f"none of the {len(logs)} AlgoPerf logs could be read; first problem: {skipped[0]}")
+        raise UsageError(f"none of the {len(found)} AlgoPerf logs could be read; first problem: {skipped[0]}")
     return ImportResult(written=tuple(written), skipped=tuple(skipped))
