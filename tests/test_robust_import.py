@@ -6,29 +6,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner
 
 from optbench.algoperf_import import import_algoperf
+from optbench.cli import main
 from optbench.errors import UsageError
 from optbench.results import read_results
 
 from .test_algoperf_import import write_log
 
 GOOD = [(1, 10.0, 0.0), (500, 100.0, 31.0)]
-
-
-def _cli():
-    from optbench.cli import App
-    from optbench.cli_tuning import add_commands
-
-    @click.group(cls=App)
-    def main() -> None:
-        pass
-
-    add_commands(main)
-    return main
 
 
 def _tree(tmp_path: Path, bad_csv: str | None = None, *, meta: dict | None = None) -> Path:
@@ -66,7 +54,7 @@ def test_bad_numbers_skip_the_trial(tmp_path, step, seconds, needle):
     out = import_algoperf(_tree(tmp_path, _csv(step, seconds)), results_dir=results)
     assert len(out.written) == 1 and len(out.skipped) == 1
     assert "trial_2" in out.skipped[0] and needle in out.skipped[0], out.skipped
-    r = CliRunner().invoke(_cli(), ["import", "algoperf", str(tmp_path / "logs"), "--results-dir", str(results)])
+    r = CliRunner().invoke(main, ["import", "algoperf", str(tmp_path / "logs"), "--results-dir", str(results)])
     assert r.exit_code == 0 and "imported 1 AlgoPerf trials" in r.output and "Traceback" not in r.output
 
 
@@ -77,7 +65,7 @@ def test_extreme_metric_values_are_results(tmp_path, metric, outcome):
     import_algoperf(_tree(tmp_path, _csv("500", "100", metric)), results_dir=results)
     loaded = read_results(results)
     assert loaded.problems == [] and sorted(loaded.trials["outcome"]) == sorted(["reached", outcome])
-    r = CliRunner().invoke(_cli(), ["import", "algoperf", str(tmp_path / "logs"), "--results-dir", str(results)])
+    r = CliRunner().invoke(main, ["import", "algoperf", str(tmp_path / "logs"), "--results-dir", str(results)])
     assert r.exit_code == 0, r.output
 
 
@@ -109,7 +97,7 @@ def test_undecodable_folder_names_are_skipped(tmp_path):
     for problem in out.skipped:
         assert "not valid UTF-8" in problem and "\\udcff" in problem and problem.encode("utf-8")  # printable
     assert len(read_results(results).trials) == 2
-    r = CliRunner().invoke(_cli(), ["import", "algoperf", str(root), "--results-dir", str(results)])
+    r = CliRunner().invoke(main, ["import", "algoperf", str(root), "--results-dir", str(results)])
     assert r.exit_code == 0 and "imported 2 AlgoPerf trials" in r.output, r.output
 
 
@@ -124,6 +112,6 @@ def test_unwritable_results_dir_fails_before_importing(tmp_path):
     blocker.write_text("x")
     with pytest.raises(UsageError, match="results directory .* is not writable"):
         import_algoperf(_tree(tmp_path), results_dir=blocker / "results")
-    r = CliRunner().invoke(_cli(), ["import", "algoperf", str(tmp_path / "logs"), "--results-dir",
+    r = CliRunner().invoke(main, ["import", "algoperf", str(tmp_path / "logs"), "--results-dir",
                                     str(blocker / "results")])
     assert r.exit_code == 2 and r.output.startswith("error: ") and len(r.output.strip().splitlines()) == 1
