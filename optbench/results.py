@@ -27,7 +27,8 @@ from optbench.fsutil import atomic_file, clean_stale_temporaries, is_valid_text,
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-OUTCOMES = ("reached", "missed", "diverged", "error", "oom", "timeout")
+# "interrupted": stopped by Ctrl-C; scored as not reached, and a re-run of the same tune runs the trial again.
+OUTCOMES = ("reached", "missed", "diverged", "error", "oom", "timeout", "interrupted")
 
 
 @dataclass(frozen=True, kw_only=True)

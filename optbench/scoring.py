@@ -31,8 +31,7 @@ import numpy as np
 import pandas as pd
 
 from optbench.errors import UsageError
-
-OUTCOMES = ("reached", "missed", "diverged", "error", "oom", "timeout")
+from optbench.results import OUTCOMES
 # measure name -> column of the trials table / column of the evals table
 TRIAL_MEASURES = {
     "time": "time_to_target",
@@ -139,7 +138,7 @@ def trial_values(trials: pd.DataFrame, *, by: str = "time") -> pd.DataFrame:
       trials: the trials table (see :func:`aggregate`).
       by: ``"time"``, ``"steps"``, ``"examples"`` or ``"tokens"``.
     Returns:
-      A copy of ``trials`` with ``value`` (float; +inf for missed, diverged, error, oom and timeout trials).
+      A copy of ``trials`` with ``value`` (float; +inf for every outcome but reached).
     Raises:
       UsageError: missing columns, unknown outcomes or goals, a workload mixing targets, a reached trial without
         the measure, negative measures, or an empty table.
