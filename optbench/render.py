@@ -66,21 +66,24 @@ def _outcomes(row: dict[str, Any], names: list[str]) -> str:
 
 
 def print_rich(board: Leaderboard, data: list[dict[str, Any]], console: Any) -> None:
+    """The leaderboard as a rich table; names from results are escaped, so "[red]" in one prints as is."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"optbench leaderboard (by {board.by})", caption=header(board), caption_justify="left")
+    table = Table(title=f"optbench leaderboard (by {board.by})", caption=escape(header(board)),
+                  caption_justify="left")
     table.add_column("#", justify="right")
     table.add_column("submission")
     table.add_column("score", justify="right")
     for w in board.times.index:
-        table.add_column(f"{w}\n{board.by} to target", justify="right")
+        table.add_column(escape(f"{w}\n{board.by} to target"), justify="right")
     table.add_column("outcomes\n(r/m/d/E/o/t)")
     names = list(board.outcomes.columns)
     for row in data:
         score = f"{row['score']:.3f}"
         if "score_low" in row:
             score += f" [{row['score_low']:.2f}, {row['score_high']:.2f}]"
-        table.add_row(str(row["rank"]), row["submission"], score, *(_cell(row, w, board.by) for w in board.times.index),
+        table.add_row(str(row["rank"]), escape(str(row["submission"])), score, *(_cell(row, w, board.by) for w in board.times.index),
                       _outcomes(row, names))
     console.print(table)
 
@@ -156,15 +159,16 @@ def print_sensitivity(loaded: Loaded, *, hparam: str, by: str, fmt: str) -> None
 
     table = sensitivity(scoring_table(loaded), hparam=hparam, by=by)
     if fmt == "table":
+        from rich.markup import escape
         from rich.table import Table
 
         from optbench.commands import _console
 
-        out = Table(title=f"sensitivity to {hparam} (medians over trials; inf = missed)")
+        out = Table(title=escape(f"sensitivity to {hparam} (medians over trials; inf = missed)"))
         for col in table.columns:
-            out.add_column(str(col))
-        for rec in table.itertuples(index=False):
-            out.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in rec))
+            out.add_column(escape(str(col)))
+        for rec in table.itertuples(index=False):  # names and hyperparameter values: the user's text, escaped
+            out.add_row(*(f"{v:.4g}" if isinstance(v, float) else escape(str(v)) for v in rec))
         _console().print(out)
     elif fmt == "csv":
         click.echo(table.to_csv(index=False), nl=False)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from optbench.errors import UsageError
+from optbench.fsutil import ensure_writable_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -63,6 +64,17 @@ def esc(value: Any) -> str:
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "workload"
+
+
+# Names in plots are the user's text: never mathtext ("$x_1$" would be typeset, a lone "$" or "^" can fail to
+# parse), never LaTeX. build_report draws and saves every figure under these settings.
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
+def _label(name: Any) -> str:
+    """A legend label: matplotlib drops labels that start with "_" (its "no legend" marker), so pad those."""
+    text = str(name)
+    return f" {text}" if text.startswith("_") else text
 
 
 def _fmt(v: float, by: str) -> str:
@@ -152,7 +164,7 @@ def plot_profiles(board: Leaderboard, colors: dict[str, Any]) -> Figure:
     ax = fig.add_subplot()
     for s in board.scores.index:
         ax.step(taus, rho[s].to_numpy(), where="post", color=colors[s], lw=2,
-                label=f"{s} (score {board.scores[s]:.3f})")
+                label=_label(f"{s} (score {board.scores[s]:.3f})"))
     ax.set(xlim=(1.0, board.r_max), ylim=(-0.02, 1.05), xlabel=f"tau (ratio of {board.by} to the best)",
            ylabel="fraction of workloads", title="Performance profiles")
     ax.grid(alpha=0.3)
@@ -184,7 +196,7 @@ def plot_curves(evals: pd.DataFrame, runs: pd.DataFrame, *, colors: dict[str, An
             # The median only where at least half the runs are still going: past that it would follow the
             # slowest few and jump; the band still shows them.
             med[np.isfinite(ys).sum(0) < math.ceil(len(curves) / 2)] = np.nan
-            ax.plot(grid, med, color=colors[sub], lw=1.8, label=f"{sub} (n={len(curves)})")
+            ax.plot(grid, med, color=colors[sub], lw=1.8, label=_label(f"{sub} (n={len(curves)})"))
             if len(curves) > 1:
                 ax.fill_between(grid, lo, hi, color=colors[sub], alpha=0.2, lw=0)
         ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:g}")
@@ -213,10 +225,10 @@ def plot_sensitivity(sens: pd.DataFrame, *, colors: dict[str, Any], workload: st
     ax_m, ax_t = fig.subplots(1, 2)
     for sub, g in numeric.groupby("submission", sort=False):
         x = g["value"].astype(float).to_numpy()
-        ax_m.plot(x, g["best_metric"].astype(float), "o-", color=colors.get(sub), ms=4, label=sub)
+        ax_m.plot(x, g["best_metric"].astype(float), "o-", color=colors.get(sub), ms=4, label=_label(sub))
         t = g[col].astype(float).to_numpy()
         hit = np.isfinite(t)
-        ax_t.plot(x[hit], t[hit], "o-", color=colors.get(sub), ms=4, label=sub)
+        ax_t.plot(x[hit], t[hit], "o-", color=colors.get(sub), ms=4, label=_label(sub))
         ax_t.plot(x[~hit], np.full((~hit).sum(), 0.96), "x", color=colors.get(sub), ms=7,
                   transform=ax_t.get_xaxis_transform())
     ax_m.set(xscale="log", xlabel=hparam, ylabel=f"best {metric} (median)", title="best metric")
@@ -390,27 +402,45 @@ def build_report(loaded: Loaded, *, out: Path, by: str = "time", r_max: float = 
     Returns:
       The :class:`Report`.
     Raises:
-      UsageError: no results, a bad measure, or matplotlib missing.
+      UsageError: no results, a bad measure, matplotlib missing, ``out`` not writable (checked before any plot), or
+        a write that fails part way.
     References:
       Dahl et al. 2023 (arXiv:2306.07179), section 4; Efron & Tibshirani 1993 (bootstrap intervals).
     """
     try:
-        import matplotlib  # noqa: F401
+        from matplotlib import rc_context
     except ImportError:
         raise UsageError("optbench report needs matplotlib: pip install matplotlib") from None
     from optbench import render
     from optbench.scoring import leaderboard
-    from optbench.stats import score_ci, sensitivity, time_cis
+    from optbench.stats import score_ci, time_cis
 
     if loaded.trials.empty:
         raise UsageError("no results to report; run e.g. 'optbench run' or 'optbench tune' first")
+    out = ensure_writable_dir(Path(out), what="report directory")  # before any work is spent on plots
     trials = render.scoring_table(loaded)
     board = leaderboard(trials, by=by, r_max=r_max)
     s_ci = score_ci(trials, by=by, r_max=r_max, level=level, n_boot=n_boot)
     t_ci = time_cis(trials, by=by, level=level, n_boot=n_boot)
+    paired = paired_rows(trials, board, by=by)
+    with rc_context(PLAIN_TEXT):
+        figures = _figures(loaded, trials, board, by=by, hparam=hparam)
+        try:
+            images, blocks = _save_all(figures, out)
+            index = out / "index.html"
+            index.write_text(_page(loaded, trials, board, s_ci, t_ci, paired, blocks, level=level, source=source),
+                             encoding="utf-8")
+        except OSError as exc:  # the disk filled up, or the folder went away, while writing
+            raise UsageError(f"cannot write the report in {str(out)!r}: {exc.strerror or exc}") from None
+    return Report(index=index, images=tuple(images))
+
+
+def _figures(loaded: Loaded, trials: pd.DataFrame, board: Leaderboard, *, by: str,
+             hparam: str) -> list[tuple[str, str, Figure]]:
+    """Every plot of the report as (file name, caption, figure)."""
+    from optbench.stats import sensitivity
+
     colors = _colors(list(board.scores.index))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     figures: list[tuple[str, str, Figure]] = [
         ("profile", ("Performance profiles: fraction of workloads a submission reaches within tau times the best "
                      "(step function; the score is the area under it, normalised)."), plot_profiles(board, colors)),
@@ -434,6 +464,11 @@ def build_report(loaded: Loaded, *, out: Path, by: str = "time", r_max: float = 
             if fig is not None:
                 caption = f"{w}: median over trials at each value of {hparam} (every seed and study)."
                 figures.append((f"sensitivity-{_safe_name(w)}", caption, fig))
+    return figures
+
+
+def _save_all(figures: list[tuple[str, str, Figure]], out: Path) -> tuple[list[Path], list[str]]:
+    """Save every figure (PNG + SVG) into ``out``; return the files and each figure's HTML block."""
     images: list[Path] = []
     blocks = []
     for name, caption, fig in figures:
@@ -442,11 +477,7 @@ def build_report(loaded: Loaded, *, out: Path, by: str = "time", r_max: float = 
         blocks.append(f'<figure id="fig-{esc(name)}"><img src="data:image/png;base64,{b64}" alt="{esc(name)}">'
                       f'<figcaption>{esc(caption)} <a href="{esc(svg.name)}">SVG</a> '
                       f'<a href="{esc(png.name)}">PNG</a></figcaption></figure>')
-    page = _page(loaded, trials, board, s_ci, t_ci, paired_rows(trials, board, by=by), blocks, level=level,
-                 source=source)
-    index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return Report(index=index, images=tuple(images))
+    return images, blocks
 
 
 def _page(loaded: Loaded, trials: pd.DataFrame, board: Leaderboard, s_ci: pd.DataFrame, t_ci: pd.DataFrame,
