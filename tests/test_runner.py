@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -120,32 +118,108 @@ def test_derived_seeds_are_distinct_and_stable():
     assert all(0 <= s < 2**63 for s in seeds)
 
 
+# A child process runs one complete trial, then forks one grandchild per kill point; each grandchild runs a second
+# trial that halts at its point of writing the Parquet file and says so on stdout, and the test kills it exactly there
+# (no sleeping, no timing luck; one interpreter start for all points):
+#   mid-write: after the first chunk of bytes is on disk (a writer that wrote under the final name would leave a
+#              partial <run_id>.parquet behind);
+#   before-rename: with the whole file written and fsync'ed, just before it is renamed onto its final name.
+KILL_POINTS = ("mid-write", "before-rename")
+KILLED_CHILD = """
+import os, sys, time
+from pathlib import Path
+import pyarrow.parquet as pq
+import torch
+from optbench.registry import load_submission, load_workload
+from optbench.runner import TrialConfig, run_trial
+
+torch.set_num_threads(1)  # no intra-op thread pool to inherit across fork
+results = Path(sys.argv[1])
+point = None
+real_write, real_replace = pq.write_table, os.replace
+
+
+def halt():
+    print("halted", point, os.getpid(), flush=True)
+    time.sleep(600)
+
+
+class HaltAfterFirstWrite:
+    def __init__(self, fh):
+        self.fh = fh
+
+    def write(self, data):
+        n = self.fh.write(data)
+        self.fh.flush()
+        halt()
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+
+def write_table(table, where, *args, **kwargs):
+    if point == "mid-write":
+        fh = open(where, "wb") if isinstance(where, (str, os.PathLike)) else where
+        return real_write(table, HaltAfterFirstWrite(fh), *args, **kwargs)
+    return real_write(table, where, *args, **kwargs)
+
+
+def replace(src, dst):
+    if point == "before-rename" and str(dst).endswith(".parquet"):
+        halt()
+    return real_replace(src, dst)
+
+
+def trial(seed):
+    run_trial(load_workload("linreg"), load_submission("adamw"),
+              TrialConfig(seed=seed, max_steps=20, eval_every_steps=10), results_dir=results)
+
+
+pq.write_table, os.replace = write_table, replace
+trial(0)
+for p in sys.argv[2:]:
+    pid = os.fork()
+    if pid == 0:
+        point = p
+        trial(1)
+        print("not halted", p, flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+print("done", flush=True)
+"""
+
+
 def test_sigkill_leaves_no_partial_parquet(results, tmp_path):
-    """Kill a trial process at several moments: every *.parquet file that exists is complete and readable."""
+    """Kill a trial process while it writes its file: only whole *.parquet files exist, and they all read."""
+    import select
+
     script = tmp_path / "trial.py"
-    script.write_text(textwrap.dedent(f"""
-        from pathlib import Path
-        from optbench.registry import load_submission, load_workload
-        from optbench.runner import TrialConfig, run_trial
-        for seed in range(1000):
-            run_trial(load_workload("linreg"), load_submission("adamw"),
-                      TrialConfig(seed=seed, max_steps=60, eval_every_steps=20), results_dir=Path({str(results)!r}))
-    """))
-    for delay in (0.05, 0.2, 0.35):
-        proc = subprocess.Popen([sys.executable, str(script)])
-        before = len(list(results.rglob("*.parquet")))
-        deadline = time.monotonic() + 120
-        while len(list(results.rglob("*.parquet"))) == before and time.monotonic() < deadline:
-            time.sleep(0.02)  # wait until the process is inside its loop of trials, then kill it mid-trial
-        time.sleep(delay)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    script.write_text(KILLED_CHILD)
+    proc = subprocess.Popen([sys.executable, str(script), str(results), *KILL_POINTS], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        for point in KILL_POINTS:
+            ready, _, _ = select.select([proc.stdout], [], [], 300)
+            line = proc.stdout.readline().split() if ready else []
+            assert line[:2] == ["halted", point], f"{point}: the trial did not halt there: {line}"
+            os.kill(int(line[2]), signal.SIGKILL)
+        assert proc.stdout.readline().strip() == "done" and proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    files = [f for f in results.rglob("*") if f.is_file()]  # before reading: the reader cleans stale temporaries
+    finals = [f for f in files if not f.name.startswith(".")]
+    temps = sorted((f for f in files if f.name.startswith(".") and f.name.endswith(".tmp")),
+                   key=lambda f: f.stat().st_size)
+    assert len(finals) == 1 and finals[0].suffix == ".parquet"  # the first, whole trial
+    assert len(temps) == 2 and len(files) == 3  # each killed write left only its hidden temporary
+    whole = finals[0].stat().st_size
+    assert 0 < temps[0].stat().st_size < whole and temps[1].stat().st_size > 0  # mid-write, before-rename
     loaded = read_results(results)
     assert loaded.problems == []
-    assert len(loaded.trials) >= 1
-    for path in results.rglob("*"):
-        if path.is_file():
-            assert path.suffix == ".parquet" or path.name.startswith(".")  # only whole files or hidden temporaries
+    assert len(loaded.trials) == 1 and loaded.trials.iloc[0]["seed"] == 0
 
 
 def test_workload_setup_bug_is_an_error_outcome(results, bad_plugins):
