@@ -235,6 +235,8 @@ def check_meta(meta: Any) -> dict[str, Any]:
         out[f.name] = _check_value(f.name, meta.get(f.name, f.default))
     if out["outcome"] not in OUTCOMES:
         raise ValueError(f"outcome {out['outcome']!r} is not one of {', '.join(OUTCOMES)}")
+    if out["outcome"] == "reached" and (out["time_to_target"] is None or out["steps_to_target"] is None):
+        raise ValueError("a reached trial without time_to_target or steps_to_target")  # scoring needs both
     if out["metric_goal"] not in _GOALS:
         raise ValueError(f"metric_goal {out['metric_goal']!r} is not 'min' or 'max'")
     try:

@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optbench import fsutil
-from optbench.errors import UsageError
 from optbench.render import scoring_table
 from optbench.results import TRIAL_COLUMNS, read_results, trial_path, write_trial
 from optbench.scoring import leaderboard
@@ -45,11 +44,9 @@ def _one_file_is_a_trial_or_a_problem(root: Path, path: Path) -> None:
     named = [p for p in loaded.problems if p.startswith(str(path))]
     assert len(loaded.trials) + len(named) == 1, (loaded.problems, len(loaded.trials))
     assert len(loaded.problems) == len(named)
-    if len(loaded.trials):  # whatever the reader accepts, scoring takes (or refuses in one line)
-        try:
-            leaderboard(scoring_table(loaded), by="time")
-        except UsageError:
-            pass
+    if len(loaded.trials):  # whatever the reader accepts, scoring takes
+        board = leaderboard(scoring_table(loaded), by="time")
+        assert list(board.scores.index) == loaded.trials["submission"].tolist()
 
 
 @SETTINGS
@@ -86,6 +83,7 @@ def test_one_field_of_any_type_is_checked(field, value):
     ("hparams", "[1, 2]", "'hparams' is not a JSON object"),
     ("time_to_target", -1.0, "'time_to_target' is negative"),
     ("run_id", None, "'run_id' is null"),
+    ("steps_to_target", None, "reached trial without time_to_target or steps_to_target"),
     ("submission", "\udcff", "'submission' is not a valid str"),
 ])
 def test_wrong_field_types_are_named(tmp_path, field, value, needle):
