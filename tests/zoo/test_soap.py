@@ -237,3 +237,27 @@ def test_one_sided_rotates_only_the_smaller_side() -> None:
     opt = SOAP(tall, one_sided=True, **hp)
     _run(opt, tall, _grads(2, [(6, 3)]))
     assert "Q_L" not in opt.state[tall[0]] and opt.state[tall[0]]["Q_R"].shape == (3, 3)
+
+
+def test_parameters_that_start_later_get_their_own_bias_correction() -> None:
+    """Two same-shape matrices (one bucket) and two vectors; the second of each pair gets no gradient for its first
+    two steps, so within a bucket the Adam step counts differ. Each parameter must follow its own trajectory, with
+    the bias corrections of *its* step count (a bucket sharing the first parameter's t, or the vectors' AdamW step
+    sharing one t, fails)."""
+    shapes = [(4, 4), (4, 4), (5,), (5,)]
+    params = _params(shapes)
+    theta0 = [p.detach().numpy().copy() for p in params]
+    grads = _grads(7, shapes, seed=3)
+    late = {1, 3}
+    opt = SOAP(params, precondition_frequency=2, refresh="eigh", **HP)
+    for k, gs in enumerate(grads):
+        for i, (p, g) in enumerate(zip(params, gs)):
+            p.grad = None if (i in late and k < 2) else torch.from_numpy(g)
+        opt.step()
+    for i, (p, th) in enumerate(zip(params, theta0)):
+        gs = [step[i] for step in (grads[2:] if i in late else grads)]
+        if th.ndim == 2:
+            want = _soap_matrix(th, gs, freq=2, exact=True, **HP)
+        else:
+            want = _adamw_vector(th, gs, **HP)
+        np.testing.assert_allclose(p.detach().numpy(), want, rtol=1e-9, atol=1e-10, err_msg=f"param {i} {shapes[i]}")
