@@ -49,7 +49,7 @@ def bounded_int(value: Any, *, what: str, low: int, high: int) -> int:
             raise UsageError(f"{what} must be an integer, got {value!r}")
         value = int(value)
     if not low <= value <= high:
-        raise UsageError(f"{what} must be between {low} and {high}, got {value}")
+        raise UsageError(f"{what} must be an integer >= {low} and <= {high}, got {value}")
     return value
 
 

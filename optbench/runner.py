@@ -355,6 +355,10 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
         outcome, reason, interrupted = "interrupted", "stopped by the user (Ctrl-C)", True
     except BaseException as exc:  # plugin code failed (SystemExit too): the trial's outcome, not a crash
         outcome, reason = classify(exc), traceback.format_exc()
+        if prep.timeout is not None and time.perf_counter() - wall_start >= prep.timeout:
+            # The deadline's exception can come back wrapped (torch re-raises errors from inside its C++ calls
+            # as RuntimeError): past the deadline, whatever ended the trial is the timeout.
+            outcome = "timeout"
         if prep.device.startswith("cuda"):
             torch.cuda.empty_cache()
     rows = loop.state.rows if loop is not None else []

@@ -179,10 +179,10 @@ def resolve_trials(spec: TuneSpec) -> int:
     if spec.ruleset not in RULESETS:
         raise UsageError(f"unknown ruleset {spec.ruleset!r}; choose one of: {', '.join(RULESETS)}")
     top = MAX_PLANNED_TRIALS
-    n = bounded_int(DEFAULT_TRIALS[spec.ruleset] if spec.trials is None else spec.trials, what="--trials (>= 1)",
+    n = bounded_int(DEFAULT_TRIALS[spec.ruleset] if spec.trials is None else spec.trials, what="--trials",
                     low=1, high=top)
-    studies = bounded_int(spec.studies, what="--studies (>= 1)", low=1, high=top)
-    bounded_int(spec.jobs, what="--jobs (>= 1)", low=1, high=1024)
+    studies = bounded_int(spec.studies, what="--studies", low=1, high=top)
+    bounded_int(spec.jobs, what="--jobs", low=1, high=1024)
     bounded_int(spec.seed, what="--seed", low=0, high=MAX_SEED)
     total = n * studies * max(1, len(spec.submissions))
     if total > top:  # checked before planning: a billion studies would hang the planner, not fail
