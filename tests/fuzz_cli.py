@@ -222,8 +222,8 @@ def gen_unwritable(rng: random.Random) -> Case:
         ops += _algoperf_tree(rng, root="ap", clean=True)
         argv = ["import", "algoperf", "ap", "--results-dir", where]
     else:  # a file named like the trial's results folder inside a writable results dir
-        ops += [("write", f"{where}-r/linreg-tiny", b"in the way\n")]
-        argv = _run_argv(rng, "--results-dir", f"{where}-r")
+        ops += [("write", "inway/linreg-tiny", b"in the way\n")]
+        argv = _run_argv(rng, "--results-dir", "inway")
         return Case("unwritable", [Step(argv, expect_rc=2)], ops)
     return Case("unwritable", [Step(argv, expect_rc=2, expect_text=where)], ops)
 
@@ -534,37 +534,38 @@ def apply_ops(scratch: Path, ops: Sequence[tuple[Any, ...]], pristine: Sequence[
     """Plant a case's files in ``scratch`` (paths relative to it, str or bytes)."""
     base = _b(scratch)
     for op in ops:
-        what = op[0]
-        if what in ("write", "mkdir", "symlink"):
-            target = base + b"/" + _b(op[1])
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if what == "write":
-                if os.path.isdir(target):
-                    continue
-                with open(target, "wb") as f:
-                    f.write(op[2])
-            elif what == "mkdir":
-                os.makedirs(target, exist_ok=True)
-            else:
-                link = op[2] if op[2].startswith("/") else base + b"/" + _b(op[2])
-                if not os.path.lexists(target):
-                    os.symlink(_b(link), target)
+        try:
+            _apply(base, op, pristine)
+        except OSError:  # two ops of one case that collide (a file where the other wants a folder): skip the later
             continue
-        src, dst = pristine[op[1] % len(pristine)], base + b"/" + _b(op[2])
-        if os.path.lexists(dst):
-            continue
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
+
+
+def _apply(base: bytes, op: tuple[Any, ...], pristine: Sequence[Path]) -> None:
+    """One planted file: ``write``/``mkdir``/``symlink`` a path, or derive one from pristine result ``op[1]``."""
+    what, target = op[0], base + b"/" + _b(op[1] if op[0] in ("write", "mkdir", "symlink") else op[2])
+    if os.path.lexists(target) and what != "mkdir":
+        return  # an earlier op of the case planted it
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if what == "write":
+        with open(target, "wb") as f:
+            f.write(op[2])
+    elif what == "mkdir":
+        os.makedirs(target, exist_ok=True)
+    elif what == "symlink":
+        os.symlink(_b(op[2]) if op[2].startswith("/") else base + b"/" + _b(op[2]), target)
+    else:
+        src = pristine[op[1] % len(pristine)]
         if what == "copy":
-            shutil.copyfile(src, dst)
+            shutil.copyfile(src, target)
         elif what == "truncate":
             data = src.read_bytes()
-            Path(os.fsdecode(dst)).write_bytes(data[: len(data) // 2])
+            Path(os.fsdecode(target)).write_bytes(data[: len(data) // 2])
         elif what == "parquet_meta":
-            _parquet_with(src, dst, meta=op[3])
+            _parquet_with(src, target, meta=op[3])
         elif what == "parquet_field":
-            _parquet_with(src, dst, field_=(op[3], op[4]))
+            _parquet_with(src, target, field_=(op[3], op[4]))
         elif what == "parquet_column":
-            _parquet_with(src, dst, column=(op[3], op[4]))
+            _parquet_with(src, target, column=(op[3], op[4]))
         else:
             raise ValueError(f"unknown op {what!r}")
 
@@ -657,7 +658,10 @@ def run_case(case: Case, pristine_dir: Path, pristine: Sequence[Path], *, timeou
     try:
         shutil.copytree(pristine_dir / RESULTS, scratch / RESULTS, symlinks=True)
         rel = [scratch / p.relative_to(pristine_dir) for p in pristine]
-        apply_ops(scratch, case.ops, rel)
+        try:
+            apply_ops(scratch, case.ops, rel)
+        except Exception as exc:  # a bug of this harness must not end the run: report it as the case's failure
+            return Outcome(case, [f"harness: setting up failed: {type(exc).__name__}: {exc}"], [])
         before = snapshot(scratch)
         failures: list[str] = []
         runs = []
@@ -720,7 +724,7 @@ def describe(outcome: Outcome, seed: int) -> str:
     return "\n".join(lines)
 
 
-COLUMNS = ("traceback", "exit_code", "hang", "lost", "changed", "expectation")
+COLUMNS = ("traceback", "exit_code", "hang", "lost", "changed", "expectation", "harness")
 
 
 def summarize(outcomes: Sequence[Outcome], seed: int) -> str:
