@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from optbench.errors import UsageError
+from optbench.fsutil import is_valid_text, printable
 
 HARNESS_HPARAMS = ("batch_size",)  # consumed by the harness, accepted for every submission
 MAX_DEPTH = 32  # nesting of a hyperparameter value or search space; deeper JSON is a mistake, not a setting
@@ -56,11 +57,8 @@ def check_json(value: Any, *, where: str, _depth: int = 0) -> None:
     if _depth > MAX_DEPTH:
         raise UsageError(f"{where}: nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise UsageError(f"{where}: text that is not valid UTF-8: {value.encode('utf-8', 'replace')!r}"
-                             ) from None
+        if not is_valid_text(value):
+            raise UsageError(f"{where}: text that is not valid UTF-8: {printable(value)!r}")
     elif isinstance(value, Mapping):
         for k, v in value.items():
             if not isinstance(k, str):

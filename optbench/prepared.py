@@ -22,6 +22,7 @@ from typing import Any
 
 from optbench.api import Budget, EvalPeriod, Size, Submission, TrialInfo, Workload
 from optbench.errors import UsageError
+from optbench.fsutil import is_valid_text, printable
 from optbench.hparams import check_json, merge
 from optbench.registry import Loaded
 
@@ -77,11 +78,8 @@ def text(value: Any, *, what: str) -> str:
     """
     if not isinstance(value, str) or not value.strip():
         raise UsageError(f"{what} must be a non-empty name, got {value!r}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError(f"{what} is not valid UTF-8: {value.encode('utf-8', 'backslashreplace').decode()!r}"
-                         ) from None
+    if not is_valid_text(value):
+        raise UsageError(f"{what} is not valid UTF-8: {printable(value)!r}")
     if len(value) > MAX_NAME or any(ord(c) < 32 for c in value):
         raise UsageError(f"{what} must be at most {MAX_NAME} printable characters, got {value[:60]!r}...")
     return value

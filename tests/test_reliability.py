@@ -140,18 +140,19 @@ def test_prepared_trial_holds_validated_values_and_pickles(results):
 
 
 # ------------------------------------------------------------------------------------------------------ faults
-@pytest.mark.parametrize("plugin", ["Hanging", "Spinning"])
+@pytest.mark.parametrize("plugin", ["Hanging", "Spinning", "Deadlocked"])
 def test_a_step_that_never_returns_ends_as_timeout_and_the_next_trial_runs(plugin, results):
     start = time.perf_counter()
-    r = cli("run", "-s", f"{FAULTY}:{plugin}", "-s", "sgd", "--timeout", "4", "--results-dir", str(results),
+    r = cli("run", "-s", f"{FAULTY}:{plugin}", "-s", "sgd", "--timeout", "8", "--results-dir", str(results),
             "--quiet", *TINY)
     elapsed = time.perf_counter() - start
     assert r.exit_code == 0 and r.exception is None, r.output
     t = trials(results).set_index("submission")
     assert t.loc[f"{FAULTY}:{plugin}", "outcome"] == "timeout"
-    assert "4 s" in t.loc[f"{FAULTY}:{plugin}", "error"]
+    assert "8 s" in t.loc[f"{FAULTY}:{plugin}", "error"]
     assert t.loc["sgd", "outcome"] in ("reached", "missed")
-    assert elapsed < 20, elapsed  # 4 s of deadline + the sgd trial, not the plugin's 60 s
+    # 8 s of deadline + the sgd trial (the same limit: generous for a loaded machine), not the plugin's 60 s
+    assert elapsed < 45, elapsed
 
 
 def test_a_hanging_warmup_step_ends_as_timeout(results):

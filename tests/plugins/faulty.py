@@ -41,6 +41,17 @@ class Spinning(_Counting):
             pass
 
 
+class Deadlocked(_Counting):
+    """A step that waits on a lock it already holds (for a minute at most, so a broken deadline shows as slow)."""
+
+    def fault(self):
+        import threading
+
+        lock = threading.Lock()
+        lock.acquire()
+        lock.acquire(timeout=60)
+
+
 class Exiting(_Counting):
     """Plugin code that calls sys.exit: must be an ``error`` outcome, not the end of the command."""
 
