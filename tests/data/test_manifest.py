@@ -51,7 +51,7 @@ def _common(file: str) -> list[tuple[str, Damage]]:
 
 IMAGES = _common("train_x.npy") + [
     ("counts a list", _set("counts", value=[1, 2, 3])),
-    ("counts lacking keys", _set("counts", value={"train": 1})),
+    ("counts of nothing", _set("counts", value={"train": None})),
     ("counts of strings", _set("counts", value={"train": "1", "val": 1, "test": 1})),
     ("no shape", _set("files", "train_x.npy", "shape", value=None)),
 ]
