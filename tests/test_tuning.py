@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -41,7 +42,8 @@ def test_plan_seeds_are_distinct_per_trial_shared_across_submissions():
     seeds = [c.seed for c in by_sub["adamw"]]
     assert len(set(seeds)) == len(seeds) == 12  # never reused across trials or studies
     assert seeds == [c.seed for c in by_sub["sgd"]]  # common random numbers across submissions
-    assert by_sub["adamw"][0].seed == trial_seed(7, 0, 0)
+    # Pinned: a re-run recognises finished trials by their seed, so trial seeds must never change between versions.
+    assert by_sub["adamw"][0].seed == trial_seed(7, 0, 0) == 251129775
     assert {(c.study, c.trial) for c in by_sub["adamw"]} == {(f"study-{k}", str(i)) for k in range(3)
                                                              for i in range(4)}
     lrs = {k: [c.hparams["lr"] for c in by_sub["adamw"] if c.study == f"study-{k}"] for k in range(3)}
@@ -108,7 +110,8 @@ def test_tune_records_trials_and_skips_them_on_rerun(results):
     assert len(first.finished) == 2 and not first.skipped and not first.crashed
     trials = read_results(results).trials.sort_values("trial")
     assert list(trials["study"]) == ["study-0", "study-0"] and list(trials["trial"]) == ["0", "1"]
-    assert list(trials["seed"]) == [trial_seed(3, 0, 0), trial_seed(3, 0, 1)]
+    assert list(trials["seed"]) == [1694334526, 1274121220]  # pinned (see the plan test), not recomputed
+    assert list(trials["seed"]) == [c.seed for c in first.planned]
     assert [json.loads(h)["lr"] for h in trials["hparams"]] == [c.hparams["lr"] for c in first.planned]
     assert (trials["max_steps"] == 60).all()
 
@@ -163,8 +166,9 @@ def test_cli_tune_and_its_errors(results):
 
 
 def test_parallel_tune_two_optimizers_and_resume(results):
+    # 16 trials through 2 workers; short trials (the cost is the workers' start, not training)
     spec = TuneSpec(workload="linreg", submissions=("adamw", "sgd"), trials=4, studies=2, jobs=2,
-                    overrides={"max_steps": 300})
+                    overrides={"max_steps": 40, "eval_every_steps": 20})
     out = tune(spec, results_dir=results)
     assert len(out.finished) == 16 and not out.crashed
     trials = read_results(results).trials
@@ -200,13 +204,14 @@ def test_a_dead_worker_loses_no_finished_trial(tmp_path, results):
     crashed = {p.trial for p, _ in out.crashed}
     finished = {p.trial for p, _ in out.finished}
     # Which other trial was in flight when trial 1's worker died depends on timing; what must hold is that only
-    # trials in flight are lost (at most one per worker) and that every finished trial is recorded.
+    # trials in flight are lost (at most one per worker; the queued ones run in a fresh pool), and that every
+    # finished trial is recorded.
     assert "1" in crashed and finished == {"0", "1", "2", "3"} - crashed and len(crashed) <= spec.jobs
-    recorded = set(read_results(results).trials["trial"])
-    assert recorded == finished
-    retry = tune(spec, results_dir=results)
-    assert {p.trial for p in retry.skipped} == finished and "1" in {p.trial for p, _ in retry.crashed}
-    # re-running retries exactly the lost trials; once none but trial 1 is lost, every other trial is recorded
-    assert {p.trial for p, _ in retry.finished} | {p.trial for p, _ in retry.crashed} == crashed
-    if {p.trial for p, _ in retry.crashed} == {"1"}:
-        assert set(read_results(results).trials["trial"]) == {"0", "2", "3"}
+    assert set(read_results(results).trials["trial"]) == finished
+    # Once the plugin is fixed, a re-run skips the recorded trials and runs exactly the lost ones (in this process:
+    # the worker pools were tested above, and starting another costs seconds).
+    plugin.write_text(CRASHY.replace("os._exit(3)", "pass"))
+    retry = tune(replace(spec, jobs=1), results_dir=results)
+    assert {p.trial for p in retry.skipped} == finished and not retry.crashed
+    assert {p.trial for p, _ in retry.finished} == crashed
+    assert sorted(read_results(results).trials["trial"]) == ["0", "1", "2", "3"]
