@@ -289,8 +289,12 @@ def read_trial(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     return meta, evals
 
 
-def _candidates(root: Path, problems: list[str]) -> list[Path]:
-    """The ``*.parquet`` regular files under ``root``, sorted; hidden names (temporaries) are never results."""
+def result_files(root: Path, problems: list[str]) -> list[Path]:
+    """The ``*.parquet`` regular files under ``root``, sorted; hidden names (temporaries) are never results.
+
+    Other entries with a result's name (a FIFO would block a reader forever) are appended to ``problems``;
+    directories are skipped silently (their contents are still searched).
+    """
     found = []
     try:
         for path in sorted(root.rglob("*.parquet")):
@@ -341,7 +345,7 @@ def read_results(root: Path) -> Loaded:
     read = []
     if root.is_dir():
         clean_stale_temporaries(root)
-        for path in _candidates(root, problems):
+        for path in result_files(root, problems):
             try:
                 meta, frame = read_trial(path)
             except ValueError as exc:
