@@ -202,6 +202,8 @@ def parse_search_space(raw: Any, *, source: str = "search space") -> SearchSpace
         scaling = spec.get("scaling", "linear")
         if scaling not in ("log", "linear"):
             raise UsageError(f"{source}: {name!r}.scaling must be 'log' or 'linear', got {scaling!r}")
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise UsageError(f"{source}: {name!r} needs finite 'min' and 'max', got {low} and {high}")
         if not low <= high or (scaling == "log" and low <= 0):
             raise UsageError(f"{source}: {name!r} needs min <= max (and min > 0 on a log scale)")
         dims.append(Range(name=name, low=low, high=high, scaling=scaling, integer=bool(spec.get("integer", False))))

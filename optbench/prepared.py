@@ -176,11 +176,11 @@ class PreparedTrial:
 
     @property
     def title(self) -> str:
-        return f"{self.workload.obj.name}/{self.size.name} {self.submission.name} seed {self.seed}"
+        return f"{self.workload.obj.name}/{self.size.name} {self.submission.label} seed {self.seed}"
 
     def identity(self) -> str:
         """A digest of what identifies the trial in a tune (plugins, size, study, trial, seed, hparams, budget)."""
-        key = json.dumps([self.workload.obj.name, self.size.name, self.submission.name, self.study, self.trial,
+        key = json.dumps([self.workload.obj.name, self.size.name, self.submission.label, self.study, self.trial,
                           self.seed, self.hparams_json, self.budget.max_steps, self.budget.max_seconds])
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 

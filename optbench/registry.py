@@ -50,6 +50,16 @@ class Loaded(Generic[T]):
     obj: T
     origin: Origin
 
+    @property
+    def label(self) -> str:
+        """The name results record: ``name``, except that a file plugin (``/home/me/opt.py:MyOpt``) is named by its
+        file alone (``opt.py:MyOpt``): results carry no folders, hence no user names; the origin's hash tells two
+        files of one name apart."""
+        if not is_file_spec(self.name):
+            return self.name
+        target, _, attr = self.name.rpartition(":")
+        return f"{Path(target).name}:{attr}"
+
 
 def entry_points(kind: Kind) -> dict[str, metadata.EntryPoint]:
     """The entry points of group ``optbench.<kind>``, by name."""
@@ -109,13 +119,19 @@ def _load_module(module_name: str, attr: str, spec: str) -> tuple[Any, Origin]:
     return obj, Origin(source="module", distribution=dist, version=version)
 
 
+def is_file_spec(spec: str) -> bool:
+    """Whether ``spec`` names an object in a Python file (``path/file.py:Attr``) rather than a module or entry point."""
+    target, sep, attr = spec.rpartition(":")
+    return bool(sep and target and (target.endswith(".py") or "/" in target or "\\" in target))
+
+
 def _resolve(kind: Kind, spec: str) -> tuple[Any, Origin]:
     """The raw object named by ``spec`` and its origin."""
     if ":" in spec:
         target, _, attr = spec.rpartition(":")
         if not target or not attr:
             raise UsageError(f"plugin spec {spec!r} must look like package.module:Name or path/file.py:Name")
-        if target.endswith(".py") or "/" in target or "\\" in target:
+        if is_file_spec(spec):
             return _load_file(Path(target), attr, spec)
         return _load_module(target, attr, spec)
     eps = entry_points(kind)

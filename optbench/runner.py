@@ -350,11 +350,11 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
     except UsageError:
         if loop is None or not loop.state.counters.step:
             raise  # found in set-up, before any training: bad input, nothing to record
-        outcome, reason = "error", traceback.format_exc()
+        outcome, reason = "error", _traceback()
     except KeyboardInterrupt:
         outcome, reason, interrupted = "interrupted", "stopped by the user (Ctrl-C)", True
     except BaseException as exc:  # plugin code failed (SystemExit too): the trial's outcome, not a crash
-        outcome, reason = classify(exc), traceback.format_exc()
+        outcome, reason = classify(exc), _traceback()
         if prep.timeout is not None and time.perf_counter() - wall_start >= prep.timeout:
             # The deadline's exception can come back wrapped (torch re-raises errors from inside its C++ calls
             # as RuntimeError): past the deadline, whatever ended the trial is the timeout.
@@ -367,6 +367,11 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
     if interrupted:
         raise KeyboardInterrupt
     return TrialResult(record=record, rows=rows, path=path, note=note)
+
+
+def _traceback() -> str:
+    """The current exception's traceback, with the home folder written as ``~`` (results carry no user names)."""
+    return traceback.format_exc().replace(str(Path.home()), "~")
 
 
 def rescue_dirs() -> list[Path]:
@@ -405,7 +410,7 @@ def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLo
         schema_version=SCHEMA_VERSION, run_id=f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
         created_at=now.isoformat(timespec="seconds"), workload=w.name, size=prep.size.name,
         workload_origin=f"{prep.workload.origin.distribution}=={prep.workload.origin.version}",
-        submission=prep.submission.name,
+        submission=prep.submission.label,
         submission_origin=f"{prep.submission.origin.distribution}=={prep.submission.origin.version}",
         hparams=prep.hparams_json, seed=prep.seed, study=prep.study, trial=prep.trial, outcome=outcome,
         metric_name=w.metric.name, metric_goal=goal, target=prep.target,

@@ -257,22 +257,25 @@ def effective_budget(size: Size, overrides: Mapping[str, Any], *, ruleset: str, 
 def recorded_trials(results_dir: Path, *, workload: str, size: str) -> dict[tuple, list[tuple[Any, Any]]]:
     """Trials of ``workload``/``size`` already in the store, by identity key -> their (max_steps, max_seconds).
 
-    Reads only the Parquet footers (the ``optbench`` metadata), not the data; foreign or damaged files are ignored
-    (``optbench score`` reports them).
+    Reads only the Parquet footers (the ``optbench`` metadata, checked like every reader checks it), not the data;
+    foreign or damaged files are ignored here (``optbench score`` reports them), and so are interrupted trials,
+    which a re-run runs again.
     """
     import pyarrow.parquet as pq
 
+    from optbench.results import check_meta, result_files
+
     found: dict[tuple, list[tuple[Any, Any]]] = {}
     root = Path(results_dir)
-    for path in sorted(root.rglob("*.parquet")) if root.is_dir() else []:
+    for path in result_files(root, []) if root.is_dir() else []:
         try:
-            meta = json.loads((pq.read_schema(path).metadata or {})[b"optbench"])
-        except Exception:  # not ours, or unreadable
+            meta = check_meta(json.loads((pq.read_schema(path).metadata or {})[b"optbench"]))
+        except Exception:  # not ours, damaged, or of another schema: never a reason to stop a tune
             continue
-        if meta.get("workload") != workload or meta.get("size") != size or meta.get("outcome") == "interrupted":
-            continue  # an interrupted trial did not finish: a re-run runs it again
-        key = (meta.get("submission"), meta.get("study"), meta.get("trial"), meta.get("seed"), meta.get("hparams"))
-        found.setdefault(key, []).append((meta.get("max_steps"), meta.get("max_seconds")))
+        if meta["workload"] != workload or meta["size"] != size or meta["outcome"] == "interrupted":
+            continue
+        key = (meta["submission"], meta["study"], meta["trial"], meta["seed"], meta["hparams"])
+        found.setdefault(key, []).append((meta["max_steps"], meta["max_seconds"]))
     return found
 
 
@@ -435,7 +438,7 @@ def tune(spec: TuneSpec, *, results_dir: Path, reporter: Reporter | None = None)
     known = recorded_trials(results_dir, workload=w.obj.name, size=first.size.name)
     skipped, todo = [], []
     for p, prep in prepared:
-        budgets = known.get((p.submission, p.study, p.trial, p.seed, prep.hparams_json), [])
+        budgets = known.get((prep.submission.label, p.study, p.trial, p.seed, prep.hparams_json), [])
         if (prep.budget.max_steps, prep.budget.max_seconds) in budgets:
             skipped.append(p)
             continue

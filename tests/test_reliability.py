@@ -148,8 +148,8 @@ def test_a_step_that_never_returns_ends_as_timeout_and_the_next_trial_runs(plugi
     elapsed = time.perf_counter() - start
     assert r.exit_code == 0 and r.exception is None, r.output
     t = trials(results).set_index("submission")
-    assert t.loc[f"{FAULTY}:{plugin}", "outcome"] == "timeout"
-    assert "8 s" in t.loc[f"{FAULTY}:{plugin}", "error"]
+    assert t.loc[f"faulty.py:{plugin}", "outcome"] == "timeout"
+    assert "8 s" in t.loc[f"faulty.py:{plugin}", "error"]
     assert t.loc["sgd", "outcome"] in ("reached", "missed")
     # 8 s of deadline + the sgd trial (the same limit: generous for a loaded machine), not the plugin's 60 s
     assert elapsed < 45, elapsed
@@ -163,10 +163,14 @@ def test_a_hanging_warmup_step_ends_as_timeout(results):
 
 
 def test_system_exit_in_a_plugin_is_an_error_outcome(results):
-    r = cli("run", "-s", f"{FAULTY}:Exiting", "-s", "sgd", "--results-dir", str(results), "--quiet", *TINY)
+    home = FAULTY.parent.parent  # stands in for /home/<user>: the plugin lives below it
+    r = cli("run", "-s", f"{FAULTY}:Exiting", "-s", "sgd", "--results-dir", str(results), "--quiet", *TINY,
+            env={"HOME": str(home)})
     assert r.exit_code == 0 and r.exception is None, r.output
-    t = trials(results).set_index("submission")
-    assert t.loc[f"{FAULTY}:Exiting", "outcome"] == "error" and "SystemExit" in t.loc[f"{FAULTY}:Exiting", "error"]
+    t = trials(results).set_index("submission")  # a file plugin is recorded by its file's name, no folders
+    error = t.loc["faulty.py:Exiting", "error"]
+    assert t.loc["faulty.py:Exiting", "outcome"] == "error" and "SystemExit" in error
+    assert "~/plugins/faulty.py" in error and str(home) not in error  # no user's folder in the traceback
     assert t.loc["sgd", "outcome"] in ("reached", "missed")
 
 
@@ -174,7 +178,7 @@ def test_ctrl_c_records_the_trial_as_interrupted_and_stops_the_command(results):
     r = cli("run", "-s", f"{FAULTY}:Interrupting", "-s", "sgd", "--results-dir", str(results), "--quiet", *TINY)
     assert r.exit_code == 130, (r.exit_code, r.output)
     t = trials(results)
-    assert list(t["submission"]) == [f"{FAULTY}:Interrupting"]  # recorded; the sgd trial never started
+    assert list(t["submission"]) == ["faulty.py:Interrupting"]  # recorded; the sgd trial never started
     assert list(t["outcome"]) == ["interrupted"] and list(t["total_steps"]) == [2]
     assert cli("score", "--results-dir", str(results)).exit_code == 0  # an interrupted trial scores as not reached
 
@@ -187,7 +191,7 @@ def test_a_failed_final_write_keeps_the_result_elsewhere_and_says_where(tmp_path
     rescued = data / "rescued-results"
     assert "kept at" in r.output and str(rescued) in r.output
     kept = trials(rescued)
-    assert sorted(kept["submission"]) == sorted([f"{FAULTY}:Sabotage", "sgd"])  # both trials, nothing lost
+    assert sorted(kept["submission"]) == ["faulty.py:Sabotage", "sgd"]  # both trials, nothing lost
     assert set(kept["outcome"]) <= {"reached", "missed"}
 
 
