@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from optbench.fsutil import atomic_file
+from optbench.fsutil import atomic_file, pid_alive
 
 CLAIMS_DIR = ".claims"
 
@@ -42,13 +42,8 @@ def _start_time(pid: int) -> str:
 
 
 def _alive(pid: int, started: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        pass
-    return not started or _start_time(pid) in ("", started)
+    """Whether the claim's owner still runs: its PID exists and, where known, started when the claim says."""
+    return pid_alive(pid) and (not started or _start_time(pid) in ("", started))
 
 
 def owner() -> dict[str, object]:

@@ -68,7 +68,7 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this machine (one we may not signal exists too)."""
     try:
         os.kill(pid, 0)
@@ -88,7 +88,7 @@ def is_stale_temporary(path: Path, *, now: float | None = None) -> bool:
     """
     m = _TEMPORARY.match(path.name)
     if m:
-        return not _pid_alive(int(m["pid"]))
+        return not pid_alive(int(m["pid"]))
     if _OLD_TEMPORARY.match(path.name):
         try:
             age = (time.time() if now is None else now) - path.lstat().st_mtime
