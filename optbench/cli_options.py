@@ -29,7 +29,8 @@ def trial_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Evaluate every N steps (overrides the workload's period)."),
         click.option("--batch-size", type=int, default=None, help="Override the batch size."),
         click.option("--timeout", type=float, default=None,
-                     help="Wall-clock limit per trial in seconds (evaluation included); outcome 'timeout'."),
+                     help="Wall-clock limit per trial in seconds (set-up, warm-up and evaluation included; it "
+                          "interrupts a step that never returns); outcome 'timeout'."),
         click.option("--warmup-steps", type=int, default=0, show_default=True,
                      help="Untimed steps run and undone before the clock starts (warms caches / compilation)."),
         click.option("--compile", "compile_model", is_flag=True,
