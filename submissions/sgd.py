@@ -13,7 +13,7 @@ Update (PyTorch's convention, dampening 0), gradient g, weight decay wd, momentu
 
 ``torch.optim.SGD`` implements exactly this (its foreach path batches the group); it is used here rather than
 rewritten because SGD is the reference point, not a method under study, and its step is checked against the
-equations above in tests/test_conformance.py.
+equations above in tests/zoo/test_sgd.py (float64 numpy references over several steps, weight decay included).
 """
 
 from __future__ import annotations
