@@ -1,0 +1,69 @@
+"""The trial clock on its own: each context charges its enclosed wall time to its own total, and only there.
+
+Sleeps give known lower bounds; the upper bounds are loose (a busy 2-core machine), but far below what a clock that
+charged the wrong total or reset instead of accumulating would show.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from optbench.clock import Clock, synchronize
+
+NAP = 0.05
+
+
+def test_a_new_clock_starts_at_zero():
+    c = Clock(device=torch.device("cpu"))
+    assert (c.timed, c.untimed) == (0.0, 0.0)
+
+
+def test_timing_accumulates_into_timed_only():
+    c = Clock(device=torch.device("cpu"))
+    with c.timing():
+        time.sleep(NAP)
+    first = c.timed
+    assert NAP <= first < NAP + 1.0 and c.untimed == 0.0
+    with c.timing():
+        time.sleep(NAP)
+    assert first + NAP <= c.timed < first + NAP + 1.0 and c.untimed == 0.0
+
+
+def test_paused_accumulates_into_untimed_only():
+    c = Clock(device=torch.device("cpu"), timed=2.0, untimed=1.0)
+    with c.paused():
+        time.sleep(NAP)
+    assert 1.0 + NAP <= c.untimed < 2.0 + NAP and c.timed == 2.0
+    with c.paused():
+        time.sleep(NAP)
+    assert 1.0 + 2 * NAP <= c.untimed < 2.0 + 2 * NAP and c.timed == 2.0
+
+
+@pytest.mark.parametrize("kind", ["timing", "paused"])
+def test_work_that_raises_is_still_charged_and_the_error_passes(kind):
+    c = Clock(device=torch.device("cpu"))
+    with pytest.raises(KeyError):
+        with getattr(c, kind)():
+            time.sleep(NAP)
+            raise KeyError("x")
+    charged, other = (c.timed, c.untimed) if kind == "timing" else (c.untimed, c.timed)
+    assert NAP <= charged < NAP + 1.0 and other == 0.0
+
+
+def test_time_outside_the_contexts_is_not_charged():
+    c = Clock(device=torch.device("cpu"))
+    with c.timing():
+        pass
+    time.sleep(NAP)
+    with c.paused():
+        pass
+    assert c.timed < NAP / 2 and c.untimed < NAP / 2
+
+
+def test_synchronize_on_cpu_returns_at_once():
+    start = time.perf_counter()
+    synchronize(torch.device("cpu"))
+    assert time.perf_counter() - start < 0.5
