@@ -149,6 +149,9 @@ def strict(seed: int = 0, target: float = 1e-6):
 
 
 def run(workload, submission, results, observer=None, **cfg):
+    """Run one trial. A wall-clock limit far above the trial's second or less turns a harness that never stops
+    (a broken budget or loop) into a failed test quickly, instead of a hang."""
+    cfg.setdefault("timeout", 20.0)
     return run_trial(workload, submission, TrialConfig(**cfg), results_dir=results, observer=observer)
 
 

@@ -1,0 +1,116 @@
+"""Atomic writes, temporaries and liveness checks at their edges, pinned for mutation testing
+(benchmarks/mutation.py). Real files in a temporary folder; a dead PID is one of a child that has exited."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from optbench.errors import UsageError
+from optbench.fsutil import (OLD_TEMPORARY_AGE_S, atomic_file, clean_stale_temporaries, ensure_writable_dir,
+                             is_stale_temporary, is_valid_text, pid_alive, printable, temporary_name)
+
+
+@pytest.fixture(scope="module")
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporary_names_carry_the_writers_pid_and_16_hex():
+    assert re.fullmatch(rf"\.f\.bin\.{os.getpid()}\.[0-9a-f]{{16}}\.tmp", temporary_name("f.bin"))
+    assert re.fullmatch(r"\.f\.123\.[0-9a-f]{16}\.tmp", temporary_name("f", 123))
+    assert temporary_name("f", 0).startswith(".f.0.")  # an explicit PID is used even when falsy
+    assert temporary_name("f") != temporary_name("f")
+
+
+def test_atomic_file_creates_folders_and_replaces_the_file_private(tmp_path):
+    target = tmp_path / "a" / "b" / "f.txt"
+    with atomic_file(target, "w") as fh:
+        fh.write("one")
+        assert not target.exists()  # nothing under the final name until it is whole
+    assert target.read_text() == "one" and (target.stat().st_mode & 0o777) == 0o600
+    with atomic_file(target) as fh:
+        fh.write(b"two")
+    assert target.read_bytes() == b"two" and sorted(p.name for p in target.parent.iterdir()) == ["f.txt"]
+
+
+def test_atomic_file_on_error_keeps_the_old_file_and_removes_the_temporary(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt):  # BaseException too: Ctrl-C mid-write
+        with atomic_file(target, "w") as fh:
+            fh.write("new")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_text_checks():
+    assert is_valid_text("héllo") and not is_valid_text("a\udcff")
+    assert printable("a\udcffb") == "a\\udcffb" and printable("é") == "é"
+
+
+def test_pid_alive(dead_pid):
+    assert pid_alive(os.getpid()) is True
+    assert pid_alive(dead_pid) is False
+    assert pid_alive(0) is False and pid_alive(-1) is False  # process groups, never a writer
+    assert pid_alive(2**70) is False  # no PID can be that large
+
+
+def test_new_style_temporaries_are_stale_when_their_writer_is_gone(tmp_path, dead_pid):
+    live = tmp_path / temporary_name("r.parquet")
+    dead = tmp_path / temporary_name("r.parquet", dead_pid)
+    for p in (live, dead):
+        p.write_bytes(b"x")
+    assert is_stale_temporary(dead) is True and is_stale_temporary(live) is False
+    assert is_stale_temporary(tmp_path / "r.parquet") is False and is_stale_temporary(tmp_path / ".x.tmp") is False
+
+
+def test_old_style_temporaries_are_stale_after_the_age_limit(tmp_path):
+    old = tmp_path / ".r.parquet.abcd_123.tmp"
+    old.write_bytes(b"x")
+    mtime = old.lstat().st_mtime
+    assert is_stale_temporary(old, now=mtime + OLD_TEMPORARY_AGE_S) is False  # exactly the limit: kept
+    assert is_stale_temporary(old, now=mtime + OLD_TEMPORARY_AGE_S + 1) is True
+    assert is_stale_temporary(old) is False  # now: just written
+    os.utime(old, (mtime - OLD_TEMPORARY_AGE_S - 10, mtime - OLD_TEMPORARY_AGE_S - 10))
+    assert is_stale_temporary(old) is True
+    assert is_stale_temporary(tmp_path / ".gone.abcd_123.tmp", now=1e12) is False  # vanished meanwhile
+    assert OLD_TEMPORARY_AGE_S == 3600.0
+
+
+def test_clean_removes_only_stale_regular_files_and_counts_them(tmp_path, dead_pid):
+    sub = tmp_path / "w" / "s"
+    sub.mkdir(parents=True)
+    stale = [sub / temporary_name("a.parquet", dead_pid), tmp_path / temporary_name("b.parquet", dead_pid)]
+    for p in stale:
+        p.write_bytes(b"x")
+    live = sub / temporary_name("c.parquet")
+    live.write_bytes(b"x")
+    folder = sub / temporary_name("d", dead_pid)
+    folder.mkdir()  # a directory with a temporary's name is not ours to delete
+    link = sub / temporary_name("e", dead_pid)
+    link.symlink_to(live)
+    assert clean_stale_temporaries(tmp_path) == 2
+    assert not any(p.exists() for p in stale) and live.exists() and folder.is_dir() and link.is_symlink()
+    assert clean_stale_temporaries(tmp_path) == 0
+    assert clean_stale_temporaries(tmp_path / "missing") == 0
+    assert clean_stale_temporaries(live) == 0  # a file, not a folder
+
+
+def test_ensure_writable_dir_creates_probes_and_cleans_up(tmp_path):
+    target = tmp_path / "x" / "y"
+    assert ensure_writable_dir(target) == target and target.is_dir() and list(target.iterdir()) == []
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UsageError) as info:
+        ensure_writable_dir(blocker / "below")
+    assert str(info.value) == f"results directory {str(blocker / 'below')!r} is not writable: Not a directory"
+    with pytest.raises(UsageError, match=r"^data folder '.*' is not writable: "):
+        ensure_writable_dir(blocker / "d", what="data folder")
