@@ -185,8 +185,8 @@ _TYPES = _field_types()
 def _as_float(value: float) -> float:
     try:
         return float(value)
-    except OverflowError:  # an integer beyond float range (JSON allows any)
-        return math.copysign(math.inf, value)
+    except OverflowError:  # an integer beyond float range (JSON allows any); copysign would convert it again
+        return math.inf if value > 0 else -math.inf
 
 
 def _check_value(name: str, value: Any) -> Any:
