@@ -216,3 +216,44 @@ def test_parse_hparams_quotes_the_first_60_characters(text, what):
     with pytest.raises(UsageError) as err:
         scoring.parse_hparams(text)
     assert str(err.value) == f"hparams cell is {what}: {text[:60]!r}"
+
+
+# ------------------------------------------------------------------------------------- trial_values' messages
+
+
+def test_trial_values_default_measure_is_time_and_small_measures_are_fine():
+    rows = [trial("w", "A", 0.5), trial("w", "B", 2.0)]
+    rows[0]["time_to_target"] = 0.0  # reached at once: zero is a valid measure, only negatives are refused
+    values = scoring.trial_values(pd.DataFrame(rows))
+    assert values["value"].tolist() == [0.0, 2.0]
+    assert scoring.trial_values(pd.DataFrame([trial("w", "A", 0.5)]))["value"].tolist() == [0.5]
+
+
+def test_default_r_max_is_four():
+    np.testing.assert_array_equal(scoring.ratios_from_times(np.array([[10.0, 40.0, 45.0]])), [[1.0, 4.0, INF]])
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda df: df.drop(columns=["outcome", "target"]), r"^trials lack column\(s\): outcome, target$"),
+    (lambda df: df.iloc[:0], r"^no trials to score$"),
+    (lambda df: df.assign(outcome=["crashed", "lost"] + ["reached"] * (len(df) - 2)),
+     r"^unknown outcome\(s\) crashed, lost; expected one of reached, missed, "),
+    (lambda df: df.assign(target=[0.5, 0.6, 0.5] * 3),  # exactly two targets on every workload
+     r"^workload\(s\) w1, w2, w3 mix trials with different targets or metric goals$"),
+    (lambda df: df.assign(time_to_target=-1.0), r"^negative time_to_target in the trials table$"),
+])
+def test_trials_table_messages(mutate, message):
+    with pytest.raises(UsageError, match=message):
+        scoring.trial_values(mutate(table(THREE)))
+
+
+def test_reached_without_the_measure_names_only_those_workloads():
+    # steps_to_target is NaN for every miss (w2's B, w3's A) and also for w1's and w3's reached trials here.
+    df = table(THREE)
+    df.loc[df["workload"].isin(["w1", "w3"]), "steps_to_target"] = np.nan
+    with pytest.raises(UsageError, match=r"^--by steps: reached trials of w1, w3 recorded no steps_to_target; "):
+        scoring.trial_values(df, by="steps")
+    only_w1 = table(THREE)
+    only_w1.loc[only_w1["workload"] == "w1", "steps_to_target"] = np.nan
+    with pytest.raises(UsageError, match=r"reached trials of w1 recorded"):  # not w2, w3: their NaNs are misses
+        scoring.trial_values(only_w1, by="steps")

@@ -121,12 +121,13 @@ def test_time_cis_draw_one_generator_in_sorted_cell_order():
 def _fixed_table() -> pd.DataFrame:
     """One study per cell: every bootstrap replicate equals the data, so the interval collapses."""
     rows = [trial("w1", "A", 10.0), trial("w1", "B", 22.0), trial("w2", "A", INF), trial("w2", "B", 30.0),
-            trial("w3", "A", 12.0)]  # B never ran w3: an absent cell
-    return pd.DataFrame(rows).assign(steps_to_target=[100.0, 50.0, np.nan, 30.0, 10.0])
+            trial("w3", "A", 12.0),  # B never ran w3: an absent cell
+            trial("w4", "A", 10.0), trial("w4", "B", 50.0)]  # ratio 5: scored only with r_max above 4
+    return pd.DataFrame(rows).assign(steps_to_target=[100.0, 50.0, np.nan, 30.0, 10.0, 10.0, 20.0])
 
 
 @pytest.mark.parametrize("options", [
-    {}, {"reference": "A"}, {"algoperf": True}, {"r_max": 2.1}, {"r_max": 2.3}, {"by": "steps"},
+    {}, {"reference": "A"}, {"algoperf": True}, {"r_max": 2.1}, {"r_max": 2.3}, {"r_max": 6.0}, {"by": "steps"},
     {"workloads": ["w1", "w2", "w3", "w9"]}, {"workloads": ["w1", "w2"]}, {"reference": "B", "algoperf": True},
 ])
 def test_score_ci_without_noise_collapses_on_the_leaderboard_score(options):
