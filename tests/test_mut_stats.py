@@ -81,6 +81,7 @@ def _with_steps(rows: list[dict], steps: list[float]) -> pd.DataFrame:
 
 def test_time_ci_and_time_cis_use_the_measure():
     trials = _with_steps(seeded_runs({"X": [10.0, 20.0, 30.0]}).to_dict("records"), [900.0, 800.0, 700.0])
+    trials = trials.assign(time_to_target=np.nan)  # steps recorded, seconds not: --by steps must not need them
     assert stats.time_ci(trials, workload="w", submission="X", by="steps").estimate == 800.0
     cis = stats.time_cis(trials, by="steps", n_boot=50)
     assert cis.loc[("w", "X"), "estimate"] == 800.0

@@ -3,6 +3,7 @@ swapped or dropped keywords survive there). Kills mutmut survivors of submission
 
 from __future__ import annotations
 
+import pytest
 from torch import nn
 
 from optbench_submissions import muon as muon_module
@@ -12,11 +13,12 @@ HP = {"lr": 0.03, "momentum": 0.8, "nesterov": False, "ns_steps": 3, "adam_lr": 
       "adam_beta2": 0.85, "adam_eps": 1e-7, "weight_decay": 0.25, "ns_dtype": "float32"}
 
 
-def test_make_maps_every_hyperparameter():
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_make_maps_every_hyperparameter(nesterov):
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 6), nn.Linear(6, 2))
-    groups = muon_module._make(model, HP, short_info()).param_groups
+    groups = muon_module._make(model, HP | {"nesterov": nesterov}, short_info()).param_groups
     matrices = next(g for g in groups if g["use_muon"])
     others = next(g for g in groups if not g["use_muon"])
-    assert (matrices["lr"], matrices["momentum"], matrices["nesterov"], matrices["ns_steps"]) == (0.03, 0.8, False, 3)
+    assert (matrices["lr"], matrices["momentum"], matrices["nesterov"], matrices["ns_steps"]) == (0.03, 0.8, nesterov, 3)
     assert matrices["weight_decay"] == 0.25 and matrices["ns_dtype"] == "float32"
     assert (others["lr"], others["betas"], others["eps"]) == (0.004, (0.7, 0.85), 1e-7)
