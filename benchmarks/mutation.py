@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/mutation.py optbench/scoring.py               # one module, its default tests
     .venv/bin/python benchmarks/mutation.py optbench/stats.py submissions/adamw.py --time-limit 900
     .venv/bin/python benchmarks/mutation.py optbench/runner.py --tests tests/test_runner.py -k "not cifar"
+    .venv/bin/python benchmarks/mutation.py --rerun optbench/scoring.py       # after adding tests: survivors only
     .venv/bin/python benchmarks/mutation.py --report                          # the table of the last runs
     .venv/bin/python benchmarks/mutation.py --report --survivors --diff       # plus every surviving mutant's diff
     .venv/bin/python benchmarks/mutation.py --list                            # modules and their default tests
@@ -80,7 +81,7 @@ def staged_path(module: str) -> Path:
     """``submissions/adamw.py`` -> ``optbench_submissions/adamw.py``: the path under the import name."""
     top, _, rest = module.partition("/")
     if top not in PACKAGE_DIRS or not rest.endswith(".py"):
-        raise SystemExit(f"error: {module!r} is not a .py file under {', '.join(PACKAGE_DIRS)}/")
+        raise ValueError(f"{module!r} is not a .py file under {', '.join(PACKAGE_DIRS)}/")
     return Path(PACKAGE_DIRS[top]) / rest
 
 
@@ -297,20 +298,25 @@ def main(argv: list[str] | None = None) -> int:
     modules = args.modules or (recorded_modules() if args.report else [])
     if not modules:
         ap.error("name at least one module (or --report, --list)")
-    for m in modules:
-        staged_path(m)  # validate every name before the first long run
+    for m in modules:  # validate every name before the first long run: one line, exit code 2
+        try:
+            staged_path(m)
+        except ValueError as err:
+            ap.error(str(err))
+        if not args.report and not (ROOT / m).is_file():
+            ap.error(f"no such file: {m}")
+        if args.rerun and read_score(m) is None:
+            ap.error(f"{m} has no earlier run to re-test; run it without --rerun first")
     if not args.report:
         for m in modules:
             tests = list(args.tests) if args.tests else default_tests(m)
             if args.keyword:
                 tests += ["-k", args.keyword]
             if not tests:
-                raise SystemExit(f"error: no tests for {m}; pass --tests")
+                ap.error(f"no tests for {m}; pass --tests")
             names: list[str] = []
             if args.rerun:
                 last = read_score(m)
-                if last is None:
-                    raise SystemExit(f"error: {m} has no earlier run to re-test; run it without --rerun first")
                 names = last.survivors + last.no_tests
                 stage = refresh_tests(m, tests)
             else:
