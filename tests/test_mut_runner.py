@@ -81,8 +81,11 @@ class Variant(LinReg):
         self.name, self.make_task = name, make_task
         self.metric = metric or LinReg.metric
         self.sizes = {"tiny": replace(LinReg.sizes["tiny"], options=TINY, target=target)}
+        self.setups: list[tuple] = []
 
     def setup(self, size, *, device, data_dir=None):
+        assert size is self.sizes["tiny"] and isinstance(device, torch.device)
+        self.setups.append((device, data_dir))
         return self.make_task(size, device)
 
 
@@ -163,7 +166,9 @@ def sgd_plain(model, hp, info):
 def test_rows_counters_and_observer_follow_the_steps(results):
     w, tasks = strict(seed=3)
     obs = Recorder()
+    start = time.perf_counter()
     r = run(w, load_submission("sgd"), results, obs, hparams=SGD, seed=3, max_steps=12, eval_every_steps=5)
+    elapsed = time.perf_counter() - start
     assert r.record.outcome == "missed" and r.record.error is None
     rows = r.rows
     assert [row.step for row in rows] == [0, 5, 10, 12]
@@ -179,7 +184,7 @@ def test_rows_counters_and_observer_follow_the_steps(results):
         assert row.learning_rate == 1e-2
         assert json.loads(row.metrics_json) == {"excess_risk": row.metric_value,
                                                  "val_loss": pytest.approx(0.5 * (row.metric_value + 0.25))}
-        assert row.wall_seconds >= row.timed_seconds + row.eval_seconds > 0
+        assert elapsed >= row.wall_seconds >= row.timed_seconds + row.eval_seconds > 0  # since the trial began
     assert rows[0].timed_seconds == 0.0
     assert all(b.timed_seconds > a.timed_seconds and b.eval_seconds > a.eval_seconds for a, b in zip(rows, rows[1:]))
     assert [t for _, _, t in obs.steps][4] == rows[1].timed_seconds  # the clock at step 5 is the row's
@@ -249,6 +254,45 @@ def test_a_maximised_metric_is_reached_and_scored_upwards(results):
               hparams=SGD, max_steps=40, eval_every_steps=2)
     assert hit.record.outcome == "reached" and hit.record.steps_to_target == hit.rows[-1].step > 0
     assert hit.rows[-1].metric_value >= -0.45 > max(row.metric_value for row in hit.rows[:-1])
+
+
+class _BareUpdater:
+    """An updater with the Optimizer interface but no param_groups (allowed: learning_rate is then NaN)."""
+
+    def __init__(self, model, groups=None):
+        self.model = model
+        if groups is not None:
+            self.param_groups = groups
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for p in self.model.parameters():
+            p -= 0.01 * p.grad
+
+    def zero_grad(self, set_to_none=True):
+        self.model.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state_dict):
+        pass
+
+
+@pytest.mark.parametrize("groups", [None, [], [{"momentum": 0.0}]], ids=["none", "empty", "no-lr"])
+def test_an_updater_without_a_learning_rate_records_nan(results, groups):
+    r = run(strict()[0], sub("bare", lambda m, hp, i: _BareUpdater(m, groups)), results, max_steps=2,
+            eval_every_steps=1)
+    assert r.record.outcome == "missed", r.record.error
+    assert len(r.rows) == 3 and all(math.isnan(row.learning_rate) for row in r.rows)
+    assert r.rows[-1].metric_value < r.rows[0].metric_value  # it did train
+
+
+def test_budget_in_timed_seconds_alone_ends_the_trial(results):
+    r = run(strict()[0], load_submission("sgd"), results, hparams=SGD, max_steps=10**7, max_seconds=0.2,
+            eval_every_steps=10**6)
+    assert r.record.outcome == "missed" and r.record.error is None
+    assert 0.2 <= r.record.total_timed_seconds < 5 and r.rows[-1].step == r.record.total_steps < 10**7
 
 
 def test_learning_rate_is_the_first_groups(results):
@@ -324,6 +368,36 @@ def test_a_bad_batch_size_from_the_submission_is_an_error(results, bad):
     assert f"batch_size() returned {bad!r}; expected an int in 1..2147483647" in r.record.error
 
 
+class _CappedTask(LinRegTask):
+    """Hands out at most 4 examples whatever size is asked (so the largest legal batch size can be asked for)."""
+
+    def next_batch(self, batch_size, generator):
+        return super().next_batch(min(batch_size, 4), generator)
+
+
+def test_the_largest_batch_size_is_accepted(results):
+    class Huge(_Ramp):
+        sizes = {1: 2**31 - 1}
+
+    r = run(wl(Variant("capped", _CappedTask)), sub("ramp", lambda m, hp, i: Huge(m.parameters(), lr=hp["lr"]),
+                                                     {Capability.BATCH_SCHEDULE}), results, max_steps=2,
+            eval_every_steps=1)
+    assert r.record.outcome == "missed", r.record.error
+    assert [row.batch_size for row in r.rows] == [2**31 - 1, 2**31 - 1, 8]  # what was asked; 4 examples given
+    assert [row.examples for row in r.rows] == [0, 4, 8]
+
+
+def test_a_single_warmup_step_runs_off_the_clock_and_leaves_no_trace(results):
+    w, tasks = strict(seed=2)
+    plain = run(w, load_submission("sgd"), results, hparams=SGD, seed=2, max_steps=4, eval_every_steps=2)
+    warmed = run(w, load_submission("sgd"), results, hparams=SGD, seed=2, max_steps=4, eval_every_steps=2,
+                 warmup_steps=1)
+    assert (tasks[0].losses, tasks[1].losses) == (4, 5)  # the warm-up step ran
+    assert [row.train_loss for row in warmed.rows[1:]] == [row.train_loss for row in plain.rows[1:]]
+    assert [row.metric_value for row in warmed.rows] == [row.metric_value for row in plain.rows]
+    assert warmed.rows[0].timed_seconds == 0.0 and warmed.record.total_steps == 4
+
+
 def test_batch_size_extremes_are_accepted(results):
     class Edge(_Ramp):
         sizes = {1: 1, 2: 3}
@@ -366,6 +440,29 @@ def test_eval_params_swap_is_timed_and_restored(results):
 
 
 # --------------------------------------------------------------------------------------------------- failures
+def test_setup_gets_the_device_and_data_folder(results, tmp_path):
+    variant = Variant("setup", LinRegTask)
+    run(wl(variant), load_submission("sgd"), results, hparams=SGD, max_steps=1, data_dir=tmp_path / "data")
+    run(wl(variant), load_submission("sgd"), results, hparams=SGD, max_steps=1)
+    assert variant.setups == [(torch.device("cpu"), tmp_path / "data"), (torch.device("cpu"), None)]
+
+
+def test_a_failed_setup_records_no_steps_and_no_time(results, bad_plugins):
+    from optbench.registry import load_workload
+
+    r = run(load_workload(f"{bad_plugins}:BrokenWorkload"), load_submission("sgd"), results, hparams=SGD)
+    rec = r.record
+    assert rec.outcome == "error" and r.rows == [] and "KeyError" in rec.error
+    assert (rec.total_steps, rec.total_timed_seconds, rec.best_metric) == (0, 0.0, None)
+
+
+def test_ctrl_c_records_its_reason_and_is_raised_again(results):
+    with pytest.raises(KeyboardInterrupt):
+        run(strict()[0], load_submission(f"{FAULTY}:Interrupting"), results, hparams={"after": 2}, max_steps=9)
+    (rec,) = read_results(results).trials.itertuples()
+    assert (rec.outcome, rec.error, rec.total_steps) == ("interrupted", "stopped by the user (Ctrl-C)", 1)
+
+
 def test_classify_names_memory_errors_oom():
     class OutOfMemoryError(Exception):  # matched by name, as torch's CUDA and MPS errors are
         pass
@@ -401,6 +498,17 @@ def test_a_first_loss_of_zero_turns_the_factor_rule_off(results):
     assert r.record.outcome == "missed", r.record.error
 
 
+@pytest.mark.parametrize("first,later,diverged", [(1.0, 100.0, False), (1.0, 100.5, True), (2.0, 150.0, False),
+                                                  (2.0, 201.0, True)])
+def test_the_factor_rule_is_strictly_above_factor_times_the_first_loss(results, first, later, diverged):
+    task = lambda size, device: _ScriptedTask(size, device, losses=lambda k: first if k == 1 else later)
+    r = run(wl(Variant("factor", task)), load_submission("sgd"), results, hparams=SGD, max_steps=3,
+            eval_every_steps=3)
+    assert r.record.outcome == ("diverged" if diverged else "missed"), r.record.error
+    if diverged:
+        assert r.record.error == (f"training loss {later:.4g} exceeded 100x its first value {first:.4g} at step 2")
+
+
 def test_a_non_finite_loss_is_diverged_and_the_end_is_evaluated(results):
     task = lambda size, device: _ScriptedTask(size, device, losses=lambda k: math.inf if k == 3 else 1.0)
     obs = Recorder()
@@ -409,6 +517,18 @@ def test_a_non_finite_loss_is_diverged_and_the_end_is_evaluated(results):
     assert r.record.outcome == "diverged" and r.record.error == "training loss became inf at step 3"
     assert [row.step for row in r.rows] == [0, 3]  # the final quiet evaluation where the model ended
     assert obs.evals[-1] == (r.rows[-1], False)
+
+
+def test_a_diverged_trial_has_no_time_to_target_even_if_its_last_evaluation_meets_it(results):
+    task = lambda size, device: _ScriptedTask(size, device, losses=lambda k: math.inf if k == 3 else 1.0,
+                                              metric=lambda n, out: {**out, "excess_risk": 1.0 if n == 1 else 0.0})
+    obs = Recorder()
+    r = run(wl(Variant("late", task, target=0.5)), load_submission("sgd"), results, obs, hparams=SGD, max_steps=20,
+            eval_every_steps=10)
+    rec = r.record
+    assert rec.outcome == "diverged" and [row.metric_value for row in r.rows] == [1.0, 0.0]
+    assert rec.time_to_target is rec.steps_to_target is rec.examples_to_target is rec.tokens_to_target is None
+    assert rec.best_metric == 0.0 and [hit for _, hit in obs.evals] == [False, False]
 
 
 def test_divergence_is_kept_when_the_final_evaluation_fails(results):
@@ -521,8 +641,9 @@ def test_a_result_that_fits_nowhere_is_a_usage_error_naming_the_outcome(tmp_path
     results, trial = _sabotaged(tmp_path, monkeypatch, tmp_path / "file" / "tmp")
     with pytest.raises(UsageError) as info:
         trial()
-    msg = str(info.value)
-    assert "nor to any rescue directory" in msg and "outcome missed" in msg and str(results) in msg
+    assert re.fullmatch(rf"could not write the result of strict/tiny faulty\.py:Sabotage seed 0 to "
+                        rf"{re.escape(repr(str(results)))} \(\[Errno \d+\] .+\) nor to any rescue directory; "
+                        rf"outcome missed, best [0-9.e-]+", str(info.value)), str(info.value)
 
 
 def test_the_last_rescue_is_the_temporary_folder(tmp_path, monkeypatch):
@@ -533,5 +654,6 @@ def test_the_last_rescue_is_the_temporary_folder(tmp_path, monkeypatch):
     r = trial()
     kept = tmp_path / "tmp" / f"optbench-rescued-{os.getuid()}"
     assert r.path.is_relative_to(kept) and r.path.exists()
-    assert r.note.startswith(f"could not write to {str(results)!r} (") and r.note.endswith(f"kept at {str(r.path)!r}")
+    assert re.fullmatch(rf"could not write to {re.escape(repr(str(results)))} \(\[Errno \d+\] .+\); "
+                        rf"the result was kept at {re.escape(repr(str(r.path)))}", r.note), r.note
     assert len(read_results(kept).trials) == 1
