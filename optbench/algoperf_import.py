@@ -157,7 +157,7 @@ def find_logs(root: Path, *, submission: str | None = None) -> list[TrialLog]:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # unreadable, not JSON, or nested past the decoder's depth
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -260,8 +260,9 @@ def _seed(value: Any, *, default: int) -> int:
     """``rng_seed`` of the meta data: a whole number in [0, 2**63), or ``default`` where the log has none."""
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value) or not 0 <= int(value) < 2**63:
+    # Integers are checked as integers: a float conversion of 10**400 would raise OverflowError.
+    whole = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value == int(value))
+    if isinstance(value, bool) or not whole or not 0 <= int(value) < 2**63:
         raise ValueError(f"rng_seed {printable(repr(value))[:40]} is not a whole number in [0, 2**63)")
     return int(value)
 

@@ -84,11 +84,11 @@ def run(workload: str, opts: tuple[str, ...], size: str | None, opt_args: tuple[
         hparams_file: Path | None, seeds: tuple[int, ...], device: str, results_dir: Path | None,
         data_dir: Path | None, max_steps: int | None, max_seconds: float | None, eval_every_steps: int | None,
         batch_size: int | None, timeout: float | None, warmup_steps: int, compile_model: bool, study: str | None,
-        quiet: bool) -> None:
+        quiet: bool) -> int:
     """Train WORKLOAD with each submission and seed until the target or the budget; write one Parquet per trial."""
     from optbench import commands
 
-    commands.run(
+    return commands.run(
         workload=workload, opts=opts, size=size, opt_args=opt_args, hparams_file=hparams_file, seeds=seeds,
         device=device, results_dir=results_dir, data_dir=data_dir, quiet=quiet,
         overrides=dict(max_steps=max_steps, max_seconds=max_seconds, eval_every_steps=eval_every_steps,

@@ -63,8 +63,10 @@ def given_hparams(opt_args: Sequence[str], hparams_file: Path | None) -> dict[st
 
 def run(*, workload: str, opts: Sequence[str], size: str | None, opt_args: Sequence[str],
         hparams_file: Path | None, seeds: Sequence[int], device: str, results_dir: Path | None,
-        data_dir: Path | None, quiet: bool, overrides: Mapping[str, Any]) -> None:
+        data_dir: Path | None, quiet: bool, overrides: Mapping[str, Any]) -> int:
     """``optbench run``: every (submission, seed) trial in turn; a failed trial is recorded and the next runs.
+
+    Returns the exit code: 0, or 1 when a result had to be kept outside the results directory.
 
     Every trial is prepared (loaded, merged, bounded, validated) and the results directory proven writable before
     the first one starts, so a typo costs nothing; the runner then consumes the prepared trials as they are.
@@ -82,8 +84,8 @@ def run(*, workload: str, opts: Sequence[str], size: str | None, opt_args: Seque
     out = paths.results_dir(results_dir)
     trials = [prepare(w, s, replace(base, seed=seed), results_dir=out) for s in subs for seed in seeds]
     check_data(trials[0].size, base.data_dir)  # a missing dataset stops us before any trial
-    check_destination(out)
-    console = _console()
+    check_destination(out, trials)
+    console, rescued = _console(), 0
     for prep in trials:
         if quiet:
             result = run_prepared(prep)
@@ -92,7 +94,9 @@ def run(*, workload: str, opts: Sequence[str], size: str | None, opt_args: Seque
                 result = run_prepared(prep, observer=bar)
         console.print(_summary(result.record, result.path))
         if result.note:
+            rescued += 1
             _console(stderr=True).print(f"[red]warning[/red] {escape(result.note)}")
+    return 1 if rescued else 0  # a result kept outside the results directory is not a clean run
 
 
 def _summary(rec: Any, path: Path) -> str:

@@ -108,7 +108,7 @@ def clean_stale_temporaries(root: Path) -> int:
       How many files were removed.
     """
     root = Path(root)
-    if not root.is_dir():
+    if not is_dir(root):
         return 0
     removed = 0
     for path in root.rglob(".*.tmp"):
@@ -120,6 +120,23 @@ def clean_stale_temporaries(root: Path) -> int:
             continue
         removed += 1
     return removed
+
+
+def is_dir(path: Path) -> bool:
+    """``path.is_dir()`` that answers False instead of raising where the path cannot even be looked up (a name
+    longer than the file system allows, a permission error on a parent)."""
+    try:
+        return Path(path).is_dir()
+    except OSError:
+        return False
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()`` that answers False where the path cannot be looked up (see :func:`is_dir`)."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False
 
 
 def ensure_writable_dir(path: Path, *, what: str = "results directory") -> Path:

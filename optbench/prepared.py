@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,9 +307,15 @@ def check_data(size: Size, data_dir: Path | None) -> None:
         read_manifest(size.dataset, paths.data_dir(data_dir))
 
 
-def check_destination(results_dir: Path) -> None:
-    """Prove the results directory writable before any trial trains (one line naming the path otherwise), and
-    clear the temporaries that killed writers left in it."""
+def check_destination(results_dir: Path, trials: Sequence[PreparedTrial] = ()) -> None:
+    """Prove the results directory, and the folder each of ``trials`` writes to, writable before any trial trains
+    (one line naming the path otherwise: a folder blocked by a file below a writable root fails here, not after
+    training), and clear the temporaries that killed writers left there."""
     from optbench.fsutil import clean_stale_temporaries, ensure_writable_dir
+    from optbench.results import trial_dir
 
     clean_stale_temporaries(ensure_writable_dir(Path(results_dir)))
+    folders = {trial_dir(results_dir, workload=t.workload.obj.name, size=t.size.name, submission=t.submission.label)
+               for t in trials}
+    for folder in sorted(folders):
+        ensure_writable_dir(folder)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optbench import SCHEMA_VERSION
-from optbench.fsutil import atomic_file, clean_stale_temporaries, is_valid_text, printable
+from optbench.fsutil import atomic_file, clean_stale_temporaries, is_dir, is_valid_text, printable
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -98,9 +98,15 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("._") or "_"
 
 
+def trial_dir(root: Path, *, workload: str, size: str, submission: str) -> Path:
+    """The folder under ``root`` that holds the results of ``submission`` on ``workload``/``size``."""
+    return Path(root) / f"{_safe(workload)}-{_safe(size)}" / _safe(submission)
+
+
 def trial_path(root: Path, record: TrialRecord) -> Path:
     """Where ``record``'s file goes under ``root``."""
-    return root / f"{_safe(record.workload)}-{_safe(record.size)}" / _safe(record.submission) / f"{record.run_id}.parquet"
+    return trial_dir(root, workload=record.workload, size=record.size, submission=record.submission) / (
+        f"{record.run_id}.parquet")
 
 
 def _check_text(record: TrialRecord, rows: Sequence[EvalRow]) -> None:
@@ -343,7 +349,7 @@ def read_results(root: Path) -> Loaded:
     root = Path(root)
     problems: list[str] = []
     read = []
-    if root.is_dir():
+    if is_dir(root):
         clean_stale_temporaries(root)
         for path in result_files(root, problems):
             try:

@@ -263,11 +263,12 @@ def recorded_trials(results_dir: Path, *, workload: str, size: str) -> dict[tupl
     """
     import pyarrow.parquet as pq
 
+    from optbench.fsutil import is_dir
     from optbench.results import check_meta, result_files
 
     found: dict[tuple, list[tuple[Any, Any]]] = {}
     root = Path(results_dir)
-    for path in result_files(root, []) if root.is_dir() else []:
+    for path in result_files(root, []) if is_dir(root) else []:
         try:
             meta = check_meta(json.loads((pq.read_schema(path).metadata or {})[b"optbench"]))
         except Exception:  # not ours, damaged, or of another schema: never a reason to stop a tune
@@ -434,7 +435,7 @@ def tune(spec: TuneSpec, *, results_dir: Path, reporter: Reporter | None = None)
                                                                study=p.study, trial=p.trial),
                             results_dir=results_dir)) for p in planned]
     check_data(first.size, spec.data_dir)
-    check_destination(results_dir)
+    check_destination(results_dir, [prep for _, prep in prepared])
     known = recorded_trials(results_dir, workload=w.obj.name, size=first.size.name)
     skipped, todo = [], []
     for p, prep in prepared:

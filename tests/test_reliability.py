@@ -128,6 +128,32 @@ def test_unwritable_results_dir_fails_before_training(tmp_path):
     assert str(below) in one_line_usage_error(r)
 
 
+@pytest.mark.parametrize("command", ["run", "tune"])
+def test_a_blocked_trial_folder_below_a_writable_root_fails_before_training(command, results, tmp_path):
+    results.mkdir()
+    (results / "linreg-tiny").write_text("a file where the workload's folder goes")
+    marker = tmp_path / "marker"
+    extra = ("--trials", "1", "--studies", "1", "--search-space", str(tmp_path / "s.json")) if command == "tune" else ()
+    (tmp_path / "s.json").write_text('[{"lr": 0.01}]')
+    r = cli(command, "-s", f"{FAULTY}:Marking", "--results-dir", str(results), "--quiet", *TINY, *extra,
+            env={"OPTBENCH_TEST_MARKER": str(marker)})
+    assert str(results / "linreg-tiny") in one_line_usage_error(r)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("command", [("score",), ("report", "--out", "rep"), ("data", "list"),
+                                     ("tune", "--trials", "1", "--studies", "1")])
+def test_a_path_longer_than_the_file_system_allows_is_one_line(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    long = "9" * 400  # one name past NAME_MAX: lookups raise OSError instead of answering False
+    option = "--data-dir" if command[0] == "data" else "--results-dir"
+    r = cli(*command, option, long)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code in (0, 2) and "Traceback" not in r.output
+    if r.exit_code == 2:
+        one_line_usage_error(r)
+
+
 def test_prepared_trial_holds_validated_values_and_pickles(results):
     import pickle
 
@@ -187,7 +213,7 @@ def test_a_failed_final_write_keeps_the_result_elsewhere_and_says_where(tmp_path
     results, data = tmp_path / "results", tmp_path / "data"
     r = cli("run", "-s", f"{FAULTY}:Sabotage", "-s", "sgd", "--results-dir", str(results), "--quiet", *TINY,
             env={"OPTBENCH_TEST_SABOTAGE": str(results), "OPTBENCH_DATA": str(data)})
-    assert r.exit_code == 0 and r.exception is None, r.output
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output  # a result lives elsewhere
     rescued = data / "rescued-results"
     assert "kept at" in r.output and str(rescued) in r.output
     kept = trials(rescued)

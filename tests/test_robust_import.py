@@ -76,10 +76,17 @@ def test_huge_but_finite_seconds_import(tmp_path):
     assert t.loc["2", "time_to_target"] == 1e300
 
 
-@pytest.mark.parametrize("seed", ["abc", 2**70, -1, 1.5, True, [3], float("inf")])
+@pytest.mark.parametrize("seed", ["abc", 2**70, 10**400, -1, 1.5, True, [3], float("inf")])
 def test_bad_rng_seed_skips_the_trial(tmp_path, seed):
     out = import_algoperf(_tree(tmp_path, meta={"rng_seed": seed}), results_dir=tmp_path / "results")
     assert len(out.written) == 1 and "rng_seed" in out.skipped[0] and "trial_2" in out.skipped[0]
+
+
+def test_hparams_nested_past_the_decoder_are_ignored_not_a_crash(tmp_path):
+    root = _tree(tmp_path, meta={})
+    (root / "wmt_jax" / "trial_2" / "hparams.json").write_text("[" * 100_000 + "]" * 100_000)
+    out = import_algoperf(root, results_dir=tmp_path / "results")
+    assert len(out.written) == 2  # the trial is imported; its unreadable hyperparameters are left out
 
 
 def test_whole_float_rng_seed_is_the_seed(tmp_path):

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from optbench.data.catalog import DATASETS
+from optbench.fsutil import is_file
 
 _DATA_DIR_HELP = "Data directory [default: $OPTBENCH_DATA or ~/.cache/optbench]."
 
@@ -75,7 +76,7 @@ def list_(data_dir: Path | None) -> None:
         try:
             manifest = datasets.read_manifest(name, data_dir)
         except DataMissingError as exc:
-            if (datasets.dataset_dir(name, data_dir) / MANIFEST).exists():  # damaged or incomplete: say why
+            if is_file(datasets.dataset_dir(name, data_dir) / MANIFEST):  # damaged or incomplete: say why
                 table.add_row(name, "[yellow]incomplete[/yellow]", folder, _text(exc), "-")
             else:
                 table.add_row(name, "[yellow]not prepared[/yellow]", folder,
