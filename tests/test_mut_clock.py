@@ -67,3 +67,19 @@ def test_synchronize_on_cpu_returns_at_once():
     start = time.perf_counter()
     synchronize(torch.device("cpu"))
     assert time.perf_counter() - start < 0.5
+
+
+# On this CPU-only build, reaching torch's CUDA or MPS synchronisation raises (no such backend): that is how a CPU
+# test tells that a CUDA/MPS clock reading does wait for the device (skipping it would charge queued kernels to
+# whatever is timed next). With a GPU present, the same call must simply return.
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA present, synchronize really waits")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_synchronize_on_cuda_goes_to_torch_cuda(device):
+    with pytest.raises(AssertionError, match="not compiled with CUDA"):
+        synchronize(torch.device(device))
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="with MPS present, synchronize really waits")
+def test_synchronize_on_mps_goes_to_torch_mps():
+    with pytest.raises(RuntimeError, match="MPS"):
+        synchronize(torch.device("mps"))
