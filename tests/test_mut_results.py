@@ -229,10 +229,9 @@ def test_result_files_lists_regular_parquet_files_sorted(tmp_path):
 
 def test_an_unlistable_folder_is_a_problem(tmp_path):
     problems: list[str] = []
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    found = result_files(blocker / "below", problems)
-    assert found == [] and problems == [] or problems[0].startswith(f"{blocker / 'below'}: cannot list every file")
+    root = tmp_path / ("x" * 300)  # one name longer than the file system allows: listing it fails
+    assert result_files(root, problems) == []
+    assert problems == [f"{root}: cannot list every file (File name too long)"]
 
 
 def test_frames_carry_keys_metadata_and_float_measures(tmp_path):
@@ -247,8 +246,11 @@ def test_frames_carry_keys_metadata_and_float_measures(tmp_path):
                 "target", "total_timed_seconds"):
         assert str(loaded.trials[col].dtype) == "float64", col
     assert t.loc["r1", "steps_to_target"] == 100.0 and math.isnan(t.loc["r2", "steps_to_target"])
-    e = loaded.evals
-    assert len(e) == 2 and set(e["run_id"]) == {"r1"}  # a trial without rows adds none
+    write_trial(tmp_path, _record(run_id="r3"), [_row(0, 1.0), _row(100, 0.05)])
+    e = read_results(tmp_path).evals
+    assert list(e.index) == [0, 1, 2, 3]  # one frame, not each file's own index
+    e = e[e["run_id"] == "r1"]
+    assert len(e) == 2  # a trial without rows (r2) adds none
     assert e["workload_key"].tolist() == ["linreg/tiny"] * 2 and e["step"].tolist() == [0, 100]
     for col in ("workload", "size", "submission", "study", "trial", "seed", "metric_goal", "target"):
         assert e[col].tolist() == [asdict(_record())[col]] * 2, col
