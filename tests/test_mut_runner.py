@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import signal
 import tempfile
 import threading
@@ -461,6 +462,32 @@ def test_ctrl_c_records_its_reason_and_is_raised_again(results):
         run(strict()[0], load_submission(f"{FAULTY}:Interrupting"), results, hparams={"after": 2}, max_steps=9)
     (rec,) = read_results(results).trials.itertuples()
     assert (rec.outcome, rec.error, rec.total_steps) == ("interrupted", "stopped by the user (Ctrl-C)", 1)
+
+
+class _TypeTask(LinRegTask):
+    """Records the type of model each call gets: the training forward and the evaluation."""
+
+    seen: list
+
+    def loss(self, model, batch):
+        self.seen.append(("loss", type(model).__name__))
+        return super().loss(model, batch)
+
+    def evaluate(self, model):
+        self.seen.append(("evaluate", type(model).__name__))
+        return super().evaluate(model)
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="inductor needs a C++ compiler")
+def test_compile_sends_only_the_training_forward_through_torch_compile(results):
+    seen: list = []
+    task = type("T", (_TypeTask,), {"seen": seen})
+    r = run(wl(Variant("compiled", task)), load_submission("sgd"), results, hparams=SGD, max_steps=2,
+            eval_every_steps=2, compile=True)
+    assert r.record.outcome == "missed" and r.record.compiled is True, r.record.error
+    assert seen == [("evaluate", "Linear"), ("loss", "OptimizedModule"), ("loss", "OptimizedModule"),
+                    ("evaluate", "Linear")]
+    assert read_results(results).trials.iloc[0]["compiled"] == True  # noqa: E712 - a numpy bool
 
 
 def test_classify_names_memory_errors_oom():
