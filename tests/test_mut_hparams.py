@@ -102,6 +102,9 @@ def test_parse_assignments_strips_keys_and_names_bad_items():
 
 def test_merge_overrides_defaults_and_check_keys_names_every_unknown():
     assert merge({"lr": 1, "wd": 0}, {"wd": 3}, submission="s") == {"lr": 1, "wd": 3}
+    with pytest.raises(UsageError) as info:
+        merge({"lr": 1}, {"mom": 0.9}, submission="mine")
+    assert str(info.value) == "submission 'mine' has no hyperparameter mom; it accepts: lr"
     check_keys({"lr": 1}, ["lr", "batch_size"], submission="s")
     with pytest.raises(UsageError) as info:
         check_keys({"wd": 0, "lr": 1}, ["zz", "lr", "aa", "zz"], submission="mine")
