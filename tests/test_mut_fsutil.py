@@ -7,13 +7,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from optbench.errors import UsageError
-from optbench.fsutil import (OLD_TEMPORARY_AGE_S, atomic_file, clean_stale_temporaries, ensure_writable_dir,
-                             is_stale_temporary, is_valid_text, pid_alive, printable, temporary_name)
+from optbench.fsutil import (OLD_TEMPORARY_AGE_S, atomic_file, clean_stale_temporaries, ensure_writable_dir, is_dir,
+                             is_file, is_stale_temporary, is_valid_text, pid_alive, printable, temporary_name)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,7 @@ def test_text_checks():
 
 def test_pid_alive(dead_pid):
     assert pid_alive(os.getpid()) is True
+    assert pid_alive(1) is True  # init: the smallest real PID
     assert pid_alive(dead_pid) is False
     assert pid_alive(0) is False and pid_alive(-1) is False  # process groups, never a writer
     assert pid_alive(2**70) is False  # no PID can be that large
@@ -114,3 +116,32 @@ def test_ensure_writable_dir_creates_probes_and_cleans_up(tmp_path):
     assert str(info.value) == f"results directory {str(blocker / 'below')!r} is not writable: Not a directory"
     with pytest.raises(UsageError, match=r"^data folder '.*' is not writable: "):
         ensure_writable_dir(blocker / "d", what="data folder")
+    target.mkdir(exist_ok=True)
+    assert ensure_writable_dir(target) == target  # an existing folder is fine too
+    with pytest.raises(UsageError, match=r"^results directory '/proc' is not writable: "):
+        ensure_writable_dir(Path("/proc"))  # exists, but no file can be made in it (not even by root)
+
+
+def test_the_liveness_check_sends_no_signal():
+    # The child restores SIGHUP's default (it may inherit "ignored" from nohup): a check that sent a real signal
+    # instead of signal 0 would end it.
+    child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
+                              "signal.SIG_DFL); print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert pid_alive(child.pid) is True
+        time.sleep(0.2)
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_is_dir_and_is_file_answer_false_where_a_path_cannot_be_looked_up(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    assert (is_dir(tmp_path), is_file(tmp_path), is_dir(f), is_file(f)) == (True, False, False, True)
+    long = tmp_path / ("x" * 300)  # longer than a file name may be: Path.is_dir raises
+    assert is_dir(long) is False and is_file(long) is False
+    assert is_dir(str(tmp_path)) is True and is_file(str(f)) is True
