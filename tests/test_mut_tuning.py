@@ -172,13 +172,15 @@ def test_recorded_trials_reads_footers_and_filters(results):
     assert recorded_trials(results, workload="linreg", size="small") == {}
     assert recorded_trials(results, workload="other", size="tiny") == {}
     assert recorded_trials(results / "missing", workload="linreg", size="tiny") == {}
-    # an interrupted copy and a damaged file are not recorded trials
+    # an interrupted copy, another size's trial, a damaged file and a FIFO are not recorded trials; named to sort
+    # before the real file, so a scan that stopped at the first of them would miss it
     table = pq.read_table(done.path)
     meta = json.loads(table.schema.metadata[b"optbench"])
-    pq.write_table(table.replace_schema_metadata({b"optbench": json.dumps({**meta, "run_id": "x",
-                                                                           "outcome": "interrupted"})}),
-                   done.path.parent / "x.parquet")
-    (done.path.parent / "junk.parquet").write_bytes(b"junk")
+    for name, changed in (("0a.parquet", {"outcome": "interrupted"}), ("0b.parquet", {"size": "small"})):
+        pq.write_table(table.replace_schema_metadata({b"optbench": json.dumps({**meta, "run_id": name, **changed})}),
+                       done.path.parent / name)
+    (done.path.parent / "0c.parquet").write_bytes(b"junk")
+    os.mkfifo(done.path.parent / "0d.parquet")
     assert recorded_trials(results, workload="linreg", size="tiny") == found
 
 
@@ -188,7 +190,11 @@ def test_tune_reports_plans_and_results_and_skips_on_rerun(results):
     spec = _spec(trials=2, seed=4, overrides=TINY)
     out = tune(spec, results_dir=results, reporter=notes)
     assert notes.notes == ["2 trials planned, 0 already recorded, 2 to run"]
-    assert [p for p, _ in notes.done] == list(out.planned) and not notes.crashes and not out.crashed
+    assert notes.done == list(out.finished) and [p for p, _ in notes.done] == list(out.planned)
+    assert not notes.crashes and not out.crashed
+    for _, d in out.finished:  # each claim became a marker naming its result file
+        (marker,) = [m for m in (results / ".claims").glob("*.done") if json.loads(m.read_text())["result"] ==
+                     str(d.path)]
     for p, d in out.finished:
         assert d.outcome == "missed" and d.metric_name == "excess_risk" and d.path.exists()
         assert d.time_to_target is None and d.steps_to_target is None
