@@ -81,6 +81,7 @@ def test_trial_counts_default_per_ruleset():
     ({"ruleset": "self", "search_space": Path("s.json")}, "the self-tuning ruleset takes no search space"),
     ({"ruleset": "self", "budget_multiplier": 0.0}, "--budget-multiplier must be a finite number > 0 and <= 1e+06"),
     ({"ruleset": "self", "budget_multiplier": 2e6}, "--budget-multiplier must be a finite number"),
+    ({"ruleset": "self", "budget_multiplier": 1e6 + 0.5}, "--budget-multiplier must be a finite number"),
 ])
 def test_bad_tune_counts_are_named(kw, message):
     with pytest.raises(UsageError) as info:
@@ -118,8 +119,20 @@ def test_fixed_configurations(tmp_path):
         plan(_spec(trials=4, search_space=path), [load_submission("adamw")])
     assert str(info.value) == "--trials 4 but the search space lists only 3 configurations"
     path.write_text(json.dumps([{"lr": 0.1}, {"nope": 1}]))
-    with pytest.raises(UsageError, match="has no hyperparameter nope"):
+    with pytest.raises(UsageError, match="^submission 'adamw' has no hyperparameter nope; it accepts: "):
         plan(_spec(trials=1, search_space=path), [load_submission("adamw")])
+
+
+def test_self_tuning_plans_every_submission_at_its_defaults():
+    cells = plan(_spec(ruleset="self", trials=None, studies=2, submissions=("adamw", "sgd")),
+                 [load_submission("adamw"), load_submission("sgd")])
+    assert [(c.study, c.submission, dict(c.hparams)) for c in cells] == [
+        ("study-0", "adamw", {}), ("study-0", "sgd", {}), ("study-1", "adamw", {}), ("study-1", "sgd", {})]
+
+
+def test_tune_runs_at_the_size_asked_for(results):
+    out = tune(_spec(size="small", overrides={"max_steps": 2, "eval_every_steps": 2}), results_dir=results)
+    assert len(out.finished) == 1 and read_results(results).trials.iloc[0]["size"] == "small"
 
 
 def test_search_space_sources():
