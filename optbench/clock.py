@@ -28,9 +28,10 @@ class _Charge:
     ordinary code (mutation testing reaches it; decorated functions it skips).
     """
 
+    start: float  # perf_counter() at __enter__
+
     def __init__(self, clock: Clock, *, timed: bool) -> None:
         self.clock, self.timed = clock, timed
-        self.start = 0.0
 
     def __enter__(self) -> None:
         synchronize(self.clock.device)
