@@ -162,7 +162,12 @@ def run_mutmut(stage: Path, *, max_children: int, time_limit: float, names: list
     start = time.monotonic()
     with open(stage / "mutmut.log", "a") as log:
         cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
-        proc = subprocess.Popen(cmd, cwd=stage, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # mutmut forks a child per mutant from a process that has already run torch: with torch's intra-op thread
+        # pool alive, a forked child can deadlock in its first parallel op and be filed as a "timeout", a kill
+        # that proves nothing. One intra-op thread keeps forks safe (and mutmut's CPU-seconds limit meaningful).
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        proc = subprocess.Popen(cmd, cwd=stage, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=env)
         try:
             code: int | None = proc.wait(timeout=time_limit)
         except subprocess.TimeoutExpired:
