@@ -353,3 +353,16 @@ def test_check_destination_clears_stale_temporaries(tmp_path):
 
 def test_check_data_without_dataset(plugins):
     assert P.check_data(plugins[0].obj.sizes["tiny"], None) is None
+
+
+def test_check_data_names_dataset_and_folder(plugins, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from optbench.errors import DataMissingError
+
+    monkeypatch.setenv("OPTBENCH_DATA", str(tmp_path / "env"))  # the default must not be what is checked
+    size = replace(plugins[0].obj.sizes["tiny"], dataset="cifar10")
+    msg = (f"dataset 'cifar10' is not prepared in {tmp_path / 'given' / 'cifar10'}; prepare it with: "
+           f"optbench data prepare cifar10 --data-dir {tmp_path / 'given'}")
+    with pytest.raises(DataMissingError, match="^" + re.escape(msg) + "$"):
+        P.check_data(size, tmp_path / "given")
