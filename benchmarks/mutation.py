@@ -67,6 +67,9 @@ DEFAULT_TESTS: dict[str, list[str]] = {
     "optbench/results.py": ["tests/test_results.py"],
     "optbench/fsutil.py": ["tests/test_results.py", "tests/test_store_rules.py"],
     "optbench/tuning.py": ["tests/test_tuning.py"],
+    "optbench/prepared.py": ["tests/test_reliability.py", "tests/test_properties.py", "-k",
+                             "not two_tunes and not dead_owner and not never_returns and not hanging and not "
+                             "bad_tune_input"],
     "optbench/hparams.py": ["tests/test_pure.py"],
     "submissions/adamw.py": ["tests/test_conformance.py::test_builtin_submission_conforms", "-k", "adamw"],
     "submissions/sgd.py": ["tests/test_conformance.py::test_builtin_submission_conforms", "-k", "sgd or nesterov"],

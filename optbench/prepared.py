@@ -225,6 +225,8 @@ def resolve_device(name: str) -> str:
         raise UsageError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("device 'mps' requested but MPS is not available; use --device cpu")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"unsupported device {name!r}; use cpu, cuda, cuda:N or auto")
     return str(dev)

@@ -70,6 +70,7 @@ BAD_RUN = [
     (("--study", "x" * 300), "--study"),
     (("--device", "tpu"), "device"),
     (("--device", "cuda:abc"), "device"),
+    (("--device", "mps"), "MPS is not available"),
 ]
 
 
