@@ -7,9 +7,9 @@ mistaken for the owner). When the trial's result is written the claim becomes ``
 result file, so a process that planned the trial earlier and claims it later sees at once that it is finished.
 
 A claim whose owner is gone (same host, PID not alive or started at another time) is stale: it is removed under a
-lock of the claims folder and claimed afresh, so of two processes recovering the same stale claim only one wins. A claim from another
-host is never taken over automatically (its owner cannot be checked from here); ``optbench tune`` says which
-trials it left for that reason.
+lock of the claims folder and claimed afresh, so of two processes recovering the same stale claim only one wins. A
+claim from another host is never taken over automatically (its owner cannot be checked from here); ``optbench tune``
+counts such trials among those claimed by another process.
 """
 
 from __future__ import annotations
@@ -155,13 +155,3 @@ def claimed(results_dir: Path, identity: str) -> Iterator[Claim | None]:
         if claim is not None:
             claim.release()
 
-
-def foreign_claims(results_dir: Path) -> int:
-    """How many live claims under ``results_dir`` belong to other hosts (reported, never taken over)."""
-    count = 0
-    for path in claims_dir(results_dir).glob("*.claim"):
-        try:
-            count += json.loads(path.read_text()).get("host") != _host()
-        except (OSError, ValueError, AttributeError):
-            continue
-    return count

@@ -34,6 +34,8 @@ MAX_BATCH = 2**31 - 1  # torch's index math and every data loader stay in range
 MAX_SECONDS = 10.0**9  # about 31 years: larger is a typo, and float seconds stay exact enough below it
 MAX_WARMUP_STEPS = 10**6
 MAX_PLANNED_TRIALS = 100_000  # a tune plans at most this many trials (a billion studies would hang the planner)
+MAX_JOBS = 1024  # worker processes of one tune
+MAX_BUDGET_MULTIPLIER = 1e6  # the self-tuning ruleset's budget factor (AlgoPerf uses 1.5 to 3)
 MAX_NAME = 200  # characters of a study, trial or plugin name (they become file names and table cells)
 
 

@@ -43,8 +43,8 @@ from optbench import claims
 from optbench.api import Budget, Size
 from optbench.errors import UsageError
 from optbench.hparams import SearchSpace, check_keys, load_file, parse_search_space
-from optbench.prepared import (MAX_PLANNED_TRIALS, MAX_SEED, PreparedTrial, TrialConfig, bounded_float, bounded_int, budget_for,
-                               prepare)
+from optbench.prepared import (MAX_BUDGET_MULTIPLIER, MAX_JOBS, MAX_PLANNED_TRIALS, MAX_SEED, PreparedTrial,
+                               TrialConfig, bounded_float, bounded_int, budget_for, prepare)
 from optbench.registry import Loaded
 
 RULESETS = ("external", "self")
@@ -182,7 +182,7 @@ def resolve_trials(spec: TuneSpec) -> int:
     n = bounded_int(DEFAULT_TRIALS[spec.ruleset] if spec.trials is None else spec.trials, what="--trials",
                     low=1, high=top)
     studies = bounded_int(spec.studies, what="--studies", low=1, high=top)
-    bounded_int(spec.jobs, what="--jobs", low=1, high=1024)
+    bounded_int(spec.jobs, what="--jobs", low=1, high=MAX_JOBS)
     bounded_int(spec.seed, what="--seed", low=0, high=MAX_SEED)
     total = n * studies * max(1, len(spec.submissions))
     if total > top:  # checked before planning: a billion studies would hang the planner, not fail
@@ -193,7 +193,7 @@ def resolve_trials(spec: TuneSpec) -> int:
             raise UsageError("the self-tuning ruleset runs one trial per study; drop --trials or use --trials 1")
         if spec.search_space is not None:
             raise UsageError("the self-tuning ruleset takes no search space (the submission's defaults are used)")
-        bounded_float(spec.budget_multiplier, what="--budget-multiplier", high=1e6)
+        bounded_float(spec.budget_multiplier, what="--budget-multiplier", high=MAX_BUDGET_MULTIPLIER)
     return n
 
 
