@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from optbench.cli_options import results_dir_option, trial_options
+from optbench.cli_research import add_commands as add_research_commands
 from optbench.cli_tuning import add_commands
 from optbench.data.cli import data
 from optbench.errors import UsageError
@@ -143,6 +144,7 @@ def check_plugin(spec: str, skip: tuple[str, ...]) -> None:
 
 main.add_command(data)
 add_commands(main)
+add_research_commands(main)
 
 
 if __name__ == "__main__":  # pragma: no cover
