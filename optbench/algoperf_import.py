@@ -271,11 +271,11 @@ def to_record(log: TrialLog, df: Any, spec: TargetSpec, *, rules: str, root: Pat
     """The optbench (record, rows) of one AlgoPerf trial."""
     from optbench import SCHEMA_VERSION, __version__
     from optbench.results import TrialRecord
+    from optbench.results import best as best_metric
 
     rows = _rows(df)
     outcome, hit = _outcome(df, spec)
-    finite = [v for v in df["_metric"] if math.isfinite(v)]
-    best = (min(finite) if spec.goal == "min" else max(finite)) if finite else None
+    best = best_metric(df["_metric"].tolist(), spec.goal)
     rel = log.csv.relative_to(root).as_posix()
     digest = hashlib.sha256(os.fsencode(rel) + b"\0" + log.csv.read_bytes()).hexdigest()
     meta, hparams = _meta(log.csv.parent), _read_json(log.csv.parent / "hparams.json")

@@ -1,53 +1,19 @@
-"""Click commands ``optbench tune``, ``optbench report`` and ``optbench import algoperf``.
+"""Click commands ``optbench tune``, ``optbench report`` and ``optbench import algoperf``: option parsing only.
 
-A thin layer like :mod:`optbench.cli`: options are parsed here, the work is done in :mod:`optbench.tuning`,
-:mod:`optbench.report` and :mod:`optbench.algoperf_import`, imported inside the commands so that ``optbench --help``
-stays instant. Bad input raises :class:`optbench.errors.UsageError`, which the CLI's group turns into one line and
-exit code 2. ``optbench.cli`` calls :func:`add_commands` to register them.
+Like :mod:`optbench.cli`, each command parses its options and calls its body in :mod:`optbench.commands` (the one
+command layer), imported inside the command so that ``optbench --help`` stays instant. Bad input raises
+:class:`optbench.errors.UsageError`, which the CLI's group turns into one line and exit code 2. ``optbench.cli``
+calls :func:`add_commands` to register them.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from optbench.cli_options import results_dir_option, trial_options
-from optbench.console import console as _console
-from optbench.console import escape
-
-
-def _results_dir(path: Path | None) -> Path:
-    from optbench import paths
-
-    return paths.results_dir(path)
-
-
-class _Printer:
-    """Prints a tune's progress, one line per trial."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.console, self.quiet = _console(), quiet
-
-    def note(self, text: str) -> None:
-        self.console.print(f"[dim]{escape(text)}[/dim]")
-
-    def finished(self, trial: Any, done: Any) -> None:
-        if self.quiet:
-            return
-        colour = {"reached": "green", "missed": "yellow"}.get(done.outcome, "red")
-        lr = trial.hparams.get("lr")
-        where = f"{trial.submission} {trial.study} trial {trial.trial}" + (f" lr={lr:.3g}" if isinstance(
-            lr, (int, float)) else "")
-        what = (f"{done.time_to_target:.3g} s, {done.steps_to_target} steps" if done.outcome == "reached" else
-                f"best {done.metric_name} " + ("n/a" if done.best_metric is None else f"{done.best_metric:.4g}"))
-        self.console.print(f"[{colour}]{done.outcome}[/{colour}] {escape(where)}: {escape(what)}")
-
-    def crashed(self, trial: Any, reason: str) -> None:
-        self.console.print("[red]crashed[/red] "
-                           + escape(f"{trial.submission} {trial.study} trial {trial.trial}: {reason}"))
 
 
 @click.command()
@@ -82,24 +48,17 @@ def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: P
     Each trial is an ordinary trial with its own seed, recorded as study-<k> trial <i>; trials already in the
     results directory are skipped, so re-running the command resumes an interrupted tune.
     """
-    from optbench import paths
-    from optbench.tuning import TuneSpec
-    from optbench.tuning import tune as run_tune
+    from optbench import commands
 
-    spec = TuneSpec(workload=workload, submissions=opts, size=size, search_space=search_space, trials=trials,
-                    studies=studies, jobs=jobs, seed=seed, ruleset=ruleset, budget_multiplier=budget_multiplier,
-                    device=device, data_dir=paths.data_dir(data_dir),
-                    overrides={"max_steps": max_steps, "max_seconds": max_seconds, "eval_every_steps": eval_every_steps,
-                               "batch_size": batch_size, "timeout": timeout, "warmup_steps": warmup_steps,
-                               "compile": compile_model})
-    out = _results_dir(results_dir)
-    result = run_tune(spec, results_dir=out, reporter=_Printer(quiet))
-    console = _console()
-    console.print(escape(f"{len(result.finished)} trials run, {len(result.skipped)} skipped (already recorded or "
-                         f"claimed by another process), {len(result.crashed)} crashed -> {out}"))
-    if result.crashed:
-        console.print("[red]crashed trials were not recorded; run the same command again to retry them[/red]")
-        sys.exit(1)
+    code = commands.tune(
+        workload=workload, opts=opts, size=size, search_space=search_space, trials=trials, studies=studies,
+        jobs=jobs, seed=seed, ruleset=ruleset, budget_multiplier=budget_multiplier, device=device,
+        results_dir=results_dir, data_dir=data_dir, quiet=quiet,
+        overrides={"max_steps": max_steps, "max_seconds": max_seconds, "eval_every_steps": eval_every_steps,
+                   "batch_size": batch_size, "timeout": timeout, "warmup_steps": warmup_steps,
+                   "compile": compile_model})
+    if code:
+        sys.exit(code)
 
 
 @click.command()
@@ -113,20 +72,9 @@ def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: P
 @click.option("--hparam", default="lr", show_default=True, help="Hyperparameter of the sensitivity plots.")
 def report(results_dir: Path | None, out: Path, by: str, r_max: float, hparam: str) -> None:
     """Write a self-contained HTML report (leaderboard, paired tests, plots, provenance) and PNG/SVG plots."""
-    from optbench.report import build_report
-    from optbench.results import read_results
+    from optbench import commands
 
-    root = _results_dir(results_dir)
-    loaded = read_results(root)
-    err = _console(stderr=True)
-    for problem in loaded.problems:
-        err.print(f"[yellow]skipped[/yellow] {escape(problem.splitlines()[0])}")
-    if loaded.trials.empty:
-        from optbench.errors import UsageError
-
-        raise UsageError(f"no results under {str(root)!r}; run e.g. 'optbench tune' first")
-    made = build_report(loaded, out=out, by=by, r_max=r_max, hparam=hparam, source=str(root))
-    _console().print(escape(f"report: {made.index} ({len(made.images)} image files)"))
+    commands.report(results_dir=results_dir, out=out, by=by, r_max=r_max, hparam=hparam)
 
 
 @click.group(name="import")
@@ -145,15 +93,10 @@ def import_() -> None:
 def algoperf(directory: Path, results_dir: Path | None, rules: str, targets: tuple[str, ...],
              submission: str | None) -> None:
     """Import AlgoPerf trial logs (<workload>_<framework>/trial_<n>/eval_measurements.csv) under DIRECTORY."""
-    from optbench.algoperf_import import import_algoperf
+    from optbench import commands
 
-    out = _results_dir(results_dir)
-    result = import_algoperf(directory, results_dir=out, rules=rules, targets=targets, submission=submission)
-    err = _console(stderr=True)
-    for problem in result.skipped:
-        err.print(f"[yellow]skipped[/yellow] {escape(problem)}")
-    _console().print(escape(f"imported {len(result.written)} AlgoPerf trials into {out} (targets: rules {rules}); "
-                            f"score them with 'optbench score --results-dir {out} --algoperf'"))
+    commands.import_algoperf(directory, results_dir=results_dir, rules=rules, targets=targets,
+                             submission=submission)
 
 
 def add_commands(main: click.Group) -> None:

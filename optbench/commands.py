@@ -1,4 +1,9 @@
-"""What the CLI commands do, as plain functions (the click layer in optbench/cli.py only parses options)."""
+"""What the CLI commands do, as plain functions: the one command layer.
+
+The click layers (:mod:`optbench.cli`, :mod:`optbench.cli_tuning`) only parse options and call these. Each takes
+the parsed values, does the work through the library and prints through :mod:`optbench.console`; bad input raises
+:class:`optbench.errors.UsageError`, which the CLI turns into one line and exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench import paths
-from optbench.console import console as _console  # render.py imports it from here, for now
+from optbench.console import console as _console
 from optbench.console import escape
 from optbench.errors import UsageError
 from optbench.hparams import parse_assignments
@@ -163,20 +168,102 @@ def score(*, results_dir: Path | None, by: str, fmt: str, reference: str | None,
           with_ci: bool, hparam: str | None = None) -> None:
     """``optbench score``: read the results store, score, print the leaderboard in the chosen format."""
     from optbench import render
-    from optbench.results import read_results
 
-    root = paths.results_dir(results_dir)
-    loaded = read_results(root)
-    err = _console(stderr=True)
-    for problem in loaded.problems:
-        err.print(f"[yellow]skipped[/yellow] {escape(problem.splitlines()[0])}")
-    if loaded.trials.empty:
-        raise UsageError(f"no results under {str(root)!r}; run e.g. 'optbench run --workload linreg --opt adamw'")
+    loaded = _read_results(paths.results_dir(results_dir), hint="run e.g. 'optbench run --workload linreg --opt "
+                                                                 "adamw'")
     if hparam is not None:
         render.print_sensitivity(loaded, hparam=hparam, by=by, fmt=fmt)
         return
     render.print_leaderboard(loaded, by=by, fmt=fmt, reference=reference, r_max=r_max, algoperf=algoperf,
                              with_ci=with_ci)
+
+
+def _read_results(root: Path, *, hint: str) -> Any:
+    """The results under ``root`` (:func:`optbench.results.read_results`), each skipped file named on stderr.
+
+    Raises:
+      UsageError: no trial at all (``hint`` says how to make some).
+    """
+    from optbench.results import read_results
+
+    loaded = read_results(root)
+    err = _console(stderr=True)
+    for problem in loaded.problems:
+        err.print(f"[yellow]skipped[/yellow] {escape(problem.splitlines()[0])}")
+    if loaded.trials.empty:
+        raise UsageError(f"no results under {str(root)!r}; {hint}")
+    return loaded
+
+
+def report(*, results_dir: Path | None, out: Path, by: str, r_max: float, hparam: str) -> None:
+    """``optbench report``: the HTML report and its PNG/SVG plots of the results directory."""
+    from optbench.report import build_report
+
+    root = paths.results_dir(results_dir)
+    loaded = _read_results(root, hint="run e.g. 'optbench tune' first")
+    made = build_report(loaded, out=out, by=by, r_max=r_max, hparam=hparam, source=str(root))
+    _console().print(escape(f"report: {made.index} ({len(made.images)} image files)"))
+
+
+class TunePrinter:
+    """Prints a tune's progress, one line per trial (the reporter :func:`optbench.tuning.tune` calls)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.console, self.quiet = _console(), quiet
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[dim]{escape(text)}[/dim]")
+
+    def finished(self, trial: Any, done: Any) -> None:
+        if self.quiet:
+            return
+        colour = {"reached": "green", "missed": "yellow"}.get(done.outcome, "red")
+        lr = trial.hparams.get("lr")
+        where = f"{trial.submission} {trial.study} trial {trial.trial}" + (f" lr={lr:.3g}" if isinstance(
+            lr, (int, float)) else "")
+        what = (f"{done.time_to_target:.3g} s, {done.steps_to_target} steps" if done.outcome == "reached" else
+                f"best {done.metric_name} " + ("n/a" if done.best_metric is None else f"{done.best_metric:.4g}"))
+        self.console.print(f"[{colour}]{done.outcome}[/{colour}] {escape(where)}: {escape(what)}")
+
+    def crashed(self, trial: Any, reason: str) -> None:
+        self.console.print("[red]crashed[/red] "
+                           + escape(f"{trial.submission} {trial.study} trial {trial.trial}: {reason}"))
+
+
+def tune(*, workload: str, opts: Sequence[str], size: str | None, search_space: Path | None, trials: int | None,
+         studies: int, jobs: int, seed: int, ruleset: str, budget_multiplier: float, device: str,
+         results_dir: Path | None, data_dir: Path | None, quiet: bool, overrides: Mapping[str, Any]) -> int:
+    """``optbench tune``: every planned trial not yet recorded; returns 1 when a trial crashed, else 0."""
+    from optbench.tuning import TuneSpec
+    from optbench.tuning import tune as run_tune
+
+    spec = TuneSpec(workload=workload, submissions=tuple(opts), size=size, search_space=search_space,
+                    trials=trials, studies=studies, jobs=jobs, seed=seed, ruleset=ruleset,
+                    budget_multiplier=budget_multiplier, device=device, data_dir=paths.data_dir(data_dir),
+                    overrides=dict(overrides))
+    out = paths.results_dir(results_dir)
+    result = run_tune(spec, results_dir=out, reporter=TunePrinter(quiet))
+    console = _console()
+    console.print(escape(f"{len(result.finished)} trials run, {len(result.skipped)} skipped (already recorded or "
+                         f"claimed by another process), {len(result.crashed)} crashed -> {out}"))
+    if result.crashed:
+        console.print("[red]crashed trials were not recorded; run the same command again to retry them[/red]")
+        return 1
+    return 0
+
+
+def import_algoperf(directory: Path, *, results_dir: Path | None, rules: str, targets: Sequence[str],
+                    submission: str | None) -> None:
+    """``optbench import algoperf``: AlgoPerf's trial logs under ``directory`` into the results directory."""
+    from optbench.algoperf_import import import_algoperf as run_import
+
+    out = paths.results_dir(results_dir)
+    result = run_import(directory, results_dir=out, rules=rules, targets=targets, submission=submission)
+    err = _console(stderr=True)
+    for problem in result.skipped:
+        err.print(f"[yellow]skipped[/yellow] {escape(problem)}")
+    _console().print(escape(f"imported {len(result.written)} AlgoPerf trials into {out} (targets: rules {rules}); "
+                            f"score them with 'optbench score --results-dir {out} --algoperf'"))
 
 
 def check_plugin(spec: str, *, skip: Sequence[str] = ()) -> int:

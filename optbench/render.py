@@ -9,15 +9,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from optbench.results import Loaded
+    from optbench.results import ResultSet
     from optbench.scoring import Leaderboard
 
 UNITS = {"time": "s", "steps": "steps", "examples": "examples", "tokens": "tokens"}
-
-
-def scoring_table(loaded: Loaded) -> pd.DataFrame:
-    """The trials table as scoring wants it: a workload is a workload at one size (``linreg/tiny``)."""
-    return loaded.trials.assign(workload=loaded.trials["workload_key"])
 
 
 def _fmt_value(v: float, by: str) -> str:
@@ -118,14 +113,14 @@ def _json_safe(x: Any) -> Any:
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
-def print_leaderboard(loaded: Loaded, *, by: str, fmt: str, reference: str | None, r_max: float, algoperf: bool,
+def print_leaderboard(loaded: ResultSet, *, by: str, fmt: str, reference: str | None, r_max: float, algoperf: bool,
                       with_ci: bool, console: Any = None) -> None:
     """Score the loaded results and print them in ``fmt`` (table|markdown|latex|csv|json)."""
     import click
 
     from optbench.scoring import leaderboard
 
-    trials = scoring_table(loaded)
+    trials = loaded.scoring_trials()
     board = leaderboard(trials, by=by, r_max=r_max, reference=reference, algoperf=algoperf)
     ci = None
     if with_ci:
@@ -134,9 +129,9 @@ def print_leaderboard(loaded: Loaded, *, by: str, fmt: str, reference: str | Non
         ci = score_ci(trials, by=by, r_max=r_max, reference=reference, algoperf=algoperf)
     data = rows(board, ci)
     if fmt == "table":
-        from optbench.commands import _console
+        from optbench.console import console as make_console
 
-        print_rich(board, data, console or _console())
+        print_rich(board, data, console or make_console())
     elif fmt == "markdown":
         click.echo(to_markdown(board, data))
     elif fmt == "latex":
@@ -151,25 +146,25 @@ def print_leaderboard(loaded: Loaded, *, by: str, fmt: str, reference: str | Non
         click.echo(json.dumps(payload, indent=2))
 
 
-def print_sensitivity(loaded: Loaded, *, hparam: str, by: str, fmt: str) -> None:
+def print_sensitivity(loaded: ResultSet, *, hparam: str, by: str, fmt: str) -> None:
     """Best metric and time to target per value of one swept hyperparameter, per workload and submission."""
     import click
 
     from optbench.stats import sensitivity
 
-    table = sensitivity(scoring_table(loaded), hparam=hparam, by=by)
+    table = sensitivity(loaded.scoring_trials(), hparam=hparam, by=by)
     if fmt == "table":
         from rich.markup import escape
         from rich.table import Table
 
-        from optbench.commands import _console
+        from optbench.console import console as make_console
 
         out = Table(title=escape(f"sensitivity to {hparam} (medians over trials; inf = missed)"))
         for col in table.columns:
             out.add_column(escape(str(col)))
         for rec in table.itertuples(index=False):  # names and hyperparameter values: the user's text, escaped
             out.add_row(*(f"{v:.4g}" if isinstance(v, float) else escape(str(v)) for v in rec))
-        _console().print(out)
+        make_console().print(out)
     elif fmt == "csv":
         click.echo(table.to_csv(index=False), nl=False)
     elif fmt == "json":

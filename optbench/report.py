@@ -40,7 +40,7 @@ from optbench.fsutil import ensure_writable_dir
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from optbench.results import Loaded
+    from optbench.results import ResultSet
     from optbench.scoring import Leaderboard
 
 UNIT = {"time": "s", "steps": "steps", "examples": "examples", "tokens": "tokens"}
@@ -94,10 +94,11 @@ def representative_runs(trials: pd.DataFrame, *, by: str) -> pd.DataFrame:
     This is the trial whose time scoring uses; curves show these so that a study's unlucky hyperparameter points
     do not drown its result.
     """
+    from optbench.results import goal_sign
     from optbench.scoring import trial_values
 
     table = trial_values(trials, by=by)
-    sign = np.where(table["metric_goal"] == "min", 1.0, -1.0)
+    sign = table["metric_goal"].map(goal_sign).to_numpy(dtype=float)
     table = table.assign(_tie=(table["best_metric"].astype(float) * sign).fillna(np.inf))
     table = table.sort_values(["value", "_tie", "run_id"], kind="stable")
     return table.groupby(["workload", "submission", "study"], sort=True).head(1)
@@ -245,7 +246,7 @@ def plot_outcomes(board: Leaderboard) -> Figure:
     """Submissions x workloads: colour = fraction of trials that reached; text = counts by outcome."""
     from matplotlib.figure import Figure
 
-    from optbench.scoring import OUTCOMES
+    from optbench.results import OUTCOMES
 
     subs, works = list(board.scores.index), list(board.times.index)
     frac = np.full((len(subs), len(works)), np.nan)
@@ -312,7 +313,7 @@ def _table(headers: list[str], rows: list[list[str]], *, table_id: str, left: in
 
 
 def _leaderboard_html(board: Leaderboard, score_ci: pd.DataFrame, time_ci: pd.DataFrame) -> str:
-    from optbench.scoring import OUTCOMES
+    from optbench.results import OUTCOMES
 
     by = board.by
     headers = ["#", "submission", "score [CI]"] + [f"{esc(w)}<br>{esc(by)} to target [CI] (ratio)"
@@ -373,7 +374,7 @@ def _provenance_html(trials: pd.DataFrame) -> str:
             + _table(cols, per_trial, table_id="trials", left=len(cols)) + "</details>")
 
 
-def _warnings(loaded: Loaded, trials: pd.DataFrame) -> list[str]:
+def _warnings(loaded: ResultSet, trials: pd.DataFrame) -> list[str]:
     out = [f"skipped {p.splitlines()[0]}" for p in loaded.problems]
     for col, what in (("code_hash", "versions of the engine code"), ("device_name", "devices")):
         n = trials[col].nunique()
@@ -386,7 +387,7 @@ def _warnings(loaded: Loaded, trials: pd.DataFrame) -> list[str]:
 # ------------------------------------------------------------------------------------------------------- driver
 
 
-def build_report(loaded: Loaded, *, out: Path, by: str = "time", r_max: float = 4.0, hparam: str = "lr",
+def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float = 4.0, hparam: str = "lr",
                  level: float = 0.9, n_boot: int = 1000, source: str = "") -> Report:
     """Write plots (PNG + SVG) and ``index.html`` for the results in ``loaded``.
 
@@ -411,14 +412,13 @@ def build_report(loaded: Loaded, *, out: Path, by: str = "time", r_max: float = 
         from matplotlib import rc_context
     except ImportError:
         raise UsageError("optbench report needs matplotlib: pip install matplotlib") from None
-    from optbench import render
     from optbench.scoring import leaderboard
     from optbench.stats import score_ci, time_cis
 
     if loaded.trials.empty:
         raise UsageError("no results to report; run e.g. 'optbench run' or 'optbench tune' first")
     out = ensure_writable_dir(Path(out), what="report directory")  # before any work is spent on plots
-    trials = render.scoring_table(loaded)
+    trials = loaded.scoring_trials()
     board = leaderboard(trials, by=by, r_max=r_max)
     s_ci = score_ci(trials, by=by, r_max=r_max, level=level, n_boot=n_boot)
     t_ci = time_cis(trials, by=by, level=level, n_boot=n_boot)
@@ -435,9 +435,10 @@ def build_report(loaded: Loaded, *, out: Path, by: str = "time", r_max: float = 
     return Report(index=index, images=tuple(images))
 
 
-def _figures(loaded: Loaded, trials: pd.DataFrame, board: Leaderboard, *, by: str,
+def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by: str,
              hparam: str) -> list[tuple[str, str, Figure]]:
     """Every plot of the report as (file name, caption, figure)."""
+    from optbench.results import with_workload_key
     from optbench.stats import sensitivity
 
     colors = _colors(list(board.scores.index))
@@ -447,7 +448,7 @@ def _figures(loaded: Loaded, trials: pd.DataFrame, board: Leaderboard, *, by: st
         ("outcomes", "Outcomes of every trial per submission and workload.", plot_outcomes(board)),
     ]
     runs = representative_runs(trials, by=by)
-    evals = loaded.evals.assign(workload=loaded.evals["workload_key"])
+    evals = with_workload_key(loaded.evals_of(runs["run_id"].tolist()))  # only the curves that are drawn
     try:
         sens = sensitivity(trials, hparam=hparam, by=by)
     except UsageError:
@@ -480,7 +481,7 @@ def _save_all(figures: list[tuple[str, str, Figure]], out: Path) -> tuple[list[P
     return images, blocks
 
 
-def _page(loaded: Loaded, trials: pd.DataFrame, board: Leaderboard, s_ci: pd.DataFrame, t_ci: pd.DataFrame,
+def _page(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, s_ci: pd.DataFrame, t_ci: pd.DataFrame,
           paired: list[dict[str, Any]], figures: list[str], *, level: float, source: str) -> str:
     from optbench import __version__, render
 

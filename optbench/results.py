@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
@@ -29,6 +30,33 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # "interrupted": stopped by Ctrl-C; scored as not reached, and a re-run of the same tune runs the trial again.
 OUTCOMES = ("reached", "missed", "diverged", "error", "oom", "timeout", "interrupted")
+GOALS = ("min", "max")  # a metric's direction, as TrialRecord.metric_goal and optbench.api.Goal spell it
+
+
+# The direction of a metric in one place (beside optbench.api.reached, which tests one value against a target).
+def goal_sign(goal: str) -> float:
+    """+1 for ``"min"``, -1 for ``"max"``: ``sign * metric`` is smaller for the better of two values."""
+    if goal not in GOALS:
+        raise ValueError(f"metric goal must be 'min' or 'max', got {goal!r}")
+    return 1.0 if goal == "min" else -1.0
+
+
+def better(a: float, b: float, goal: str) -> bool:
+    """Whether metric value ``a`` is strictly better than ``b`` for a metric with direction ``goal``."""
+    return goal_sign(goal) * a < goal_sign(goal) * b
+
+
+def best(values: Sequence[float], goal: str) -> float | None:
+    """The best of the finite ``values`` in direction ``goal``; None when none is finite."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return None
+    return min(finite) if goal_sign(goal) > 0 else max(finite)
+
+
+def meets(values: Any, target: float, goal: str) -> Any:
+    """Element-wise :func:`optbench.api.reached` on a numpy array: ``<=`` for min, ``>=`` for max; NaN never."""
+    return values <= target if goal_sign(goal) > 0 else values >= target
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,22 +186,12 @@ def _schema() -> Any:
     return pa.schema(out)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Loaded:
-    """What :func:`read_results` found: one row per trial, one row per eval, and the files it skipped (why)."""
-
-    trials: pd.DataFrame
-    evals: pd.DataFrame
-    problems: list[str]
-
-
 # ---------------------------------------------------------------------------------------------------- reading
 
 _INT64 = 2**63
 _NON_NEGATIVE = ("time_to_target", "steps_to_target", "examples_to_target", "tokens_to_target", "total_steps",
                  "total_timed_seconds")  # scoring refuses negative or non-finite measures: not ours then
 _FINITE = ("target", *_NON_NEGATIVE)
-_GOALS = ("min", "max")
 
 
 def _field_types() -> dict[str, tuple[str, bool]]:
@@ -243,7 +261,7 @@ def check_meta(meta: Any) -> dict[str, Any]:
         raise ValueError(f"outcome {out['outcome']!r} is not one of {', '.join(OUTCOMES)}")
     if out["outcome"] == "reached" and (out["time_to_target"] is None or out["steps_to_target"] is None):
         raise ValueError("a reached trial without time_to_target or steps_to_target")  # scoring needs both
-    if out["metric_goal"] not in _GOALS:
+    if out["metric_goal"] not in GOALS:
         raise ValueError(f"metric_goal {out['metric_goal']!r} is not 'min' or 'max'")
     try:
         hparams = json.loads(out["hparams"])
@@ -261,6 +279,13 @@ def _read_json(raw: bytes) -> Any:
         raise ValueError(f"'optbench' metadata is not valid JSON ({type(exc).__name__})") from None
 
 
+# ------------------------------------------------------------------------------------------ summaries (footers)
+
+# Parquet types each EvalRow column may have on disk: the reader casts them to the written type without loss.
+_EVAL_KINDS = {"int": ("integer", "null"), "float": ("floating", "integer", "null"), "str": ("string", "null"),
+               "bool": ("boolean", "null")}
+
+
 def _eval_schema() -> Any:
     import pyarrow as pa
 
@@ -268,43 +293,175 @@ def _eval_schema() -> Any:
     return pa.schema([schema.field(c) for c in EVAL_COLUMNS])
 
 
-def read_trial(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Read one trial file; raise ``ValueError`` with the reason if it is not a valid optbench result.
+def _kind(arrow_type: Any) -> str:
+    import pyarrow.types as t
 
-    Returns:
-      The checked metadata (see :func:`check_meta`) and the file's rows with the :class:`EvalRow` columns cast to
-      their types.
+    for name, test in (("integer", t.is_integer), ("floating", t.is_floating), ("boolean", t.is_boolean),
+                       ("null", t.is_null)):
+        if test(arrow_type):
+            return name
+    return "string" if t.is_string(arrow_type) or t.is_large_string(arrow_type) else str(arrow_type)
+
+
+# Columns a file must have: every EvalRow column, and the TrialRecord columns of fields without a default (a field
+# added later with a default is absent from older files, which stay readable).
+_REQUIRED = (*(f.name for f in fields(TrialRecord) if f.default is MISSING), *EVAL_COLUMNS)
+
+
+def check_schema(schema: Any) -> dict[str, Any]:
+    """The checked metadata of a result file, from its Arrow schema (the Parquet footer) alone.
+
+    Raises:
+      ValueError: no ``optbench`` metadata, metadata :func:`check_meta` refuses, a missing column, or an
+        evaluation column whose type does not cast to its :class:`EvalRow` type; the message says which.
+    """
+    raw = (schema.metadata or {}).get(b"optbench")
+    if raw is None:
+        raise ValueError("not an optbench result (no 'optbench' metadata)")
+    meta = check_meta(_read_json(raw))
+    names = set(schema.names)
+    missing = [c for c in (*TRIAL_COLUMNS, *EVAL_COLUMNS) if c in _REQUIRED and c not in names]
+    if missing:
+        raise ValueError(f"missing columns {', '.join(missing)}")
+    for column in EVAL_COLUMNS:
+        kind = _kind(schema.field(column).type)
+        if kind not in _EVAL_KINDS[_EVAL_TYPES[column]]:
+            raise ValueError(f"evaluation columns of the wrong type ({column!r} is {kind})")
+    return meta
+
+
+def _eval_types() -> dict[str, str]:
+    return {f.name: (f.type if isinstance(f.type, str) else f.type.__name__).split("|")[0].strip()
+            for f in fields(EvalRow)}
+
+
+_EVAL_TYPES = _eval_types()
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What identifies one version of a file: an atomic rewrite (a new inode) or any edit changes it."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def summarize(path: Path) -> tuple[tuple[int, int, int, int] | None, dict[str, Any] | str]:
+    """One file's stat key and either its checked metadata or why it is not a trial, from its footer only.
+
+    The file is opened once and its key taken from that open file, so the key always belongs to the bytes read
+    (a writer replacing the file meanwhile gives a new inode, never a mismatched entry).
     """
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for damaged files
-        raise ValueError(f"not a readable Parquet file ({type(exc).__name__}: {printable(str(exc))})") from None
-    raw = (table.schema.metadata or {}).get(b"optbench")
-    if raw is None:
-        raise ValueError("not an optbench result (no 'optbench' metadata)")
-    meta = check_meta(_read_json(raw))
-    missing = [c for c in (*TRIAL_COLUMNS, *EVAL_COLUMNS) if c not in table.column_names]
-    if missing:
-        raise ValueError(f"missing columns {', '.join(missing)}")
+        with open(path, "rb") as fh:
+            key = _stat_key(os.fstat(fh.fileno()))
+            try:
+                schema = pq.read_schema(fh)
+            except Exception as exc:  # pyarrow raises several types for damaged files
+                return key, f"not a readable Parquet file ({type(exc).__name__}: {printable(str(exc))})"
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
     try:
-        evals = table.select(list(EVAL_COLUMNS)).cast(_eval_schema()).to_pandas()
-    except Exception as exc:  # ArrowInvalid, ArrowNotImplementedError, ...: a column of another type
-        raise ValueError(f"evaluation columns of the wrong type ({type(exc).__name__})") from None
-    return meta, evals
+        return key, check_schema(schema)
+    except ValueError as exc:
+        return key, str(exc)
+
+
+# ------------------------------------------------------------------------------------------------ summary cache
+
+CACHE_DIR = ".optbench-cache"  # hidden: never listed as results, never inside a trial folder
+CACHE_FILE = "summaries.arrow"
+_CACHE_FORMAT = "optbench-summaries-1"
+
+
+def _cache_tag() -> str:
+    """What a cache must have been written for: its format, the schema version and the trial fields."""
+    from optbench import __version__
+
+    return json.dumps([_CACHE_FORMAT, SCHEMA_VERSION, __version__, TRIAL_COLUMNS])
+
+
+def _load_cache(root: Path) -> dict[str, tuple[tuple[int, ...], str, bool]]:
+    """relative path -> (stat key, metadata JSON or problem, is_problem); {} when absent, foreign or damaged."""
+    import pyarrow.ipc as ipc
+
+    try:
+        with ipc.open_file(root / CACHE_DIR / CACHE_FILE) as reader:
+            if (reader.schema.metadata or {}).get(b"tag", b"").decode() != _cache_tag():
+                return {}
+            table = reader.read_all()
+        cols = [table.column(c).to_pylist() for c in ("path", "size", "mtime_ns", "ctime_ns", "ino", "entry",
+                                                      "problem")]
+    except Exception:  # missing, half-copied, another format: a cache is only ever a shortcut
+        return {}
+    return {p: ((s, m, c, i), e, bool(b)) for p, s, m, c, i, e, b in zip(*cols)}
+
+
+def _save_cache(root: Path, entries: dict[str, tuple[tuple[int, ...], str, bool]]) -> None:
+    """Replace the cache atomically with ``entries``; any failure (read-only store, full disk) is ignored."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    keys = list(entries)
+    values = [entries[k] for k in keys]
+    table = pa.table({
+        "path": pa.array(keys, pa.string()),
+        **{name: pa.array([v[0][i] for v in values], pa.int64())
+           for i, name in enumerate(("size", "mtime_ns", "ctime_ns", "ino"))},
+        "entry": pa.array([v[1] for v in values], pa.string()),
+        "problem": pa.array([v[2] for v in values], pa.bool_()),
+    }).replace_schema_metadata({"tag": _cache_tag()})
+    try:
+        with atomic_file(root / CACHE_DIR / CACHE_FILE) as fh:
+            with ipc.new_file(fh, table.schema, options=ipc.IpcWriteOptions(compression="zstd")) as writer:
+                writer.write_table(table)
+    except Exception:  # noqa: BLE001  the cache is optional: reading results must not fail because of it
+        pass
+
+
+def _summaries(root: Path, files: list[Path], *, cache: bool) -> list[dict[str, Any] | str]:
+    """Each file's checked metadata or problem, from the cache where its entry still matches the file, else read
+    from its footer; the cache is then rewritten if anything changed."""
+    cached = _load_cache(root) if cache else {}
+    fresh: dict[str, tuple[tuple[int, ...], str, bool]] = {}
+    out: list[dict[str, Any] | str] = []
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        hit = cached.get(rel)
+        value: dict[str, Any] | str | None = None
+        if hit is not None:
+            try:
+                if _stat_key(path.stat()) == hit[0]:
+                    value = hit[1] if hit[2] else check_meta(json.loads(hit[1]))
+            except (OSError, ValueError, RecursionError):
+                value = None  # gone, or an entry that no longer checks: read the file itself
+        if value is None:
+            key, value = summarize(path)
+            if key is not None and is_valid_text(rel):
+                entry = value if isinstance(value, str) else json.dumps(value)
+                fresh[rel] = (key, entry, isinstance(value, str))
+        else:
+            fresh[rel] = hit  # type: ignore[assignment]
+        out.append(value)
+    if cache and fresh != cached:
+        _save_cache(root, fresh)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ reading
 
 
 def result_files(root: Path, problems: list[str]) -> list[Path]:
-    """The ``*.parquet`` regular files under ``root``, sorted; hidden names (temporaries) are never results.
+    """The ``*.parquet`` regular files under ``root``, sorted; hidden names (temporaries) are never results, and
+    neither is anything under the summary cache's folder.
 
     Other entries with a result's name (a FIFO would block a reader forever) are appended to ``problems``;
     directories are skipped silently (their contents are still searched).
     """
     found = []
+    cache = Path(root) / CACHE_DIR
     try:
         for path in sorted(root.rglob("*.parquet")):
-            if path.name.startswith(".") or path.is_dir():
+            if path.name.startswith(".") or path.is_dir() or path.is_relative_to(cache):
                 continue
             if not path.is_file():  # a FIFO or a socket would block or fail the Parquet reader
                 problems.append(f"{printable(str(path))}: not a regular file")
@@ -315,57 +472,165 @@ def result_files(root: Path, problems: list[str]) -> list[Path]:
     return found
 
 
-def _deduplicate(root: Path, read: list[tuple[Path, dict[str, Any], pd.DataFrame]],
-                 problems: list[str]) -> list[tuple[Path, dict[str, Any], pd.DataFrame]]:
+# The trial's fields that every eval row carries in ResultSet.evals (taken from the trial's metadata).
+EVAL_KEYS = ("run_id", "workload", "size", "submission", "study", "trial", "seed", "metric_goal", "target")
+
+
+def _read_eval_tables(paths: Sequence[Path], problems: list[str]) -> tuple[Any, list[int]]:
+    """The EvalRow columns of ``paths`` as one Arrow table, and for each row the index of its file.
+
+    One multi-threaded, column-pruned ``pyarrow.dataset`` scan; if any file fails it (damaged data pages behind an
+    intact footer), the files are read one by one and each one that fails is added to ``problems``.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    schema = _eval_schema()
+    names = [str(p) for p in paths]
+    try:
+        table = ds.dataset(names, schema=schema, format="parquet").to_table(
+            columns=[*EVAL_COLUMNS, "__filename"], use_threads=True)
+        index = pc.index_in(table.column("__filename"), value_set=pa.array(names)).to_numpy().tolist()
+        return table.drop_columns(["__filename"]), index
+    except Exception:  # noqa: BLE001  find the file(s) to blame below
+        pass
+    tables, index = [], []
+    for i, path in enumerate(paths):
+        try:
+            one = ds.dataset([str(path)], schema=schema, format="parquet").to_table(columns=list(EVAL_COLUMNS))
+        except Exception as exc:  # noqa: BLE001  ArrowInvalid, OSError, ...: one bad file, the rest still count
+            problems.append(f"{printable(str(path))}: evaluation rows unreadable ({type(exc).__name__}), "
+                            "curves left out")
+            continue
+        tables.append(one)
+        index += [i] * one.num_rows
+    return (pa.concat_tables(tables) if tables else schema.empty_table()), index
+
+
+def read_trial(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Read one trial file; raise ``ValueError`` with the reason if it is not a valid optbench result.
+
+    Returns:
+      The checked metadata (see :func:`check_meta`) and the file's rows with the :class:`EvalRow` columns cast to
+      their types.
+    """
+    _, value = summarize(Path(path))
+    if isinstance(value, str):
+        raise ValueError(value)
+    problems: list[str] = []
+    table, _ = _read_eval_tables([Path(path)], problems)
+    if problems:
+        raise ValueError(problems[0].split(": ", 1)[1])
+    return value, table.to_pandas()
+
+
+def _deduplicate(root: Path, read: list[tuple[Path, dict[str, Any]]],
+                 problems: list[str]) -> list[tuple[Path, dict[str, Any]]]:
     """One entry per run id (a copied file is the same trial, not another); the copy at its own path wins."""
-    by_id: dict[str, list[tuple[Path, dict[str, Any], pd.DataFrame]]] = {}
+    by_id: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for item in read:
         by_id.setdefault(item[1]["run_id"], []).append(item)
     kept = []
     for run_id, items in by_id.items():
-        home = trial_path(root, TrialRecord(**items[0][1]))
-        items.sort(key=lambda item: item[0] != home)  # stable: otherwise the first in path order
+        if len(items) > 1:
+            home = trial_path(root, TrialRecord(**items[0][1]))
+            items.sort(key=lambda item: item[0] != home)  # stable: otherwise the first in path order
+            for path, _ in items[1:]:
+                problems.append(f"{printable(str(path))}: duplicate of run {printable(run_id)!r} "
+                                f"({printable(str(items[0][0]))}), not counted")
         kept.append(items[0])
-        for path, _, _ in items[1:]:
-            problems.append(f"{printable(str(path))}: duplicate of run {printable(run_id)!r} "
-                            f"({printable(str(items[0][0]))}), not counted")
     return kept
 
 
-def read_results(root: Path) -> Loaded:
+def with_workload_key(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as scoring wants it: a workload is a workload at one size, ``workload`` = ``workload_key``
+    ("linreg/tiny"). The one place where that rename happens."""
+    return frame.assign(workload=frame["workload_key"])
+
+
+class ResultSet:
+    """What :func:`read_results` found: one row per trial, the files they came from, and the files it skipped.
+
+    ``trials`` comes from the files' footers alone; evaluation rows are read only when asked for (:attr:`evals`,
+    or :meth:`evals_of` for some runs), in one column-pruned multi-threaded scan. A file whose rows turn out to be
+    unreadable then is added to ``problems`` and its curve left out; its trial still counts.
+    """
+
+    def __init__(self, *, trials: pd.DataFrame, paths: Sequence[Path], problems: list[str]) -> None:
+        self.trials = trials
+        self.paths = tuple(paths)  # paths[i] holds trials.iloc[i]
+        self.problems = problems
+        self._evals: pd.DataFrame | None = None
+
+    @property
+    def evals(self) -> pd.DataFrame:
+        """Every evaluation: the :class:`EvalRow` columns plus :data:`EVAL_KEYS` and ``workload_key``."""
+        if self._evals is None:
+            self._evals = self._read_evals(range(len(self.paths)))
+        return self._evals
+
+    def evals_of(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        """The evaluations of ``run_ids`` only (reads just their files unless every evaluation is loaded)."""
+        wanted = set(run_ids)
+        if self._evals is not None:
+            return self._evals[self._evals["run_id"].isin(wanted)].reset_index(drop=True)
+        rows = [i for i, r in enumerate(self.trials["run_id"]) if r in wanted]
+        return self._read_evals(rows)
+
+    def scoring_trials(self) -> pd.DataFrame:
+        """The trials table with ``workload`` = ``workload_key`` (see :func:`with_workload_key`)."""
+        return with_workload_key(self.trials)
+
+    def _read_evals(self, rows: Sequence[int]) -> pd.DataFrame:
+        import numpy as np
+        import pandas as pd
+
+        rows = list(rows)
+        table, index = _read_eval_tables([self.paths[i] for i in rows], self.problems)
+        frame = table.to_pandas()
+        order = np.argsort(np.asarray(index, dtype=np.int64), kind="stable")  # file by file, rows as written
+        frame = frame.iloc[order].reset_index(drop=True)
+        source = self.trials[list(EVAL_KEYS)].iloc[[rows[index[i]] for i in order]].reset_index(drop=True)
+        if frame.empty:
+            frame = pd.DataFrame(columns=list(EVAL_COLUMNS))
+            source = pd.DataFrame(columns=list(EVAL_KEYS))
+        out = pd.concat([frame, source], axis=1)
+        out["workload_key"] = out["workload"].astype(str) + "/" + out["size"].astype(str)
+        return out
+
+
+def read_results(root: Path, *, cache: bool = True) -> ResultSet:
     """Every trial under ``root``; files that are damaged, foreign or duplicated are listed in ``problems``.
 
     Never raises for what is in the folder: any file is either a trial or a problem. Temporaries that killed
     writers left behind are removed first (:func:`optbench.fsutil.clean_stale_temporaries`); those of live writers
-    are kept, and no temporary is ever read.
+    are kept, and no temporary is ever read. Only footers are read (see :class:`ResultSet`); with ``cache``, a
+    file whose size, times and inode match its entry in ``<root>/.optbench-cache/`` is not opened at all. The
+    cache is a shortcut, never the source of truth: deleting it is harmless.
 
     Returns:
       ``trials`` has the :class:`TrialRecord` columns plus ``workload_key`` ("<workload>/<size>", the unit of
-      scoring); ``evals`` has the :class:`EvalRow` columns plus run_id, workload_key, submission, study, trial,
-      seed, metric_goal and target (taken from the trial's metadata).
+      scoring); ``evals`` has the :class:`EvalRow` columns plus :data:`EVAL_KEYS` and workload_key (taken from the
+      trial's metadata).
     """
     import pandas as pd
 
     root = Path(root)
     problems: list[str] = []
-    read = []
+    read: list[tuple[Path, dict[str, Any]]] = []
     if is_dir(root):
         clean_stale_temporaries(root)
-        for path in result_files(root, problems):
-            try:
-                meta, frame = read_trial(path)
-            except ValueError as exc:
-                problems.append(f"{printable(str(path))}: {exc}")
-                continue
-            read.append((path, meta, frame))
+        files = result_files(root, problems)
+        for path, value in zip(files, _summaries(root, files, cache=cache)):
+            if isinstance(value, str):
+                problems.append(f"{printable(str(path))}: {value}")
+            else:
+                read.append((path, value))
     read = _deduplicate(root, read, problems)
-    keep = ["run_id", "workload", "size", "submission", "study", "trial", "seed", "metric_goal", "target"]
-    trials = pd.DataFrame([meta for _, meta, _ in read], columns=list(TRIAL_COLUMNS))
+    trials = pd.DataFrame([meta for _, meta in read], columns=list(TRIAL_COLUMNS))
     trials["workload_key"] = trials["workload"] + "/" + trials["size"]
-    frames = [frame.assign(**{k: meta[k] for k in keep}) for _, meta, frame in read if len(frame)]
-    evals = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*EVAL_COLUMNS, *keep]))
-    evals["workload_key"] = evals["workload"].astype(str) + "/" + evals["size"].astype(str)
     for col in ("time_to_target", "steps_to_target", "examples_to_target", "tokens_to_target", "best_metric",
                 "target", "total_timed_seconds"):
         trials[col] = pd.to_numeric(trials[col], errors="coerce").astype(float)
-    return Loaded(trials=trials, evals=evals, problems=problems)
+    return ResultSet(trials=trials, paths=[path for path, _ in read], problems=problems)

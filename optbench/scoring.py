@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from optbench.errors import UsageError
-from optbench.results import OUTCOMES
+from optbench.results import GOALS, OUTCOMES, meets
+
 # measure name -> column of the trials table / column of the evals table
 TRIAL_MEASURES = {
     "time": "time_to_target",
@@ -53,7 +54,7 @@ def _measure(by: str, table: dict[str, str]) -> str:
 
 
 def _check_goal(goal: str) -> str:
-    if goal not in ("min", "max"):
+    if goal not in GOALS:
         raise UsageError(f"metric goal must be 'min' or 'max', got {goal!r}")
     return goal
 
@@ -92,7 +93,7 @@ def time_to_target_from_evals(evals: pd.DataFrame, *, target: float, goal: str, 
         raise UsageError("time_to_target_from_evals expects the evals of one run; group by run_id first")
     ordered = evals.sort_values("step", kind="stable")
     values = ordered["metric_value"].to_numpy(dtype=float)
-    hits = values <= target if goal == "min" else values >= target  # NaN compares False: never a hit
+    hits = meets(values, target, goal)  # NaN compares False: never a hit
     if not hits.any():
         return float("nan")
     out = float(ordered[col].to_numpy(dtype=float)[int(np.argmax(hits))])

@@ -105,8 +105,7 @@ def test_import_computes_time_to_target_per_trial(tree, results):
 
 def test_imported_results_score_like_algoperf(tree, results):
     import_algoperf(tree, results_dir=results)
-    trials = read_results(results).trials
-    trials = trials.assign(workload=trials["workload_key"])
+    trials = read_results(results).scoring_trials()
     board = leaderboard(trials, by="time", algoperf=True)
     # wmt: fast = median(best of study 0 = 100, best of study 1 = 90) = 95; slow = median(300, 400) = 350.
     # criteo1tb: fast 60, slow 120.

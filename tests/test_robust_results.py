@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optbench import fsutil
-from optbench.render import scoring_table
 from optbench.results import TRIAL_COLUMNS, read_results, trial_path, write_trial
 from optbench.scoring import leaderboard
 
@@ -45,7 +44,7 @@ def _one_file_is_a_trial_or_a_problem(root: Path, path: Path) -> None:
     assert len(loaded.trials) + len(named) == 1, (loaded.problems, len(loaded.trials))
     assert len(loaded.problems) == len(named)
     if len(loaded.trials):  # whatever the reader accepts, scoring takes
-        board = leaderboard(scoring_table(loaded), by="time")
+        board = leaderboard(loaded.scoring_trials(), by="time")
         assert list(board.scores.index) == loaded.trials["submission"].tolist()
 
 
