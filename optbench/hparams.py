@@ -197,7 +197,7 @@ def parse_search_space(raw: Any, *, source: str = "search space") -> SearchSpace
             continue
         try:
             low, high = float(spec["min"]), float(spec["max"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond any float
             raise UsageError(f"{source}: {name!r} needs numeric 'min' and 'max' (or 'feasible_points')") from None
         scaling = spec.get("scaling", "linear")
         if scaling not in ("log", "linear"):
