@@ -111,6 +111,8 @@ class Size:
       options: workload-specific settings (model width, data subset...), read-only.
       dataset: name of the prepared dataset this size needs (``optbench data prepare NAME``), or None.
       note: how the target was chosen, shown by ``optbench list``.
+      micro_batch_size: examples per forward/backward pass on one device, sized for the tier's GPU memory; a
+        larger batch is accumulated over several passes (``--micro-batch-size`` overrides it). None: one pass.
     """
 
     name: str
@@ -122,6 +124,7 @@ class Size:
     options: Mapping[str, Any] = field(default_factory=dict)
     dataset: str | None = None
     note: str = ""
+    micro_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -157,8 +160,13 @@ class Task(Protocol):
         ...
 
     def counts(self, batch: Any) -> tuple[int, int]:
-        """(examples, tokens) in ``batch``; tokens equals examples for non-sequence workloads."""
+        """(examples, tokens) in ``batch``; tokens equals examples for non-sequence workloads. Computed from
+        shapes: the harness calls it every step and it must not wait for the device."""
         ...
+
+    # Optional: ``slice_batch(batch, start, stop)`` returns examples [start, stop) of a batch, for batches the
+    # harness cannot cut itself (see optbench.batches). ``loss`` must be a mean over the batch's tokens: the harness
+    # weights the micro-batches of an accumulated step (and the ranks' shares) by their token counts.
 
 
 @runtime_checkable

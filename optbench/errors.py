@@ -11,3 +11,8 @@ class PluginError(UsageError):
 
 class DataMissingError(UsageError):
     """A workload's dataset is not prepared; the message gives the command that prepares it."""
+
+
+class TrialAborted(Exception):
+    """A data-parallel trial failed on one of its ranks: it was recorded, and the command cannot go on (its process
+    group has an abandoned collective). The CLI prints one line and exits with code 1."""

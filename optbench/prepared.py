@@ -37,6 +37,7 @@ MAX_PLANNED_TRIALS = 100_000  # a tune plans at most this many trials (a billion
 MAX_JOBS = 1024  # worker processes of one tune
 MAX_BUDGET_MULTIPLIER = 1e6  # the self-tuning ruleset's budget factor (AlgoPerf uses 1.5 to 3)
 MAX_NAME = 200  # characters of a study, trial or plugin name (they become file names and table cells)
+SYNC_EVERY_GPU = 20  # steps between loss reads on a GPU: the launch queue never drains within a stretch
 
 
 def bounded_int(value: Any, *, what: str, low: int, high: int) -> int:
@@ -109,12 +110,17 @@ class TrialConfig:
         an existing checkpoint resumes from it.
       compile: run the model's forward under ``torch.compile``. Compilation happens in the first steps and is timed
         (as in AlgoPerf), unless ``warmup_steps`` take it off the clock.
+      micro_batch_size: examples per forward/backward pass on one process (default: the size's); the batch is
+        accumulated over ceil(batch / processes / micro) passes with the same gradient.
+      sync_every: read the training losses (divergence, progress) every this many steps; the only per-step-free
+        synchronisation point (default: every step on CPU, where reading costs nothing; ``SYNC_EVERY_GPU`` on a
+        GPU). A seconds budget may be overshot by up to this many steps.
     """
 
     size: str | None = None
     hparams: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
     study: str | None = None
     trial: str = "0"
     max_steps: int | None = None
@@ -128,6 +134,8 @@ class TrialConfig:
     data_dir: Path | None = None
     checkpoint: Path | None = None
     compile: bool = False
+    micro_batch_size: int | None = None
+    sync_every: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------- the prepared trial
@@ -146,6 +154,9 @@ class PreparedTrial:
       timeout, warmup_steps, divergence_factor, compile, checkpoint, data_dir: as in :class:`TrialConfig`,
         validated.
       results_dir: where the result goes.
+      micro_batch_size: examples per forward/backward pass on one process (None: the rank's whole share).
+      world_size: processes training the trial together (torchrun's WORLD_SIZE; 1 without torchrun).
+      sync_every: steps between reads of the training losses (see :class:`TrialConfig`).
     """
 
     workload: Loaded[Workload]
@@ -167,6 +178,9 @@ class PreparedTrial:
     checkpoint: Path | None
     data_dir: Path | None
     results_dir: Path
+    micro_batch_size: int | None = None
+    world_size: int = 1
+    sync_every: int = 1
 
     @property
     def batch_size(self) -> int:
@@ -215,18 +229,23 @@ def resolve_size(workload: Workload, name: str | None) -> Size:
     return workload.sizes[name]
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` if available else ``cpu``; an unknown or unavailable device is a usage error."""
+def resolve_device(name: str, *, local_rank: int = 0) -> str:
+    """``auto`` -> ``cuda`` if available else ``cpu``; an unknown or unavailable device is a usage error. Under
+    torchrun, a bare ``cuda`` (or ``auto`` on a GPU machine) is this process's GPU, ``cuda:LOCAL_RANK``."""
     import torch
 
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank:
+        name = f"cuda:{local_rank}"
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError, ValueError):
         raise UsageError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} GPU(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError("device 'mps' requested but MPS is not available; use --device cpu")
     if dev.type not in ("cpu", "cuda", "mps"):
@@ -285,10 +304,20 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
     check_json(cfg.hparams, where="hyperparameters")
     hparams = merge(s.defaults, cfg.hparams, submission=submission.name)
     hparams_json = json.dumps(dict(hparams), sort_keys=True, default=str)
-    device = resolve_device(cfg.device)
+    from optbench.distributed import world
+
+    here = world()
+    device = resolve_device(cfg.device, local_rank=here.local_rank)
     budget = budget_for(size, max_steps=cfg.max_steps, max_seconds=cfg.max_seconds)
     period = _period(size, cfg)
     batch_size = _batch_size(cfg, hparams, size)
+    if batch_size < here.size:
+        raise UsageError(f"batch size {batch_size} is smaller than the {here.size} processes sharing it")
+    micro = cfg.micro_batch_size if cfg.micro_batch_size is not None else size.micro_batch_size
+    micro = None if micro is None else bounded_int(micro, what="--micro-batch-size", low=1, high=MAX_BATCH)
+    default_sync = 1 if device == "cpu" else SYNC_EVERY_GPU
+    sync_every = default_sync if cfg.sync_every is None else bounded_int(
+        cfg.sync_every, what="--sync-every", low=1, high=MAX_STEPS)
     timeout = None if cfg.timeout is None else bounded_float(cfg.timeout, what="--timeout")
     warmup = bounded_int(cfg.warmup_steps, what="--warmup-steps", low=0, high=MAX_WARMUP_STEPS)
     factor = bounded_float(cfg.divergence_factor, what="divergence factor", low=1.0, high=1e300)
@@ -298,7 +327,8 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
         workload=workload, submission=submission, size=size, budget=budget, period=period, hparams=hparams,
         hparams_json=hparams_json, device=device, info=info, seed=seed, study=study, trial=trial, timeout=timeout,
         warmup_steps=warmup, divergence_factor=factor, compile=bool(cfg.compile), checkpoint=cfg.checkpoint,
-        data_dir=cfg.data_dir, results_dir=Path(results_dir),
+        data_dir=cfg.data_dir, results_dir=Path(results_dir), micro_batch_size=micro, world_size=here.size,
+        sync_every=sync_every,
     )
 
 

@@ -77,12 +77,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device: str) -> str:
+    """The model of ``device``: the GPU's name on CUDA, else the CPU's."""
+    import torch
+
+    dev = torch.device(device)
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model()
+
+
 def collect(device: str) -> Provenance:
     """Provenance of a trial run on ``device``."""
     import torch
 
     dev = torch.device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model()
+    name = device_name(device)
     return Provenance(
         optbench_version=optbench.__version__, code_hash=code_hash(), git_commit=git_commit(),
         torch_version=torch.__version__, python_version=platform.python_version(), device=str(dev),

@@ -8,12 +8,16 @@ exploding loss is ``diverged``, an exception in plugin code ``error`` (traceback
 runs: :func:`optbench.prepared.prepare` validates every value once, and the runner consumes the
 :class:`~optbench.prepared.PreparedTrial` it returns.
 
-One step (all timed)::
+One step (all timed; nothing waits for the device)::
 
-    batch = task.next_batch(batch_size, data_gen)
-    loss = task.loss(model, batch); loss.backward()
+    batch = task.next_batch(batch_size, data_gen)           # the global batch, on every rank
+    for micro_batch, w in this rank's share, cut into micro-batches:   # optbench.stepping
+        (w * task.loss(model, micro_batch)).backward()      # w = the micro-batch's share of the batch's tokens
+    all-reduce the gradients over ranks                     # only under torchrun
     updater.step(closure)        # closure only for submissions that declare Capability.CLOSURE / SAMPLED_LOSS
     updater.zero_grad()
+
+With one process and no micro-batch size this is exactly ``task.loss(model, batch).backward()``.
 """
 
 from __future__ import annotations
@@ -37,14 +41,16 @@ from typing import Any, Protocol
 
 import torch
 
-from optbench import SCHEMA_VERSION, provenance
+from optbench import SCHEMA_VERSION, distributed, provenance
 from optbench.api import Capability, Submission, Task, Workload
 from optbench.clock import Clock
-from optbench.errors import UsageError
+from optbench.distributed import Group, PeerFailed
+from optbench.errors import TrialAborted, UsageError
 from optbench.prepared import MAX_BATCH, PreparedTrial, TrialConfig, prepare, resolve_device, resolve_size
 from optbench.registry import Loaded
 from optbench.results import EvalRow, TrialRecord, write_trial
 from optbench.state import TrialState
+from optbench.stepping import Stepper
 
 __all__ = ["TrialConfig", "PreparedTrial", "TrialResult", "prepare", "resolve_device", "resolve_size", "run_trial",
            "run_prepared", "derive_seed"]
@@ -79,7 +85,7 @@ class TrialResult:
 
     record: TrialRecord
     rows: list[EvalRow]
-    path: Path
+    path: Path | None  # None on the ranks other than 0 of a data-parallel trial (rank 0 writes)
     note: str | None = None
 
 
@@ -98,10 +104,18 @@ def classify(exc: BaseException) -> str:
 
 
 class TrialLoop:
-    """The loop of one trial; its mutable state lives in :attr:`state` so that it can be saved and restored."""
+    """The loop of one trial; its mutable state lives in :attr:`state` so that it can be saved and restored.
 
-    def __init__(self, *, prep: PreparedTrial, task: Task, observer: Observer | None, wall_start: float) -> None:
-        self.prep, self.task, self.observer = prep, task, observer
+    Steps are timed in stretches (:mod:`optbench.clock`): nothing in :meth:`step` waits for the device. Every
+    ``prep.sync_every`` steps, and wherever an evaluation or the step budget falls, the loop halts the clock,
+    reads the stretch's training losses in one transfer (divergence, the progress bar), checks the seconds budget
+    and the evaluation period, and starts the next stretch.
+    """
+
+    def __init__(self, *, prep: PreparedTrial, task: Task, observer: Observer | None, wall_start: float,
+                 group: Group | None = None) -> None:
+        self.prep, self.task, self.observer, self.group = prep, task, observer, group
+        self.world = distributed.world() if group is not None else distributed.World()
         self.wall_start = wall_start  # perf_counter() when the trial began (set-up included, as --timeout counts)
         self.metric = prep.workload.obj.metric
         self.caps = prep.submission.obj.capabilities
@@ -116,8 +130,11 @@ class TrialLoop:
             model=model, updater=updater,
             data_gen=torch.Generator(device=data_device).manual_seed(derive_seed(prep.seed, "data")),
             sample_gen=torch.Generator(device=data_device).manual_seed(derive_seed(prep.seed, "sample")),
-            clock=Clock(device=device),
+            clock=Clock(device=device, waiter=group.sync if group is not None else None),
         )
+        self.stepper = Stepper(task=task, model=self.forward_model, params_of=model, micro=prep.micro_batch_size,
+                               world=self.world, group=group, sample_gen=self.state.sample_gen)
+        self.pending: list[torch.Tensor] = []  # this stretch's step losses (0-d, on the device), not yet read
 
     # ----- one step -------------------------------------------------------------------------------------------
     def batch_size(self) -> int:
@@ -128,43 +145,44 @@ class TrialLoop:
             return bs
         return self.prep.batch_size
 
-    def _closure(self, batch: Any) -> Callable[..., torch.Tensor]:
-        model, task, gen = self.forward_model, self.task, self.state.sample_gen
-
-        def closure(sampled: bool = False) -> torch.Tensor:
-            model.zero_grad(set_to_none=True)
-            with torch.enable_grad():
-                loss = task.sampled_loss(model, batch, gen) if sampled else task.loss(model, batch)
-                loss.backward()
-            return loss.detach()
-
-        return closure
-
-    def step(self) -> float:
-        """One timed update step; returns the training loss."""
+    def step(self) -> None:
+        """One update step, queued on the device without waiting for it; its loss joins :attr:`pending`."""
         st = self.state
         bs = self.batch_size()
-        with st.clock.timing():
-            batch = self.task.next_batch(bs, st.data_gen)
-            loss = self.task.loss(self.forward_model, batch)
-            loss.backward()
-            if Capability.CLOSURE in self.caps or Capability.SAMPLED_LOSS in self.caps:
-                st.updater.step(self._closure(batch))
-            else:
-                st.updater.step()
-            st.updater.zero_grad(set_to_none=True)
-        value = float(loss.detach())
+        batch = self.task.next_batch(bs, st.data_gen)
+        loss = self.stepper.backward(batch)
+        if Capability.CLOSURE in self.caps or Capability.SAMPLED_LOSS in self.caps:
+            st.updater.step(self.stepper.closure(batch))
+        else:
+            st.updater.step()
+        st.updater.zero_grad(set_to_none=True)
         examples, tokens = self.task.counts(batch)
         c = st.counters
         c.step += 1
         c.examples += examples
         c.tokens += tokens
-        c.loss_sum += value
-        c.loss_count += 1
         c.last_batch_size = bs
-        if c.initial_loss is None:
-            c.initial_loss = value
-        return value
+        self.pending.append(loss)
+
+    def read_losses(self) -> float:
+        """Read the pending step losses (one transfer; summed over ranks), fold them into the counters and check
+        each for divergence; returns the latest. Call with the clock halted."""
+        if not self.pending:
+            return math.nan
+        values = torch.stack(self.pending).to(torch.float64)  # (S,) this rank's shares of the S steps' losses
+        if self.group is not None:
+            values = self.group.reduce_values(values)
+        losses = values.tolist()
+        self.pending.clear()
+        c = self.state.counters
+        first_step = c.step - len(losses) + 1
+        for i, value in enumerate(losses):
+            c.loss_sum += value
+            c.loss_count += 1
+            if c.initial_loss is None:
+                c.initial_loss = value
+            self.check_divergence(value, step=first_step + i)
+        return losses[-1]
 
     # ----- evaluation -----------------------------------------------------------------------------------------
     def eval_due(self) -> bool:
@@ -178,6 +196,27 @@ class TrialLoop:
         return (b.max_steps is not None and c.step >= b.max_steps) or (
             b.max_seconds is not None and self.state.clock.timed >= b.max_seconds)
 
+    def sync_due(self) -> bool:
+        """Whether this step ends a stretch: every ``sync_every`` steps, and where the step period or the step
+        budget falls (both known without reading the device)."""
+        c, p, b = self.state.counters, self.prep.period, self.prep.budget
+        return (c.step % self.prep.sync_every == 0
+                or (p.steps is not None and c.step - c.last_eval_step >= p.steps)
+                or (b.max_steps is not None and c.step >= b.max_steps))
+
+    def measure(self) -> dict[str, float]:
+        """The workload's validation metrics; with several ranks, rank 0's values, so every rank decides alike."""
+        st = self.state
+        st.model.eval()
+        with torch.no_grad():
+            metrics = {str(k): float(v) for k, v in dict(self.task.evaluate(st.model)).items()}
+        st.model.train()
+        if self.group is not None:
+            keys = sorted(metrics)
+            values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.group.comm_device)
+            metrics = dict(zip(keys, self.group.broadcast(values, src=0).tolist()))
+        return metrics
+
     def evaluate(self) -> EvalRow:
         """Evaluate (untimed; the submission's eval-parameter swap is timed, as AlgoPerf's prepare_for_eval)."""
         st, c = self.state, self.state.counters
@@ -187,10 +226,7 @@ class TrialLoop:
                 swap.__enter__()
         try:
             with st.clock.paused():
-                st.model.eval()
-                with torch.no_grad():
-                    metrics = dict(self.task.evaluate(st.model))
-                st.model.train()
+                metrics = self.measure()
         finally:
             if swap is not None:
                 with st.clock.timing():
@@ -203,20 +239,20 @@ class TrialLoop:
             eval_seconds=st.clock.untimed, wall_seconds=time.perf_counter() - self.wall_start,
             train_loss=c.loss_sum / c.loss_count if c.loss_count else math.nan,
             metric_value=float(metrics[self.metric.name]), learning_rate=float(groups[0].get("lr", math.nan)),
-            batch_size=c.last_batch_size or self.batch_size(), metrics_json=json.dumps({k: float(v) for k, v in metrics.items()}),
+            batch_size=c.last_batch_size or self.batch_size(), metrics_json=json.dumps(metrics),
         )
         st.rows.append(row)
         c.last_eval_step, c.last_eval_timed, c.loss_sum, c.loss_count = c.step, st.clock.timed, 0.0, 0
         return row
 
-    def check_divergence(self, loss: float) -> None:
+    def check_divergence(self, loss: float, *, step: int) -> None:
         c = self.state.counters
         if not math.isfinite(loss):
-            raise _Stop("diverged", f"training loss became {loss} at step {c.step}")
+            raise _Stop("diverged", f"training loss became {loss} at step {step}")
         ref = abs(c.initial_loss or 0.0)
         if ref > 0 and loss > self.prep.divergence_factor * ref:
             raise _Stop("diverged", f"training loss {loss:.4g} exceeded {self.prep.divergence_factor:g}x its first "
-                                    f"value {ref:.4g} at step {c.step}")
+                                    f"value {ref:.4g} at step {step}")
 
     # ----- the loop -------------------------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -226,13 +262,15 @@ class TrialLoop:
         snap = self.state.snapshot()
         for _ in range(self.prep.warmup_steps):
             self.step()
+        self.state.clock.sync()
+        self.pending.clear()
         self.state.load_state_dict(snap)
 
     def after_eval(self, row: EvalRow) -> bool:
         hit = self.metric.reached(row.metric_value, self.prep.target)
         if self.observer:
             self.observer.evaluated(row, reached=hit)
-        if self.prep.checkpoint is not None:
+        if self.prep.checkpoint is not None and self.world.is_main:
             with self.state.clock.paused():
                 self.state.save(self.prep.checkpoint)
         if not hit and not math.isfinite(row.metric_value):
@@ -246,23 +284,36 @@ class TrialLoop:
         if not self.state.rows:  # step 0: the starting point, off the clock
             if self.after_eval(self.evaluate()):
                 return "reached", None
+        clock = self.state.clock
+        clock.run()
         while True:
-            loss = self.step()
-            if self.observer:
-                self.observer.stepped(step=self.state.counters.step, loss=loss,
-                                      timed_seconds=self.state.clock.timed)
-            try:
-                self.check_divergence(loss)
-            except _Stop:
-                self._final_eval_quietly()
-                raise
-            spent = self.budget_spent()
-            if (spent or self.eval_due()) and self.after_eval(self.evaluate()):
-                return "reached", None
-            if spent:
-                return "missed", None
+            self.step()
+            if self.sync_due():
+                outcome = self.checkpoint_stretch()
+                if outcome is not None:
+                    return outcome, None
+                clock.run()
             if self.prep.timeout is not None and time.perf_counter() - self.wall_start > self.prep.timeout:
                 raise TrialTimeout()  # where the deadline's signal cannot reach (not the main thread)
+
+    def checkpoint_stretch(self) -> str | None:
+        """End of a stretch: halt the clock, read the losses, agree on the clock across ranks, evaluate if due.
+        Returns ``reached`` or ``missed`` when the trial ends here, else None."""
+        clock = self.state.clock
+        clock.halt()
+        try:
+            loss = self.read_losses()
+        except _Stop:
+            self._final_eval_quietly()
+            raise
+        if self.group is not None:
+            clock.timed = self.group.agree_max(clock.timed)
+        if self.observer:
+            self.observer.stepped(step=self.state.counters.step, loss=loss, timed_seconds=clock.timed)
+        spent = self.budget_spent()
+        if (spent or self.eval_due()) and self.after_eval(self.evaluate()):
+            return "reached"
+        return "missed" if spent else None
 
     def _final_eval_quietly(self) -> None:
         """After divergence, record where the model ended if the workload can still evaluate it."""
@@ -317,6 +368,9 @@ def run_trial(workload: Loaded[Workload], submission: Loaded[Submission], cfg: T
     return run_prepared(prepare(workload, submission, cfg, results_dir=results_dir), observer=observer)
 
 
+_TRIALS_STARTED = 0  # trials this process has run: names each trial's failure flag among the ranks
+
+
 def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> TrialResult:
     """Run one prepared trial and write its Parquet file; every failure of the trial becomes its outcome.
 
@@ -326,18 +380,32 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
     ``interrupted`` before stopping the command. The result is always written: if the results directory fails,
     to a rescue directory named in :attr:`TrialResult.note`.
 
+    Under torchrun every rank calls this with the same trial; rank 0 alone writes the result (the others return
+    it with ``path`` None). A rank whose trial fails tells the others, which stop at their next collective; rank 0
+    records the failing rank's outcome, and :class:`TrialAborted` then ends the command on every rank.
+
     Args:
       prep: the trial, validated by :func:`optbench.prepared.prepare`.
       observer: optional progress receiver.
     Returns:
       The written record, its evaluation rows and the file's path.
     """
-    outcome, reason, loop, interrupted = "error", None, None, False
+    global _TRIALS_STARTED
+    _TRIALS_STARTED += 1
+    outcome, reason, loop, interrupted, group = "error", None, None, False, None
     wall_start = time.perf_counter()
+    here = distributed.world()
+    if here.size > 1:
+        if Group.broken:
+            raise TrialAborted("an earlier trial of this command failed on one rank; its process group is unusable")
+        if prep.device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(prep.device))
+        group = Group(here, torch.device(prep.device), trial_index=_TRIALS_STARTED)
+        observer = observer if here.is_main else None
     try:
         with deadline(prep.timeout):
             task = prep.workload.obj.setup(prep.size, device=torch.device(prep.device), data_dir=prep.data_dir)
-            loop = TrialLoop(prep=prep, task=task, observer=observer, wall_start=wall_start)
+            loop = TrialLoop(prep=prep, task=task, observer=observer, wall_start=wall_start, group=group)
             if prep.checkpoint is not None and prep.checkpoint.exists():
                 loop.state.load(prep.checkpoint)
             else:
@@ -347,6 +415,8 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
         outcome, reason = stop.outcome, stop.reason
     except TrialTimeout:
         outcome, reason = "timeout", f"wall-clock limit of {prep.timeout:g} s exceeded"
+    except PeerFailed as peer:
+        outcome, reason = peer.outcome, f"rank {peer.rank} of {here.size}: {peer.reason or peer.outcome}"
     except UsageError:
         if loop is None or not loop.state.counters.step:
             raise  # found in set-up, before any training: bad input, nothing to record
@@ -361,11 +431,19 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
             outcome = "timeout"
         if prep.device.startswith("cuda"):
             torch.cuda.empty_cache()
+    if group is not None and outcome in ("error", "oom", "timeout", "interrupted") and not Group.broken:
+        group.fail(outcome, reason)  # the peers stop at their next collective
     rows = loop.state.rows if loop is not None else []
-    record = _record(prep, outcome, reason, loop)
-    path, note = _write(prep, record, rows)
+    record = _record(prep, outcome, reason, loop, group)
+    path, note = _write(prep, record, rows) if here.is_main else (None, None)
     if interrupted:
         raise KeyboardInterrupt
+    if group is not None and Group.broken:
+        group.finished_recording(wait=not here.is_main)
+        lines = (reason or "").strip().splitlines()
+        where = f"; recorded at {path}" if path is not None else ""
+        raise TrialAborted(f"{prep.title}: {outcome} ({lines[-1] if lines else outcome}){where}; the process group "
+                           "cannot be reused, so this command stops here")
     return TrialResult(record=record, rows=rows, path=path, note=note)
 
 
@@ -397,7 +475,8 @@ def _write(prep: PreparedTrial, record: TrialRecord, rows: list[EvalRow]) -> tup
                      f"nor to any rescue directory; outcome {record.outcome}, best {record.best_metric}")
 
 
-def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLoop | None) -> TrialRecord:
+def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLoop | None,
+            group: Group | None = None) -> TrialRecord:
     """The trial's metadata from what was prepared and where the loop ended."""
     w = prep.workload.obj
     goal = w.metric.goal.value
