@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from optbench.api import Capability, Submission, SubmissionSpec, TrialInfo, Updater, named_params
+from optbench.wrapping import UpdaterWrapper
 
 KINDS = ("none", "ema", "tail")
 # Hyperparameters an averaged submission adds to its base's: which average, the EMA half-life in steps, and where the
@@ -63,7 +64,7 @@ def _average_dtype(p: torch.Tensor) -> torch.dtype:
     return torch.float32 if p.dtype in (torch.bfloat16, torch.float16) else p.dtype
 
 
-class Averaged:
+class Averaged(UpdaterWrapper):
     """An updater that keeps an average of the weights it produces and evaluates at it (see the module docstring).
 
     Args:
@@ -73,44 +74,28 @@ class Averaged:
     """
 
     def __init__(self, updater: Any, model: nn.Module, spec: AveragingSpec) -> None:
-        self.updater, self.spec = updater, spec
+        super().__init__(updater)
+        self.spec = spec
         self.params = [p for _, p in named_params(model)]
         self.avg = [p.detach().to(_average_dtype(p), copy=True) for p in self.params]
         self.t = 0  # updates done
         self.n = 0  # iterates in the tail mean
 
-    # ----- the Optimizer interface ------------------------------------------------------------------------------
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.updater.param_groups
-
-    @property
-    def state(self) -> Any:
-        return self.updater.state
-
+    # ----- the Optimizer interface (the rest is forwarded by UpdaterWrapper) -----------------------------------
     def step(self, closure: Callable[..., Any] | None = None) -> Any:
-        out = self.updater.step(closure) if closure is not None else self.updater.step()
+        out = self.inner.step(closure) if closure is not None else self.inner.step()
         self.t += 1
         self._accumulate()
         return out
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.updater.zero_grad(set_to_none=set_to_none)
-
     def state_dict(self) -> dict[str, Any]:
-        return {"updater": self.updater.state_dict(), "avg": [a.clone() for a in self.avg], "t": self.t, "n": self.n}
+        return {"updater": self.inner.state_dict(), "avg": [a.clone() for a in self.avg], "t": self.t, "n": self.n}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.updater.load_state_dict(state_dict["updater"])
+        self.inner.load_state_dict(state_dict["updater"])
         for a, saved in zip(self.avg, state_dict["avg"], strict=True):
             a.copy_(saved)
         self.t, self.n = int(state_dict["t"]), int(state_dict["n"])
-
-    def __getattr__(self, name: str) -> Any:
-        # Optional hooks of the wrapped updater (batch_size for a batch schedule) stay reachable.
-        if name == "updater":
-            raise AttributeError(name)
-        return getattr(self.updater, name)
 
     # ----- the average --------------------------------------------------------------------------------------------
     @torch.no_grad()

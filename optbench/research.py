@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from optbench.errors import UsageError
 from optbench.fsutil import atomic_file
-from optbench.schedules import from_hparams, key_default, values
+from optbench.schedules import from_hparams, given, values
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -56,10 +56,10 @@ def describe(hparams: Mapping[str, Any]) -> str:
     """A short label of a schedule: its name and the keys it reads, with their values."""
     from optbench.schedules import TABLE
 
-    name = str(hparams.get("schedule", "constant"))
+    name = str(given(hparams, "schedule"))
     kind = next((k for k in TABLE if k.name == name), None)
     keys = kind.keys if kind else ()
-    return name + "".join(f" {k}={hparams.get(k, key_default(name, k))}" for k in keys)
+    return name + "".join(f" {k}={given(hparams, k)}" for k in keys)
 
 
 def plot_schedules(curves: Sequence[tuple[str, Sequence[int], Sequence[float]]], *, ylabel: str,
@@ -109,3 +109,28 @@ def _plain() -> Any:
     from matplotlib import rc_context
 
     return rc_context(PLAIN_TEXT)
+
+
+class Retargeted:
+    """A workload with other validation targets (per size name): ``cbs --target`` and the Seesaw comparison at
+    the final metric (a target it cannot reach, such as 0 excess risk, runs the whole budget)."""
+
+    def __init__(self, inner: Any, targets: Mapping[str, float]) -> None:
+        from dataclasses import replace
+
+        self.inner = inner
+        self.name, self.metric, self.default_size = inner.name, inner.metric, inner.default_size
+        self.description = inner.description
+        self.sizes = {k: replace(s, target=float(targets[k])) if k in targets else s for k, s in inner.sizes.items()}
+
+    def setup(self, size: Any, *, device: Any, data_dir: Path | None) -> Any:
+        return self.inner.setup(size, device=device, data_dir=data_dir)
+
+
+def retarget(workload: Any, size: str, target: float) -> Any:
+    """``workload`` (a :class:`optbench.registry.Loaded`) with ``target`` at ``size``; same name and origin."""
+    from optbench.registry import Loaded
+
+    if size not in workload.obj.sizes:
+        raise UsageError(f"workload {workload.name!r} has no size {size!r}; it has {', '.join(workload.obj.sizes)}")
+    return Loaded(name=workload.name, obj=Retargeted(workload.obj, {size: target}), origin=workload.origin)

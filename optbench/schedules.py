@@ -236,9 +236,18 @@ TABLE: tuple[ScheduleKind, ...] = (
 SCHEDULES = tuple(k.name for k in TABLE)
 
 
+def given(hparams: Mapping[str, Any], key: str) -> Any:
+    """``hparams[key]``, or the schedule's default for it when absent or None (None: "the schedule's default", the
+    value a submission that accepts every key records for the keys it was not given)."""
+    value = hparams.get(key)
+    if value is None:
+        return "constant" if key == "schedule" else key_default(str(given(hparams, "schedule")), key)
+    return value
+
+
 def _number(hparams: Mapping[str, Any], key: str, *, low: float, high: float) -> float:
     """``hparams[key]`` (or its default) as a finite float in [low, high], else a one-line :class:`ScheduleError`."""
-    value = hparams.get(key, key_default(str(hparams.get("schedule", "constant")), key))
+    value = given(hparams, key)
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -249,14 +258,14 @@ def _number(hparams: Mapping[str, Any], key: str, *, low: float, high: float) ->
 
 
 def _shape(hparams: Mapping[str, Any]) -> str:
-    shape = hparams.get("cooldown_shape", KEY_DEFAULTS["cooldown_shape"])
+    shape = given(hparams, "cooldown_shape")
     if shape not in COOLDOWN_SHAPES:
         raise ScheduleError(f"unknown cooldown_shape {shape!r}; choose one of {', '.join(COOLDOWN_SHAPES)}")
     return str(shape)
 
 
 def _milestones(hparams: Mapping[str, Any], total_steps: int) -> tuple[int, ...]:
-    raw = hparams.get("decay_milestones", KEY_DEFAULTS["decay_milestones"])
+    raw = given(hparams, "decay_milestones")
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         raw = [raw]
     if not isinstance(raw, (list, tuple)) or not raw:
@@ -279,7 +288,7 @@ def from_hparams(hparams: Mapping[str, Any], *, total_steps: int) -> Schedule:
     Raises:
       ScheduleError: an unknown schedule or shape, or a value out of its range.
     """
-    name = hparams.get("schedule", "constant")
+    name = given(hparams, "schedule")
     warmup = int(round(_number(hparams, "warmup_frac", low=0.0, high=1.0) * total_steps))
     floor = _number(hparams, "decay_floor", low=0.0, high=1.0)
     if name == "constant":

@@ -69,6 +69,14 @@ def test_the_old_three_are_unchanged_by_the_new_keys():
         assert from_hparams(hp, total_steps=200) == from_hparams({**hp, **extra}, total_steps=200)
 
 
+def test_none_means_the_schedules_own_default():
+    # A submission that accepts every schedule key records None for those it was not given.
+    nones = {k: None for k in KEY_DEFAULTS}
+    assert from_hparams({**nones, "schedule": "invsqrt"}, total_steps=100) == from_hparams({"schedule": "invsqrt"}, total_steps=100)
+    assert from_hparams({**nones, "schedule": "wsd"}, total_steps=100)(90) == pytest.approx(0.5)  # cooldown 0.2
+    assert from_hparams(nones, total_steps=100)(7) == 1.0  # constant
+
+
 @pytest.mark.parametrize(("hparams", "message"), [
     ({"schedule": "wsd", "cooldown_frac": 1.5}, r"cooldown_frac must be in \[0, 1\], got 1.5"),
     ({"schedule": "wsd", "cooldown_shape": "sqrt"}, r"unknown cooldown_shape 'sqrt'; choose one of linear, 1-sqrt, cosine"),
