@@ -34,6 +34,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +50,7 @@ TRIAL_DIR = re.compile(r"^trial_(\d+)$")
 STUDY_DIR = re.compile(r"^study_(\d+)$")
 RULESET_DIRS = {"external_tuning", "self_tuning"}  # layout of AlgoPerf's submissions repository
 TIME_COLUMNS = ("score", "accumulated_submission_time")
+IMPORT_THREADS = 4  # logs converted at once (see import_algoperf)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,7 +200,8 @@ def read_log(log: TrialLog, spec: TargetSpec) -> Any:
         raise ValueError(f"missing column(s) {', '.join(missing)}")
     steps = pd.to_numeric(df["global_step"], errors="coerce")
     _check_numbers(df["global_step"], steps, "global_step", whole=True)
-    df = df.assign(global_step=steps).dropna(subset=["global_step"]).sort_values("global_step", kind="stable")
+    known = steps.notna().to_numpy()
+    df = df.assign(global_step=steps)[known].sort_values("global_step", kind="stable")
     df = df.drop_duplicates("global_step", keep="last").reset_index(drop=True)
     if df.empty:
         raise ValueError("no evaluations")
@@ -226,34 +229,44 @@ def _check_numbers(raw: Any, values: Any, column: str, *, whole: bool, required:
         raise ValueError(f"{column} {cell!r} is not {what}")
 
 
+def _finite_column(series: Any) -> list[float | None]:
+    """:func:`_finite` of every cell of one column; a numeric column is converted at once, not cell by cell."""
+    if series.dtype.kind in "biuf":
+        return [v if math.isfinite(v) else None for v in series.to_numpy(dtype=float).tolist()]
+    return [_finite(v) for v in series.tolist()]
+
+
 def _rows(df: Any) -> list[Any]:
+    """One EvalRow per log row; every logged column goes into metrics_json (a finite number, else null)."""
     from optbench.results import EvalRow
 
-    def col(row: Any, name: str) -> float:
-        v = _finite(row.get(name))
-        return math.nan if v is None else v
+    metrics = {str(k): _finite_column(df[k]) for k in df.columns if not str(k).startswith("_")}
 
-    out = []
-    for _, r in df.iterrows():
-        metrics = {k: _finite(v) for k, v in r.items() if not str(k).startswith("_")}
-        out.append(EvalRow(
-            step=int(r["global_step"]), examples=None, tokens=None,  # type: ignore[arg-type]  # not logged
-            timed_seconds=float(r["_time"]), eval_seconds=col(r, "accumulated_eval_time"),
-            wall_seconds=col(r, "total_duration"), train_loss=col(r, "train/loss"),
-            metric_value=float(r["_metric"]), learning_rate=math.nan, batch_size=None,  # type: ignore[arg-type]
-            metrics_json=json.dumps(metrics, sort_keys=True)))
-    return out
+    def col(name: str) -> list[float]:
+        values = metrics.get(name) or [None] * len(df)
+        return [math.nan if v is None else v for v in values]
+
+    names = sorted(metrics)
+    eval_s, wall_s, loss = col("accumulated_eval_time"), col("total_duration"), col("train/loss")
+    steps, seconds = df["global_step"].tolist(), df["_time"].tolist()
+    values = df["_metric"].to_numpy(dtype=float).tolist()
+    return [EvalRow(
+        step=int(steps[i]), examples=None, tokens=None,  # type: ignore[arg-type]  # not logged
+        timed_seconds=float(seconds[i]), eval_seconds=eval_s[i], wall_seconds=wall_s[i], train_loss=loss[i],
+        metric_value=values[i], learning_rate=math.nan, batch_size=None,  # type: ignore[arg-type]
+        metrics_json=json.dumps({k: metrics[k][i] for k in names}))
+        for i in range(len(df))]
 
 
 def _outcome(df: Any, spec: TargetSpec) -> tuple[str, Any]:
     """(outcome, first row meeting the target or None); a log ending in a NaN/inf metric is ``diverged``."""
-    from optbench.api import reached
+    from optbench.results import meets
 
-    hit = next((r for _, r in df.iterrows() if reached(float(r["_metric"]), spec.target, spec.goal)), None)
-    if hit is not None:
-        return "reached", hit
-    last = float(df["_metric"].iloc[-1])
-    return ("missed" if math.isfinite(last) else "diverged"), None
+    values = df["_metric"].to_numpy(dtype=float)
+    hits = meets(values, spec.target, spec.goal)  # NaN compares False: never a hit (as optbench.api.reached)
+    if hits.any():
+        return "reached", df.iloc[int(hits.argmax())]
+    return ("missed" if math.isfinite(values[-1]) else "diverged"), None
 
 
 def _seed(value: Any, *, default: int) -> int:
@@ -342,14 +355,25 @@ def import_algoperf(root: Path, *, results_dir: Path, rules: str = "v0.6", targe
     found = find_logs(root, submission=submission)
     logs, skipped = _decodable(found, Path(root))
     specs = {log.workload: resolve_target(log.workload, table, overrides) for log in logs}  # all checked first
-    written = []
-    for log in logs:
+    def one(log: TrialLog) -> Path | str:
+        """The written result of one log, or why it was skipped."""
         try:
             df = read_log(log, specs[log.workload])
             record, rows = to_record(log, df, specs[log.workload], rules=rules, root=Path(root))
-            written.append(write_trial(Path(results_dir), record, rows))
+            return write_trial(Path(results_dir), record, rows)
         except (ValueError, OSError) as exc:  # a damaged log, or names/bytes write_trial refuses
-            skipped.append(f"{printable(str(log.csv))}: {exc if isinstance(exc, ValueError) else exc.strerror or exc}")
+            return f"{printable(str(log.csv))}: {exc if isinstance(exc, ValueError) else exc.strerror or exc}"
+
+    # Threads: the CSV parser, Parquet encoder and fsync release the GIL, so the logs' reads, encodes and flushes
+    # to disk overlap. Results come back in log order; on Ctrl-C the logs not yet started are cancelled (every
+    # file already written is whole: write_trial is atomic).
+    pool = ThreadPoolExecutor(max_workers=IMPORT_THREADS)
+    try:
+        done = list(pool.map(one, logs))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    written = [d for d in done if isinstance(d, Path)]
+    skipped += [d for d in done if isinstance(d, str)]
     if not written:
         raise UsageError(f"none of the {len(found)} AlgoPerf logs could be read; first problem: {skipped[0]}")
     return ImportResult(written=tuple(written), skipped=tuple(skipped))

@@ -365,7 +365,7 @@ def _provenance_html(trials: pd.DataFrame) -> str:
     cols = ["run_id", "workload", "submission", "study", "trial", "seed", "outcome", "time_to_target",
             "steps_to_target", "best_metric", "created_at", "code_hash", "device_name", "hparams"]
     per_trial = [[esc(r[c]) if c != "hparams" else f"<code>{esc(r[c])}</code>" for c in cols]
-                 for _, r in trials.sort_values(["workload", "submission", "study", "trial"]).iterrows()]
+                 for r in trials.sort_values(["workload", "submission", "study", "trial"])[cols].to_dict("records")]
     return (_table([*PROVENANCE, "workloads", "submissions", "trials"], env_rows, table_id="provenance",
                    left=len(PROVENANCE) + 2)
             + "<h3>Plugin origins</h3>" + _table(["kind", "name", "origin", "trials"], origin_rows,
