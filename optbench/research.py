@@ -8,7 +8,9 @@ to the results store like any other, so ``optbench score`` and ``optbench report
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,3 +136,275 @@ def retarget(workload: Any, size: str, target: float) -> Any:
     if size not in workload.obj.sizes:
         raise UsageError(f"workload {workload.name!r} has no size {size!r}; it has {', '.join(workload.obj.sizes)}")
     return Loaded(name=workload.name, obj=Retargeted(workload.obj, {size: target}), origin=workload.origin)
+
+
+# ------------------------------------------------------------------------------------------- critical batch size
+
+DEFAULT_OVERHEAD = 0.2  # Zhang et al. 2024: 20% more steps than perfect linear scaling
+
+
+def median_interval(values: Sequence[float], *, level: float = 0.9, n_boot: int = 2000,
+                    seed: int = 0) -> tuple[float, float, float]:
+    """(median, low, high): the median of ``values`` (inf = missed) with a bootstrap percentile interval over them
+    (NaN bounds for fewer than 2 values)."""
+    import numpy as np
+
+    from optbench.stats import _bootstrap_medians, _percentile_bounds
+
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    if len(x) < 2:
+        return float(np.median(x)), math.nan, math.nan
+    low, high = _percentile_bounds(_bootstrap_medians(x, n_boot, np.random.default_rng(seed)), level)
+    return float(np.median(x)), float(low), float(high)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CbsRun:
+    """One finished trial of a batch-size sweep (steps_to_target None when it missed)."""
+
+    batch_size: int
+    lr: float
+    seed: int
+    steps_to_target: int | None
+    examples_to_target: int | None
+    outcome: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CbsRow:
+    """Steps to target at one batch size, at its best learning rate.
+
+    Attributes:
+      steps: median over seeds of the steps to target at ``best_lr`` (inf if it missed), and its interval.
+      linear: steps perfect linear scaling from the smallest reaching batch size predicts, S(B0) B0 / B.
+      overhead: steps / linear - 1 (0: perfect scaling).
+    """
+
+    batch_size: int
+    best_lr: float | None
+    steps: float
+    steps_low: float
+    steps_high: float
+    examples: float
+    linear: float
+    overhead: float
+    reached: int
+    runs: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CbsSummary:
+    """The sweep's table, the critical batch size by the stated definition, and McCandlish's fit."""
+
+    rows: tuple[CbsRow, ...]
+    critical_batch_size: int | None
+    max_overhead: float
+    s_min: float  # fit S(B) = S_min (1 + B_noise / B)
+    b_noise: float
+
+    def definition(self) -> str:
+        return (f"critical batch size = the largest batch size B of the sweep whose steps to target S(B) are at most "
+                f"{1 + self.max_overhead:g} x the perfect linear scaling S(B0) B0 / B from the smallest batch size "
+                f"B0 that reached the target, every batch size up to B included (Zhang et al. 2024: "
+                f"{self.max_overhead:.0%} overhead); S(B) is the median over seeds at B's best learning rate.")
+
+
+def summarize_cbs(runs: Sequence[CbsRun], *, max_overhead: float = DEFAULT_OVERHEAD) -> CbsSummary:
+    """The steps-to-target table of a batch-size sweep and its critical batch size (see :meth:`CbsSummary.definition`).
+
+    Per batch size, each learning rate's score is the median over seeds of the steps to target (a miss is inf);
+    the best learning rate is the one with the fewest.
+    """
+    import numpy as np
+
+    by_b: dict[int, dict[float, list[CbsRun]]] = {}
+    for r in runs:
+        by_b.setdefault(r.batch_size, {}).setdefault(r.lr, []).append(r)
+    best: list[tuple[int, float | None, list[CbsRun]]] = []
+    for b in sorted(by_b):
+        scored = [(float(np.median([_steps(r) for r in rs])), lr, rs) for lr, rs in by_b[b].items()]
+        score, lr, rs = min(scored, key=lambda x: (x[0], x[1]))
+        best.append((b, lr if math.isfinite(score) else None, rs))
+    reaching = [(b, rs) for b, lr, rs in best if lr is not None]
+    base = (reaching[0][0], float(np.median([_steps(r) for r in reaching[0][1]]))) if reaching else None
+    rows, critical, ok = [], None, True
+    for b, lr, rs in best:
+        med, low, high = median_interval([_steps(r) for r in rs])
+        examples = float(np.median([math.inf if r.examples_to_target is None else r.examples_to_target for r in rs]))
+        linear = base[1] * base[0] / b if base else math.nan
+        over = med / linear - 1.0 if base and math.isfinite(med) else math.inf
+        if base and b >= base[0]:
+            ok = ok and over <= max_overhead + 1e-12
+            critical = b if ok else critical
+        rows.append(CbsRow(batch_size=b, best_lr=lr, steps=med, steps_low=low, steps_high=high, examples=examples,
+                           linear=linear, overhead=over, reached=sum(r.steps_to_target is not None for r in rs),
+                           runs=len(rs)))
+    s_min, b_noise = fit_steps_model([(r.batch_size, r.steps) for r in rows])
+    return CbsSummary(rows=tuple(rows), critical_batch_size=critical, max_overhead=max_overhead, s_min=s_min,
+                      b_noise=b_noise)
+
+
+def _steps(r: CbsRun) -> float:
+    return math.inf if r.steps_to_target is None else float(r.steps_to_target)
+
+
+def fit_steps_model(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares fit of McCandlish et al.'s S(B) = S_min (1 + B_noise / B), linear in 1/B, on the finite points;
+    returns (S_min, B_noise), NaN when fewer than 2 points or the fit is degenerate."""
+    import numpy as np
+
+    pts = [(1.0 / b, s) for b, s in points if math.isfinite(s)]
+    if len(pts) < 2:
+        return math.nan, math.nan
+    x, y = np.array(pts).T
+    slope, intercept = np.polyfit(x, y, 1)  # S = S_min + S_min B_noise / B
+    if intercept <= 0:
+        return float(intercept), math.nan
+    return float(intercept), float(slope / intercept)
+
+
+def cbs_markdown(summary: CbsSummary) -> str:
+    """The table as Markdown, with the definition and the fit below it."""
+    def num(x: float) -> str:
+        return "missed" if x == math.inf else ("" if math.isnan(x) else f"{x:.4g}")
+
+    lines = ["| batch size | best lr | steps to target (median) | 90% interval | examples | linear scaling | "
+             "overhead | reached |", "|---|---|---|---|---|---|---|---|"]
+    for r in summary.rows:
+        lr = "" if r.best_lr is None else f"{r.best_lr:.3g}"
+        ci = "" if math.isnan(r.steps_low) else f"{num(r.steps_low)}-{num(r.steps_high)}"
+        over = num(r.overhead) if r.overhead == math.inf else f"{r.overhead:+.0%}"
+        lines.append(f"| {r.batch_size} | {lr} | {num(r.steps)} | {ci} | {num(r.examples)} | {num(r.linear)} | "
+                     f"{'' if math.isnan(r.overhead) else over} | {r.reached}/{r.runs} |")
+    lines += ["", f"Critical batch size: **{summary.critical_batch_size}**. {summary.definition()}",
+              f"Fit S(B) = S_min (1 + B_noise / B) (McCandlish et al. 2018): S_min = {num(summary.s_min)}, "
+              f"B_noise = {num(summary.b_noise)}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_cbs(summary: CbsSummary, *, title: str) -> Figure:
+    """Steps to target against batch size (log-log), with perfect linear scaling and the critical batch size."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    rows = [r for r in summary.rows if math.isfinite(r.steps)]
+    if rows:
+        bs = [r.batch_size for r in rows]
+        ax.plot(bs, [r.steps for r in rows], "o-", lw=2, label="steps to target (best lr, median over seeds)")
+        lows = [r.steps - r.steps_low if math.isfinite(r.steps_low) else 0.0 for r in rows]
+        highs = [r.steps_high - r.steps if math.isfinite(r.steps_high) else 0.0 for r in rows]
+        ax.errorbar(bs, [r.steps for r in rows], yerr=[lows, highs], fmt="none", capsize=3, color="C0")
+        all_b = [r.batch_size for r in summary.rows]
+        ax.plot(all_b, [r.linear for r in summary.rows], "--", color="gray", label="perfect linear scaling")
+        ax.plot(all_b, [r.linear * (1 + summary.max_overhead) for r in summary.rows], ":", color="gray",
+                label=f"+{summary.max_overhead:.0%} overhead")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        _plain_log_ticks(ax, all_b)
+    if summary.critical_batch_size is not None:
+        ax.axvline(summary.critical_batch_size, color="C3", lw=1.2, label=f"critical batch size {summary.critical_batch_size}")
+    ax.set(xlabel="batch size", ylabel="steps to target", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _plain_log_ticks(ax: Any, xs: Sequence[int]) -> None:
+    """Tick labels as plain numbers: the default log labels are mathtext, which PLAIN_TEXT turns off."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xticks(list(xs), [str(x) for x in xs])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CbsSpec:
+    """A batch-size sweep: every (batch size, learning rate, seed) is one trial."""
+
+    workload: str
+    submission: str
+    batch_sizes: tuple[int, ...]
+    lrs: tuple[float, ...]
+    seeds: tuple[int, ...] = (0,)
+    size: str | None = None
+    target: float | None = None
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    max_steps: int | None = None
+    eval_every_steps: int | None = None
+    device: str = "cpu"
+    data_dir: Path | None = None
+    max_overhead: float = DEFAULT_OVERHEAD
+
+
+def check_cbs(spec: CbsSpec) -> None:
+    """One-line errors for a sweep that cannot run, before any trial."""
+    if not spec.batch_sizes or any(b < 1 for b in spec.batch_sizes):
+        raise UsageError("--batch-sizes needs positive integers, e.g. 16,32,64")
+    if not spec.lrs or any(not (math.isfinite(lr) and lr > 0) for lr in spec.lrs):
+        raise UsageError("--lrs needs positive learning rates, e.g. 0.003,0.01,0.03")
+    if not (math.isfinite(spec.max_overhead) and spec.max_overhead >= 0):
+        raise UsageError(f"--overhead must be >= 0, got {spec.max_overhead}")
+    if len(spec.batch_sizes) * len(spec.lrs) * len(spec.seeds) > 10_000:
+        raise UsageError("a sweep of more than 10000 trials; use fewer batch sizes, learning rates or seeds")
+
+
+def run_cbs(spec: CbsSpec, *, results_dir: Path, progress: Any = None) -> list[CbsRun]:
+    """Run the sweep (one trial per batch size, learning rate and seed; written to ``results_dir`` like any trial).
+
+    Args:
+      spec: the sweep.
+      results_dir: the results store.
+      progress: optional callable(CbsRun) called after each trial.
+    Raises:
+      UsageError: a bad sweep or trial setting, before the first trial.
+    """
+    from optbench.registry import load_submission, load_workload
+    from optbench.runner import TrialConfig, prepare, run_prepared
+
+    check_cbs(spec)
+    workload = load_workload(spec.workload)
+    size = spec.size or workload.obj.default_size
+    if spec.target is not None:
+        workload = retarget(workload, size, spec.target)
+    submission = load_submission(spec.submission)
+    plans = []
+    for b in spec.batch_sizes:  # every trial is prepared (validated) before the first one runs
+        for i, lr in enumerate(spec.lrs):
+            for seed in spec.seeds:
+                cfg = TrialConfig(size=size, hparams={**spec.hparams, "lr": lr}, seed=seed, batch_size=b,
+                                  study=f"cbs-b{b}", trial=f"lr{i}", max_steps=spec.max_steps,
+                                  eval_every_steps=spec.eval_every_steps, device=spec.device, data_dir=spec.data_dir)
+                plans.append((b, lr, seed, prepare(workload, submission, cfg, results_dir=results_dir)))
+    runs = []
+    for b, lr, seed, prep in plans:
+        rec = run_prepared(prep).record
+        run = CbsRun(batch_size=b, lr=lr, seed=seed, steps_to_target=rec.steps_to_target,
+                     examples_to_target=rec.examples_to_target, outcome=rec.outcome)
+        runs.append(run)
+        if progress is not None:
+            progress(run)
+    return runs
+
+
+def write_cbs(summary: CbsSummary, runs: Sequence[CbsRun], out: Path, *, title: str) -> tuple[Path, Path, Path]:
+    """Write ``cbs.md`` (table, definition, fit), ``cbs.csv`` (every trial) and ``cbs.png`` under ``out``."""
+    from optbench.fsutil import ensure_writable_dir
+
+    ensure_writable_dir(out, what="--out directory")
+    md = out / "cbs.md"
+    with atomic_file(md, "w") as f:
+        f.write(f"# {title}\n\n" + cbs_markdown(summary))
+    csv = out / "cbs.csv"
+    with atomic_file(csv, "w") as f:
+        f.write("batch_size,lr,seed,outcome,steps_to_target,examples_to_target\n")
+        for r in runs:
+            f.write(f"{r.batch_size},{r.lr!r},{r.seed},{r.outcome},{'' if r.steps_to_target is None else r.steps_to_target},"
+                    f"{'' if r.examples_to_target is None else r.examples_to_target}\n")
+    with _plain():
+        fig = plot_cbs(summary, title=title)
+    return md, csv, save_png(fig, out / "cbs.png")
