@@ -1,8 +1,12 @@
-"""Helpers shared by the built-in submissions: schedules from hyperparameters, search-space files."""
+"""Helpers shared by the built-in submissions: schedules from hyperparameters, search-space files, float32 state
+for low-precision parameters, and the opening every ``step()`` shares (the closure, the groups with gradients).
+
+Matrix helpers of the matrix-preconditioned methods live in :mod:`optbench_submissions._linalg`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,28 @@ def write_back(params: list[torch.Tensor], work: list[torch.Tensor]) -> None:
     for p, w in zip(params, work):
         if w is not p:
             p.copy_(w)
+
+
+def run_closure(closure: Callable[[], Any] | None) -> Any:
+    """The loss ``closure`` returns, computed with gradients enabled (``step`` may run under ``no_grad``), or None.
+
+    The opening of ``torch.optim.Optimizer.step(closure)``: a closure re-evaluates the model and its gradients.
+    """
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+def groups_with_grads(param_groups: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], list[torch.Tensor]]]:
+    """Each parameter group with its parameters that have a gradient, in order; groups with none are skipped.
+
+    Each group's list is taken when the loop reaches it, as a loop over ``param_groups`` would.
+    """
+    for group in param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        if params:
+            yield group, params
 
 
 class Float32StateOptimizer(torch.optim.Optimizer):

@@ -50,6 +50,7 @@ from optbench.api import SubmissionSpec, TrialInfo
 from optbench_submissions._common import (
     SCHEDULE_DEFAULTS,
     Float32StateOptimizer,
+    run_closure,
     search_space_file,
     state_dtype,
     with_schedule,
@@ -145,10 +146,7 @@ class Adafactor(Float32StateOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:

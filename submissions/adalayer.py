@@ -39,6 +39,8 @@ from optbench.api import SubmissionSpec, TrialInfo, named_params
 from optbench_submissions._common import (
     SCHEDULE_DEFAULTS,
     Float32StateOptimizer,
+    groups_with_grads,
+    run_closure,
     search_space_file,
     state_dtype,
     with_schedule,
@@ -137,14 +139,9 @@ class Adalayer(Float32StateOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if params:
-                self._group_step(params, group)
+        loss = run_closure(closure)
+        for group, params in groups_with_grads(self.param_groups):
+            self._group_step(params, group)
         return loss
 
     def _group_step(self, params: list[torch.Tensor], group: dict[str, Any]) -> None:

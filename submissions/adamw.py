@@ -27,7 +27,13 @@ import torch
 from torch import nn
 
 from optbench.api import SubmissionSpec, TrialInfo
-from optbench_submissions._common import SCHEDULE_DEFAULTS, search_space_file, with_schedule
+from optbench_submissions._common import (
+    SCHEDULE_DEFAULTS,
+    groups_with_grads,
+    run_closure,
+    search_space_file,
+    with_schedule,
+)
 
 
 class AdamW(torch.optim.Optimizer):
@@ -48,14 +54,8 @@ class AdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        loss = run_closure(closure)
+        for group, params in groups_with_grads(self.param_groups):
             grads = [p.grad for p in params]
             states = [self.state[p] for p in params]
             for p, st in zip(params, states):

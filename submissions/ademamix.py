@@ -49,6 +49,8 @@ from optbench.api import SubmissionSpec, TrialInfo
 from optbench_submissions._common import (
     SCHEDULE_DEFAULTS,
     Float32StateOptimizer,
+    groups_with_grads,
+    run_closure,
     search_space_file,
     state_dtype,
     with_schedule,
@@ -102,14 +104,8 @@ class _AdamLike(Float32StateOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        loss = run_closure(closure)
+        for group, params in groups_with_grads(self.param_groups):
             states = [self.state[p] for p in params]
             for p, st in zip(params, states):
                 if not st:

@@ -45,7 +45,7 @@ from torch import nn
 
 from optbench.api import Capability, SubmissionSpec, TrialInfo, named_params
 from optbench.errors import UsageError
-from optbench_submissions._common import Float32StateOptimizer, search_space_file
+from optbench_submissions._common import Float32StateOptimizer, groups_with_grads, run_closure, search_space_file
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -99,14 +99,8 @@ class DoG(Float32StateOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        loss = run_closure(closure)
+        for group, params in groups_with_grads(self.param_groups):
             first = group["k"] == 0
             for p in params:
                 if "x0" not in self.state[p]:

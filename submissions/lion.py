@@ -37,6 +37,8 @@ from optbench.api import SubmissionSpec, TrialInfo
 from optbench_submissions._common import (
     SCHEDULE_DEFAULTS,
     Float32StateOptimizer,
+    groups_with_grads,
+    run_closure,
     search_space_file,
     state_dtype,
     with_schedule,
@@ -54,14 +56,8 @@ class _SignMomentum(Float32StateOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        loss = run_closure(closure)
+        for group, params in groups_with_grads(self.param_groups):
             for p in params:
                 if not self.state[p]:
                     self.state[p]["exp_avg"] = torch.zeros_like(p, dtype=state_dtype(p),

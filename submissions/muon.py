@@ -57,11 +57,13 @@ from optbench.api import SubmissionSpec, TrialInfo, named_params
 from optbench_submissions._common import (
     SCHEDULE_DEFAULTS,
     Float32StateOptimizer,
+    groups_with_grads,
+    run_closure,
     search_space_file,
     state_dtype,
     with_schedule,
 )
-from optbench_submissions.soap import adamw_step, apply_update, matrix_shape
+from optbench_submissions._linalg import adamw_step, apply_update, matrix_shape
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -160,14 +162,8 @@ class Muon(Float32StateOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        loss = run_closure(closure)
+        for group, params in groups_with_grads(self.param_groups):
             if group["use_muon"]:
                 self._muon_step(params, group)
             else:

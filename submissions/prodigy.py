@@ -42,6 +42,8 @@ from optbench.errors import UsageError
 from optbench_submissions._common import (
     SCHEDULE_DEFAULTS,
     Float32StateOptimizer,
+    groups_with_grads,
+    run_closure,
     search_space_file,
     state_dtype,
     with_schedule,
@@ -100,10 +102,7 @@ class Prodigy(Float32StateOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         first = self.param_groups[0]
         beta1, beta2 = first["betas"]
         beta3, k, d = first["beta3"], first["k"], first["d"]
@@ -114,10 +113,7 @@ class Prodigy(Float32StateOptimizer):
 
         work = []
         inner, l1 = [], []  # per-group 0-d tensors: gamma d^2 <g, x0 - x> and ||s_new||_1
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        for group, params in groups_with_grads(self.param_groups):
             states = [self._init_state(p) for p in params]
             m, v, s = ([st[key] for st in states] for key in ("exp_avg", "exp_avg_sq", "s"))
             grads = [p.grad.to(st["s"].dtype) for p, st in zip(params, states)]

@@ -45,7 +45,13 @@ from torch import nn
 
 from optbench.api import Capability, SubmissionSpec, TrialInfo, named_params
 from optbench.errors import UsageError
-from optbench_submissions._common import Float32StateOptimizer, search_space_file, state_dtype
+from optbench_submissions._common import (
+    Float32StateOptimizer,
+    groups_with_grads,
+    run_closure,
+    search_space_file,
+    state_dtype,
+)
 
 
 def _y_of(z: list[torch.Tensor], x: list[torch.Tensor], beta1: float) -> list[torch.Tensor]:
@@ -94,14 +100,8 @@ class AdamWScheduleFree(Float32StateOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        loss = run_closure(closure)
+        for group, params in groups_with_grads(self.param_groups):
             beta1, beta2 = group["betas"]
             t = group["k"] + 1
             gamma = self._gamma(group, t)

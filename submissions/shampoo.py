@@ -34,7 +34,7 @@ much again) and the eigendecompositions every 10 steps (a third of the optimizer
 
 1-D parameters (biases, norm gains), and matrices with both sides above ``max_precond_dim``, take AdamW steps with
 (lr, b1, b2, eps, weight_decay). Matrices of equal shape are stacked and processed with batched matmul / eigh, the
-stacked state persisting between steps (see ``optbench_submissions.soap.StackedState``); state is float32 for
+stacked state persisting between steps (see ``optbench_submissions._linalg.StackedState``); state is float32 for
 bfloat16 parameters.
 """
 
@@ -50,17 +50,12 @@ from optbench.api import SubmissionSpec, TrialInfo
 from optbench_submissions._common import (
     SCHEDULE_DEFAULTS,
     Float32StateOptimizer,
+    run_closure,
     search_space_file,
     state_dtype,
     with_schedule,
 )
-from optbench_submissions.soap import (
-    StackedState,
-    adamw_step,
-    apply_update,
-    matrix_shape,
-    stack_grads,
-)
+from optbench_submissions._linalg import StackedState, adamw_step, apply_update, matrix_shape, stack_grads
 
 
 def inverse_root(f: torch.Tensor, exponent: float, matrix_eps: float) -> torch.Tensor:
@@ -125,10 +120,7 @@ class Shampoo(Float32StateOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for gi, group in enumerate(self.param_groups):
             vectors: list[torch.Tensor] = []
             buckets: dict[tuple[Any, ...], list[torch.Tensor]] = {}
