@@ -7,6 +7,7 @@ or the library does (:class:`optbench.errors.UsageError`), ends as one line on s
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from optbench.cli_options import results_dir_option, trial_options
 from optbench.cli_research import add_commands as add_research_commands
 from optbench.cli_tuning import add_commands
 from optbench.data.cli import data
-from optbench.errors import UsageError
+from optbench.errors import TrialAborted, UsageError
 
 
 class App(click.Group):
@@ -25,6 +26,7 @@ class App(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        self.given_args = list(sys.argv[1:] if args is None else args)  # `run --nproc` passes them to torchrun
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
@@ -34,12 +36,29 @@ class App(click.Group):
             _fail(exc.format_message(), exc.exit_code)
         except UsageError as exc:
             _fail(str(exc), 2)
+        except TrialAborted as exc:
+            # A rank of a data-parallel trial failed; the trial is recorded. The process group holds an abandoned
+            # collective whose teardown could block: leave without it.
+            click.echo(f"error: {exc}", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         except click.Abort:
             _fail("aborted", 130)
+        finally:
+            _finish_distributed()
         code = rv if isinstance(rv, int) else 0
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _finish_distributed() -> None:
+    """End torchrun's process group, if this command started one (imports nothing heavy otherwise)."""
+    if "torch.distributed" in sys.modules:
+        from optbench.distributed import finish
+
+        finish()
 
 
 def _fail(message: str, code: int) -> None:
@@ -76,26 +95,35 @@ def main() -> None:
               help="JSON file of hyperparameters (--opt-arg overrides it).")
 @click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True,
               help="Seed (repeatable: one trial per seed).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA where available, else CPU), cpu, cuda or cuda:N.")
 @results_dir_option
 @trial_options
 @click.option("--study", default=None, help="Study id for tuning aggregation [default: seed<N>].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(workload: str, opts: tuple[str, ...], size: str | None, opt_args: tuple[str, ...],
+@click.option("--nproc", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
+              help="Processes to train each trial with, data-parallel (starts torchrun: one per GPU, or gloo "
+                   "processes on CPU).")
+@click.pass_context
+def run(ctx: click.Context, workload: str, opts: tuple[str, ...], size: str | None, opt_args: tuple[str, ...],
         hparams_file: Path | None, seeds: tuple[int, ...], device: str, results_dir: Path | None,
         data_dir: Path | None, max_steps: int | None, max_seconds: float | None, eval_every_steps: int | None,
-        batch_size: int | None, timeout: float | None, warmup_steps: int, compile_model: bool, study: str | None,
-        quiet: bool) -> int:
+        batch_size: int | None, micro_batch_size: int | None, sync_every: int | None, timeout: float | None,
+        warmup_steps: int, compile_model: bool, study: str | None, quiet: bool, nproc: int) -> int:
     """Train WORKLOAD with each submission and seed until the target or the budget; write one Parquet per trial."""
-    from optbench import commands
+    from optbench import commands, launch
 
-    return commands.run(
-        workload=workload, opts=opts, size=size, opt_args=opt_args, hparams_file=hparams_file, seeds=seeds,
-        device=device, results_dir=results_dir, data_dir=data_dir, quiet=quiet,
-        overrides=dict(max_steps=max_steps, max_seconds=max_seconds, eval_every_steps=eval_every_steps,
-                       batch_size=batch_size, timeout=timeout, warmup_steps=warmup_steps, study=study,
-                       compile=compile_model),
-    )
+    if nproc > 1:
+        return launch.torchrun(nproc, launch.without_nproc(ctx.find_root().command.given_args))
+    here = launch.rank()
+    with launch.quiet_unless_main(here):
+        return commands.run(
+            workload=workload, opts=opts, size=size, opt_args=opt_args, hparams_file=hparams_file, seeds=seeds,
+            device=device, results_dir=results_dir, data_dir=data_dir, quiet=quiet or here != 0,
+            overrides=dict(max_steps=max_steps, max_seconds=max_seconds, eval_every_steps=eval_every_steps,
+                           batch_size=batch_size, micro_batch_size=micro_batch_size, sync_every=sync_every,
+                           timeout=timeout, warmup_steps=warmup_steps, study=study, compile=compile_model),
+        )
 
 
 @main.command()

@@ -27,7 +27,14 @@ def trial_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Override the budget of timed seconds."),
         click.option("--eval-every", "eval_every_steps", type=int, default=None,
                      help="Evaluate every N steps (overrides the workload's period)."),
-        click.option("--batch-size", type=int, default=None, help="Override the batch size."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Override the global batch size (over all processes, accumulation included)."),
+        click.option("--micro-batch-size", type=int, default=None,
+                     help="Examples per forward/backward pass on one process; the batch is accumulated over "
+                          "several passes with the same gradient [default: the size's, else one pass]."),
+        click.option("--sync-every", type=int, default=None,
+                     help="Read the training losses every N steps, the only device synchronisation between "
+                          "evaluations [default: 1 on CPU, 20 on GPU]; a seconds budget may overshoot by N steps."),
         click.option("--timeout", type=float, default=None,
                      help="Wall-clock limit per trial in seconds (set-up, warm-up and evaluation included; it "
                           "interrupts a step that never returns); outcome 'timeout'."),

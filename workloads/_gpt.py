@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from optbench_workloads._loss import head_cross_entropy
+
 INIT_STD = 0.02
 
 
@@ -194,14 +196,25 @@ class GPT(nn.Module):
                     if getattr(module, "bias", None) is not None:
                         nn.init.zeros_(module.bias)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits for next-token prediction.
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
+                reduction: str = "mean") -> torch.Tensor:
+        """Logits for next-token prediction, or (with ``targets``) their cross-entropy, computed in chunks of rows
+        so that the logits of the whole batch never exist at once (:func:`head_cross_entropy`).
 
         Args:
           tokens: (B, T) integer ids, T <= cfg.seq_len.
+          targets: (B, T) ids to predict, or None.
+          reduction: ``mean`` (per token) or ``sum`` of the loss.
         Returns:
-          (B, T, V) logits; position t sees tokens 0..t only.
+          (B, T, V) logits, position t seeing tokens 0..t only; with ``targets`` the 0-d float32 loss.
         """
+        h = self.features(tokens)  # (B, T, d)
+        if targets is None:
+            return F.linear(h, self.embed.weight)  # tied head: (B, T, d) x (V, d)^T -> (B, T, V)
+        return head_cross_entropy(h.flatten(0, 1), self.embed.weight, targets.reshape(-1), reduction=reduction)
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The normalised last hidden states (B, T, d) that the tied head maps to logits."""
         t = tokens.shape[1]
         x = self.embed(tokens)  # (B, T, d)
         if self.pos_embed is not None:
@@ -209,7 +222,7 @@ class GPT(nn.Module):
         rotary = (self.rope_cos, self.rope_sin) if self.rope_cos is not None else None
         for block in self.blocks:
             x = block(x, rotary)
-        return F.linear(self.norm(x), self.embed.weight)  # tied head: (B, T, d) x (V, d)^T -> (B, T, V)
+        return self.norm(x)
 
 
 def build_gpt(cfg: GPTConfig, generator: torch.Generator) -> GPT:

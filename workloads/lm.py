@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
 from optbench.errors import DataMissingError, UsageError
 from optbench_workloads._gpt import GPTConfig, build_gpt
+from optbench_workloads._loss import head_cross_entropy, sample_targets
 
 RESIDENT_MAX_TOKENS = 1 << 30  # int32 on the device: at most 4 GiB; larger train files are read from a memory map
 
@@ -221,10 +221,10 @@ class LMTask:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _logits(self, model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    def _autocast_loss(self, model: nn.Module, tokens: torch.Tensor, targets: torch.Tensor, *,
+                       reduction: str = "mean") -> torch.Tensor:
         with self._autocast():
-            logits = model(tokens)  # (B, T, V)
-        return logits.float().flatten(0, 1)  # (B T, V) float32: cross-entropy over a large vocabulary in fp32
+            return model(tokens, targets, reduction=reduction)  # chunked over rows: no (B T, V) logits at once
 
     def init_model(self, generator: torch.Generator) -> nn.Module:
         return build_gpt(self.cfg, generator).to(self.device)
@@ -236,14 +236,15 @@ class LMTask:
         return TokenBatch(inputs=window[:, :-1], targets=window[:, 1:])
 
     def loss(self, model: nn.Module, batch: TokenBatch) -> torch.Tensor:
-        return F.cross_entropy(self._logits(model, batch.inputs), batch.targets.reshape(-1))
+        return self._autocast_loss(model, batch.inputs, batch.targets)
 
     def sampled_loss(self, model: nn.Module, batch: TokenBatch, generator: torch.Generator) -> torch.Tensor:
-        # Targets drawn from the model's own next-token distribution (Sophia's Gauss-Newton-Bartlett estimator).
-        logits = self._logits(model, batch.inputs)  # (B T, V)
-        probs = torch.softmax(logits.detach(), dim=-1).to(generator.device)
-        y = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)  # (B T,)
-        return F.cross_entropy(logits, y)
+        # Targets drawn from the model's own next-token distribution (Sophia's Gauss-Newton-Bartlett estimator),
+        # chunk by chunk without gradients, then the chunked loss on them.
+        with self._autocast():
+            h = model.features(batch.inputs).flatten(0, 1)  # (B T, d)
+            y = sample_targets(h, model.embed.weight, generator)  # (B T,)
+            return head_cross_entropy(h, model.embed.weight, y)
 
     def evaluate(self, model: nn.Module) -> Mapping[str, float]:
         total = torch.zeros((), device=self.device, dtype=torch.float64)
@@ -251,7 +252,7 @@ class LMTask:
             for start in range(0, len(self.val_x), self.eval_batch_size):
                 x = self.val_x[start:start + self.eval_batch_size]
                 y = self.val_y[start:start + self.eval_batch_size]
-                total += F.cross_entropy(self._logits(model, x), y.reshape(-1), reduction="sum").double()
+                total += self._autocast_loss(model, x, y, reduction="sum").double()
         val_loss = float(total) / self.val_y.numel()  # one sync at the end
         if not math.isfinite(val_loss):
             return {"val_loss": math.nan, "val_perplexity": math.nan}
