@@ -7,7 +7,9 @@ instant.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -74,6 +76,26 @@ def schedules(opt_args: tuple[str, ...], names: tuple[str, ...], total_steps: in
         console.print(f"wrote {escape(str(path))}")
 
 
+def _where_options(*, out: str, what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--device``, ``--data-dir``, ``--results-dir`` and ``--out`` (default ``out``, holding ``what``) of the sweep
+    commands."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto."),
+            click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                         help="Prepared datasets."),
+            results_dir_option,
+            click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path(out),
+                         show_default=True, help=f"Folder for {what}."),
+        ]
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 def _float_list(text: str, *, what: str) -> tuple[float, ...]:
     from optbench.errors import UsageError
 
@@ -98,11 +120,7 @@ def _float_list(text: str, *, what: str) -> tuple[float, ...]:
 @click.option("--eval-every", "eval_every_steps", type=int, default=None, help="Evaluate every N steps.")
 @click.option("--overhead", type=float, default=0.2, show_default=True,
               help="Critical batch size: the largest B whose steps exceed linear scaling by at most this fraction.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Prepared datasets.")
-@results_dir_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("cbs"), show_default=True,
-              help="Folder for cbs.md (table), cbs.csv (every trial) and cbs.png.")
+@_where_options(out="cbs", what="cbs.md (table), cbs.csv (every trial) and cbs.png")
 def cbs(workload: str, opt: str, size: str | None, batch_sizes: str, lrs: str, seeds: tuple[int, ...],
         target: float | None, opt_args: tuple[str, ...], max_steps: int | None, eval_every_steps: int | None,
         overhead: float, device: str, data_dir: Path | None, results_dir: Path | None, out: Path) -> None:
@@ -135,7 +153,51 @@ def cbs(workload: str, opt: str, size: str | None, batch_sizes: str, lrs: str, s
     console.print(escape(f"wrote {md}, {csv}, {png}"))
 
 
+@click.command("shape-search")
+@click.option("-w", "--workload", default="linreg", show_default=True, help="Workload.")
+@click.option("-s", "--opt", "opt", default="adamw", show_default=True, help="A scheduled submission.")
+@click.option("--size", default=None, help="Size preset [default: the workload's default].")
+@click.option("--shapes", type=int, default=8, show_default=True, help="Shapes sampled from the poly family.")
+@click.option("--lrs", default="0.003,0.01,0.03", show_default=True,
+              help="Comma-separated base learning rates, swept for every shape (searched apart from the shape).")
+@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True, help="Seed (repeatable).")
+@click.option("--search-seed", type=int, default=0, show_default=True, help="Seed of the Halton points.")
+@click.option("--steps", type=int, default=None, help="Steps per trial and schedule length [default: step_hint].")
+@click.option("--no-references", is_flag=True, help="Skip the reference shapes (cosine, constant, WSD).")
+@click.option("-o", "--opt-arg", "opt_args", multiple=True, metavar="KEY=VALUE", help="Other hyperparameters.")
+@_where_options(out="shapes", what="shapes.md (ranking) and shapes.png (the best shapes)")
+def shape_search(workload: str, opt: str, size: str | None, shapes: int, lrs: str, seeds: tuple[int, ...],
+                 search_seed: int, steps: int | None, no_references: bool, opt_args: tuple[str, ...], device: str,
+                 data_dir: Path | None, results_dir: Path | None, out: Path) -> None:
+    """Search learning-rate schedule shapes apart from the base learning rate (Naganuma et al.).
+
+    \b
+    Each shape (warmup fraction, decay start, decay power, final fraction) is run at every --lrs value for
+    --steps steps and scored by its final metric at its best learning rate.
+    Example: optbench shape-search -w linreg -s adamw --shapes 8 --lrs 0.003,0.01,0.03
+    """
+    from optbench import paths, research
+    from optbench.hparams import parse_assignments
+
+    spec = research.ShapeSpec(workload=workload, submission=opt, size=size, shapes=shapes,
+                              lrs=_float_list(lrs, what="--lrs"), seeds=seeds, search_seed=search_seed, steps=steps,
+                              references=not no_references, hparams=parse_assignments(opt_args), device=device,
+                              data_dir=data_dir)
+    console = _console()
+
+    def progress(shape: dict, lr: float, value: float) -> None:
+        console.print(escape(f"{research.describe(shape)} lr {lr:g}: {value:.4g}"))
+
+    ranked, n_steps, metric = research.run_shape_search(spec, results_dir=paths.results_dir(results_dir),
+                                                        progress=progress)
+    title = f"schedule shapes: {opt} on {workload}, {n_steps} steps"
+    md, png = research.write_shapes(ranked, out, steps=n_steps, metric=metric, title=title)
+    console.print(escape(research.shapes_markdown(ranked[:10], metric=metric)))
+    console.print(escape(f"wrote {md}, {png}"))
+
+
 def add_commands(group: click.Group) -> None:
     """Register the research commands on ``group`` (the ``optbench`` main group)."""
     group.add_command(schedules)
     group.add_command(cbs)
+    group.add_command(shape_search)

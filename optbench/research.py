@@ -69,13 +69,13 @@ def plot_schedules(curves: Sequence[tuple[str, Sequence[int], Sequence[float]]],
     """One line per (label, steps, values)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
+    fig = Figure(figsize=(7.2, 3.6 + 0.16 * len(curves)), layout="constrained")
     ax = fig.add_subplot()
     for label, steps, vals in curves:
         ax.plot(steps, vals, lw=1.8, label=label)
     ax.set(xlabel="step", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig.legend(loc="outside lower center", fontsize=7)  # below the axes: long labels never hide the curves
     return fig
 
 
@@ -114,28 +114,32 @@ def _plain() -> Any:
 
 
 class Retargeted:
-    """A workload with other validation targets (per size name): ``cbs --target`` and the Seesaw comparison at
-    the final metric (a target it cannot reach, such as 0 excess risk, runs the whole budget)."""
+    """A workload whose sizes have other settings (target, step_hint), per size name: ``cbs --target``, and trials
+    that must run their whole budget (a target out of reach) over a schedule of a given length (step_hint)."""
 
-    def __init__(self, inner: Any, targets: Mapping[str, float]) -> None:
+    def __init__(self, inner: Any, changes: Mapping[str, Mapping[str, Any]]) -> None:
         from dataclasses import replace
 
         self.inner = inner
         self.name, self.metric, self.default_size = inner.name, inner.metric, inner.default_size
         self.description = inner.description
-        self.sizes = {k: replace(s, target=float(targets[k])) if k in targets else s for k, s in inner.sizes.items()}
+        self.sizes = {k: replace(s, **changes[k]) if k in changes else s for k, s in inner.sizes.items()}
 
     def setup(self, size: Any, *, device: Any, data_dir: Path | None) -> Any:
         return self.inner.setup(size, device=device, data_dir=data_dir)
 
 
-def retarget(workload: Any, size: str, target: float) -> Any:
-    """``workload`` (a :class:`optbench.registry.Loaded`) with ``target`` at ``size``; same name and origin."""
+def retarget(workload: Any, size: str, target: float, *, step_hint: int | None = None) -> Any:
+    """``workload`` (a :class:`optbench.registry.Loaded`) with ``target`` (and ``step_hint``) at ``size``; same name
+    and origin (the record keeps the target it ran with)."""
     from optbench.registry import Loaded
 
     if size not in workload.obj.sizes:
         raise UsageError(f"workload {workload.name!r} has no size {size!r}; it has {', '.join(workload.obj.sizes)}")
-    return Loaded(name=workload.name, obj=Retargeted(workload.obj, {size: target}), origin=workload.origin)
+    change: dict[str, Any] = {"target": float(target)}
+    if step_hint is not None:
+        change["step_hint"] = int(step_hint)
+    return Loaded(name=workload.name, obj=Retargeted(workload.obj, {size: change}), origin=workload.origin)
 
 
 # ------------------------------------------------------------------------------------------- critical batch size
@@ -408,3 +412,166 @@ def write_cbs(summary: CbsSummary, runs: Sequence[CbsRun], out: Path, *, title: 
     with _plain():
         fig = plot_cbs(summary, title=title)
     return md, csv, save_png(fig, out / "cbs.png")
+
+
+# ------------------------------------------------------------------------------------------ schedule-shape search
+
+# The searched family (schedule "poly"): each key's range and scaling, as in an AlgoPerf search space.
+SHAPE_SPACE: Mapping[str, tuple[float, float, str]] = {
+    "warmup_frac": (0.0, 0.2, "linear"),
+    "decay_start_frac": (0.0, 0.9, "linear"),
+    "decay_power": (0.25, 4.0, "log"),
+    "decay_floor": (0.0, 0.3, "linear"),
+}
+# Shapes scored beside the sampled ones: the built-in default and the families the papers compare.
+REFERENCE_SHAPES: tuple[Mapping[str, Any], ...] = (
+    {"schedule": "cosine", "warmup_frac": 0.05, "decay_floor": 0.1},
+    {"schedule": "constant", "warmup_frac": 0.05},
+    {"schedule": "wsd", "warmup_frac": 0.05, "cooldown_frac": 0.2, "decay_floor": 0.0},
+)
+
+
+def sample_shapes(n: int, *, seed: int) -> list[dict[str, Any]]:
+    """``n`` shapes of the ``poly`` family at scrambled-Halton points of :data:`SHAPE_SPACE` (rounded to 3 digits)."""
+    from optbench.tuning import halton_points
+
+    if n == 0:
+        return []
+    shapes = []
+    for u in halton_points(n, len(SHAPE_SPACE), seed=seed):
+        shape: dict[str, Any] = {"schedule": "poly"}
+        for x, (key, (low, high, scaling)) in zip(u, SHAPE_SPACE.items()):
+            value = low * (high / low) ** x if scaling == "log" else low + (high - low) * x
+            shape[key] = float(f"{value:.3g}")
+        shapes.append(shape)
+    return shapes
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShapeScore:
+    """One shape's result: the final metric at each learning rate (median over seeds) and the best of them."""
+
+    shape: Mapping[str, Any]
+    by_lr: Mapping[float, float]
+    best_lr: float
+    score: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShapeSpec:
+    """A schedule-shape search: every (shape, learning rate, seed) is one trial of ``steps`` steps."""
+
+    workload: str
+    submission: str
+    shapes: int = 8
+    lrs: tuple[float, ...] = (0.003, 0.01, 0.03)
+    seeds: tuple[int, ...] = (0,)
+    size: str | None = None
+    steps: int | None = None  # default: the size's step_hint (the length the schedules span)
+    references: bool = True
+    search_seed: int = 0
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    data_dir: Path | None = None
+
+
+def rank_shapes(results: Sequence[tuple[Mapping[str, Any], float, float]], *, goal: str) -> list[ShapeScore]:
+    """Scores from (shape, lr, final metric) triples: per shape and lr the median over seeds, per shape the best
+    lr; best shape first. A NaN/inf metric (diverged) counts as the worst."""
+    import json
+
+    import numpy as np
+
+    worst = math.inf if goal == "min" else -math.inf
+    cells: dict[str, dict[float, list[float]]] = {}
+    shapes: dict[str, Mapping[str, Any]] = {}
+    for shape, lr, value in results:
+        key = json.dumps(dict(shape), sort_keys=True)
+        shapes[key] = shape
+        cells.setdefault(key, {}).setdefault(lr, []).append(value if math.isfinite(value) else worst)
+    out = []
+    for key, by_lr in cells.items():
+        med = {lr: float(np.median(v)) for lr, v in sorted(by_lr.items())}
+        pick = min if goal == "min" else max
+        best_lr = pick(med, key=lambda lr: med[lr])
+        out.append(ShapeScore(shape=shapes[key], by_lr=med, best_lr=best_lr, score=med[best_lr]))
+    return sorted(out, key=lambda s: s.score if goal == "min" else -s.score)
+
+
+def run_shape_search(spec: ShapeSpec, *, results_dir: Path, progress: Any = None) -> tuple[list[ShapeScore], int, str]:
+    """Run the search; returns (ranked shapes, steps per trial, metric name). Trials go to ``results_dir``.
+
+    The submission is widened to accept every schedule key (:func:`optbench.wrapping.with_schedule_keys`) and
+    recorded as ``<name>_shapes``; each trial runs the whole ``steps`` (the target is set out of reach; the
+    schedules span ``steps``, given to the submission as the step_hint), and its
+    score is the metric at the last evaluation, as in Naganuma et al.'s fixed-budget comparison.
+    """
+    from optbench.registry import Loaded, load_submission, load_workload
+    from optbench.runner import TrialConfig, prepare, run_prepared
+    from optbench.wrapping import with_schedule_keys
+
+    if not spec.lrs or any(not (math.isfinite(lr) and lr > 0) for lr in spec.lrs):
+        raise UsageError("--lrs needs positive learning rates, e.g. 0.003,0.01,0.03")
+    if not 0 <= spec.shapes <= 1000:
+        raise UsageError(f"--shapes must be in 0..1000, got {spec.shapes}")
+    workload = load_workload(spec.workload)
+    size = spec.size or workload.obj.default_size
+    if size not in workload.obj.sizes:
+        raise UsageError(f"workload {workload.name!r} has no size {size!r}; it has {', '.join(workload.obj.sizes)}")
+    if spec.steps is not None and not 1 <= spec.steps <= 10**9:
+        raise UsageError(f"--steps must be in 1..{10**9}, got {spec.steps}")
+    goal = workload.obj.metric.goal.value
+    steps = spec.steps or workload.obj.sizes[size].step_hint
+    workload = retarget(workload, size, -math.inf if goal == "min" else math.inf, step_hint=steps)
+    base = load_submission(spec.submission)
+    if "schedule" not in base.obj.defaults:
+        raise UsageError(f"submission {base.name!r} takes no schedule hyperparameter; it cannot follow a shape")
+    wide = Loaded(name=f"{base.name}_shapes", obj=with_schedule_keys(base.obj, name=f"{base.obj.name}_shapes"),
+                  origin=base.origin)
+    shapes = sample_shapes(spec.shapes, seed=spec.search_seed) + (list(REFERENCE_SHAPES) if spec.references else [])
+    plans = []
+    for k, shape in enumerate(shapes):
+        for i, lr in enumerate(spec.lrs):
+            for seed in spec.seeds:
+                cfg = TrialConfig(size=size, hparams={**spec.hparams, **shape, "lr": lr}, seed=seed, max_steps=steps,
+                                  study=f"shape{k}", trial=f"lr{i}", device=spec.device, data_dir=spec.data_dir)
+                plans.append((shape, lr, prepare(workload, wide, cfg, results_dir=results_dir)))
+    results = []
+    for shape, lr, prep in plans:
+        rows = run_prepared(prep).rows
+        value = rows[-1].metric_value if rows else math.nan
+        results.append((shape, lr, value))
+        if progress is not None:
+            progress(shape, lr, value)
+    return rank_shapes(results, goal=goal), steps, workload.obj.metric.name
+
+
+def shapes_markdown(ranked: Sequence[ShapeScore], *, metric: str) -> str:
+    """The ranking as Markdown: rank, the shape's keys, its best lr and score, and its score at every lr."""
+    lrs = sorted({lr for s in ranked for lr in s.by_lr})
+    head = ["rank", "shape", "best lr", f"final {metric}"] + [f"lr {lr:g}" for lr in lrs]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, s in enumerate(ranked, 1):
+        cells = [str(i), describe(s.shape), f"{s.best_lr:g}", f"{s.score:.4g}"]
+        cells += [f"{s.by_lr[lr]:.4g}" if lr in s.by_lr else "" for lr in lrs]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_shapes(ranked: Sequence[ShapeScore], out: Path, *, steps: int, metric: str, title: str,
+                 top: int = 5) -> tuple[Path, Path]:
+    """Write ``shapes.md`` (the ranking) and ``shapes.png`` (the best ``top`` shapes and the references)."""
+    from optbench.fsutil import ensure_writable_dir
+
+    ensure_writable_dir(out, what="--out directory")
+    md = out / "shapes.md"
+    with atomic_file(md, "w") as f:
+        f.write(f"# {title}\n\n" + shapes_markdown(ranked, metric=metric))
+    shown = [s for s in ranked[:top]] + [s for s in ranked[top:] if s.shape["schedule"] != "poly"]
+    stride = max(1, steps // 500)
+    at = list(range(1, steps + 1, stride))
+    curves = [(f"#{ranked.index(s) + 1} {s.score:.4g} (lr {s.best_lr:g}): {describe(s.shape)}", at,
+               [v for _, v in schedule_values(s.shape, total_steps=steps, steps=at)]) for s in shown]
+    with _plain():
+        fig = plot_schedules(curves, ylabel="multiplier of the best base lr", title=title)
+    return md, save_png(fig, out / "shapes.png")

@@ -24,8 +24,8 @@ from typing import Any
 from torch import nn
 
 from optbench.api import Capability, Submission, SubmissionSpec, TrialInfo, Updater
-from optbench.schedules import KEY_DEFAULTS, Scheduled
-from optbench.wrapping import UpdaterWrapper
+from optbench.schedules import Scheduled
+from optbench.wrapping import UpdaterWrapper, with_schedule_keys
 
 # seesaw_max_batch_factor: the largest batch, in base batches. seesaw_lr_exponent a: each halving turned into a
 # doubling still divides the lr by 2^a; 0.5 is Seesaw (derived for Adam-like normalised updates), 0 is Smith et al.
@@ -100,17 +100,6 @@ def _check_exponent(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ValueError(f"seesaw_lr_exponent must be a number in [0, 1], got {value!r}")
     return float(value)
-
-
-def with_schedule_keys(base: Submission, *, name: str, defaults: Mapping[str, Any] | None = None) -> SubmissionSpec:
-    """``base`` accepting every schedule hyperparameter (None: the schedule's own default), with ``defaults`` on
-    top: e.g. the step-decay twin of a Seesaw run."""
-    extra = {k: None for k in KEY_DEFAULTS if k not in base.defaults}
-    return SubmissionSpec(
-        name=name, factory=base.create, defaults={**base.defaults, **extra, **(defaults or {})},
-        capabilities=frozenset(base.capabilities), search_space_file=getattr(base, "search_space_file", None),
-        paper=getattr(base, "paper", ""),
-    )
 
 
 def seesaw_submission(base: Submission, *, name: str | None = None) -> SubmissionSpec:

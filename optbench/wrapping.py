@@ -1,9 +1,13 @@
-"""The base of updaters that wrap another updater (weight averaging, Seesaw): the ``torch.optim.Optimizer``
-interface forwarded to ``self.inner``, optional hooks included."""
+"""Wrapping: the base of updaters that wrap another updater (weight averaging, Seesaw), with the
+``torch.optim.Optimizer`` interface forwarded to ``self.inner``, and submissions widened to every schedule key."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from optbench.api import Submission, SubmissionSpec
+from optbench.schedules import KEY_DEFAULTS
 
 
 class UpdaterWrapper:
@@ -28,3 +32,14 @@ class UpdaterWrapper:
         if name == "inner":  # not set yet (during unpickling/copying): no infinite recursion
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+
+def with_schedule_keys(base: Submission, *, name: str, defaults: Mapping[str, Any] | None = None) -> SubmissionSpec:
+    """``base`` accepting every schedule hyperparameter (None: the schedule's own default), with ``defaults`` on
+    top: e.g. the step-decay twin of a Seesaw run."""
+    extra = {k: None for k in KEY_DEFAULTS if k not in base.defaults}
+    return SubmissionSpec(
+        name=name, factory=base.create, defaults={**base.defaults, **extra, **(defaults or {})},
+        capabilities=frozenset(base.capabilities), search_space_file=getattr(base, "search_space_file", None),
+        paper=getattr(base, "paper", ""),
+    )

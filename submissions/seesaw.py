@@ -7,7 +7,8 @@ accept every schedule key (``-o decay_milestones=[0.25,0.5,0.75]``), as do the S
 
 from __future__ import annotations
 
-from optbench.seesaw import STEP_DEFAULTS, seesaw_submission, with_schedule_keys
+from optbench.seesaw import STEP_DEFAULTS, seesaw_submission
+from optbench.wrapping import with_schedule_keys
 from optbench_submissions.adamw import adamw as _adamw
 from optbench_submissions.sgd import sgd as _sgd
 
