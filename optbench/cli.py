@@ -37,28 +37,29 @@ class App(click.Group):
         except UsageError as exc:
             _fail(str(exc), 2)
         except TrialAborted as exc:
-            # A rank of a data-parallel trial failed; the trial is recorded. The process group holds an abandoned
-            # collective whose teardown could block: leave without it.
             click.echo(f"error: {exc}", err=True)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(1)
+            _leave_distributed(1)
         except click.Abort:
             _fail("aborted", 130)
-        finally:
-            _finish_distributed()
         code = rv if isinstance(rv, int) else 0
+        _leave_distributed(code)
         if standalone_mode:
             sys.exit(code)
         return code
 
 
-def _finish_distributed() -> None:
-    """End torchrun's process group, if this command started one (imports nothing heavy otherwise)."""
-    if "torch.distributed" in sys.modules:
-        from optbench.distributed import finish
+def _leave_distributed(code: int) -> None:
+    """End torchrun's process group if this command used one. After a rank failed, the group holds an abandoned
+    collective whose teardown could block: then leave at once (the trial is already recorded)."""
+    if "torch.distributed" not in sys.modules:
+        return
+    from optbench.distributed import Group, finish
 
-        finish()
+    if Group.broken:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    finish()
 
 
 def _fail(message: str, code: int) -> None:

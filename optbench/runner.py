@@ -33,7 +33,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -382,7 +382,8 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
 
     Under torchrun every rank calls this with the same trial; rank 0 alone writes the result (the others return
     it with ``path`` None). A rank whose trial fails tells the others, which stop at their next collective; rank 0
-    records the failing rank's outcome, and :class:`TrialAborted` then ends the command on every rank.
+    records the failing rank's outcome. The process group cannot be used again, so a next trial of the same command
+    raises :class:`TrialAborted` on every rank (the CLI then exits with code 1).
 
     Args:
       prep: the trial, validated by :func:`optbench.prepared.prepare`.
@@ -397,7 +398,8 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
     here = distributed.world()
     if here.size > 1:
         if Group.broken:
-            raise TrialAborted("an earlier trial of this command failed on one rank; its process group is unusable")
+            raise TrialAborted(f"not running {prep.title}: an earlier trial of this command failed on one rank, and "
+                               "its process group cannot be reused; run the remaining trials again")
         if prep.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(prep.device))
         group = Group(here, torch.device(prep.device), trial_index=_TRIALS_STARTED)
@@ -439,11 +441,7 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
     if interrupted:
         raise KeyboardInterrupt
     if group is not None and Group.broken:
-        group.finished_recording(wait=not here.is_main)
-        lines = (reason or "").strip().splitlines()
-        where = f"; recorded at {path}" if path is not None else ""
-        raise TrialAborted(f"{prep.title}: {outcome} ({lines[-1] if lines else outcome}){where}; the process group "
-                           "cannot be reused, so this command stops here")
+        group.finished_recording(wait=not here.is_main)  # the launcher must not tear rank 0 down mid-write
     return TrialResult(record=record, rows=rows, path=path, note=note)
 
 

@@ -82,3 +82,11 @@ class Sabotage(_Counting):
         if target.is_dir():
             shutil.rmtree(target)
             target.write_text("not a directory any more")
+
+
+class RaisingOnRank1(_Counting):
+    """Raises in its third step on torchrun's rank 1 only: the other rank must not hang."""
+
+    def fault(self):
+        if os.environ.get("RANK") == "1":
+            raise RuntimeError("rank 1 broke on purpose")

@@ -1,0 +1,97 @@
+"""Data parallel with torchrun: two gloo processes train the same trial as one process does.
+
+Each test starts a real ``torchrun --standalone`` (through ``optbench run --nproc 2``) on the CPU and compares the
+curve rank 0 wrote with the single-process curve of the same trial. SOAP is compared by its losses, for the reason
+measured in test_accumulation (its eigenbases are arbitrary where its factors are rank-deficient).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.workloads.test_lm import markov_corpus, write_tokens
+
+ROOT = Path(__file__).resolve().parents[2]
+FAULTY = ROOT / "tests" / "plugins" / "faulty.py"
+E2E = ROOT / "tests" / "plugins" / "e2e_workloads.py"
+COMMON = ["--device", "cpu", "--batch-size", "32", "--max-steps", "20", "--eval-every", "5", "--quiet"]
+
+
+def optbench(args: list[str], *, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "optbench", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT)
+
+
+def curves(results: Path) -> dict[str, tuple[dict, np.ndarray]]:
+    """submission -> (record, eval rows as (step, examples, train_loss, metric_value)) of every file."""
+    out = {}
+    for f in sorted(results.rglob("*.parquet")):
+        record = json.loads(pq.read_schema(f).metadata[b"optbench"])
+        rows = pq.read_table(f, columns=["step", "examples", "train_loss", "metric_value"]).to_pandas()
+        out[record["submission"]] = (record, rows.to_numpy(dtype=float))
+    return out
+
+
+def compare(one: np.ndarray, two: np.ndarray, *, rtol: float) -> None:
+    assert one.shape == two.shape
+    assert np.array_equal(one[:, :2], two[:, :2])  # the same steps and examples
+    gap = np.abs(one[:, 2:] - two[:, 2:]) / np.maximum(np.abs(one[:, 2:]), 1e-12)
+    assert np.nanmax(gap) <= rtol, float(np.nanmax(gap))
+
+
+def test_two_gloo_ranks_train_linreg_as_one_process(tmp_path: Path) -> None:
+    args = ["run", "-w", "linreg", "-s", "adamw", "-s", "soap", *COMMON]
+    single = optbench([*args, "--results-dir", str(tmp_path / "one")])
+    assert single.returncode == 0, single.stderr
+    double = optbench([*args, "--nproc", "2", "--results-dir", str(tmp_path / "two")])
+    assert double.returncode == 0, double.stderr[-2000:]
+    one, two = curves(tmp_path / "one"), curves(tmp_path / "two")
+    assert set(two) == {"adamw", "soap"} and len(list((tmp_path / "two").rglob("*.parquet"))) == 2  # rank 0 only
+    compare(one["adamw"][1], two["adamw"][1], rtol=1e-5)
+    compare(one["soap"][1], two["soap"][1], rtol=2e-2)
+    assert double.stdout.count("adamw seed 0") == 1  # rank 1 prints nothing
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_train_the_lm_as_one_process(tmp_path: Path) -> None:
+    corpus = markov_corpus(40_000, vocab=512)
+    data = write_tokens(tmp_path / "data", "wikitext103", train=corpus[:32_000], val=corpus[32_000:], vocab=512)
+    for sub, extra, rtol in (("adamw", [], 1e-5), ("soap", ["-o", "max_precond_dim=64"], 1e-3)):
+        args = ["run", "-w", f"{E2E}:wikitext", "-s", sub, *extra, "--data-dir", str(data), *COMMON]
+        single = optbench([*args, "--results-dir", str(tmp_path / sub / "one")])
+        assert single.returncode == 0, single.stderr
+        double = optbench([*args, "--nproc", "2", "--results-dir", str(tmp_path / sub / "two")])
+        assert double.returncode == 0, double.stderr[-2000:]
+        compare(curves(tmp_path / sub / "one")[sub][1], curves(tmp_path / sub / "two")[sub][1], rtol=rtol)
+
+
+def test_a_raising_rank_ends_the_trial_on_both_ranks_as_an_error(tmp_path: Path) -> None:
+    start = time.monotonic()
+    done = optbench(["run", "-w", "linreg", "-s", f"{FAULTY}:RaisingOnRank1", "--nproc", "2", "--device", "cpu",
+                     "--max-steps", "50", "--quiet", "--results-dir", str(tmp_path)], timeout=120)
+    assert time.monotonic() - start < 90  # both processes ended: torchrun returned
+    assert done.returncode == 0, done.stderr[-3000:]  # the failure is the trial's outcome, recorded as data
+    assert "Traceback" not in done.stderr
+    (record, rows), = curves(tmp_path).values()
+    assert record["outcome"] == "error" and "rank 1 of 2" in record["error"]
+    assert "rank 1 broke on purpose" in record["error"]
+    assert "rank 1 broke on purpose" in done.stdout  # rank 0's summary of the trial
+
+
+def test_after_a_rank_failed_the_next_trial_is_not_started(tmp_path: Path) -> None:
+    done = optbench(["run", "-w", "linreg", "-s", f"{FAULTY}:RaisingOnRank1", "--seed", "0", "--seed", "1",
+                     "--nproc", "2", "--device", "cpu", "--max-steps", "50", "--quiet",
+                     "--results-dir", str(tmp_path)], timeout=120)
+    assert done.returncode != 0
+    assert "not running linreg/tiny" in done.stderr and "seed 1" in done.stderr
+    assert len(curves(tmp_path)) == 1  # the failed trial, recorded once
