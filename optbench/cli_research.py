@@ -196,8 +196,55 @@ def shape_search(workload: str, opt: str, size: str | None, shapes: int, lrs: st
     console.print(escape(f"wrote {md}, {png}"))
 
 
+@click.command()
+@click.option("-w", "--workload", default="optbench.eos:teacher", show_default=True,
+              help="Workload (the default: full-batch regression of a tanh teacher, the edge-of-stability setting).")
+@click.option("-s", "--opt", "opt", default="sgd", show_default=True, help="Submission.")
+@click.option("--size", default=None, help="Size preset [default: the workload's default].")
+@click.option("--lrs", default="0.2,0.5,1.0", show_default=True, help="Comma-separated learning rates: one trial each.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every trial.")
+@click.option("-o", "--opt-arg", "opt_args", multiple=True, metavar="KEY=VALUE",
+              help="Other hyperparameters (gradient descent: -o momentum=0 -o schedule=constant -o warmup_frac=0).")
+@click.option("--max-steps", type=int, default=None, help="Step budget.")
+@click.option("--eval-every", "eval_every_steps", type=int, default=None, help="Evaluate (and measure) every N steps.")
+@click.option("--batch-size", type=int, default=None, help="Training batch size [default: the size's].")
+@click.option("--hvp-batch", type=int, default=None,
+              help="Size of the fixed batch the sharpness is measured on [default: the training batch size].")
+@click.option("--noise-batches", type=int, default=0, show_default=True,
+              help="Batches per gradient-noise-scale estimate (0: off).")
+@click.option("--iters", type=int, default=20, show_default=True, help="Power-iteration steps per measurement.")
+@_where_options(out="curvature", what="curvature.md (every evaluation) and curvature.png")
+def curvature(workload: str, opt: str, size: str | None, lrs: str, seed: int, opt_args: tuple[str, ...],
+              max_steps: int | None, eval_every_steps: int | None, batch_size: int | None, hvp_batch: int | None,
+              noise_batches: int, iters: int, device: str, data_dir: Path | None, results_dir: Path | None,
+              out: Path) -> None:
+    """Sharpness (top Hessian eigenvalue) against 2/lr during training: progressive sharpening, edge of stability.
+
+    \b
+    Example (gradient descent on the tanh teacher, about 20 s):
+      optbench curvature --lrs 0.2,0.5,1.0 -o momentum=0 -o schedule=constant -o warmup_frac=0 --max-steps 2000
+    """
+    from optbench import paths, research
+    from optbench.hparams import parse_assignments
+
+    spec = research.CurvatureSpec(
+        workload=workload, submission=opt, size=size, lrs=_float_list(lrs, what="--lrs"), seed=seed,
+        hparams=parse_assignments(opt_args), max_steps=max_steps, eval_every_steps=eval_every_steps,
+        batch_size=batch_size, diag_batch_size=hvp_batch, noise_batches=noise_batches, iters=iters, device=device,
+        data_dir=data_dir)
+    points = research.run_curvature(spec, results_dir=paths.results_dir(results_dir))
+    from optbench.registry import load_workload
+
+    metric = load_workload(workload).obj.metric.name
+    md, png = research.write_curvature(points, out, metric=metric, title=f"sharpness of {opt} on {workload}")
+    console = _console()
+    console.print(escape(research.curvature_markdown(points, metric=metric)))
+    console.print(escape(f"wrote {md}, {png}"))
+
+
 def add_commands(group: click.Group) -> None:
     """Register the research commands on ``group`` (the ``optbench`` main group)."""
     group.add_command(schedules)
     group.add_command(cbs)
     group.add_command(shape_search)
+    group.add_command(curvature)

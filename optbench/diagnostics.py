@@ -151,17 +151,18 @@ class Diagnostics:
         self.data_gen.manual_seed(seed)
         self.batch = task.next_batch(batch_size, self.data_gen)
 
-    def measure(self, model: nn.Module, *, lr: float, updater: Any = None) -> dict[str, float]:
-        """Sharpness beside 2/lr (and Adam's preconditioned sharpness when ``updater`` keeps its moments), and the
-        noise scale, as floats for ``metrics_json``. The model's mode is restored on return."""
+    def measure(self, model: nn.Module, *, lr: float | None = None, updater: Any = None) -> dict[str, float]:
+        """Sharpness beside 2/lr (when ``lr`` is given; and Adam's preconditioned sharpness when ``updater`` keeps
+        its moments), and the noise scale, as floats for ``metrics_json``. The model's mode is restored on return."""
         was_training = model.training
         model.eval()
         try:
             params = [p for _, p in named_params(model)]
             loss_fn = lambda: self.task.loss(model, self.batch)  # noqa: E731
-            out = {"sharpness": top_hessian_eigenvalue(loss_fn, params, generator=self.generator, iters=self.iters),
-                   "eos_threshold": 2.0 / lr if lr > 0 else math.inf}
-            pre = adam_preconditioner(updater, params) if updater is not None else None
+            out = {"sharpness": top_hessian_eigenvalue(loss_fn, params, generator=self.generator, iters=self.iters)}
+            if lr is not None:
+                out["eos_threshold"] = 2.0 / lr if lr > 0 else math.inf
+            pre = adam_preconditioner(updater, params) if updater is not None and lr is not None else None
             if pre is not None:
                 beta1 = float(updater.param_groups[0]["betas"][0])
                 out["preconditioned_sharpness"] = top_hessian_eigenvalue(
@@ -173,6 +174,47 @@ class Diagnostics:
             return out
         finally:
             model.train(was_training)
+
+
+class DiagnosedTask:
+    """A task whose ``evaluate`` adds the diagnostics (sharpness, noise scale) to the workload's metrics, so that
+    they land in ``metrics_json`` at every evaluation, off the clock, with no change to the runner. The learning
+    rate is not known here: compare with 2 / ``learning_rate`` from the same row."""
+
+    def __init__(self, inner: Task, diagnostics: Diagnostics) -> None:
+        self.inner, self.diagnostics = inner, diagnostics
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def evaluate(self, model: nn.Module) -> Mapping[str, float]:
+        return {**self.inner.evaluate(model), **self.diagnostics.measure(model)}
+
+
+class DiagnosedWorkload:
+    """``inner`` with :class:`DiagnosedTask` tasks (same name, metric, sizes: results stay comparable)."""
+
+    def __init__(self, inner: Any, *, batch_size: int | None = None, noise_batches: int = 8, iters: int = 20,
+                 seed: int = 0) -> None:
+        self.inner, self.batch_size, self.noise_batches, self.iters, self.seed = inner, batch_size, noise_batches, iters, seed
+        self.name, self.metric, self.sizes = inner.name, inner.metric, inner.sizes
+        self.default_size, self.description = inner.default_size, inner.description
+
+    def setup(self, size: Any, *, device: Any, data_dir: Any) -> DiagnosedTask:
+        task = self.inner.setup(size, device=device, data_dir=data_dir)
+        diag = Diagnostics(task, seed=self.seed, batch_size=self.batch_size or size.batch_size,
+                           noise_batches=self.noise_batches, iters=self.iters)
+        return DiagnosedTask(task, diag)
+
+
+def diagnosed(workload: Any, **options: Any) -> Any:
+    """``workload`` (a :class:`optbench.registry.Loaded`) measured at every evaluation; options as
+    :class:`DiagnosedWorkload`'s."""
+    from optbench.registry import Loaded
+
+    return Loaded(name=workload.name, obj=DiagnosedWorkload(workload.obj, **options), origin=workload.origin)
 
 
 def summary(metrics: Mapping[str, float]) -> str:

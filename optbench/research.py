@@ -322,7 +322,7 @@ def _plain_log_ticks(ax: Any, xs: Sequence[int]) -> None:
 
     ax.set_xticks(list(xs), [str(x) for x in xs])
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_major_formatter(_plain_formatter())
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
 
 
@@ -575,3 +575,133 @@ def write_shapes(ranked: Sequence[ShapeScore], out: Path, *, steps: int, metric:
     with _plain():
         fig = plot_schedules(curves, ylabel="multiplier of the best base lr", title=title)
     return md, save_png(fig, out / "shapes.png")
+
+
+# ------------------------------------------------------------------------------------------ curvature dynamics
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurvatureSpec:
+    """Trials with diagnostics at every evaluation, one per learning rate (edge-of-stability studies)."""
+
+    workload: str = "optbench.eos:teacher"
+    submission: str = "sgd"
+    lrs: tuple[float, ...] = (0.2, 0.5, 1.0)
+    seed: int = 0
+    size: str | None = None
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    max_steps: int | None = None
+    eval_every_steps: int | None = None
+    batch_size: int | None = None
+    diag_batch_size: int | None = None  # default: the trial's batch size (full batch on the teacher)
+    noise_batches: int = 0
+    iters: int = 20
+    device: str = "cpu"
+    data_dir: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurvaturePoint:
+    """One evaluation: step, metric, learning rate, sharpness, its stability threshold, noise scale (NaN if off)."""
+
+    lr: float
+    step: int
+    metric: float
+    learning_rate: float
+    sharpness: float
+    threshold: float
+    noise_scale: float
+
+
+def stability_threshold(learning_rate: float, momentum: float = 0.0) -> float:
+    """The largest sharpness at which (heavy-ball) gradient descent is stable on a quadratic: 2 (1 + beta) / lr."""
+    return 2.0 * (1.0 + momentum) / learning_rate if learning_rate > 0 else math.inf
+
+
+def run_curvature(spec: CurvatureSpec, *, results_dir: Path) -> list[CurvaturePoint]:
+    """Run one trial per learning rate with diagnostics; every evaluation becomes a :class:`CurvaturePoint`.
+
+    Each trial runs its whole step budget (the target is set out of reach): the dynamics, not the time to target,
+    are the result."""
+    import json
+
+    from optbench.diagnostics import diagnosed
+    from optbench.registry import load_submission, load_workload
+    from optbench.runner import TrialConfig, prepare, run_prepared
+
+    if not spec.lrs or any(not (math.isfinite(lr) and lr > 0) for lr in spec.lrs):
+        raise UsageError("--lrs needs positive learning rates, e.g. 0.2,0.5,1.0")
+    if not 1 <= spec.iters <= 10_000 or not 0 <= spec.noise_batches <= 100_000 or spec.noise_batches == 1:
+        raise UsageError("--iters must be in 1..10000 and --noise-batches 0 (off) or 2..100000")
+    base = load_workload(spec.workload)
+    size = spec.size or base.obj.default_size
+    base = retarget(base, size, -math.inf if base.obj.metric.goal.value == "min" else math.inf)  # run the budget
+    workload = diagnosed(base, batch_size=spec.diag_batch_size or spec.batch_size, noise_batches=spec.noise_batches,
+                         iters=spec.iters, seed=spec.seed)
+    submission = load_submission(spec.submission)
+    preps = [(lr, prepare(workload, submission, TrialConfig(
+        size=size, hparams={**spec.hparams, "lr": lr}, seed=spec.seed, study="curvature", trial=f"lr{lr:g}",
+        max_steps=spec.max_steps, eval_every_steps=spec.eval_every_steps, batch_size=spec.batch_size,
+        device=spec.device, data_dir=spec.data_dir), results_dir=results_dir)) for lr in spec.lrs]
+    points = []
+    for lr, prep in preps:
+        momentum = float(prep.hparams.get("momentum", 0.0) or 0.0)
+        for row in run_prepared(prep).rows:
+            m = json.loads(row.metrics_json)
+            points.append(CurvaturePoint(
+                lr=lr, step=row.step, metric=row.metric_value, learning_rate=row.learning_rate,
+                sharpness=float(m.get("sharpness", math.nan)),
+                threshold=stability_threshold(row.learning_rate, momentum) if row.step else
+                stability_threshold(lr, momentum), noise_scale=float(m.get("noise_scale", math.nan))))
+    return points
+
+
+def curvature_markdown(points: Sequence[CurvaturePoint], *, metric: str) -> str:
+    """One row per evaluation: sharpness against the stability threshold 2 (1 + momentum) / lr."""
+    lines = [f"| base lr | step | {metric} | lr | sharpness | 2(1+momentum)/lr | sharpness / threshold | noise scale |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in points:
+        ratio = p.sharpness / p.threshold if math.isfinite(p.threshold) else math.nan
+        lines.append(f"| {p.lr:g} | {p.step} | {p.metric:.4g} | {p.learning_rate:.4g} | {p.sharpness:.4g} | "
+                     f"{p.threshold:.4g} | {ratio:.3f} | {'' if math.isnan(p.noise_scale) else f'{p.noise_scale:.4g}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curvature(points: Sequence[CurvaturePoint], *, metric: str, title: str) -> Figure:
+    """Sharpness (solid) and its threshold 2/lr (dashed) against step per learning rate, and the metric beside."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10.0, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for i, lr in enumerate(sorted({p.lr for p in points})):
+        ps = [p for p in points if p.lr == lr]
+        steps = [p.step for p in ps]
+        left.plot(steps, [p.sharpness for p in ps], "-", color=f"C{i}", lw=1.8, label=f"sharpness, lr {lr:g}")
+        left.plot(steps, [p.threshold for p in ps], "--", color=f"C{i}", lw=1.0, label=f"2(1+momentum)/lr, lr {lr:g}")
+        right.plot(steps, [p.metric for p in ps], "-", color=f"C{i}", lw=1.5, label=f"lr {lr:g}")
+    left.set(xlabel="step", ylabel="top Hessian eigenvalue", title=title)
+    right.set(xlabel="step", ylabel=metric, yscale="log", title=metric)
+    right.yaxis.set_major_formatter(_plain_formatter())
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def _plain_formatter() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v:g}")
+
+
+def write_curvature(points: Sequence[CurvaturePoint], out: Path, *, metric: str, title: str) -> tuple[Path, Path]:
+    """Write ``curvature.md`` and ``curvature.png`` under ``out``."""
+    from optbench.fsutil import ensure_writable_dir
+
+    ensure_writable_dir(out, what="--out directory")
+    md = out / "curvature.md"
+    with atomic_file(md, "w") as f:
+        f.write(f"# {title}\n\n" + curvature_markdown(points, metric=metric))
+    with _plain():
+        fig = plot_curvature(points, metric=metric, title=title)
+    return md, save_png(fig, out / "curvature.png")
