@@ -98,8 +98,10 @@ def _env(package_dir: Path | None) -> dict[str, str]:
     return env
 
 
-def timed(argv: list[str], *, package_dir: Path | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one child process; a failure stops the benchmark with its output."""
+def timed(argv: list[str], *, package_dir: Path | None = None) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MiB) of one child process; a failure stops the
+    benchmark with its output. On a shared machine the CPU seconds are the steadier figure: another process's load
+    stretches the wall time of a mostly single-threaded child, much less its CPU time."""
     with tempfile.TemporaryDirectory() as cwd:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=cwd, env=_env(package_dir), stdout=subprocess.DEVNULL,
@@ -110,15 +112,20 @@ def timed(argv: list[str], *, package_dir: Path | None = None) -> tuple[float, f
         proc.stderr.close() if proc.stderr else None
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def optbench(*args: str) -> list[str]:
     return [sys.executable, "-c", "from optbench.cli import main; main()", *args]
 
 
-def medians(samples: dict[str, list[tuple[float, float]]]) -> dict[str, tuple[float, float]]:
-    return {k: (statistics.median(w for w, _ in v), max(m for _, m in v)) for k, v in samples.items()}
+Sample = tuple[float, float, float]  # wall s, CPU s, peak RSS MiB
+
+
+def medians(samples: dict[str, list[Sample]]) -> dict[str, Sample]:
+    """Median wall and CPU seconds over the repeats, and the largest peak RSS."""
+    return {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v), max(x[2] for x in v))
+            for k, v in samples.items()}
 
 
 def scale(args: argparse.Namespace) -> None:
@@ -126,7 +133,7 @@ def scale(args: argparse.Namespace) -> None:
     rows = []
     for n in args.sizes:
         root = make_results(args.work / f"trials-{n}", n, evals=args.evals)
-        samples: dict[str, list[tuple[float, float]]] = {}
+        samples: dict[str, list[Sample]] = {}
         score = ["score", "--format", "csv"]
         variants = [("score cold", score, True), ("score warm", score, False)]
         if args.report:
@@ -138,18 +145,19 @@ def scale(args: argparse.Namespace) -> None:
                     shutil.rmtree(root / CACHE, ignore_errors=True)
                 samples.setdefault(name, []).append(timed(optbench(*argv, "--results-dir", str(root))))
         rows.append((n, medians(samples)))
-        print(f"  {n} trials: " + ", ".join(f"{k} {w:.2f} s" for k, (w, _) in rows[-1][1].items()), flush=True)
+        print(f"  {n} trials: " + ", ".join(f"{k} {w:.2f} s" for k, (w, _, _) in rows[-1][1].items()), flush=True)
     names = list(rows[0][1])
-    print(f"\n{args.evals} evaluations per trial, medians of {args.repeats} (peak RSS over repeats)\n")
+    print(f"\n{args.evals} evaluations per trial, medians of {args.repeats}: wall (CPU) seconds, peak RSS over "
+          "repeats\n")
     print("| trials | " + " | ".join(names) + " | peak RSS |")
     print("|---:|" + "---:|" * (len(names) + 1))
     for n, m in rows:
-        rss = max(r for _, r in m.values())
-        print(f"| {n:,} | " + " | ".join(f"{m[k][0]:.2f} s" for k in names) + f" | {rss:.0f} MiB |")
+        rss = max(r for _, _, r in m.values())
+        print(f"| {n:,} | " + " | ".join(f"{m[k][0]:.2f} s ({m[k][1]:.2f})" for k in names) + f" | {rss:.0f} MiB |")
     if len(rows) > 1:
-        print("\ngrowth per 10x trials (time ratio to the previous size):")
+        print("\ngrowth (CPU seconds, ratio to the previous size):")
         for (n0, m0), (n1, m1) in zip(rows, rows[1:]):
-            print(f"  {n0:,} -> {n1:,}: " + ", ".join(f"{k} x{m1[k][0] / m0[k][0]:.1f}" for k in names))
+            print(f"  {n0:,} -> {n1:,}: " + ", ".join(f"{k} x{m1[k][1] / m0[k][1]:.1f}" for k in names))
 
 
 def algoperf(args: argparse.Namespace) -> None:
@@ -164,7 +172,7 @@ def algoperf(args: argparse.Namespace) -> None:
         (logs / ".complete").write_text("")
     ours, base = args.work / "ap-ours", args.work / "ap-base"
     stand_in = [sys.executable, str(HERE / "algoperf_style_score.py"), str(logs)]
-    samples: dict[str, list[tuple[float, float]]] = {}
+    samples: dict[str, list[Sample]] = {}
     for _ in range(args.repeats):
         imports = [("import (this optbench)", ours, None)]
         if args.baseline is not None:
@@ -184,17 +192,17 @@ def algoperf(args: argparse.Namespace) -> None:
         samples.setdefault("stand-in + import torch", []).append(timed([*stand_in, "--import-torch"]))
     m = medians(samples)
     print(f"\n360-trial AlgoPerf fixture, medians of {args.repeats}\n")
-    print("| process | wall | peak RSS |\n|---|---:|---:|")
-    for k, (w, r) in m.items():
-        print(f"| {k} | {w:.2f} s | {r:.0f} MiB |")
-    warm = m["score --algoperf, warm cache"][0]
-    cold = m["score --algoperf, cold cache"][0]
-    print("\nratios (other / this optbench's score):")
+    print("| process | wall | CPU | peak RSS |\n|---|---:|---:|---:|")
+    for k, (w, c, r) in m.items():
+        print(f"| {k} | {w:.2f} s | {c:.2f} s | {r:.0f} MiB |")
+    print("\nratios, wall (CPU): other / this optbench")
     for k in ("AlgoPerf-style scorer (stand-in)", "stand-in + import torch", "score --algoperf (baseline)"):
-        if k in m:
-            print(f"  {k}: cold {m[k][0] / cold:.2f}x, warm {m[k][0] / warm:.2f}x")
+        for ours in ("score --algoperf, cold cache", "score --algoperf, warm cache"):
+            if k in m:
+                print(f"  {k} / {ours}: {m[k][0] / m[ours][0]:.2f}x ({m[k][1] / m[ours][1]:.2f}x)")
     if "import (baseline)" in m:
-        print(f"  import algoperf, baseline / this: {m['import (baseline)'][0] / m['import (this optbench)'][0]:.2f}x")
+        base, this = m["import (baseline)"], m["import (this optbench)"]
+        print(f"  import algoperf, baseline / this: {base[0] / this[0]:.2f}x ({base[1] / this[1]:.2f}x)")
 
 
 def main() -> None:

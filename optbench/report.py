@@ -125,14 +125,15 @@ def paired_rows(trials: pd.DataFrame, board: Leaderboard, *, by: str) -> list[di
     best = str(board.scores.index[0])
     rows = []
     for w in board.times.index:
+        one = paired[paired["workload"] == w]  # each test looks at one workload: validate only its rows
         for other in board.scores.index[1:]:
             row: dict[str, Any] = {"workload": w, "a": best, "b": other}
             try:
-                t = paired_test(paired, workload=w, a=best, b=str(other), by=by)
+                t = paired_test(one, workload=w, a=best, b=str(other), by=by)
             except UsageError as exc:
                 rows.append(row | {"note": str(exc)})
                 continue
-            sd = paired_log_sd(paired, workload=w, a=best, b=str(other), by=by)
+            sd = paired_log_sd(one, workload=w, a=best, b=str(other), by=by)
             need = "n/a"
             if math.isfinite(t.speedup) and t.speedup > 1 and math.isfinite(sd):
                 need = str(seeds_needed(t.speedup, sd=sd))
