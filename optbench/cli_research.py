@@ -242,9 +242,49 @@ def curvature(workload: str, opt: str, size: str | None, lrs: str, seed: int, op
     console.print(escape(f"wrote {md}, {png}"))
 
 
+@click.command("seesaw")
+@click.option("-w", "--workload", default="linreg", show_default=True, help="Workload.")
+@click.option("-s", "--opt", "opt", default="sgd", show_default=True, help="A scheduled submission.")
+@click.option("--size", default=None, help="Size preset [default: the workload's default].")
+@click.option("--seed", "seeds", type=int, multiple=True, default=(0, 1, 2), show_default=True,
+              help="Seed (repeatable): one twin and one Seesaw trial each.")
+@click.option("--twin-steps", type=int, default=None, help="Steps of the twin [default: the size's step_hint].")
+@click.option("--target", type=float, default=None, help="Target for steps to target [default: the size's].")
+@click.option("--eval-every", "eval_every_steps", type=int, default=None, help="Evaluate every N steps.")
+@click.option("-o", "--opt-arg", "opt_args", multiple=True, metavar="KEY=VALUE",
+              help="Hyperparameters of both (decay_milestones, decay_factor, lr...; seesaw_* for Seesaw only).")
+@_where_options(out="seesaw", what="seesaw.md (the comparison)")
+def seesaw(workload: str, opt: str, size: str | None, seeds: tuple[int, ...], twin_steps: int | None,
+           target: float | None, eval_every_steps: int | None, opt_args: tuple[str, ...], device: str, data_dir: Path | None,
+           results_dir: Path | None, out: Path) -> None:
+    """Seesaw against its step-decay twin at equal examples: metric, serial steps, steps to target.
+
+    \b
+    Example (linreg tiny, about 20 s):
+      optbench seesaw -w linreg -s sgd --seed 0 --seed 1 --seed 2 --eval-every 16
+    """
+    from optbench import paths, research
+    from optbench.fsutil import atomic_file, ensure_writable_dir
+    from optbench.hparams import parse_assignments
+
+    spec = research.SeesawSpec(workload=workload, submission=opt, size=size, seeds=seeds, twin_steps=twin_steps,
+                               target=target,
+                               eval_every_steps=eval_every_steps, hparams=parse_assignments(opt_args),
+                               device=device, data_dir=data_dir)
+    ensure_writable_dir(out, what="--out directory")
+    pairs, metric = research.run_seesaw(spec, results_dir=paths.results_dir(results_dir))
+    text = research.seesaw_markdown(pairs, metric=metric)
+    with atomic_file(out / "seesaw.md", "w") as f:
+        f.write(f"# Seesaw vs step decay: {opt} on {workload}\n\n{text}")
+    console = _console()
+    console.print(escape(text))
+    console.print(escape(f"wrote {out / 'seesaw.md'}"))
+
+
 def add_commands(group: click.Group) -> None:
     """Register the research commands on ``group`` (the ``optbench`` main group)."""
     group.add_command(schedules)
     group.add_command(cbs)
     group.add_command(shape_search)
     group.add_command(curvature)
+    group.add_command(seesaw)

@@ -705,3 +705,124 @@ def write_curvature(points: Sequence[CurvaturePoint], out: Path, *, metric: str,
     with _plain():
         fig = plot_curvature(points, metric=metric, title=title)
     return md, save_png(fig, out / "curvature.png")
+
+
+# ----------------------------------------------------------------------------------------- Seesaw vs its twin
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSummary:
+    """What one trial of a Seesaw comparison gave: serial steps and examples run, the tail-mean metric (over the
+    evaluations in the last ``tail`` of the examples), and steps/examples to the workload's target (None: missed)."""
+
+    steps: int
+    examples: int
+    tail_metric: float
+    final_metric: float
+    steps_to_target: int | None
+    examples_to_target: int | None
+
+
+def summarize_rows(rows: Sequence[Any], *, target: float, goal: str, tail: float = 0.1) -> RunSummary:
+    """A :class:`RunSummary` of evaluation rows (``EvalRow``)."""
+    from optbench.api import reached
+
+    last = rows[-1]
+    vals = [r.metric_value for r in rows if r.examples >= (1.0 - tail) * last.examples]
+    hit = next((r for r in rows if reached(r.metric_value, target, goal)), None)
+    return RunSummary(steps=last.step, examples=last.examples, tail_metric=sum(vals) / len(vals),
+                      final_metric=last.metric_value, steps_to_target=hit.step if hit else None,
+                      examples_to_target=hit.examples if hit else None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeesawSpec:
+    """Seesaw against its step-decay twin, at equal examples, one pair of trials per seed."""
+
+    workload: str = "linreg"
+    submission: str = "sgd"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    size: str | None = None
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    twin_steps: int | None = None  # default: the size's step_hint (the length of the twin's schedule)
+    target: float | None = None  # for steps/examples to target; default: the size's
+    eval_every_steps: int | None = None
+    device: str = "cpu"
+    data_dir: Path | None = None
+
+
+def run_seesaw(spec: SeesawSpec, *, results_dir: Path) -> tuple[list[tuple[int, RunSummary, RunSummary]], str]:
+    """Run the twin (``<submission>_step``) for ``twin_steps`` and Seesaw (``seesaw_<submission>``) for the serial
+    steps that see the same examples, per seed; both run their whole budget (the target is checked afterwards).
+
+    Returns:
+      ([(seed, twin, seesaw)], metric name).
+    """
+    from optbench.registry import Loaded, load_submission, load_workload
+    from optbench.runner import TrialConfig, prepare, run_prepared
+    from optbench.seesaw import SEESAW_DEFAULTS, STEP_DEFAULTS, seesaw_submission, steps_at_equal_examples
+    from optbench.wrapping import with_schedule_keys
+
+    base_w = load_workload(spec.workload)
+    size = spec.size or base_w.obj.default_size
+    if size not in base_w.obj.sizes:
+        raise UsageError(f"workload {base_w.name!r} has no size {size!r}; it has {', '.join(base_w.obj.sizes)}")
+    sz = base_w.obj.sizes[size]
+    goal = base_w.obj.metric.goal.value
+    workload = retarget(base_w, size, -math.inf if goal == "min" else math.inf)
+    base = load_submission(spec.submission)
+    if "schedule" not in base.obj.defaults:
+        raise UsageError(f"submission {base.name!r} takes no schedule hyperparameter; Seesaw needs a scheduled one")
+    try:
+        seesaw = seesaw_submission(base.obj, name=f"seesaw_{base.obj.name}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    twin = with_schedule_keys(base.obj, name=f"{base.obj.name}_step", defaults=STEP_DEFAULTS)
+    twin_l = Loaded(name=f"{base.name}_step", obj=twin, origin=base.origin)
+    seesaw_l = Loaded(name=f"seesaw_{base.name}", obj=seesaw, origin=base.origin)
+    twin_steps = spec.twin_steps or sz.step_hint
+    if not 1 <= twin_steps <= 10**9:
+        raise UsageError(f"--twin-steps must be in 1..{10**9}, got {twin_steps}")
+    twin_hp = {k: v for k, v in spec.hparams.items() if k not in SEESAW_DEFAULTS}
+    try:
+        serial = steps_at_equal_examples({**seesaw.defaults, **spec.hparams}, step_hint=sz.step_hint,
+                                         twin_steps=twin_steps)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    plans = []
+    for seed in spec.seeds:
+        common = dict(size=size, seed=seed, study=f"seesaw-seed{seed}", eval_every_steps=spec.eval_every_steps,
+                      device=spec.device, data_dir=spec.data_dir)
+        plans.append((seed, prepare(workload, twin_l, TrialConfig(hparams=twin_hp, max_steps=twin_steps, **common),
+                                    results_dir=results_dir),
+                      prepare(workload, seesaw_l, TrialConfig(hparams=dict(spec.hparams), max_steps=serial, **common),
+                              results_dir=results_dir)))
+    out, target = [], sz.target if spec.target is None else float(spec.target)
+    for seed, p_twin, p_seesaw in plans:
+        a = summarize_rows(run_prepared(p_twin).rows, target=target, goal=goal)
+        b = summarize_rows(run_prepared(p_seesaw).rows, target=target, goal=goal)
+        out.append((seed, a, b))
+    return out, base_w.obj.metric.name
+
+
+def seesaw_markdown(pairs: Sequence[tuple[int, RunSummary, RunSummary]], *, metric: str) -> str:
+    """Per seed and summed up: serial steps, examples, tail-mean metric, steps and examples to target, and the
+    median paired ratio Seesaw / twin of the tail metric with its bootstrap interval over seeds."""
+    def opt(x: int | None) -> str:
+        return "missed" if x is None else str(x)
+
+    lines = [f"| seed | run | serial steps | examples | tail-mean {metric} | final {metric} | steps to target | "
+             "examples to target |", "|---|---|---|---|---|---|---|---|"]
+    for seed, a, b in pairs:
+        for name, r in (("twin (step decay)", a), ("seesaw", b)):
+            lines.append(f"| {seed} | {name} | {r.steps} | {r.examples} | {r.tail_metric:.4g} | {r.final_metric:.4g} | "
+                         f"{opt(r.steps_to_target)} | {opt(r.examples_to_target)} |")
+    ratio = median_interval([b.tail_metric / a.tail_metric for _, a, b in pairs])
+    steps = median_interval([b.steps_to_target / a.steps_to_target if a.steps_to_target and b.steps_to_target
+                             else math.nan for _, a, b in pairs if a.steps_to_target and b.steps_to_target])
+    lines += ["", f"Seesaw / twin, tail-mean {metric} at equal examples: median {ratio[0]:.3f} "
+              f"(90% bootstrap interval over seeds {ratio[1]:.3f}-{ratio[2]:.3f}); serial steps "
+              f"{pairs[0][2].steps} vs {pairs[0][1].steps} ({pairs[0][2].steps / pairs[0][1].steps:.0%})."]
+    if not math.isnan(steps[0]):
+        lines.append(f"Seesaw / twin, steps to the target: median {steps[0]:.3f} (interval {steps[1]:.3f}-{steps[2]:.3f}).")
+    return "\n".join(lines) + "\n"

@@ -137,3 +137,19 @@ def serial_steps(seesaw: Seesaw, twin_steps: int) -> int:
     finally:
         seesaw.progress = saved
     return steps
+
+
+def steps_at_equal_examples(hparams: Mapping[str, Any], *, step_hint: int, twin_steps: int) -> int:
+    """Serial steps Seesaw with ``hparams`` (schedule keys, ``seesaw_*``) takes to see the examples of
+    ``twin_steps`` steps of its twin, whose schedule spans ``step_hint`` steps; only the schedule matters, so it is
+    simulated on a one-number optimizer."""
+    import torch
+
+    from optbench.schedules import from_hparams
+
+    own = {**SEESAW_DEFAULTS, **{k: v for k, v in hparams.items() if k in SEESAW_DEFAULTS}}
+    probe = Scheduled(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0),
+                      from_hparams(hparams, total_steps=step_hint))
+    seesaw = Seesaw(probe, base_batch=1, max_batch=_check_factor(own["seesaw_max_batch_factor"]),
+                    lr_exponent=_check_exponent(own["seesaw_lr_exponent"]))
+    return serial_steps(seesaw, twin_steps)

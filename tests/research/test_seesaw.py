@@ -137,3 +137,23 @@ def test_submission_checks_its_own_keys():
             sub.create(torch.nn.Linear(2, 1), {**sub.defaults, **bad}, _info())
     made = sub.create(torch.nn.Linear(2, 1), {**sub.defaults, "seesaw_max_batch_factor": 4}, _info())
     assert made.max_doublings == 2 and made.base_batch == 32 and made.lr_exponent == 0.5
+
+
+def test_seesaw_command_compares_at_equal_examples_in_fewer_serial_steps(tmp_path):
+    from click.testing import CliRunner
+
+    from optbench.cli import main
+
+    out = tmp_path / "out"
+    # milestones at 75 and 150 of the 1500-step schedule: 75 + 38 + 13 serial steps see the twin's 200 x 32
+    r = CliRunner().invoke(main, ["seesaw", "-w", "linreg", "-s", "sgd", "--seed", "0", "--twin-steps", "200",
+                                  "-o", "decay_milestones=[0.05,0.1]", "--eval-every", "25", "--target", "0.5",
+                                  "--results-dir", str(tmp_path / "res"), "--out", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = [ln.split("|")[1:-1] for ln in (out / "seesaw.md").read_text().splitlines() if ln.startswith("| 0 |")]
+    (twin_steps, twin_ex), (ss_steps, ss_ex) = [(int(c[2]), int(c[3])) for c in rows]
+    assert (twin_steps, twin_ex) == (200, 6400)
+    assert ss_steps == 126 and 6400 <= ss_ex < 6400 + 4 * 32
+    assert all(c[6].strip() != "missed" for c in rows)  # excess risk 0.5 is reached by both
+    files = sorted(p.parent.name for p in (tmp_path / "res").rglob("*.parquet"))
+    assert files == ["seesaw_sgd", "sgd_step"]
