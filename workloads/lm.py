@@ -53,8 +53,8 @@ _TINY_NOTE = ("2x64 decoder (0.62M params), seq 64, BPE-8192; PROVISIONAL: calib
               "real corpus")
 
 
-def _sizes(dataset: str, *, tiny: float, small: float, paper: float, paper_steps: int,
-           paper_tokens: int) -> dict[str, Size]:
+def _sizes(dataset: str, *, tiny: float, small: float, paper: float, paper_steps: int, paper_tokens: int,
+           paper_batch: int, paper_eval: int) -> dict[str, Size]:
     """The three tiers of one corpus; only the targets and the paper tier's length differ between corpora."""
     return {
         "tiny": Size(
@@ -74,24 +74,28 @@ def _sizes(dataset: str, *, tiny: float, small: float, paper: float, paper_steps
                  "on a GPU, target is an estimate of adamw's loss at ~half the budget",
         ),
         "paper": Size(
-            name="paper", target=paper, batch_size=32, step_hint=paper_steps,
-            budget=Budget(max_steps=2 * paper_steps, max_seconds=4 * 3600.0), eval_every=EvalPeriod(steps=1000),
+            name="paper", target=paper, batch_size=paper_batch, step_hint=paper_steps, micro_batch_size=32,
+            budget=Budget(max_steps=2 * paper_steps, max_seconds=4 * 3600.0), eval_every=EvalPeriod(steps=paper_eval),
             options={**_PAPER_MODEL, "val_sequences": 1024, "max_train_tokens": None, "autocast": True,
                      **GPT2, "min_train_tokens": paper_tokens},
             dataset=dataset,
-            note="GPT-2 small shape (12x768, 12 heads, 124M params tied), seq 1024, 32k tokens/step, GPT-2 vocab; "
-                 "PROVISIONAL: estimate of adamw's loss at step_hint, re-measure on a GPU",
+            note=f"GPT-2 small shape (12x768, 12 heads, 124M params tied), seq 1024, {paper_batch} x 1024 tokens/step "
+                 "(accumulated in micro-batches of 32 sequences), GPT-2 vocab; PROVISIONAL: estimate of adamw's loss "
+                 "at step_hint, re-measure on a GPU",
         ),
     }
 
 
 # Targets (nats per token). tiny: see _TINY_NOTE and docs/WORKLOADS.md. small, paper: estimates, to be measured.
-# The paper tier's batch is 32 x 1024 tokens: with GPT-2's 50257-word head, the fp32 logits of a batch and their
-# gradient take ~20 GB, so 64 sequences would not fit an 80 GB GPU beside the activations. C4's paper tier trains
-# for ~Chinchilla's 20 tokens per parameter (2.5B tokens, 76k steps); WikiText-103 (~120M GPT-2 tokens) for ~2
-# epochs (7.5k steps).
-WIKITEXT_SIZES = _sizes("wikitext103", tiny=4.9, small=3.9, paper=3.3, paper_steps=7_500, paper_tokens=100_000_000)
-C4_SIZES = _sizes("c4", tiny=4.9, small=4.2, paper=3.4, paper_steps=76_000, paper_tokens=2_500_000_000)
+# The paper tier's batches are the papers': C4 takes GPT-2's (and nanoGPT's) ~0.5M tokens per step, 512 x 1024, for
+# ~Chinchilla's 20 tokens per parameter (2.5B tokens, 4,800 steps); WikiText-103 (~120M GPT-2 tokens) takes
+# 128 x 1024 (131k tokens, the scale of the WikiText-103 transformer papers' batches) for ~2 epochs (1,850 steps).
+# Both accumulate micro-batches of 32 sequences, and the loss is chunked (optbench_workloads._loss): the fp32 logits
+# of a micro-batch are never held at once, so 32 x 1024 tokens fit an 80 GB GPU beside the activations.
+WIKITEXT_SIZES = _sizes("wikitext103", tiny=4.9, small=3.9, paper=3.3, paper_steps=1_850, paper_tokens=100_000_000,
+                        paper_batch=128, paper_eval=200)
+C4_SIZES = _sizes("c4", tiny=4.9, small=4.2, paper=3.4, paper_steps=4_800, paper_tokens=2_500_000_000,
+                  paper_batch=512, paper_eval=500)
 
 
 @dataclass(frozen=True, kw_only=True)
