@@ -11,8 +11,9 @@ as the real one: a speed-up measured against it is a lower bound.
 
 The real scorer takes each workload's metric and target from AlgoPerf's workload class for the log's framework
 (``scoring_utils.get_workload_metrics_and_targets`` imports ``<workload>/<workload>_<framework>/workload.py``
-through the workload registry), so scoring ``_pytorch`` logs imports PyTorch. ``--import-torch`` adds just that
-import, still less than the real scorer imports; this stand-in takes the targets from optbench's JSON copy.
+through ``algoperf/workloads/workloads.py``, whose ``algoperf.spec`` imports both ``jax`` and ``torch``), so it
+cannot score without importing the frameworks. ``--import-torch`` adds ``import torch`` only (JAX is not installed
+here), still less than the real scorer imports; this stand-in takes the targets from optbench's JSON copy.
 
 Usage: ``python benchmarks/algoperf_style_score.py EXPERIMENT_DIR [--import-torch]`` prints each submission's score.
 """
