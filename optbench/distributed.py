@@ -118,6 +118,7 @@ class Group:
         self.dist = dist
         self.store = dist.distributed_c10d._get_default_store()
         self.key = f"optbench/trial{trial_index}/failed"
+        self.names = self.device_names()  # recorded on the result
 
     # ----- failures -----------------------------------------------------------------------------------------
     def fail(self, outcome: str, reason: str | None) -> None:

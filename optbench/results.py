@@ -116,6 +116,12 @@ class TrialRecord:
     device_name: str
     cpu_model: str
     compiled: bool = False  # the model ran under torch.compile
+    micro_batch_size: int | None = None  # examples per forward/backward pass on one process (None: its whole share)
+    accumulation_steps: int = 1  # passes per update on the busiest process at the configured batch size
+    world_size: int = 1  # processes training the trial (torchrun ranks)
+    dist_backend: str = ""  # "gloo" or "nccl" under torchrun, "" for one process
+    device_names: str = ""  # every rank's device model, comma-separated in rank order
+    sync_every: int = 1  # steps between reads of the training losses (the seconds budget may overshoot by this)
 
 
 TRIAL_COLUMNS = tuple(f.name for f in fields(TrialRecord))

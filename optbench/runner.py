@@ -43,6 +43,7 @@ import torch
 
 from optbench import SCHEMA_VERSION, distributed, provenance
 from optbench.api import Capability, Submission, Task, Workload
+from optbench.batches import accumulation_steps
 from optbench.clock import Clock
 from optbench.distributed import Group, PeerFailed
 from optbench.errors import TrialAborted, UsageError
@@ -496,5 +497,10 @@ def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLo
         best_metric=best, total_steps=loop.state.counters.step if loop else 0,
         total_timed_seconds=loop.state.clock.timed if loop else 0.0, max_steps=prep.budget.max_steps,
         max_seconds=prep.budget.max_seconds, error=reason, **provenance.collect(prep.device).as_dict(),
-        compiled=prep.compile,
+        compiled=prep.compile, micro_batch_size=prep.micro_batch_size,
+        accumulation_steps=accumulation_steps(prep.batch_size, world_size=prep.world_size,
+                                              micro=prep.micro_batch_size),
+        world_size=prep.world_size, dist_backend=group.backend if group is not None else "",
+        device_names=group.names if group is not None else provenance.device_name(prep.device),
+        sync_every=prep.sync_every,
     )

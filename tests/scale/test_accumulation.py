@@ -168,3 +168,15 @@ def test_a_task_can_slice_its_own_batches() -> None:
             return ("own", start, stop)
 
     assert slice_batch(Own(), "opaque", 1, 3) == ("own", 1, 3)
+
+
+def test_the_result_records_the_micro_batch_and_the_accumulation(tmp_path: Path) -> None:
+    from optbench.registry import load_submission, load_workload
+    from optbench.runner import TrialConfig, run_trial
+
+    result = run_trial(load_workload("linreg"), load_submission("adamw"),
+                       TrialConfig(device="cpu", batch_size=30, micro_batch_size=8, max_steps=3),
+                       results_dir=tmp_path)
+    rec = result.record
+    assert (rec.micro_batch_size, rec.accumulation_steps, rec.world_size, rec.dist_backend) == (8, 4, 1, "")
+    assert rec.sync_every == 1 and rec.device_names

@@ -60,6 +60,9 @@ def test_two_gloo_ranks_train_linreg_as_one_process(tmp_path: Path) -> None:
     compare(one["adamw"][1], two["adamw"][1], rtol=1e-5)
     compare(one["soap"][1], two["soap"][1], rtol=2e-2)
     assert double.stdout.count("adamw seed 0") == 1  # rank 1 prints nothing
+    record = two["adamw"][0]
+    assert (record["world_size"], record["dist_backend"], record["accumulation_steps"]) == (2, "gloo", 1)
+    assert len(record["device_names"].split(",")) == 2 and one["adamw"][0]["world_size"] == 1
 
 
 @pytest.mark.slow
