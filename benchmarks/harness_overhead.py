@@ -3,8 +3,8 @@
     python benchmarks/harness_overhead.py [--steps 1000] [--repeats 5] [--size tiny]
 
 Both do the same work on linreg (draw a batch, forward, backward, AdamW step with its schedule, zero_grad); the
-runner adds the clock (a synchronize and two perf_counter reads per step), counters, the divergence check and the
-progress callbacks. Runs alternate in one process (bare, harness, bare, ...) and the medians are compared, since
+runner adds the stretch clock (on the CPU a stretch is one step: the loss is read after every step, where reading
+costs nothing), the micro-batch plan, counters, the divergence check and the progress callbacks. Runs alternate in one process (bare, harness, bare, ...) and the medians are compared, since
 step times on shared machines drift by 10-20%. Evaluation is excluded on both sides (evaluation is untimed).
 """
 

@@ -20,3 +20,20 @@ def test_readme_submission_example_conforms(tmp_path):
     for check in ALL_CHECKS:
         result = run_check(loaded, check)
         assert result.passed, f"{check}: {result.detail}"
+
+
+def test_readme_large_batch_example_runs(tmp_path):
+    """The README's accumulation command, as written, with a budget of a few steps appended."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    from optbench.cli import main
+
+    section = README.read_text().split("## Multi-GPU and large batches", 1)[1]
+    line = next(x.strip() for x in section.splitlines() if "--micro-batch-size 256" in x)
+    args = shlex.split(line)[1:]
+    assert args[:2] == ["run", "-w"]
+    res = CliRunner().invoke(main, [*args, "--max-steps", "3", "--quiet", "--results-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert len(list(tmp_path.rglob("*.parquet"))) == 1
