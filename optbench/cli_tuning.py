@@ -34,15 +34,16 @@ from optbench.cli_options import results_dir_option, trial_options
               help="external: tune over the search space; self: the submission's defaults, longer budget.")
 @click.option("--budget-multiplier", type=float, default=1.5, show_default=True,
               help="Budget factor of the self-tuning ruleset (AlgoPerf v0.6: 1.5).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA where available, else CPU), cpu, cuda or cuda:N.")
 @results_dir_option
 @trial_options
 @click.option("--quiet", is_flag=True, help="No line per trial.")
 def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: Path | None, trials: int | None,
          studies: int, jobs: int, seed: int, ruleset: str, budget_multiplier: float, device: str,
          results_dir: Path | None, data_dir: Path | None, max_steps: int | None, max_seconds: float | None,
-         eval_every_steps: int | None, batch_size: int | None, timeout: float | None, warmup_steps: int,
-         compile_model: bool, quiet: bool) -> None:
+         eval_every_steps: int | None, batch_size: int | None, micro_batch_size: int | None, sync_every: int | None,
+         timeout: float | None, warmup_steps: int, compile_model: bool, quiet: bool) -> None:
     """Tune submissions on WORKLOAD: STUDIES x TRIALS trials at scrambled-Halton points of the search space.
 
     Each trial is an ordinary trial with its own seed, recorded as study-<k> trial <i>; trials already in the
@@ -55,8 +56,8 @@ def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: P
         jobs=jobs, seed=seed, ruleset=ruleset, budget_multiplier=budget_multiplier, device=device,
         results_dir=results_dir, data_dir=data_dir, quiet=quiet,
         overrides={"max_steps": max_steps, "max_seconds": max_seconds, "eval_every_steps": eval_every_steps,
-                   "batch_size": batch_size, "timeout": timeout, "warmup_steps": warmup_steps,
-                   "compile": compile_model})
+                   "batch_size": batch_size, "micro_batch_size": micro_batch_size, "sync_every": sync_every,
+                   "timeout": timeout, "warmup_steps": warmup_steps, "compile": compile_model})
     if code:
         sys.exit(code)
 
