@@ -281,6 +281,52 @@ def seesaw(workload: str, opt: str, size: str | None, seeds: tuple[int, ...], tw
     console.print(escape(f"wrote {out / 'seesaw.md'}"))
 
 
+@click.command("lr-sweep")
+@click.option("-w", "--workload", default="linreg", show_default=True, help="Workload.")
+@click.option("-s", "--opt", "opts", multiple=True, default=("adamw", "sgd"), show_default=True,
+              help="Submission (repeatable).")
+@click.option("--size", default=None, help="Size preset [default: the workload's default].")
+@click.option("--lrs", default="0.0001,0.0003,0.001,0.003,0.01,0.03,0.1", show_default=True,
+              help="Comma-separated learning rates.")
+@click.option("--batch-size", type=int, default=None, help="Batch size [default: the size's].")
+@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True, help="Seed (repeatable).")
+@click.option("--target", type=float, default=None, help="Validation target [default: the size's own].")
+@click.option("-o", "--opt-arg", "opt_args", multiple=True, metavar="KEY=VALUE",
+              help="Other hyperparameters of every trial (keys every listed submission accepts).")
+@click.option("--max-steps", type=int, default=None, help="Step budget of every trial.")
+@click.option("--eval-every", "eval_every_steps", type=int, default=None, help="Evaluate every N steps.")
+@_where_options(out="lr-sweep", what="lr-sweep.md (steps to target per learning rate)")
+def lr_sweep(workload: str, opts: tuple[str, ...], size: str | None, lrs: str, batch_size: int | None,
+             seeds: tuple[int, ...], target: float | None, opt_args: tuple[str, ...], max_steps: int | None,
+             eval_every_steps: int | None, device: str, data_dir: Path | None, results_dir: Path | None,
+             out: Path) -> None:
+    """Learning-rate sensitivity: steps to target of each submission at every learning rate.
+
+    \b
+    Example: optbench lr-sweep -w linreg -s adamw -s lion -s signum -s adafactor -s sgd --seed 0 --seed 1
+    """
+    from optbench import paths, research
+    from optbench.fsutil import atomic_file, ensure_writable_dir
+    from optbench.hparams import parse_assignments
+    from optbench.registry import load_workload
+
+    w = load_workload(workload)
+    b = batch_size or w.obj.sizes.get(size or w.obj.default_size, next(iter(w.obj.sizes.values()))).batch_size
+    spec = research.CbsSpec(workload=workload, submission=opts[0] if opts else "", size=size, target=target,
+                            batch_sizes=(b,), lrs=_float_list(lrs, what="--lrs"), seeds=seeds, device=device,
+                            data_dir=data_dir, hparams=parse_assignments(opt_args), max_steps=max_steps,
+                            eval_every_steps=eval_every_steps)
+    research.check_cbs(spec)
+    ensure_writable_dir(out, what="--out directory")
+    sweeps = research.lr_sweep(opts, spec, results_dir=paths.results_dir(results_dir))
+    text = research.sensitivity_markdown(sweeps)
+    with atomic_file(out / "lr-sweep.md", "w") as f:
+        f.write(f"# Steps to target against learning rate on {workload} (batch {b})\n\n{text}")
+    console = _console()
+    console.print(escape(text))
+    console.print(escape(f"wrote {out / 'lr-sweep.md'}"))
+
+
 def add_commands(group: click.Group) -> None:
     """Register the research commands on ``group`` (the ``optbench`` main group)."""
     group.add_command(schedules)
@@ -288,3 +334,4 @@ def add_commands(group: click.Group) -> None:
     group.add_command(shape_search)
     group.add_command(curvature)
     group.add_command(seesaw)
+    group.add_command(lr_sweep)

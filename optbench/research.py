@@ -824,5 +824,43 @@ def seesaw_markdown(pairs: Sequence[tuple[int, RunSummary, RunSummary]], *, metr
               f"(90% bootstrap interval over seeds {ratio[1]:.3f}-{ratio[2]:.3f}); serial steps "
               f"{pairs[0][2].steps} vs {pairs[0][1].steps} ({pairs[0][2].steps / pairs[0][1].steps:.0%})."]
     if not math.isnan(steps[0]):
-        lines.append(f"Seesaw / twin, steps to the target: median {steps[0]:.3f} (interval {steps[1]:.3f}-{steps[2]:.3f}).")
+        n = sum(1 for _, a, b in pairs if a.steps_to_target and b.steps_to_target)
+        ci = f"interval {steps[1]:.3f}-{steps[2]:.3f}" if not math.isnan(steps[1]) else "no interval"
+        lines.append(f"Seesaw / twin, steps to the target: median {steps[0]:.3f} ({ci}; {n} seed(s) where both reached).")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------- learning-rate sensitivity
+
+
+def lr_sweep(submissions: Sequence[str], spec: CbsSpec, *, results_dir: Path,
+             progress: Any = None) -> dict[str, list[CbsRun]]:
+    """Steps to target of each submission at every learning rate of ``spec`` (one batch size): a
+    :func:`run_cbs` per submission. Every submission is validated before the first trial."""
+    from optbench.registry import load_submission
+
+    if len(spec.batch_sizes) != 1:
+        raise UsageError("a learning-rate sweep runs at one batch size")
+    for name in submissions:  # fail on a bad name before anything trains
+        load_submission(name)
+    return {name: run_cbs(CbsSpec(**{**spec.__dict__, "submission": name}), results_dir=results_dir,
+                          progress=progress) for name in submissions}
+
+
+def sensitivity_markdown(sweeps: Mapping[str, Sequence[CbsRun]], *, within: float = 1.5) -> str:
+    """Median steps to target per (learning rate, submission), and per submission the best and the number of
+    learning rates within ``within`` x the best steps (the width of the good basin, Zhao et al.'s "stability")."""
+    import numpy as np
+
+    lrs = sorted({r.lr for runs in sweeps.values() for r in runs})
+    med = {s: {lr: float(np.median([_steps(r) for r in runs if r.lr == lr])) for lr in lrs
+               if any(r.lr == lr for r in runs)} for s, runs in sweeps.items()}
+    lines = ["| lr | " + " | ".join(sweeps) + " |", "|---|" + "---|" * len(sweeps)]
+    for lr in lrs:
+        cells = [med[s].get(lr, math.nan) for s in sweeps]
+        lines.append(f"| {lr:g} | " + " | ".join("missed" if c == math.inf else f"{c:.4g}" for c in cells) + " |")
+    best = {s: min(v.values()) for s, v in med.items()}
+    lines.append("| best | " + " | ".join("missed" if best[s] == math.inf else f"{best[s]:.4g}" for s in sweeps) + " |")
+    good = {s: sum(1 for v in med[s].values() if math.isfinite(v) and v <= within * best[s]) for s in sweeps}
+    lines.append(f"| lrs within {within:g}x of best | " + " | ".join(str(good[s]) for s in sweeps) + " |")
     return "\n".join(lines) + "\n"

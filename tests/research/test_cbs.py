@@ -72,3 +72,29 @@ def test_bad_sweeps_fail_in_one_line_before_any_trial(tmp_path, args):
     r = CliRunner().invoke(main, ["cbs", "--results-dir", str(tmp_path / "r"), "--out", str(tmp_path / "o"), *args])
     assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_sensitivity_table_counts_the_good_basin():
+    from optbench.research import sensitivity_markdown
+
+    sweeps = {"a": _runs({(32, 0.01): [100, 120], (32, 0.03): [140], (32, 0.1): [None]}),
+              "b": _runs({(32, 0.01): [300], (32, 0.03): [100], (32, 0.1): [200]})}
+    lines = sensitivity_markdown(sweeps, within=1.5).splitlines()
+    assert lines[2] == "| 0.01 | 110 | 300 |" and lines[4] == "| 0.1 | missed | 200 |"
+    assert lines[-2] == "| best | 110 | 100 |"
+    assert lines[-1] == "| lrs within 1.5x of best | 2 | 1 |"  # a: 110, 140 <= 165; b: only 100 <= 150
+
+
+def test_lr_sweep_runs_each_submission_at_each_lr(tmp_path):
+    r = CliRunner().invoke(main, ["lr-sweep", "-w", "linreg", "-s", "sgd", "-s", "adamw", "--lrs", "0.003,0.01",
+                                  "--target", "0.5", "--max-steps", "200", "--eval-every", "10",
+                                  "--results-dir", str(tmp_path / "res"), "--out", str(tmp_path / "out")],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "out" / "lr-sweep.md").read_text()
+    assert "| lr | sgd | adamw |" in text and "| 0.003 |" in text and "| 0.01 |" in text
+    assert len(list((tmp_path / "res").rglob("*.parquet"))) == 4
+    bad = CliRunner().invoke(main, ["lr-sweep", "-s", "sgd", "-s", "nosuch", "--results-dir", str(tmp_path / "r2"),
+                                    "--out", str(tmp_path / "o2")])
+    assert bad.exit_code == 2 and "nosuch" in bad.output  # checked before sgd's trials run
+    assert not list((tmp_path / "r2").rglob("*.parquet"))
