@@ -102,6 +102,8 @@ def main() -> None:
 @trial_options
 @click.option("--study", default=None, help="Study id for tuning aggregation [default: seed<N>].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--resume", is_flag=True,
+              help="Continue each trial from its checkpoint under the results directory, if it has one.")
 @click.option("--nproc", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
               help="Processes to train each trial with, data-parallel (starts torchrun: one per GPU, or gloo "
                    "processes on CPU).")
@@ -109,8 +111,9 @@ def main() -> None:
 def run(ctx: click.Context, workload: str, opts: tuple[str, ...], size: str | None, opt_args: tuple[str, ...],
         hparams_file: Path | None, seeds: tuple[int, ...], device: str, results_dir: Path | None,
         data_dir: Path | None, max_steps: int | None, max_seconds: float | None, eval_every_steps: int | None,
-        batch_size: int | None, micro_batch_size: int | None, sync_every: int | None, timeout: float | None,
-        warmup_steps: int, compile_model: bool, study: str | None, quiet: bool, nproc: int) -> int:
+        batch_size: int | None, micro_batch_size: int | None, sync_every: int | None, checkpoint_every: float | None,
+        timeout: float | None, warmup_steps: int, compile_model: bool, study: str | None, quiet: bool, resume: bool,
+        nproc: int) -> int:
     """Train WORKLOAD with each submission and seed until the target or the budget; write one Parquet per trial."""
     from optbench import commands, launch
 
@@ -123,7 +126,8 @@ def run(ctx: click.Context, workload: str, opts: tuple[str, ...], size: str | No
             device=device, results_dir=results_dir, data_dir=data_dir, quiet=quiet or here != 0,
             overrides=dict(max_steps=max_steps, max_seconds=max_seconds, eval_every_steps=eval_every_steps,
                            batch_size=batch_size, micro_batch_size=micro_batch_size, sync_every=sync_every,
-                           timeout=timeout, warmup_steps=warmup_steps, study=study, compile=compile_model),
+                           checkpoint_every=checkpoint_every, resume=resume or None, timeout=timeout,
+                           warmup_steps=warmup_steps, study=study, compile=compile_model),
         )
 
 

@@ -35,6 +35,9 @@ def trial_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--sync-every", type=int, default=None,
                      help="Read the training losses every N steps, the only device synchronisation between "
                           "evaluations [default: 1 on CPU, 20 on GPU]; a seconds budget may overshoot by N steps."),
+        click.option("--checkpoint-every", type=float, default=None, metavar="SECONDS",
+                     help="Save the trial's whole state every SECONDS of timed work, untimed, under "
+                          "results/.checkpoints [default: every 600 s for budgets of an hour or more, else never]."),
         click.option("--timeout", type=float, default=None,
                      help="Wall-clock limit per trial in seconds (set-up, warm-up and evaluation included; it "
                           "interrupts a step that never returns); outcome 'timeout'."),

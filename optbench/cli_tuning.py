@@ -43,7 +43,8 @@ def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: P
          studies: int, jobs: int, seed: int, ruleset: str, budget_multiplier: float, device: str,
          results_dir: Path | None, data_dir: Path | None, max_steps: int | None, max_seconds: float | None,
          eval_every_steps: int | None, batch_size: int | None, micro_batch_size: int | None, sync_every: int | None,
-         timeout: float | None, warmup_steps: int, compile_model: bool, quiet: bool) -> None:
+         checkpoint_every: float | None, timeout: float | None, warmup_steps: int, compile_model: bool,
+         quiet: bool) -> None:
     """Tune submissions on WORKLOAD: STUDIES x TRIALS trials at scrambled-Halton points of the search space.
 
     Each trial is an ordinary trial with its own seed, recorded as study-<k> trial <i>; trials already in the
@@ -57,7 +58,8 @@ def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: P
         results_dir=results_dir, data_dir=data_dir, quiet=quiet,
         overrides={"max_steps": max_steps, "max_seconds": max_seconds, "eval_every_steps": eval_every_steps,
                    "batch_size": batch_size, "micro_batch_size": micro_batch_size, "sync_every": sync_every,
-                   "timeout": timeout, "warmup_steps": warmup_steps, "compile": compile_model})
+                   "checkpoint_every": checkpoint_every, "timeout": timeout, "warmup_steps": warmup_steps,
+                   "compile": compile_model})
     if code:
         sys.exit(code)
 

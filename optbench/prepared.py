@@ -37,6 +37,8 @@ MAX_PLANNED_TRIALS = 100_000  # a tune plans at most this many trials (a billion
 MAX_JOBS = 1024  # worker processes of one tune
 MAX_BUDGET_MULTIPLIER = 1e6  # the self-tuning ruleset's budget factor (AlgoPerf uses 1.5 to 3)
 MAX_NAME = 200  # characters of a study, trial or plugin name (they become file names and table cells)
+DEFAULT_CHECKPOINT_EVERY = 600.0  # timed seconds between checkpoints of a long trial, unless given
+LONG_TRIAL_SECONDS = 3600.0  # a budget of at least this many timed seconds checkpoints by default
 SYNC_EVERY_GPU = 20  # steps between loss reads on a GPU: the launch queue never drains within a stretch
 
 
@@ -106,8 +108,11 @@ class TrialConfig:
       divergence_factor: a training loss above this multiple of the first step's loss is ``diverged``.
       warmup_steps: untimed steps run then undone before the clock starts (kernel caches, compilation).
       data_dir: where prepared datasets live.
-      checkpoint: if set, the trial's state is saved there at every evaluation (untimed) and a trial started with
-        an existing checkpoint resumes from it.
+      checkpoint: an explicit checkpoint file: the trial's state is saved there (at every evaluation, or every
+        ``checkpoint_every`` timed seconds) and a trial started with an existing checkpoint resumes from it.
+      checkpoint_every: save the trial's whole state every this many timed seconds (untimed, at the end of a
+        stretch), under ``results/.checkpoints/`` unless ``checkpoint`` names a file.
+      resume: continue from the trial's checkpoint under ``results/.checkpoints/`` if there is one.
       compile: run the model's forward under ``torch.compile``. Compilation happens in the first steps and is timed
         (as in AlgoPerf), unless ``warmup_steps`` take it off the clock.
       micro_batch_size: examples per forward/backward pass on one process (default: the size's); the batch is
@@ -136,6 +141,8 @@ class TrialConfig:
     compile: bool = False
     micro_batch_size: int | None = None
     sync_every: int | None = None
+    checkpoint_every: float | None = None
+    resume: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- the prepared trial
@@ -157,6 +164,10 @@ class PreparedTrial:
       micro_batch_size: examples per forward/backward pass on one process (None: the rank's whole share).
       world_size: processes training the trial together (torchrun's WORLD_SIZE; 1 without torchrun).
       sync_every: steps between reads of the training losses (see :class:`TrialConfig`).
+      checkpoint_every: timed seconds between checkpoints (None: at every evaluation, when ``checkpoint`` is set).
+      resume: load ``checkpoint`` when it exists (always for an explicit checkpoint file).
+      owns_checkpoint: the checkpoint is the harness's own (under the results directory): removed once the trial
+        has ended with a result, kept when it was interrupted.
     """
 
     workload: Loaded[Workload]
@@ -181,6 +192,9 @@ class PreparedTrial:
     micro_batch_size: int | None = None
     world_size: int = 1
     sync_every: int = 1
+    checkpoint_every: float | None = None
+    resume: bool = False
+    owns_checkpoint: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -199,6 +213,17 @@ class PreparedTrial:
         key = json.dumps([self.workload.obj.name, self.size.name, self.submission.label, self.study, self.trial,
                           self.seed, self.hparams_json, self.budget.max_steps, self.budget.max_seconds])
         return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    def checkpoint_key(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: the trial (not its budget: a budget may be extended) and the
+        code that wrote it."""
+        from optbench import provenance
+
+        return {"workload": self.workload.obj.name, "size": self.size.name, "submission": self.submission.label,
+                "workload_origin": f"{self.workload.origin.distribution}=={self.workload.origin.version}",
+                "submission_origin": f"{self.submission.origin.distribution}=={self.submission.origin.version}",
+                "hparams": self.hparams_json, "seed": self.seed, "study": self.study, "trial": self.trial,
+                "code": provenance.code_hash()}
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as plugin specs and the size's name plus values: the plugin objects need not be picklable."""
@@ -323,13 +348,26 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
     factor = bounded_float(cfg.divergence_factor, what="divergence factor", low=1.0, high=1e300)
     info = TrialInfo(workload=w.name, size=size.name, step_hint=size.step_hint, max_steps=budget.max_steps,
                      batch_size=batch_size, device=device, seed=seed)
-    return PreparedTrial(
+    every = None if cfg.checkpoint_every is None else bounded_float(cfg.checkpoint_every, what="--checkpoint-every")
+    if every is None and (budget.max_seconds or 0.0) >= LONG_TRIAL_SECONDS:
+        every = DEFAULT_CHECKPOINT_EVERY  # long tiers survive a kill by default
+    prep = PreparedTrial(
         workload=workload, submission=submission, size=size, budget=budget, period=period, hparams=hparams,
         hparams_json=hparams_json, device=device, info=info, seed=seed, study=study, trial=trial, timeout=timeout,
         warmup_steps=warmup, divergence_factor=factor, compile=bool(cfg.compile), checkpoint=cfg.checkpoint,
         data_dir=cfg.data_dir, results_dir=Path(results_dir), micro_batch_size=micro, world_size=here.size,
-        sync_every=sync_every,
+        sync_every=sync_every, checkpoint_every=every, resume=bool(cfg.resume) or cfg.checkpoint is not None,
     )
+    if cfg.checkpoint is None and (every is not None or cfg.resume):
+        from dataclasses import replace
+
+        prep = replace(prep, checkpoint=checkpoint_path(Path(results_dir), prep.identity()), owns_checkpoint=True)
+    return prep
+
+
+def checkpoint_path(results_dir: Path, identity: str) -> Path:
+    """Where the harness keeps the checkpoint of the trial with ``identity`` (a dot-folder readers skip)."""
+    return Path(results_dir) / ".checkpoints" / f"{identity}.pt"
 
 
 def check_data(size: Size, data_dir: Path | None) -> None:

@@ -23,7 +23,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optbench import SCHEMA_VERSION
+from optbench import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION
 from optbench.fsutil import atomic_file, clean_stale_temporaries, is_dir, is_valid_text, printable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,6 +122,8 @@ class TrialRecord:
     dist_backend: str = ""  # "gloo" or "nccl" under torchrun, "" for one process
     device_names: str = ""  # every rank's device model, comma-separated in rank order
     sync_every: int = 1  # steps between reads of the training losses (the seconds budget may overshoot by this)
+    resumes: int = 0  # times the trial was resumed from a checkpoint (schema 2)
+    lost_seconds: float = 0.0  # timed seconds computed past the last checkpoint before each interruption (schema 2)
 
 
 TRIAL_COLUMNS = tuple(f.name for f in fields(TrialRecord))
@@ -259,9 +261,9 @@ def check_meta(meta: Any) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ValueError(f"'optbench' metadata is a JSON {type(meta).__name__}, not an object")
     version = meta.get("schema_version")
-    if type(version) is not int or version != SCHEMA_VERSION:
+    if type(version) is not int or version not in READABLE_SCHEMA_VERSIONS:
         raise ValueError(f"schema version {printable(repr(version))[:40]} is not supported "
-                         f"(this optbench reads {SCHEMA_VERSION})")
+                         f"(this optbench reads {' and '.join(map(str, READABLE_SCHEMA_VERSIONS))})")
     out: dict[str, Any] = {}
     for f in fields(TrialRecord):
         if f.name not in meta and f.default is MISSING:

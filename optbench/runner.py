@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 import torch
 
-from optbench import SCHEMA_VERSION, distributed, provenance
+from optbench import SCHEMA_VERSION, checkpoints, distributed, provenance
 from optbench.api import Capability, Submission, Task, Workload
 from optbench.batches import accumulation_steps
 from optbench.clock import Clock
@@ -271,9 +271,9 @@ class TrialLoop:
         hit = self.metric.reached(row.metric_value, self.prep.target)
         if self.observer:
             self.observer.evaluated(row, reached=hit)
-        if self.prep.checkpoint is not None and self.world.is_main:
-            with self.state.clock.paused():
-                self.state.save(self.prep.checkpoint)
+        legacy = self.prep.checkpoint_every is None and not self.prep.owns_checkpoint  # an explicit file, saved here
+        if self.prep.checkpoint is not None and legacy and self.world.is_main:
+            self.save_checkpoint()
         if not hit and not math.isfinite(row.metric_value):
             raise _Stop("diverged", f"validation {self.metric.name} became {row.metric_value}")
         return hit
@@ -309,12 +309,29 @@ class TrialLoop:
             raise
         if self.group is not None:
             clock.timed = self.group.agree_max(clock.timed)
+        self.maybe_checkpoint()
         if self.observer:
             self.observer.stepped(step=self.state.counters.step, loss=loss, timed_seconds=clock.timed)
         spent = self.budget_spent()
         if (spent or self.eval_due()) and self.after_eval(self.evaluate()):
             return "reached"
         return "missed" if spent else None
+
+    def save_checkpoint(self) -> None:
+        """Save the whole state (untimed; rank 0 only: every rank holds the same state)."""
+        with self.state.clock.paused():
+            checkpoints.save(self.state, self.prep.checkpoint, self.prep.checkpoint_key())
+
+    def maybe_checkpoint(self) -> None:
+        """At the end of a stretch: a checkpoint when ``checkpoint_every`` timed seconds have passed since the last,
+        else a note of the timed seconds reached (what a kill now would lose)."""
+        prep, st = self.prep, self.state
+        if prep.checkpoint is None or prep.checkpoint_every is None or not self.world.is_main:
+            return
+        if st.clock.timed - st.counters.last_checkpoint_timed >= prep.checkpoint_every:
+            self.save_checkpoint()
+        else:
+            checkpoints.note_progress(prep.checkpoint, st.clock.timed)
 
     def _final_eval_quietly(self) -> None:
         """After divergence, record where the model ended if the workload can still evaluate it."""
@@ -409,8 +426,8 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
         with deadline(prep.timeout):
             task = prep.workload.obj.setup(prep.size, device=torch.device(prep.device), data_dir=prep.data_dir)
             loop = TrialLoop(prep=prep, task=task, observer=observer, wall_start=wall_start, group=group)
-            if prep.checkpoint is not None and prep.checkpoint.exists():
-                loop.state.load(prep.checkpoint)
+            if prep.checkpoint is not None and prep.resume and prep.checkpoint.exists():
+                checkpoints.load(loop.state, prep.checkpoint, prep.checkpoint_key())
             else:
                 loop.warm_up()
             outcome, reason = loop.run()
@@ -439,6 +456,8 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
     rows = loop.state.rows if loop is not None else []
     record = _record(prep, outcome, reason, loop, group)
     path, note = _write(prep, record, rows) if here.is_main else (None, None)
+    if prep.owns_checkpoint and here.is_main and outcome != "interrupted" and loop is not None:
+        checkpoints.discard(prep.checkpoint)  # the result is written: nothing left to resume
     if interrupted:
         raise KeyboardInterrupt
     if group is not None and Group.broken:
@@ -502,5 +521,6 @@ def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLo
                                               micro=prep.micro_batch_size),
         world_size=prep.world_size, dist_backend=group.backend if group is not None else "",
         device_names=group.names if group is not None else provenance.device_name(prep.device),
-        sync_every=prep.sync_every,
+        sync_every=prep.sync_every, resumes=loop.state.counters.resumes if loop else 0,
+        lost_seconds=loop.state.counters.lost_seconds if loop else 0.0,
     )

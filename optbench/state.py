@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +16,6 @@ from torch import nn
 
 from optbench.api import Updater
 from optbench.clock import Clock
-from optbench.fsutil import atomic_file
 from optbench.results import EvalRow
 
 
@@ -34,6 +32,9 @@ class Counters:
     loss_count: int = 0
     initial_loss: float | None = None
     last_batch_size: int = 0  # of the latest step (0 before the first)
+    last_checkpoint_timed: float = 0.0  # timed seconds at the latest checkpoint
+    resumes: int = 0  # times the trial was resumed from a checkpoint
+    lost_seconds: float = 0.0  # timed seconds computed past a checkpoint and lost to interruptions
 
 
 @dataclass
@@ -92,11 +93,3 @@ class TrialState:
         """A deep copy of :meth:`state_dict` (for warm-up steps that must leave no trace)."""
         return copy.deepcopy(self.state_dict())
 
-    def save(self, path: Path) -> None:
-        """Write a checkpoint atomically (temp file + rename)."""
-        with atomic_file(path) as fh:
-            torch.save(self.state_dict(), fh)
-
-    def load(self, path: Path) -> None:
-        """Restore from a checkpoint written by :meth:`save` (``weights_only=True``: no arbitrary pickles)."""
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

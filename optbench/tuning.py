@@ -424,7 +424,8 @@ def tune(spec: TuneSpec, *, results_dir: Path, reporter: Reporter | None = None)
     if not subs:
         raise UsageError("name at least one submission with --opt")
     planned = plan(spec, subs)
-    base = TrialConfig(size=spec.size, device=spec.device, data_dir=spec.data_dir,
+    # resume=True: a re-run continues every interrupted trial from its checkpoint (finished ones are skipped below)
+    base = TrialConfig(size=spec.size, device=spec.device, data_dir=spec.data_dir, resume=True,
                        **{k: v for k, v in spec.overrides.items() if v is not None})
     by_name = {s.name: s for s in subs}
     first = prepare(w, subs[0], base, results_dir=results_dir)  # the size and budget every trial shares

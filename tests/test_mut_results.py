@@ -110,8 +110,9 @@ def test_values_at_the_edge_of_their_range_are_accepted(field, value):
     ("hparams", "[" * 100_000 + "]" * 100_000, "field 'hparams' is not a JSON object"),
     ("time_to_target", None, "a reached trial without time_to_target or steps_to_target"),
     ("steps_to_target", None, "a reached trial without time_to_target or steps_to_target"),
-    ("schema_version", True, "schema version True is not supported (this optbench reads 1)"),
-    ("schema_version", 2, "schema version 2 is not supported"),
+    ("schema_version", True, "schema version True is not supported (this optbench reads 1 and 2)"),
+    ("schema_version", 3, "schema version 3 is not supported"),
+    ("schema_version", 0, "schema version 0 is not supported"),
     ("schema_version", 1.0, "schema version 1.0 is not supported"),
 ])
 def test_out_of_range_values_are_named(tmp_path, field, value, needle):
