@@ -210,3 +210,24 @@ def test_cli_import_then_score(tree, results):
                                     "--target", "wmt:31"])
     assert bad.exit_code == 2 and "error: --target expects WORKLOAD=NUMBER" in bad.output
     assert math.isfinite(read_results(results).trials["time_to_target"].dropna().min())
+
+
+def test_read_log_sorts_by_step_keeps_the_later_of_a_repeated_step_and_drops_unknown_steps(tmp_path):
+    from optbench.algoperf_import import TargetSpec, TrialLog, read_log
+
+    folder = tmp_path / "wmt_jax" / "trial_1"
+    folder.mkdir(parents=True)
+    (folder / "eval_measurements.csv").write_text(
+        "global_step,score,validation/bleu\n"
+        "200,20.0,10.0\n"
+        "100,10.0,5.0\n"
+        ",12.0,6.0\n"  # a row without a step: not an evaluation
+        "200,25.0,11.0\n"  # step 200 again after a preemption: this later row counts
+        "300,30.0,nan\n")
+    log = TrialLog(csv=folder / "eval_measurements.csv", workload="wmt", framework="jax", study="study-0",
+                   trial="1", submission="x")
+    df = read_log(log, TargetSpec(metric="bleu", goal="max", target=30.0, source="test"))
+    assert df["global_step"].tolist() == [100, 200, 300] and str(df["global_step"].dtype) == "int64"
+    assert df["_time"].tolist() == [10.0, 25.0, 30.0]
+    assert df["_metric"].tolist()[:2] == [5.0, 11.0] and math.isnan(df["_metric"].iloc[2])
+    assert list(df.index) == [0, 1, 2]
