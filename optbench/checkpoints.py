@@ -3,7 +3,7 @@ what an interruption cost.
 
 A checkpoint file holds ``{"format": 1, "key": ..., "state": TrialState.state_dict()}``: tensors and plain values
 only, written atomically and loaded with ``torch.load(..., weights_only=True)``. The key names the trial (workload,
-size, submission and their versions, merged hyperparameters, seed, study, trial) and the engine's code hash
+size, submission and their versions, merged hyperparameters, seed, study, trial) and the engine's version
 (:meth:`optbench.prepared.PreparedTrial.checkpoint_key`); a checkpoint whose key differs is refused with a one-line
 reason, never loaded. Beside it, ``<name>.progress`` holds the timed seconds the trial had reached (rewritten at most
 once a second of wall clock): after a kill, the timed seconds past the checkpoint are the work lost, added up in

@@ -216,14 +216,15 @@ class PreparedTrial:
 
     def checkpoint_key(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: the trial (not its budget: a budget may be extended) and the
-        code that wrote it."""
-        from optbench import provenance
+        versions of the code that wrote it (the engine's release and both plugins' distributions). Not the source
+        hash: an edit of the report code must not strand a day of training."""
+        import optbench
 
         return {"workload": self.workload.obj.name, "size": self.size.name, "submission": self.submission.label,
                 "workload_origin": f"{self.workload.origin.distribution}=={self.workload.origin.version}",
                 "submission_origin": f"{self.submission.origin.distribution}=={self.submission.origin.version}",
                 "hparams": self.hparams_json, "seed": self.seed, "study": self.study, "trial": self.trial,
-                "code": provenance.code_hash()}
+                "optbench": optbench.__version__}
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as plugin specs and the size's name plus values: the plugin objects need not be picklable."""

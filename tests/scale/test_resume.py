@@ -1,0 +1,144 @@
+"""A trial killed with SIGKILL and resumed from its checkpoint ends bit-identical to one never interrupted."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from optbench.results import read_trial, write_trial
+
+ROOT = Path(__file__).resolve().parents[2]
+TRIAL = ["run", "-w", "linreg", "-s", "adamw", "--device", "cpu", "--max-steps", "600", "--eval-every", "50",
+         "--quiet"]
+SAME = ["step", "examples", "tokens", "train_loss", "metric_value", "learning_rate", "batch_size"]
+
+
+def start(results: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "optbench", *TRIAL, "--results-dir", str(results), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def rows_and_record(results: Path) -> tuple[list[tuple], dict]:
+    (path,) = [p for p in results.rglob("*.parquet") if ".checkpoints" not in p.parts]
+    table = pq.read_table(path, columns=SAME)
+    rows = [tuple("nan" if isinstance(v, float) and math.isnan(v) else v for v in row)  # NaN == NaN, exactly
+            for row in zip(*(table.column(c).to_pylist() for c in SAME))]
+    return rows, json.loads(pq.read_schema(path).metadata[b"optbench"])
+
+
+def kill_after_a_checkpoint(results: Path, *, delay: float) -> bool:
+    """Start the resumable trial, SIGKILL it ``delay`` s after its first checkpoint; False if it finished first."""
+    proc = start(results, "--checkpoint-every", "0.02", "--resume")
+    ckpts = results / ".checkpoints"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not (ckpts.is_dir() and any(ckpts.glob("*.pt"))):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("no checkpoint appeared")
+        time.sleep(0.01)
+    time.sleep(delay)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def finish(results: Path) -> None:
+    proc = start(results, "--checkpoint-every", "0.02", "--resume")
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
+    results = tmp_path_factory.mktemp("whole")
+    proc = start(results)
+    assert proc.wait(timeout=240) == 0
+    return rows_and_record(results)[0]
+
+
+def test_one_kill_then_resume_is_bit_identical(tmp_path: Path, uninterrupted: list[tuple]) -> None:
+    assert kill_after_a_checkpoint(tmp_path, delay=0.3)
+    assert not [p for p in tmp_path.rglob("*.parquet")]  # killed: nothing written but the checkpoint
+    finish(tmp_path)
+    rows, record = rows_and_record(tmp_path)
+    assert rows == uninterrupted
+    assert record["resumes"] == 1 and record["lost_seconds"] >= 0.0 and record["schema_version"] == 2
+    assert not list((tmp_path / ".checkpoints").glob("*"))  # a finished trial leaves no checkpoint behind
+
+
+@pytest.mark.slow
+def test_twenty_kills_at_random_points_then_resume_is_bit_identical(tmp_path: Path,
+                                                                   uninterrupted: list[tuple]) -> None:
+    rng = random.Random(0)
+    kills = 0
+    while kills < 20:
+        if not kill_after_a_checkpoint(tmp_path, delay=rng.uniform(0.0, 0.6)):
+            break  # it finished before the kill
+        kills += 1
+    if not list(tmp_path.rglob("*.parquet")):
+        finish(tmp_path)
+    rows, record = rows_and_record(tmp_path)
+    assert rows == uninterrupted
+    assert record["resumes"] >= 20 or kills < 20
+
+
+def test_a_foreign_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Another seed's checkpoint put where this trial's goes: refused, not loaded."""
+    other = tmp_path / "other"
+    assert kill_after_a_checkpoint(other, delay=0.0) or True
+    (ckpt,) = (other / ".checkpoints").glob("*.pt")
+    from optbench.prepared import TrialConfig, prepare
+    from optbench.registry import load_submission, load_workload
+
+    mine = prepare(load_workload("linreg"), load_submission("adamw"),
+                   TrialConfig(device="cpu", seed=1, max_steps=600, eval_every_steps=50, resume=True),
+                   results_dir=tmp_path)
+    mine.checkpoint.parent.mkdir(parents=True)
+    shutil.copy(ckpt, mine.checkpoint)
+    done = subprocess.run([sys.executable, "-m", "optbench", *TRIAL, "--seed", "1", "--resume", "--results-dir",
+                           str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "belongs to another trial" in done.stderr and "seed" in done.stderr
+
+
+def test_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None:
+    from optbench.prepared import TrialConfig, prepare
+    from optbench.registry import load_submission, load_workload
+
+    prep = prepare(load_workload("linreg"), load_submission("adamw"),
+                   TrialConfig(device="cpu", max_steps=600, eval_every_steps=50, resume=True), results_dir=tmp_path)
+    prep.checkpoint.parent.mkdir(parents=True)
+    prep.checkpoint.write_bytes(b"not a checkpoint")
+    done = subprocess.run([sys.executable, "-m", "optbench", *TRIAL, "--resume", "--results-dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and "cannot be read" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_version_one_files_stay_readable(tmp_path: Path) -> None:
+    """A schema-1 result (no resumes, lost_seconds) reads with the new fields at their defaults."""
+    from tests.test_results import _record, _row
+
+    path = write_trial(tmp_path, _record(), [_row(0, 1.0)])
+    meta = json.loads(pq.read_schema(path).metadata[b"optbench"])
+    meta["schema_version"] = 1
+    for key in ("resumes", "lost_seconds", "micro_batch_size", "world_size"):
+        meta.pop(key)
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({b"optbench": json.dumps(meta).encode()}), path)
+    record, _ = read_trial(path)
+    assert record["schema_version"] == 1 and record["resumes"] == 0 and record["lost_seconds"] == 0.0
+    assert record["world_size"] == 1
