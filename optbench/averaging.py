@@ -171,3 +171,11 @@ def averaged_submission(base: Submission, *, name: str | None = None) -> Submiss
         search_space_file=getattr(base, "search_space_file", None),
         paper="weight averaging (EMA by half-life, tail average) over " + (getattr(base, "paper", "") or base.name),
     )
+
+
+def averaged_loaded(loaded: Any) -> Any:
+    """A loaded submission (``optbench.registry.load_submission``) with weight averaging, recorded as
+    ``<name>_avg``: what a harness option such as ``run --average`` would run in place of ``loaded``."""
+    from optbench.wrapping import derived
+
+    return derived(loaded, averaged_submission(loaded.obj, name=f"{loaded.obj.name}_avg"), name=f"{loaded.name}_avg")

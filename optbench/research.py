@@ -506,9 +506,9 @@ def run_shape_search(spec: ShapeSpec, *, results_dir: Path, progress: Any = None
     schedules span ``steps``, given to the submission as the step_hint), and its
     score is the metric at the last evaluation, as in Naganuma et al.'s fixed-budget comparison.
     """
-    from optbench.registry import Loaded, load_submission, load_workload
+    from optbench.registry import load_submission, load_workload
     from optbench.runner import TrialConfig, prepare, run_prepared
-    from optbench.wrapping import with_schedule_keys
+    from optbench.wrapping import derived, with_schedule_keys
 
     if not spec.lrs or any(not (math.isfinite(lr) and lr > 0) for lr in spec.lrs):
         raise UsageError("--lrs needs positive learning rates, e.g. 0.003,0.01,0.03")
@@ -526,8 +526,7 @@ def run_shape_search(spec: ShapeSpec, *, results_dir: Path, progress: Any = None
     base = load_submission(spec.submission)
     if "schedule" not in base.obj.defaults:
         raise UsageError(f"submission {base.name!r} takes no schedule hyperparameter; it cannot follow a shape")
-    wide = Loaded(name=f"{base.name}_shapes", obj=with_schedule_keys(base.obj, name=f"{base.obj.name}_shapes"),
-                  origin=base.origin)
+    wide = derived(base, with_schedule_keys(base.obj, name=f"{base.obj.name}_shapes"), name=f"{base.name}_shapes")
     shapes = sample_shapes(spec.shapes, seed=spec.search_seed) + (list(REFERENCE_SHAPES) if spec.references else [])
     plans = []
     for k, shape in enumerate(shapes):
@@ -758,10 +757,9 @@ def run_seesaw(spec: SeesawSpec, *, results_dir: Path) -> tuple[list[tuple[int, 
     Returns:
       ([(seed, twin, seesaw)], metric name).
     """
-    from optbench.registry import Loaded, load_submission, load_workload
+    from optbench.registry import load_submission, load_workload
     from optbench.runner import TrialConfig, prepare, run_prepared
-    from optbench.seesaw import SEESAW_DEFAULTS, STEP_DEFAULTS, seesaw_submission, steps_at_equal_examples
-    from optbench.wrapping import with_schedule_keys
+    from optbench.seesaw import SEESAW_DEFAULTS, seesaw_loaded, steps_at_equal_examples
 
     base_w = load_workload(spec.workload)
     size = spec.size or base_w.obj.default_size
@@ -770,16 +768,11 @@ def run_seesaw(spec: SeesawSpec, *, results_dir: Path) -> tuple[list[tuple[int, 
     sz = base_w.obj.sizes[size]
     goal = base_w.obj.metric.goal.value
     workload = retarget(base_w, size, -math.inf if goal == "min" else math.inf)
-    base = load_submission(spec.submission)
-    if "schedule" not in base.obj.defaults:
-        raise UsageError(f"submission {base.name!r} takes no schedule hyperparameter; Seesaw needs a scheduled one")
     try:
-        seesaw = seesaw_submission(base.obj, name=f"seesaw_{base.obj.name}")
+        seesaw_l, twin_l = seesaw_loaded(load_submission(spec.submission))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    twin = with_schedule_keys(base.obj, name=f"{base.obj.name}_step", defaults=STEP_DEFAULTS)
-    twin_l = Loaded(name=f"{base.name}_step", obj=twin, origin=base.origin)
-    seesaw_l = Loaded(name=f"seesaw_{base.name}", obj=seesaw, origin=base.origin)
+    seesaw = seesaw_l.obj
     twin_steps = spec.twin_steps or sz.step_hint
     if not 1 <= twin_steps <= 10**9:
         raise UsageError(f"--twin-steps must be in 1..{10**9}, got {twin_steps}")

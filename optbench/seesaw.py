@@ -153,3 +153,19 @@ def steps_at_equal_examples(hparams: Mapping[str, Any], *, step_hint: int, twin_
     seesaw = Seesaw(probe, base_batch=1, max_batch=_check_factor(own["seesaw_max_batch_factor"]),
                     lr_exponent=_check_exponent(own["seesaw_lr_exponent"]))
     return serial_steps(seesaw, twin_steps)
+
+
+def seesaw_loaded(loaded: Any) -> Any:
+    """A loaded submission run with Seesaw, recorded as ``seesaw_<name>``, and its step-decay twin
+    ``<name>_step``: (seesaw, twin), for a harness option or :func:`optbench.research.run_seesaw`.
+
+    Raises:
+      ValueError: the submission takes no schedule or already sets its batch size.
+    """
+    from optbench.wrapping import derived, with_schedule_keys
+
+    if "schedule" not in loaded.obj.defaults:
+        raise ValueError(f"submission {loaded.name!r} takes no schedule hyperparameter; Seesaw needs a scheduled one")
+    seesaw = seesaw_submission(loaded.obj, name=f"seesaw_{loaded.obj.name}")
+    twin = with_schedule_keys(loaded.obj, name=f"{loaded.obj.name}_step", defaults=STEP_DEFAULTS)
+    return derived(loaded, seesaw, name=f"seesaw_{loaded.name}"), derived(loaded, twin, name=f"{loaded.name}_step")

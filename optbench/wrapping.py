@@ -43,3 +43,12 @@ def with_schedule_keys(base: Submission, *, name: str, defaults: Mapping[str, An
         capabilities=frozenset(base.capabilities), search_space_file=getattr(base, "search_space_file", None),
         paper=getattr(base, "paper", ""),
     )
+
+
+def derived(loaded: Any, obj: Any, *, name: str) -> Any:
+    """A :class:`optbench.registry.Loaded` of ``obj`` (a plugin made from ``loaded``'s) recorded as ``name``, with
+    ``loaded``'s origin (package and version, or file hash), so a derived submission's results say where it came
+    from."""
+    from optbench.registry import Loaded
+
+    return Loaded(name=name, obj=obj, origin=loaded.origin)

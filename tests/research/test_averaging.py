@@ -111,3 +111,13 @@ def test_a_real_trial_is_evaluated_at_the_average_and_trains_exactly_as_without(
     # Evaluation sees the average, which lags the iterate: a different (here higher, early on) excess risk.
     assert ema.rows[1].metric_value != plain.rows[1].metric_value
     assert ema.rows[1].metric_value > plain.rows[1].metric_value
+
+
+def test_averaged_loaded_keeps_origin_and_names_the_result(results):
+    from optbench.averaging import averaged_loaded
+
+    base = load_submission("sgd")
+    avg = averaged_loaded(base)
+    assert avg.name == "sgd_avg" and avg.label == "sgd_avg" and avg.origin == base.origin
+    r = run_trial(load_workload("linreg"), avg, TrialConfig(max_steps=20, eval_every_steps=10), results_dir=results)
+    assert r.record.submission == "sgd_avg" and '"average": "ema"' in r.record.hparams

@@ -157,3 +157,13 @@ def test_seesaw_command_compares_at_equal_examples_in_fewer_serial_steps(tmp_pat
     assert all(c[6].strip() != "missed" for c in rows)  # excess risk 0.5 is reached by both
     files = sorted(p.parent.name for p in (tmp_path / "res").rglob("*.parquet"))
     assert files == ["seesaw_sgd", "sgd_step"]
+
+
+def test_seesaw_loaded_gives_seesaw_and_its_twin_or_refuses_unscheduled():
+    from optbench.seesaw import seesaw_loaded
+
+    seesaw, twin = seesaw_loaded(load_submission("adamw"))
+    assert (seesaw.name, twin.name) == ("seesaw_adamw", "adamw_step") and seesaw.origin == twin.origin
+    assert twin.obj.defaults["schedule"] == "step" and "seesaw_lr_exponent" not in twin.obj.defaults
+    with pytest.raises(ValueError, match="takes no schedule hyperparameter"):
+        seesaw_loaded(load_submission("dog"))
