@@ -13,11 +13,13 @@ fails on what it finds: a damaged, foreign or copied file is listed as a problem
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -430,22 +432,38 @@ def _save_cache(root: Path, entries: dict[str, tuple[tuple[int, ...], str, bool]
         pass
 
 
-def _summaries(root: Path, files: list[Path], *, cache: bool) -> list[dict[str, Any] | str]:
-    """Each file's checked metadata or problem, from the cache where its entry still matches the file, else read
-    from its footer; the cache is then rewritten if anything changed."""
+_TRIAL_KEYS = frozenset(TRIAL_COLUMNS)
+
+
+def _cached_value(hit: tuple[tuple[int, ...], str, bool]) -> dict[str, Any] | str | None:
+    """A cache entry's metadata (or problem), or None when the entry is not a whole record of this version.
+
+    Entries hold what :func:`check_meta` returned for the file, keyed by the file's identity: a memo, so the
+    fields are not checked again (that would cost more than the rest of a warm read); an entry that is not an
+    object with exactly the current fields (a damaged or foreign cache) is never used.
+    """
+    if hit[2]:
+        return hit[1]
+    try:
+        meta = json.loads(hit[1])
+    except (ValueError, RecursionError):
+        return None
+    return meta if isinstance(meta, dict) and meta.keys() == _TRIAL_KEYS else None
+
+
+def _summaries(root: Path, files: list[tuple[Path, os.stat_result]], *,
+               cache: bool) -> list[dict[str, Any] | str]:
+    """Each file's checked metadata or problem, from the cache where its entry still matches the file (same size,
+    times and inode as listed), else read from its footer; the cache is then rewritten if anything changed."""
     cached = _load_cache(root) if cache else {}
     fresh: dict[str, tuple[tuple[int, ...], str, bool]] = {}
     out: list[dict[str, Any] | str] = []
-    for path in files:
-        rel = path.relative_to(root).as_posix()
+    prefix = "" if str(root) == "." else str(root).rstrip(os.sep) + os.sep
+    for path, st in files:
+        name = str(path)
+        rel = name[len(prefix):] if name.startswith(prefix) else path.relative_to(root).as_posix()
         hit = cached.get(rel)
-        value: dict[str, Any] | str | None = None
-        if hit is not None:
-            try:
-                if _stat_key(path.stat()) == hit[0]:
-                    value = hit[1] if hit[2] else check_meta(json.loads(hit[1]))
-            except (OSError, ValueError, RecursionError):
-                value = None  # gone, or an entry that no longer checks: read the file itself
+        value = _cached_value(hit) if hit is not None and _stat_key(st) == hit[0] else None
         if value is None:
             key, value = summarize(path)
             if key is not None and is_valid_text(rel):
@@ -469,16 +487,32 @@ def result_files(root: Path, problems: list[str]) -> list[Path]:
     Other entries with a result's name (a FIFO would block a reader forever) are appended to ``problems``;
     directories are skipped silently (their contents are still searched).
     """
+    return [path for path, _ in _listing(Path(root), problems)]
+
+
+_MISSING_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # what pathlib's is_dir() calls "no"
+
+
+def _listing(root: Path, problems: list[str]) -> list[tuple[Path, os.stat_result]]:
+    """:func:`result_files` with each file's stat (taken once: it is also the file's key in the summary cache)."""
     found = []
-    cache = Path(root) / CACHE_DIR
+    cache = str(root / CACHE_DIR) + os.sep
     try:
         for path in sorted(root.rglob("*.parquet")):
-            if path.name.startswith(".") or path.is_dir() or path.is_relative_to(cache):
+            if path.name.startswith(".") or str(path).startswith(cache):
                 continue
-            if not path.is_file():  # a FIFO or a socket would block or fail the Parquet reader
+            try:
+                st: os.stat_result | None = path.stat()
+            except OSError as exc:
+                if exc.errno not in _MISSING_ERRNOS:
+                    raise
+                st = None
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                continue
+            if st is None or not stat.S_ISREG(st.st_mode):  # a FIFO or a socket would block or fail the reader
                 problems.append(f"{printable(str(path))}: not a regular file")
                 continue
-            found.append(path)
+            found.append((path, st))
     except OSError as exc:
         problems.append(f"{printable(str(root))}: cannot list every file ({exc.strerror or exc})")
     return found
@@ -633,8 +667,8 @@ def read_results(root: Path, *, cache: bool = True) -> ResultSet:
     read: list[tuple[Path, dict[str, Any]]] = []
     if is_dir(root):
         clean_stale_temporaries(root)
-        files = result_files(root, problems)
-        for path, value in zip(files, _summaries(root, files, cache=cache)):
+        files = _listing(root, problems)
+        for (path, _), value in zip(files, _summaries(root, files, cache=cache)):
             if isinstance(value, str):
                 problems.append(f"{printable(str(path))}: {value}")
             else:
