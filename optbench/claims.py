@@ -46,9 +46,15 @@ def _alive(pid: int, started: str) -> bool:
     return pid_alive(pid) and (not started or _start_time(pid) in ("", started))
 
 
+def _job() -> str:
+    """The scheduler's id of the task this process runs in ("" outside one). SLURM keeps a job's id when it
+    requeues it, so a requeued task recognises the claim its preempted incarnation left on another node."""
+    return os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or ""
+
+
 def owner() -> dict[str, object]:
     """What a claim made by this process says about its owner."""
-    return {"host": _host(), "pid": os.getpid(), "started": _start_time(os.getpid())}
+    return {"host": _host(), "pid": os.getpid(), "started": _start_time(os.getpid()), "job": _job()}
 
 
 def claims_dir(results_dir: Path) -> Path:
@@ -71,14 +77,19 @@ class Claim:
         self.path.unlink(missing_ok=True)
 
 
-def is_done(results_dir: Path, identity: str) -> bool:
-    """Whether a process already finished this trial (its marker names a result file that exists)."""
+def result_of(results_dir: Path, identity: str) -> Path | None:
+    """The result file a finished trial's marker names, if the marker and the file exist."""
     marker = claims_dir(results_dir) / f"{identity}.done"
     try:
         result = Path(json.loads(marker.read_text())["result"])
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return result.is_file()
+        return None
+    return result if result.is_file() else None
+
+
+def is_done(results_dir: Path, identity: str) -> bool:
+    """Whether a process already finished this trial (its marker names a result file that exists)."""
+    return result_of(results_dir, identity) is not None
 
 
 def _stale(path: Path) -> bool:
@@ -97,7 +108,15 @@ def _stale(path: Path) -> bool:
             return time.time() - path.stat().st_mtime > 60
         except OSError:
             return False
+    if info.get("job") and info.get("job") == _job() and (host != _host() or pid != os.getpid()):
+        return True  # our own task's earlier incarnation, preempted and requeued (maybe on another node)
     return host == _host() and not _alive(pid, started)
+
+
+def claimed_elsewhere(results_dir: Path, identity: str) -> bool:
+    """Whether a live process (here or on another host) holds a claim on this trial."""
+    path = claims_dir(results_dir) / f"{identity}.claim"
+    return path.exists() and not _stale(path)
 
 
 def _remove_if_stale(path: Path) -> bool:

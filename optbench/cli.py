@@ -175,6 +175,17 @@ def check_plugin(spec: str, skip: tuple[str, ...]) -> None:
     raise SystemExit(commands.check_plugin(spec, skip=skip))
 
 
+@main.command()
+@results_dir_option
+def status(results_dir: Path | None) -> None:
+    """Where a sweep stands: trials done, failed, running (claimed by a live task), interrupted (resumable from a
+    checkpoint) and pending, per workload and submission, from the results directory alone."""
+    from optbench import paths
+    from optbench.status import print_status
+
+    print_status(paths.results_dir(results_dir))
+
+
 main.add_command(data)
 add_commands(main)
 add_research_commands(main)

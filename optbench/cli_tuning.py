@@ -39,20 +39,41 @@ from optbench.cli_options import results_dir_option, trial_options
 @results_dir_option
 @trial_options
 @click.option("--quiet", is_flag=True, help="No line per trial.")
+@click.option("--executor", type=click.Choice(["slurm", "local"]), default=None,
+              help="Run each trial as a submitit task: a SLURM job array, or local processes (same code path); "
+                   "preempted or timed-out tasks are requeued and resume from their checkpoints.")
+@click.option("--partition", default=None, help="SLURM partition [default: the cluster's].")
+@click.option("--gpus-per-task", type=click.IntRange(min=0, max=64), default=0, show_default=True,
+              help="GPUs per task; a trial spans them, data-parallel.")
+@click.option("--cpus-per-task", type=click.IntRange(min=1, max=1024), default=1, show_default=True)
+@click.option("--time-limit", type=click.IntRange(min=1, max=10**6), default=60, show_default=True,
+              metavar="MINUTES", help="Time limit per task; a task reaching it is requeued and resumes.")
+@click.option("--array-parallelism", type=click.IntRange(min=1, max=10**6), default=256, show_default=True,
+              help="Tasks of the job array running at once.")
+@click.option("--slurm-arg", "slurm_args", multiple=True, metavar="KEY=VALUE",
+              help="Another sbatch parameter (repeatable), e.g. account=mylab or qos=high.")
+@click.option("--wait/--no-wait", default=None,
+              help="Wait for the tasks to end [default: wait for local, return after submitting to SLURM].")
 def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: Path | None, trials: int | None,
          studies: int, jobs: int, seed: int, ruleset: str, budget_multiplier: float, device: str,
          results_dir: Path | None, data_dir: Path | None, max_steps: int | None, max_seconds: float | None,
          eval_every_steps: int | None, batch_size: int | None, micro_batch_size: int | None, sync_every: int | None,
          checkpoint_every: float | None, timeout: float | None, warmup_steps: int, compile_model: bool,
-         quiet: bool) -> None:
+         quiet: bool, executor: str | None, partition: str | None, gpus_per_task: int, cpus_per_task: int,
+         time_limit: int, array_parallelism: int, slurm_args: tuple[str, ...], wait: bool | None) -> None:
     """Tune submissions on WORKLOAD: STUDIES x TRIALS trials at scrambled-Halton points of the search space.
 
     Each trial is an ordinary trial with its own seed, recorded as study-<k> trial <i>; trials already in the
     results directory are skipped, so re-running the command resumes an interrupted tune.
     """
     from optbench import commands
+    from optbench.cluster import ClusterOptions, parse_slurm_args
 
-    code = commands.tune(
+    cluster = None if executor is None else ClusterOptions(
+        executor=executor, partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
+        time_limit=time_limit, array_parallelism=array_parallelism, extra=parse_slurm_args(slurm_args),
+        wait=(executor == "local") if wait is None else wait)
+    code = commands.tune(cluster=cluster, 
         workload=workload, opts=opts, size=size, search_space=search_space, trials=trials, studies=studies,
         jobs=jobs, seed=seed, ruleset=ruleset, budget_multiplier=budget_multiplier, device=device,
         results_dir=results_dir, data_dir=data_dir, quiet=quiet,

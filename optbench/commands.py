@@ -232,20 +232,25 @@ class TunePrinter:
 
 def tune(*, workload: str, opts: Sequence[str], size: str | None, search_space: Path | None, trials: int | None,
          studies: int, jobs: int, seed: int, ruleset: str, budget_multiplier: float, device: str,
-         results_dir: Path | None, data_dir: Path | None, quiet: bool, overrides: Mapping[str, Any]) -> int:
-    """``optbench tune``: every planned trial not yet recorded; returns 1 when a trial crashed, else 0."""
+         results_dir: Path | None, data_dir: Path | None, quiet: bool, overrides: Mapping[str, Any],
+         cluster: Any = None) -> int:
+    """``optbench tune``: every planned trial not yet recorded (here, or as submitit tasks with ``cluster``);
+    returns 1 when a trial crashed, else 0."""
     from optbench.tuning import TuneSpec
     from optbench.tuning import tune as run_tune
 
     spec = TuneSpec(workload=workload, submissions=tuple(opts), size=size, search_space=search_space,
                     trials=trials, studies=studies, jobs=jobs, seed=seed, ruleset=ruleset,
                     budget_multiplier=budget_multiplier, device=device, data_dir=paths.data_dir(data_dir),
-                    overrides=dict(overrides))
+                    overrides=dict(overrides), cluster=cluster)
     out = paths.results_dir(results_dir)
     result = run_tune(spec, results_dir=out, reporter=TunePrinter(quiet))
     console = _console()
     console.print(escape(f"{len(result.finished)} trials run, {len(result.skipped)} skipped (already recorded or "
                          f"claimed by another process), {len(result.crashed)} crashed -> {out}"))
+    if result.submitted:
+        console.print(escape(f"{len(result.submitted)} trials submitted; 'optbench status --results-dir {out}' "
+                             "shows where they stand"))
     if result.crashed:
         console.print("[red]crashed trials were not recorded; run the same command again to retry them[/red]")
         return 1

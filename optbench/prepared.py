@@ -90,6 +90,13 @@ def text(value: Any, *, what: str) -> str:
     return value
 
 
+def trial_identity(*, workload: str, size: str, submission: str, study: str, trial: str, seed: int, hparams: str,
+                   max_steps: int | None, max_seconds: float | None) -> str:
+    """The digest naming a trial in claims, checkpoints and plans; computable from a result's record alike."""
+    key = json.dumps([workload, size, submission, study, trial, seed, hparams, max_steps, max_seconds])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 # ----------------------------------------------------------------------------------------------------- config
 @dataclass(frozen=True, kw_only=True)
 class TrialConfig:
@@ -210,9 +217,9 @@ class PreparedTrial:
 
     def identity(self) -> str:
         """A digest of what identifies the trial in a tune (plugins, size, study, trial, seed, hparams, budget)."""
-        key = json.dumps([self.workload.obj.name, self.size.name, self.submission.label, self.study, self.trial,
-                          self.seed, self.hparams_json, self.budget.max_steps, self.budget.max_seconds])
-        return hashlib.sha256(key.encode()).hexdigest()[:32]
+        return trial_identity(workload=self.workload.obj.name, size=self.size.name, submission=self.submission.label,
+                              study=self.study, trial=self.trial, seed=self.seed, hparams=self.hparams_json,
+                              max_steps=self.budget.max_steps, max_seconds=self.budget.max_seconds)
 
     def checkpoint_key(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: the trial (not its budget: a budget may be extended) and the
@@ -341,8 +348,7 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
         raise UsageError(f"batch size {batch_size} is smaller than the {here.size} processes sharing it")
     micro = cfg.micro_batch_size if cfg.micro_batch_size is not None else size.micro_batch_size
     micro = None if micro is None else bounded_int(micro, what="--micro-batch-size", low=1, high=MAX_BATCH)
-    default_sync = 1 if device == "cpu" else SYNC_EVERY_GPU
-    sync_every = default_sync if cfg.sync_every is None else bounded_int(
+    sync_every = default_sync_every(device) if cfg.sync_every is None else bounded_int(
         cfg.sync_every, what="--sync-every", low=1, high=MAX_STEPS)
     timeout = None if cfg.timeout is None else bounded_float(cfg.timeout, what="--timeout")
     warmup = bounded_int(cfg.warmup_steps, what="--warmup-steps", low=0, high=MAX_WARMUP_STEPS)
@@ -364,6 +370,27 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
 
         prep = replace(prep, checkpoint=checkpoint_path(Path(results_dir), prep.identity()), owns_checkpoint=True)
     return prep
+
+
+def default_sync_every(device: str) -> int:
+    """Steps between loss reads on ``device``: every step on the CPU (reading costs nothing), else a stretch."""
+    return 1 if device == "cpu" else SYNC_EVERY_GPU
+
+
+def on_this_machine(prep: PreparedTrial, device_spec: str) -> PreparedTrial:
+    """``prep`` with its device resolved again from ``device_spec`` here (a cluster task prepared on a login node
+    without GPUs), and the world of this process; the loss-read interval follows the device unless it was set."""
+    from dataclasses import replace
+
+    from optbench.distributed import world
+
+    here = world()
+    device = resolve_device(device_spec, local_rank=here.local_rank)
+    if device == prep.device and here.size == prep.world_size:
+        return prep
+    sync = default_sync_every(device) if prep.sync_every == default_sync_every(prep.device) else prep.sync_every
+    return replace(prep, device=device, info=replace(prep.info, device=device), world_size=here.size,
+                   sync_every=sync)
 
 
 def checkpoint_path(results_dir: Path, identity: str) -> Path:

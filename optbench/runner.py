@@ -45,6 +45,7 @@ from optbench import SCHEMA_VERSION, checkpoints, distributed, provenance
 from optbench.api import Capability, Submission, Task, Workload
 from optbench.batches import accumulation_steps
 from optbench.clock import Clock
+from optbench.cluster import preempted
 from optbench.distributed import Group, PeerFailed
 from optbench.errors import TrialAborted, UsageError
 from optbench.prepared import MAX_BATCH, PreparedTrial, TrialConfig, prepare, resolve_device, resolve_size
@@ -444,6 +445,8 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
     except KeyboardInterrupt:
         outcome, reason, interrupted = "interrupted", "stopped by the user (Ctrl-C)", True
     except BaseException as exc:  # plugin code failed (SystemExit too): the trial's outcome, not a crash
+        if preempted():
+            raise  # submitit's preemption exit: the task is requeued and resumes from the trial's checkpoint
         outcome, reason = classify(exc), _traceback()
         if prep.timeout is not None and time.perf_counter() - wall_start >= prep.timeout:
             # The deadline's exception can come back wrapped (torch re-raises errors from inside its C++ calls

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from optbench import claims
+from optbench.cluster import ClusterOptions
 from optbench.api import Budget, Size
 from optbench.errors import UsageError
 from optbench.hparams import SearchSpace, check_keys, load_file, parse_search_space
@@ -70,6 +71,7 @@ class TuneSpec:
       budget_multiplier: self-tuning budget factor.
       device, data_dir: as for ``optbench run``.
       overrides: TrialConfig overrides (max_steps, max_seconds, eval_every_steps, batch_size, timeout, ...).
+      cluster: run the trials as submitit tasks (SLURM job array or local processes) instead of here.
     """
 
     workload: str
@@ -85,6 +87,7 @@ class TuneSpec:
     device: str = "cpu"
     data_dir: Path | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    cluster: ClusterOptions | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +121,7 @@ class TuneResult:
     skipped: tuple[PlannedTrial, ...]
     finished: tuple[tuple[PlannedTrial, TrialDone], ...]
     crashed: tuple[tuple[PlannedTrial, str], ...]
+    submitted: tuple[PlannedTrial, ...] = ()  # sent to a cluster without waiting: their results come later
 
 
 class Reporter(Protocol):
@@ -397,6 +401,61 @@ def _run_parallel(todo: list[tuple[PlannedTrial, PreparedTrial]], workers: int, 
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+PLANS_DIR = ".plans"  # under the results directory: what each tune planned, for `optbench status`
+
+
+def write_plan(results_dir: Path, preps: Sequence[PreparedTrial]) -> Path:
+    """Record what a tune planned (one JSON file per plan, named by its content), so that ``optbench status`` can
+    tell pending trials from the results directory alone."""
+    from optbench.fsutil import atomic_file
+
+    entries = [{"identity": p.identity(), "workload": p.workload.obj.name, "size": p.size.name,
+                "submission": p.submission.label, "study": p.study, "trial": p.trial, "seed": p.seed}
+               for p in preps]
+    text = json.dumps(entries, sort_keys=True)
+    path = Path(results_dir) / PLANS_DIR / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, "w") as fh:
+            fh.write(text)
+    return path
+
+
+def _run_on_cluster(todo: list[tuple[PlannedTrial, PreparedTrial]], opts: ClusterOptions, results_dir: Path,
+                    device: str, reporter: Reporter | None, result: dict) -> None:
+    """Submit the trials as one job array; when waiting, file each by the result its task left (a trial with no
+    result and no live claim elsewhere crashed: its task's log says why)."""
+    from optbench import cluster
+
+    jobs = cluster.submit([prep for _, prep in todo], opts, results_dir=results_dir, device=device)
+    logs = cluster.logs_dir(results_dir)
+    if reporter:
+        reporter.note(f"submitted {len(jobs)} tasks ({opts.executor} job {jobs[0].job_id.split('_')[0]}); logs in "
+                      f"{logs}")
+    if not opts.wait:
+        result["submitted"] = [p for p, _ in todo]
+        return
+    cluster.wait(jobs)
+    for p, prep in todo:
+        path = claims.result_of(results_dir, prep.identity())
+        if path is not None:
+            _record(result, reporter, p, _done_from(path))
+        elif claims.claimed_elsewhere(results_dir, prep.identity()):
+            _record(result, reporter, p, None)
+        else:
+            _record(result, reporter, p, None, f"its task ended without a result; see the logs in {logs}")
+
+
+def _done_from(path: Path) -> TrialDone:
+    """A finished trial's summary, read from its result file's metadata (footer only)."""
+    from optbench.results import read_trial
+
+    rec, _ = read_trial(path)
+    return TrialDone(outcome=rec["outcome"], time_to_target=rec["time_to_target"],
+                     steps_to_target=rec["steps_to_target"], best_metric=rec["best_metric"],
+                     metric_name=rec["metric_name"], path=path)
+
+
 def tune(spec: TuneSpec, *, results_dir: Path, reporter: Reporter | None = None) -> TuneResult:
     """Run a tuning study: plan every trial, skip those already recorded, run the rest (in parallel if asked).
 
@@ -437,6 +496,7 @@ def tune(spec: TuneSpec, *, results_dir: Path, reporter: Reporter | None = None)
                             results_dir=results_dir)) for p in planned]
     check_data(first.size, spec.data_dir)
     check_destination(results_dir, [prep for _, prep in prepared])
+    write_plan(results_dir, [prep for _, prep in prepared])
     known = recorded_trials(results_dir, workload=w.obj.name, size=first.size.name)
     skipped, todo = [], []
     for p, prep in prepared:
@@ -448,7 +508,7 @@ def tune(spec: TuneSpec, *, results_dir: Path, reporter: Reporter | None = None)
             raise UsageError(f"{results_dir} already holds {p.submission} {p.study} trial {p.trial} with another "
                              f"budget {budgets[0]}; use another --results-dir to tune under a different budget")
         todo.append((p, prep))
-    result: dict[str, list] = {"finished": [], "crashed": [], "elsewhere": []}
+    result: dict[str, list] = {"finished": [], "crashed": [], "elsewhere": [], "submitted": []}
     workers = min(spec.jobs, len(todo))
     if reporter:
         threads = max(1, cores() // max(1, workers))
@@ -458,11 +518,14 @@ def tune(spec: TuneSpec, *, results_dir: Path, reporter: Reporter | None = None)
         if workers > 1:
             reporter.note("parallel trials share cores, caches and memory bandwidth: their timed seconds are noisier "
                           "than serial ones (hardware-independent --by steps is unaffected)")
-    if spec.jobs > 1 and todo:  # worker processes even for one pending trial: a crash must not end the tune
+    if spec.cluster is not None and todo:
+        _run_on_cluster(todo, spec.cluster, results_dir, spec.device, reporter, result)
+    elif spec.jobs > 1 and todo:  # worker processes even for one pending trial: a crash must not end the tune
         _run_parallel(todo, workers, reporter, result)
     elif todo:
         _run_serial(todo, reporter, result)
     if reporter and result["elsewhere"]:
         reporter.note(f"{len(result['elsewhere'])} trials were claimed or finished by another process meanwhile")
     return TuneResult(planned=tuple(planned), skipped=tuple(skipped) + tuple(result["elsewhere"]),
-                      finished=tuple(result["finished"]), crashed=tuple(result["crashed"]))
+                      finished=tuple(result["finished"]), crashed=tuple(result["crashed"]),
+                      submitted=tuple(result["submitted"]))

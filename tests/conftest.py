@@ -17,3 +17,16 @@ def results(tmp_path: Path) -> Path:
 @pytest.fixture
 def bad_plugins() -> Path:
     return PLUGINS / "bad_optimizers.py"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of small-tensor tests (use with ``pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")``): on a shared 2-core machine, OpenMP barriers between two threads
+    cost more than the work itself."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

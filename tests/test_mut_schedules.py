@@ -54,7 +54,7 @@ def test_from_hparams_linear_uses_warmup_total_and_floor():
 
 
 def test_unknown_schedule_message_lists_the_choices():
-    with pytest.raises(ValueError, match=r"'zigzag'; choose one of constant, cosine, linear$"):
+    with pytest.raises(ValueError, match=r"'zigzag'; choose one of constant, cosine, linear, wsd, invsqrt, step, poly$"):
         from_hparams({"schedule": "zigzag"}, total_steps=10)
 
 

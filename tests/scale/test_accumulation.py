@@ -18,7 +18,6 @@ Two submissions cannot be compared parameter for parameter, for reasons of their
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +30,7 @@ from tests.scale.helpers import LM_VOCAB, make_loop, params, relative_gap
 from tests.workloads.test_lm import markov_corpus
 
 STEPS, BATCH, MICRO = 20, 32, 8
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: these small tensors run faster without OpenMP barriers on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
