@@ -1,4 +1,5 @@
-"""Causal language modelling on WikiText-103 and C4 with a GPT-style decoder (two workloads, one task class).
+"""Causal language modelling with a GPT-style decoder: ``wikitext`` and ``c4`` (calibrated tiers), and ``lm`` on
+any prepared text dataset, your own included (``--size tiny@NAME``, uncalibrated), all with one task class.
 
 Data (prepared by ``optbench data prepare wikitext103`` / ``c4``): each split is one flat file of token ids with an
 end-of-text id after every document. Training batches are packed nanoGPT-style: B windows of T + 1 consecutive
@@ -11,7 +12,8 @@ asynchronously.
 Validation: the first K non-overlapping windows of ``val.bin`` (window i covers tokens [iT, iT + T]; every one of
 the K T target tokens is predicted once), K per size. Metric: mean cross-entropy in nats per token (``val_loss``,
 lower is better), with ``val_perplexity = exp(val_loss)`` beside it. Loss values depend on the tokenizer, so each
-size names the tokenizer its target was set with and refuses data prepared with another.
+size of ``wikitext`` and ``c4`` names the tokenizer its target was set with and refuses data prepared with another;
+``lm``'s sizes take the dataset's tokenizer and vocabulary as they are, and their targets are marked uncalibrated.
 
 References:
   Merity et al., "Pointer Sentinel Mixture Models", ICLR 2017 (WikiText-103).
@@ -23,8 +25,9 @@ References:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,21 +177,30 @@ def validation_windows(tokens: Any, *, seq_len: int, count: int) -> tuple[Any, A
 def check_tokenizer(manifest: Mapping[str, Any], size: Size, *, name: str, data_dir: Path | None) -> int:
     """The dataset's vocabulary size, after checking it is the tokenizer the size's target was set with.
 
+    A size without a ``tokenizer`` option (the ``lm`` workload's) takes whatever the dataset was prepared with.
+
     Raises:
       DataMissingError: another tokenizer, or (``min_train_tokens``) too few training tokens; the message gives
-        the ``optbench data prepare`` command that fixes it.
+        the command that fixes it: ``optbench data prepare`` again, or, for a corpus too small to yield the
+        size's vocabulary, the ``lm`` workload that trains on it as it is.
     """
-    from optbench.data import prepare_command
+    from optbench.data import prepare_command, shell_data_dir
 
     tok = manifest.get("tokenizer") or {}
     vocab = int(tok.get("vocab_size", 0))
     kind, want = size.options.get("tokenizer"), size.options.get("vocab")
     if kind and (tok.get("kind") != kind or vocab != int(want)):
+        asked = (manifest.get("params") or {}).get("vocab_size")
+        generic = f"{lm_command(size.name, name)} --data-dir {shell_data_dir(data_dir)}"
+        if tok.get("kind") == kind == "bpe" and vocab < int(want) and isinstance(asked, int) and asked >= int(want):
+            raise DataMissingError(
+                f"size {size.name!r} of {name} was calibrated with {want} BPE ids but {name} yields only {vocab} "
+                f"(too little text for more); train on it as it is, uncalibrated, with: {generic}")
         flags = "--tokenizer gpt2" if kind == "gpt2" else f"--tokenizer {kind} --vocab-size {want}"
         raise DataMissingError(
             f"size {size.name!r} of {name} was calibrated with the {kind} tokenizer ({want} ids) but {name} was "
             f"prepared with {tok.get('kind')!r} ({vocab} ids); re-prepare with: "
-            f"{prepare_command(name, data_dir)} {flags} --force")
+            f"{prepare_command(name, data_dir)} {flags} --force (or train uncalibrated: {generic})")
     have = int(manifest.get("splits", {}).get("train", {}).get("tokens", 0))
     need = size.options.get("min_train_tokens")
     if need and have < int(need):
@@ -272,7 +284,7 @@ class LanguageModel:
     metric = Metric(name="val_loss", goal=Goal.MIN)
     default_size = "tiny"  # the tier every machine can run; pick small or paper with --size on a GPU
 
-    def __init__(self, *, name: str, dataset: str, sizes: Mapping[str, Size], description: str) -> None:
+    def __init__(self, *, name: str, dataset: str | None, sizes: Mapping[str, Size], description: str) -> None:
         self.name, self.dataset, self.description = name, dataset, description
         self.sizes: Mapping[str, Size] = sizes
 
@@ -280,10 +292,14 @@ class LanguageModel:
         """Open the token files (DataMissingError if not prepared or prepared unlike the size needs)."""
         from optbench.data import load_tokens, read_manifest
 
-        manifest = read_manifest(self.dataset, data_dir)
-        vocab = check_tokenizer(manifest, size, name=self.dataset, data_dir=data_dir)
-        return LMTask(size, device, train=load_tokens(self.dataset, "train", data_dir),
-                      val=load_tokens(self.dataset, "val", data_dir), vocab_size=vocab)
+        dataset = size.dataset or self.dataset
+        if dataset is None:
+            raise UsageError(f"size {size.name!r} of {self.name} names no dataset: use --size {size.name}@NAME with "
+                             "NAME a prepared text dataset (optbench data list)")
+        manifest = read_manifest(dataset, data_dir)
+        vocab = check_tokenizer(manifest, size, name=dataset, data_dir=data_dir)
+        return LMTask(size, device, train=load_tokens(dataset, "train", data_dir),
+                      val=load_tokens(dataset, "val", data_dir), vocab_size=vocab)
 
 
 wikitext = LanguageModel(
@@ -293,4 +309,75 @@ wikitext = LanguageModel(
 c4 = LanguageModel(
     name="c4", dataset="c4", sizes=C4_SIZES,
     description="C4 (English) language modelling, GPT-style decoder; validation cross-entropy (nats/token)",
+)
+
+
+# ---------------------------------------------------------------------------------------------- any text dataset
+
+LM_WORKLOAD = "optbench_workloads.lm:lm"  # its spec until the entry point `lm` is registered (then: "lm")
+CORPUS_SEP = "@"  # --size TIER@DATASET
+UNCALIBRATED = "UNCALIBRATED"
+
+
+def _generic_tier(size: Size) -> Size:
+    """A wikitext tier without its tokenizer pin (the vocabulary comes from the dataset) and without a dataset."""
+    options = {k: v for k, v in size.options.items() if k not in ("tokenizer", "vocab", "min_train_tokens")}
+    return dataclasses.replace(size, options=options, dataset=None,
+                               note=f"needs a dataset: --size {size.name}@NAME (NAME: any prepared text dataset)")
+
+
+LM_TIERS = {name: _generic_tier(size) for name, size in WIKITEXT_SIZES.items()}
+
+
+def corpus_size(tier: Size, dataset: str) -> Size:
+    """``tier`` on ``dataset``, named ``TIER@DATASET`` so that its results stay apart from the calibrated tiers'.
+
+    The model, batch, budget and evaluation are the tier's; the vocabulary is whatever the dataset's tokenizer has
+    (read at set-up). The target is the BPE-8192 tier's on WikiText-103, not calibrated for this corpus, and the
+    note says so: time to target compares submissions on this corpus, never against the calibrated tiers.
+    """
+    note = (f"{UNCALIBRATED} for {dataset}: the {tier.name} tier (model, batch, budget) with the dataset's own "
+            f"vocabulary; the target {tier.target:g} nats/token is WikiText-103's at BPE-8192, never measured on "
+            f"{dataset}: compare submissions by final val_loss, or set your own target")
+    return dataclasses.replace(tier, name=f"{tier.name}{CORPUS_SEP}{dataset}", dataset=dataset, note=note)
+
+
+class CorpusSizes(Mapping[str, Size]):
+    """The ``lm`` workload's sizes: ``tiny`` and ``small`` are listed (and refuse to run without a dataset), and
+    ``TIER@DATASET`` is that tier on any text dataset, catalog or user-supplied, built when asked for."""
+
+    def __init__(self, tiers: Mapping[str, Size]) -> None:
+        self._tiers = dict(tiers)
+
+    def __getitem__(self, key: str) -> Size:
+        from optbench.data.user import is_user_name
+
+        tier, sep, dataset = str(key).partition(CORPUS_SEP)
+        if tier not in self._tiers:
+            raise KeyError(key)
+        if not sep:
+            return self._tiers[tier]
+        if dataset not in ("wikitext103", "c4") and not is_user_name(dataset):
+            raise KeyError(key)
+        return corpus_size(self._tiers[tier], dataset)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tiers)
+
+    def __len__(self) -> int:
+        return len(self._tiers)
+
+
+def lm_command(tier: str, dataset: str) -> str:
+    """The command that trains the ``lm`` workload's ``tier`` on ``dataset`` (uncalibrated), as a user types it."""
+    from optbench.registry import entry_points
+
+    spec = "lm" if "lm" in entry_points("workloads") else LM_WORKLOAD
+    return f"optbench run -w {spec} --size {tier.partition(CORPUS_SEP)[0]}{CORPUS_SEP}{dataset}"
+
+
+lm = LanguageModel(
+    name="lm", dataset=None, sizes=CorpusSizes(LM_TIERS),
+    description="Language modelling on any prepared text dataset (--size tiny@NAME), GPT-style decoder with the "
+                "dataset's vocabulary; targets uncalibrated",
 )

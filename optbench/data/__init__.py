@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optbench import paths
-from optbench.data.catalog import DATASETS, MANIFEST, MANIFEST_VERSION, DatasetSpec, ImageSpec, TextSpec
+from optbench.data.catalog import (
+    DATASETS, MANIFEST, MANIFEST_VERSION, USER_SOURCE, DatasetSpec, ImageSpec, TextSpec,
+)
 from optbench.errors import DataMissingError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,9 +33,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from optbench.data.download import DownloadPolicy
     from optbench.data.text import TextOptions
 
+
+def __getattr__(name: str) -> Any:
+    """``optbench.data.TextOptions`` without importing the text machinery with the package (PEP 562)."""
+    if name == "TextOptions":
+        from optbench.data.text import TextOptions
+
+        return TextOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
-    "DATASETS", "dataset_dir", "load_cifar10", "load_tokens", "prepare", "prepare_command", "read_manifest",
-    "vocab_size",
+    "DATASETS", "TextOptions", "dataset_dir", "load_cifar10", "load_tokens", "prepare", "prepare_command",
+    "prepare_user_text", "read_manifest", "text_datasets", "vocab_size",
 ]
 
 CIFAR10_ARRAYS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
@@ -47,14 +58,39 @@ def _spec(name: str) -> DatasetSpec:
         raise UsageError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
 
 
+def _lookup(name: str) -> DatasetSpec | None:
+    """The catalog spec of ``name``, or None for a well-formed user-supplied dataset name (see
+    :mod:`optbench.data.user`); anything else is an unknown dataset."""
+    from optbench.data.user import is_user_name
+
+    if name in DATASETS:
+        return DATASETS[name]
+    if isinstance(name, str) and is_user_name(name):
+        return None
+    raise UsageError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))} "
+                     "or your own text prepared with 'optbench data prepare text --name NAME ...'")
+
+
 def dataset_dir(name: str, data_dir: PathLike | None = None) -> Path:
     """Folder of a prepared dataset: ``<data_dir>/<name>`` (data_dir defaults to :func:`optbench.paths.data_dir`)."""
-    return paths.data_dir(data_dir) / _spec(name).name
+    _lookup(name)
+    return paths.data_dir(data_dir) / name
+
+
+def shell_data_dir(data_dir: PathLike | None = None) -> str:
+    """The data directory as a command line gives it (resolved from the default, shell-quoted)."""
+    return shlex.quote(str(paths.data_dir(data_dir)))
 
 
 def prepare_command(name: str, data_dir: PathLike | None = None) -> str:
-    """The shell command that prepares ``name`` into ``data_dir``."""
-    return f"optbench data prepare {name} --data-dir {shlex.quote(str(paths.data_dir(data_dir)))}"
+    """The shell command that prepares ``name`` into ``data_dir`` (for a user-supplied dataset, with FILE
+    placeholders: only the user knows the files)."""
+    folder = shell_data_dir(data_dir)
+    if _lookup(name) is None:
+        from optbench.data.user import prepare_command as user_command
+
+        return user_command(name, folder)
+    return f"optbench data prepare {name} --data-dir {folder}"
 
 
 def _is_count(x: Any) -> bool:
@@ -66,8 +102,9 @@ def _is_plain_name(x: Any) -> bool:
     return isinstance(x, str) and x not in ("", ".", "..") and "/" not in x and "\\" not in x and "\0" not in x
 
 
-def manifest_problem(manifest: Any, spec: DatasetSpec) -> str | None:
-    """What is wrong with the structure of a parsed manifest of ``spec``, or None.
+def manifest_problem(manifest: Any, spec: DatasetSpec | None) -> str | None:
+    """What is wrong with the structure of a parsed manifest of ``spec`` (None: a user-supplied text dataset), or
+    None.
 
     Readers index the manifest directly (``files[name]["bytes"]``, ``splits["train"]["file"]``, the tokenizer's
     ``vocab_size``...), so every key they use is checked here, once, with its type.
@@ -84,6 +121,8 @@ def manifest_problem(manifest: Any, spec: DatasetSpec) -> str | None:
         return "has a damaged manifest ('downloads' is not a list of files with checksums)"
     if isinstance(spec, ImageSpec):
         return _image_problem(manifest, files)
+    if spec is None and manifest.get("source") != USER_SOURCE:
+        return f"is not a user-supplied dataset (its manifest's source is not {USER_SOURCE!r})"
     return _text_problem(manifest, files)
 
 
@@ -123,7 +162,7 @@ def read_manifest(name: str, data_dir: PathLike | None = None) -> dict[str, Any]
     with its size.
 
     Args:
-      name: a key of :data:`~optbench.data.catalog.DATASETS`.
+      name: a key of :data:`~optbench.data.catalog.DATASETS`, or a user-supplied text dataset's name.
       data_dir: the data directory (default: ``$OPTBENCH_DATA`` or ``~/.cache/optbench``).
     Returns:
       The parsed ``manifest.json``.
@@ -131,7 +170,7 @@ def read_manifest(name: str, data_dir: PathLike | None = None) -> dict[str, Any]
       DataMissingError: missing, unreadable, damaged (a key missing or of the wrong type), from another format
         version, or with a missing/truncated file; the one-line message contains
         ``optbench data prepare NAME --data-dir DIR``.
-      UsageError: unknown dataset name.
+      UsageError: a name that is neither a catalog dataset nor a possible user-supplied one.
     """
     folder = dataset_dir(name, data_dir)
     try:
@@ -140,7 +179,7 @@ def read_manifest(name: str, data_dir: PathLike | None = None) -> dict[str, Any]
         raise _missing(name, data_dir, "is not prepared") from None
     except (OSError, ValueError, RecursionError):
         raise _missing(name, data_dir, "has an unreadable manifest") from None
-    why = manifest_problem(manifest, _spec(name))
+    why = manifest_problem(manifest, _lookup(name))
     if why:
         raise _missing(name, data_dir, why)
     for file, entry in manifest["files"].items():
@@ -271,3 +310,71 @@ def _prepared_with(name: str, root: Path, params: dict[str, Any]) -> bool:
         return read_manifest(name, root).get("params") == params
     except UsageError:  # DataMissingError included
         return False
+
+
+def prepare_user_text(
+    name: str,
+    *,
+    train: PathLike | None = None,
+    valid: PathLike | None = None,
+    test: PathLike | None = None,
+    archive: PathLike | None = None,
+    sha256: str | None = None,
+    data_dir: PathLike | None = None,
+    text: TextOptions | None = None,
+    documents: str = "headings",
+    force: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Prepare your own text corpus as ``<data_dir>/<name>``, tokenized as the published text datasets are.
+
+    Give either ``train`` and ``valid`` (and optionally ``test``) UTF-8 files, or an ``archive`` (zip or tar with
+    ``train.txt``, ``valid.txt`` and optionally ``test.txt``) with its ``sha256``. The manifest records the inputs'
+    sha256 with ``"source": "user-supplied"`` and ``"verified": false``. Preparing the same files with the same
+    options again is a no-op.
+
+    Args:
+      name: the dataset's name (letters, digits, ``_``, ``-``; not a catalog name).
+      train, valid, test: the splits' text files.
+      archive, sha256: instead of files, an archive and the sha256 you expect it to have (checked first).
+      data_dir: the data directory (default: ``$OPTBENCH_DATA`` or ``~/.cache/optbench``).
+      text: tokens (cut of ``train.bin``), vocabulary and tokenizer, as for the published corpora.
+      documents: ``headings`` (WikiText's ``= Title =`` articles; a file without them is one document),
+        ``lines`` (one document per non-blank line) or ``file``.
+      force: replace an existing preparation of ``name`` made from other files or options.
+      log: receives one-line status messages.
+    Returns:
+      The manifest.
+    Raises:
+      UsageError: a bad name, missing or non-text input, a checksum mismatch, or ``name`` prepared otherwise already
+        (without ``force``); nothing already prepared is changed then.
+    """
+    from optbench.data.text import TextOptions
+    from optbench.data.user import archive_sources, check_name, file_sources, prepare_user_text as prepare_it
+
+    check_name(name)
+    if archive is not None:
+        if train is not None or valid is not None or test is not None:
+            raise UsageError("give either --archive or --train/--valid/--test, not both")
+        if not sha256:
+            raise UsageError("--archive needs --sha256 HEX: the checksum you expect the archive to have")
+        sources = archive_sources(Path(archive), sha256)
+        record = {"file": Path(archive).name, "sha256": sha256.lower().removeprefix("sha256:"),
+                  "checksum": "given by the user"}
+    else:
+        if sha256:
+            raise UsageError("--sha256 is the checksum of an --archive; files given with --train are hashed here")
+        if train is None or valid is None:
+            raise UsageError("a text corpus needs --train FILE and --valid FILE (or --archive FILE --sha256 HEX)")
+        sources, record = file_sources(Path(train), Path(valid), None if test is None else Path(test)), None
+    return prepare_it(name, sources, root=paths.data_dir(data_dir), options=text or TextOptions(),
+                      documents_mode=documents, force=force, log=log or (lambda _msg: None), archive=record)
+
+
+def text_datasets(data_dir: PathLike | None = None) -> list[str]:
+    """The text datasets a language model can train on: the catalog's (prepared or not) and every user-supplied
+    one prepared in ``data_dir``."""
+    from optbench.data.user import user_datasets
+
+    catalog = [n for n, s in DATASETS.items() if isinstance(s, TextSpec)]
+    return catalog + user_datasets(paths.data_dir(data_dir))

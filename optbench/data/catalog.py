@@ -16,6 +16,7 @@ from types import MappingProxyType
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1  # bump when the layout of a prepared folder changes; older folders then count as unprepared
+USER_SOURCE = "user-supplied"  # the manifest's "source" of a corpus given by the user (optbench data prepare text)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from optbench.data.catalog import DATASETS
+from optbench.data.catalog import DATASETS, USER_SOURCE
 from optbench.fsutil import is_file
 
 _DATA_DIR_HELP = "Data directory [default: $OPTBENCH_DATA or ~/.cache/optbench]."
@@ -26,7 +26,11 @@ def _data_dir_option(f: Any) -> Any:
 
 @click.group()
 def data() -> None:
-    """Download, verify and convert datasets (CIFAR-10, WikiText-103, C4); list what is prepared."""
+    """Download, verify and convert datasets (CIFAR-10, WikiText-103, C4) or your own text; list what is
+    prepared."""
+
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 @data.command()
@@ -34,7 +38,7 @@ def data() -> None:
 @_data_dir_option
 @click.option("--tokens", type=click.IntRange(min=1), default=None,
               help="Text: train tokens to write (C4 downloads only the shards they need) "
-                   "[default: all for wikitext103, 100M for c4].")
+                   "[default: all for wikitext103 and your own text, 100M for c4].")
 @click.option("--vocab-size", type=click.IntRange(min=257), default=8192, show_default=True,
               help="Text: vocabulary of the byte-level BPE trained when GPT-2's tokenizer is not available.")
 @click.option("--tokenizer", type=click.Choice(["auto", "gpt2", "bpe"]), default="auto", show_default=True,
@@ -42,17 +46,50 @@ def data() -> None:
 @click.option("--mirror", metavar="URL", envvar="OPTBENCH_MIRROR", default=None,
               help="Replace the base URL (scheme+host+path) of every source file [env: OPTBENCH_MIRROR].")
 @click.option("--force", is_flag=True, help="Prepare again even if an identical preparation exists.")
+@click.option("--name", "text_name", default=None, help="NAME 'text': the name of your dataset.")
+@click.option("--train", type=_FILE, default=None, help="NAME 'text': the training text (UTF-8).")
+@click.option("--valid", type=_FILE, default=None, help="NAME 'text': the validation text (UTF-8).")
+@click.option("--test", type=_FILE, default=None, help="NAME 'text': the test text (optional).")
+@click.option("--archive", type=_FILE, default=None,
+              help="NAME 'text': a zip or tar with train.txt, valid.txt [, test.txt] instead of the files.")
+@click.option("--sha256", metavar="HEX", default=None, help="NAME 'text': the sha256 the --archive must have.")
+@click.option("--documents", type=click.Choice(["headings", "lines", "file"]), default="headings",
+              show_default=True,
+              help="NAME 'text': documents are WikiText '= Title =' articles, non-blank lines, or whole files.")
 def prepare(name: str, data_dir: Path | None, tokens: int | None, vocab_size: int, tokenizer: str,
-            mirror: str | None, force: bool) -> None:
-    """Download NAME, verify its checksum and write it in the form workloads read (see docs/DATA.md)."""
+            mirror: str | None, force: bool, text_name: str | None, train: Path | None, valid: Path | None,
+            test: Path | None, archive: Path | None, sha256: str | None, documents: str) -> None:
+    """Download NAME, verify its checksum and write it in the form workloads read (see docs/DATA.md).
+
+    \b
+    NAME 'text' prepares your own corpus instead, tokenized like the published text:
+      optbench data prepare text --name mycorpus --train train.txt --valid valid.txt
+    """
     from optbench import data as datasets
     from optbench.data.text import TextOptions
+    from optbench.errors import UsageError
 
     options = TextOptions(tokens=tokens, vocab_size=vocab_size, tokenizer=tokenizer)
-    manifest = datasets.prepare(
-        name, data_dir=data_dir, mirror=mirror, text=options, force=force, progress=sys.stderr.isatty(),
-        log=lambda msg: click.echo(msg, err=True),
-    )
+    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    own = {"--name": text_name, "--train": train, "--valid": valid, "--test": test, "--archive": archive,
+           "--sha256": sha256, "--documents": None if documents == "headings" else documents}
+    if name == "text":
+        if text_name is None:
+            raise UsageError("optbench data prepare text needs --name NAME (what workloads call your corpus)")
+        if mirror and os.environ.get("OPTBENCH_MIRROR") != mirror:
+            raise UsageError("--mirror applies to published datasets; your own text is read from its files")
+        manifest = datasets.prepare_user_text(
+            text_name, train=train, valid=valid, test=test, archive=archive, sha256=sha256, data_dir=data_dir,
+            text=options, documents=documents, force=force, log=log)
+        name = text_name
+    else:
+        given = [flag for flag, value in own.items() if value is not None]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise UsageError(f"{', '.join(given)} {verb} to 'optbench data prepare text' (your own corpus), not to "
+                             f"{name}")
+        manifest = datasets.prepare(name, data_dir=data_dir, mirror=mirror, text=options, force=force,
+                                    progress=sys.stderr.isatty(), log=log)
     click.echo(f"{name}: {contents(manifest)} in {datasets.dataset_dir(name, data_dir)}")
 
 
@@ -71,7 +108,9 @@ def list_(data_dir: Path | None) -> None:
     table = Table(title=_text(f"datasets in {paths.data_dir(data_dir)}"), title_justify="left")
     for column in ("dataset", "status", "path", "contents", "checksums"):
         table.add_column(column, overflow="fold")
-    for name in DATASETS:
+    from optbench.data.user import user_datasets
+
+    for name in [*DATASETS, *user_datasets(paths.data_dir(data_dir))]:
         folder = _text(datasets.dataset_dir(name, data_dir))
         try:
             manifest = datasets.read_manifest(name, data_dir)
@@ -112,6 +151,8 @@ def checksums(manifest: dict[str, Any], *, show: int = 2) -> str:
     """The downloads' checksums (first 16 hex digits; manifest.json has them whole): the published one where it was
     verified, else the sha256 recorded at download time."""
     lines = []
+    for s in manifest.get("sources", []) if manifest.get("source") == USER_SOURCE else []:  # three at most
+        lines.append(f"{s['file']}: sha256 {s['sha256'][:16]}… user-supplied, not verified")
     downloads = manifest.get("downloads", [])
     for d in downloads[:show]:
         if d.get("published_checksum"):

@@ -112,7 +112,7 @@ def wikitext_articles(zip_path: Path, split: str) -> Iterator[str]:
         if not names:
             raise UsageError(f"{zip_path.name} lacks wiki.{split}.raw: not the WikiText-103 raw archive")
         with zf.open(names[0]) as raw:
-            yield from _split_articles(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
+            yield from split_articles(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
 
 
 def _is_title(line: str) -> bool:
@@ -120,7 +120,7 @@ def _is_title(line: str) -> bool:
     return s.startswith("= ") and s.endswith(" =") and not s.startswith("= =")
 
 
-def _split_articles(lines: Iterable[str]) -> Iterator[str]:
+def split_articles(lines: Iterable[str]) -> Iterator[str]:
     article: list[str] = []
     for line in lines:
         if _is_title(line) and article:
@@ -372,6 +372,35 @@ def prepare_text(spec: TextSpec, *, out_dir: Path, fetcher: Fetcher, options: Te
     encoder = choose_encoder(options, corpus, tokens=tokens, log=log)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST).unlink(missing_ok=True)  # unprepared until the new manifest lands
+    manifest = {
+        "format_version": MANIFEST_VERSION,
+        "name": spec.name,
+        "kind": "tokens",
+        "homepage": spec.homepage,
+        "license": spec.license,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "params": text_params(options, spec),
+        **write_splits(corpus, encoder, out_dir, tokens=tokens, log=log),
+    }
+    manifest["downloads"] = [d.record() for d in corpus.downloads]  # complete only now: C4 shards join lazily
+    write_json(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def write_splits(corpus: Corpus, encoder: Encoder, out_dir: Path, *, tokens: int | None,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    """Tokenize every split of ``corpus`` into ``out_dir/<split>.bin`` (and the BPE into ``tokenizer.json``).
+
+    Args:
+      corpus: the document streams.
+      encoder: the tokenizer.
+      out_dir: an existing folder.
+      tokens: cut ``train.bin`` at this many tokens; None writes everything.
+      log: one-line status messages.
+    Returns:
+      The manifest entries that describe the written files: ``tokenizer``, ``dtype``, ``byteorder``, ``splits``,
+      ``files`` (each file's sha256 and size).
+    """
     files: dict[str, Any] = {}
     splits: dict[str, Any] = {}
     for split, chunks in corpus.splits.items():
@@ -386,15 +415,7 @@ def prepare_text(spec: TextSpec, *, out_dir: Path, fetcher: Fetcher, options: Te
         files[TOKENIZER_FILE] = {"sha256": hash_file(tokenizer_path)["sha256"], "bytes": tokenizer_path.stat().st_size}
     else:
         tokenizer_path.unlink(missing_ok=True)  # a stale BPE next to GPT-2 ids would mislead
-    manifest = {
-        "format_version": MANIFEST_VERSION,
-        "name": spec.name,
-        "kind": "tokens",
-        "homepage": spec.homepage,
-        "license": spec.license,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "params": text_params(options, spec),
-        "downloads": [d.record() for d in corpus.downloads],
+    return {
         "tokenizer": {
             "kind": encoder.kind,
             "vocab_size": encoder.vocab_size,
@@ -407,8 +428,6 @@ def prepare_text(spec: TextSpec, *, out_dir: Path, fetcher: Fetcher, options: Te
         "splits": splits,
         "files": files,
     }
-    write_json(out_dir / MANIFEST, manifest)
-    return manifest
 
 
 def text_params(options: TextOptions, spec: TextSpec) -> dict[str, Any]:

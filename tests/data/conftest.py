@@ -352,3 +352,18 @@ def c4_server(server, c4_docs):
         for i, docs in enumerate(shards):
             server.files[c4_path(split, i)] = c4_shard(docs)
     return server
+
+
+def write_text_corpus(folder, *, train_articles: int = 400, valid_articles: int = 40) -> dict[str, object]:
+    """``train.txt`` and ``valid.txt`` of WikiText-style articles (multi-byte UTF-8 included) in ``folder``, as a
+    user would bring them: about 250 KB and 25 KB with the defaults. Returns the two paths by split."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split, n, seed in (("train", train_articles, 11), ("valid", valid_articles, 12)):
+        path = folder / f"{split}.txt"
+        path.write_text("".join(make_articles(n, seed)), encoding="utf-8")
+        out[split] = path
+    return out

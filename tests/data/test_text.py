@@ -30,7 +30,7 @@ def _decode_docs(folder, tokens: np.ndarray, eot: int) -> list[str]:
 
 def test_wikitext_articles_split_at_top_level_headings():
     raw = " \n = First = \n \n Body one .\n = = Section = = \n more .\n \n = Second = \n Body two .\n"
-    docs = list(text._split_articles(raw.splitlines(keepends=True)))
+    docs = list(text.split_articles(raw.splitlines(keepends=True)))
     assert docs == [" = First = \n \n Body one .\n = = Section = = \n more .\n \n", " = Second = \n Body two .\n"]
     assert " \n" + "".join(docs) == raw  # only the whitespace before the first title is dropped
 
