@@ -116,7 +116,11 @@ def merge(defaults: Mapping[str, Any], given: Mapping[str, Any], *, submission: 
 
 def check_keys(defaults: Mapping[str, Any], keys: Iterable[str], *, submission: str) -> None:
     """A usage error naming every key in ``keys`` that the submission (whose defaults are ``defaults``) lacks."""
-    unknown = sorted({k for k in keys if k not in defaults and k not in HARNESS_HPARAMS})
+    from optbench.schedules import SCHEDULE_HPARAMS
+
+    # A scheduled submission (one with a "schedule" default) takes every schedule's keys (wsd's cooldown...).
+    extra = SCHEDULE_HPARAMS if "schedule" in defaults else ()
+    unknown = sorted({k for k in keys if k not in defaults and k not in HARNESS_HPARAMS and k not in extra})
     if unknown:
         known = ", ".join(sorted(defaults)) or "(none)"
         raise UsageError(f"submission {submission!r} has no hyperparameter {', '.join(unknown)}; it accepts: {known}")

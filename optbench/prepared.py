@@ -337,6 +337,10 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
     check_json(cfg.hparams, where="hyperparameters")
     hparams = merge(s.defaults, cfg.hparams, submission=submission.name)
     hparams_json = json.dumps(dict(hparams), sort_keys=True, default=str)
+    if "schedule" in hparams:  # a bad schedule value is one line now, not an error outcome after set-up
+        from optbench.schedules import from_hparams
+
+        from_hparams(hparams, total_steps=size.step_hint)
     from optbench.distributed import world
 
     here = world()
