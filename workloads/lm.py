@@ -350,14 +350,14 @@ class CorpusSizes(Mapping[str, Size]):
         self._tiers = dict(tiers)
 
     def __getitem__(self, key: str) -> Size:
-        from optbench.data.user import is_user_name
+        from optbench.data import is_text_dataset_name
 
         tier, sep, dataset = str(key).partition(CORPUS_SEP)
         if tier not in self._tiers:
             raise KeyError(key)
         if not sep:
             return self._tiers[tier]
-        if dataset not in ("wikitext103", "c4") and not is_user_name(dataset):
+        if not is_text_dataset_name(dataset):  # cifar10, a path, an empty name...
             raise KeyError(key)
         return corpus_size(self._tiers[tier], dataset)
 

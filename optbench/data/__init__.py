@@ -371,6 +371,14 @@ def prepare_user_text(
                       documents_mode=documents, force=force, log=log or (lambda _msg: None), archive=record)
 
 
+def is_text_dataset_name(name: str) -> bool:
+    """Whether ``name`` can name a text dataset: a catalog text corpus, or a well-formed user-supplied name
+    (prepared or not: only reading it says)."""
+    from optbench.data.user import is_user_name
+
+    return isinstance(DATASETS.get(name), TextSpec) or is_user_name(name)
+
+
 def text_datasets(data_dir: PathLike | None = None) -> list[str]:
     """The text datasets a language model can train on: the catalog's (prepared or not) and every user-supplied
     one prepared in ``data_dir``."""

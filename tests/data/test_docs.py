@@ -87,6 +87,23 @@ def _run(lang: str, code: str, env: dict[str, str]) -> list[str]:
     return outputs
 
 
+def test_the_python_examples_compile_and_their_imports_resolve():
+    """The quick guard of the suite (the full run below is slow): every Python block compiles, and every name it
+    imports exists (``from optbench.data import TextOptions`` once failed)."""
+    import ast
+    import importlib.util
+
+    found = [code for lang, code in blocks(DOC.read_text(encoding="utf-8")) if lang == "python"]
+    assert found
+    for code in found:
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.ImportFrom):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), \
+                        f"from {node.module} import {alias.name}"
+
+
 @pytest.mark.slow
 def test_every_example_of_data_md_runs(world, tmp_path):
     found = blocks(DOC.read_text(encoding="utf-8"))

@@ -53,7 +53,7 @@ def test_sizes_name_their_dataset_and_say_they_are_uncalibrated() -> None:
     assert (size.target, size.batch_size, size.budget, size.options["d_model"]) == (
         tier.target, tier.batch_size, tier.budget, tier.options["d_model"])
     assert lm.sizes["paper@c4"].dataset == "c4" and "min_train_tokens" not in lm.sizes["paper@c4"].options
-    for bad in ("huge@mine", "tiny@../x", "tiny@", "tiny@c4/x"):
+    for bad in ("huge@mine", "tiny@../x", "tiny@", "tiny@c4/x", "tiny@cifar10"):
         assert bad not in lm.sizes
     with pytest.raises(KeyError):
         lm.sizes["tiny@cifar 10"]
