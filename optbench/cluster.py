@@ -108,9 +108,14 @@ class TrialTask:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
-def _executor(opts: ClusterOptions, folder: Path) -> Any:
+def check_available(opts: ClusterOptions) -> None:
+    """Stop before planning when the executor cannot run here (one line, exit code 2).
+
+    Raises:
+      UsageError: submitit is not installed, the executor is unknown, or SLURM's sbatch is not on this machine.
+    """
     try:
-        import submitit
+        import submitit  # noqa: F401
     except ImportError:
         raise UsageError("--executor needs submitit: pip install 'optbench[cluster]'") from None
     if opts.executor not in EXECUTORS:
@@ -121,9 +126,13 @@ def _executor(opts: ClusterOptions, folder: Path) -> Any:
         if shutil.which("sbatch") is None:
             raise UsageError("--executor slurm: no sbatch on this machine (not a SLURM login node); "
                              "use --executor local to run the same tasks here")
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    else:
-        executor = submitit.AutoExecutor(folder=folder, cluster="local")
+
+
+def _executor(opts: ClusterOptions, folder: Path) -> Any:
+    import submitit
+
+    check_available(opts)
+    executor = submitit.AutoExecutor(folder=folder, cluster=opts.executor)
     tasks = max(1, opts.gpus_per_task)
     params: dict[str, Any] = dict(timeout_min=opts.time_limit, nodes=1, tasks_per_node=tasks,
                                   cpus_per_task=opts.cpus_per_task, gpus_per_node=opts.gpus_per_task)

@@ -310,13 +310,15 @@ class TrialLoop:
             raise
         if self.group is not None:
             clock.timed = self.group.agree_max(clock.timed)
-        self.maybe_checkpoint()
         if self.observer:
             self.observer.stepped(step=self.state.counters.step, loss=loss, timed_seconds=clock.timed)
         spent = self.budget_spent()
         if (spent or self.eval_due()) and self.after_eval(self.evaluate()):
             return "reached"
-        return "missed" if spent else None
+        if spent:
+            return "missed"
+        self.maybe_checkpoint()  # only where the loop goes on: a resumed trial starts with its next step
+        return None
 
     def save_checkpoint(self) -> None:
         """Save the whole state (untimed; rank 0 only: every rank holds the same state)."""

@@ -478,6 +478,10 @@ def tune(spec: TuneSpec, *, results_dir: Path, reporter: Reporter | None = None)
     from optbench.prepared import check_data, check_destination
     from optbench.registry import load_submission, load_workload
 
+    if spec.cluster is not None:
+        from optbench.cluster import check_available
+
+        check_available(spec.cluster)  # before planning: a login node without sbatch answers at once
     w = load_workload(spec.workload)
     subs = [load_submission(name) for name in dict.fromkeys(spec.submissions)]
     if not subs:

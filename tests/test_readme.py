@@ -37,3 +37,30 @@ def test_readme_large_batch_example_runs(tmp_path):
     res = CliRunner().invoke(main, [*args, "--max-steps", "3", "--quiet", "--results-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert len(list(tmp_path.rglob("*.parquet"))) == 1
+
+
+def _section_commands(title: str) -> list[list[str]]:
+    """The shell commands of a README section (indented lines starting with optbench, continuations joined)."""
+    import shlex
+
+    section = README.read_text().split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    text = section.replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        if line.startswith("    optbench "):
+            out.append(shlex.split(line.split("#", 1)[0])[1:])
+    return out
+
+
+def test_readme_cluster_commands_run_as_far_as_this_machine_allows(tmp_path, monkeypatch):
+    """The SLURM command stops at its first missing piece here (no sbatch), in one line; `status` runs."""
+    from click.testing import CliRunner
+
+    from optbench.cli import main
+
+    monkeypatch.setenv("OPTBENCH_RESULTS", str(tmp_path))
+    tune, status = _section_commands("Running on a cluster")
+    res = CliRunner().invoke(main, tune)
+    assert res.exit_code == 2 and "no sbatch" in res.output and len(res.output.strip().splitlines()) == 1
+    res = CliRunner().invoke(main, status)
+    assert res.exit_code == 0 and "0 done" in res.output
