@@ -45,7 +45,8 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
               help="Text: auto = GPT-2 via tiktoken if it loads offline, else train a BPE.")
 @click.option("--mirror", metavar="URL", envvar="OPTBENCH_MIRROR", default=None,
               help="Replace the base URL (scheme+host+path) of every source file [env: OPTBENCH_MIRROR].")
-@click.option("--force", is_flag=True, help="Prepare again even if an identical preparation exists.")
+@click.option("--force", is_flag=True, help="Prepare again even if an identical preparation exists (text: replace "
+                                          "your corpus prepared from other files).")
 @click.option("--name", "text_name", default=None, help="NAME 'text': the name of your dataset.")
 @click.option("--train", type=_FILE, default=None, help="NAME 'text': the training text (UTF-8).")
 @click.option("--valid", type=_FILE, default=None, help="NAME 'text': the validation text (UTF-8).")
@@ -62,8 +63,10 @@ def prepare(name: str, data_dir: Path | None, tokens: int | None, vocab_size: in
     """Download NAME, verify its checksum and write it in the form workloads read (see docs/DATA.md).
 
     \b
-    NAME 'text' prepares your own corpus instead, tokenized like the published text:
+    NAME 'text' prepares your own corpus instead, tokenized like the published text, and the lm workload
+    trains on it (uncalibrated targets):
       optbench data prepare text --name mycorpus --train train.txt --valid valid.txt
+      optbench run -w optbench_workloads.lm:lm --size tiny@mycorpus
     """
     from optbench import data as datasets
     from optbench.data.text import TextOptions

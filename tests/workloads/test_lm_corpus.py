@@ -118,3 +118,14 @@ def test_the_workload_loads_by_its_documented_spec() -> None:
     loaded = load_workload(LM_WORKLOAD)
     assert loaded.obj is lm or loaded.obj.name == "lm"
     assert "tiny@mine" in loaded.obj.sizes
+
+
+def test_a_corpus_shorter_than_one_window_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_text("a few words only\n", encoding="utf-8")
+    prep = CliRunner().invoke(main, ["data", "prepare", "text", "--name", "wee", "--train", str(tmp_path / "t.txt"),
+                                     "--valid", str(tmp_path / "t.txt"), "--data-dir", str(tmp_path / "d")])
+    assert prep.exit_code == 0, prep.output
+    r = CliRunner().invoke(main, ["run", "-w", LM_WORKLOAD, "--size", "tiny@wee", "--data-dir", str(tmp_path / "d"),
+                                  "--results-dir", str(tmp_path / "r"), "--quiet"])
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "fewer than one window" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
