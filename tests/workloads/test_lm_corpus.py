@@ -122,10 +122,11 @@ def test_the_workload_loads_by_its_documented_spec() -> None:
 
 def test_a_corpus_shorter_than_one_window_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "t.txt").write_text("a few words only\n", encoding="utf-8")
+    files = write_text_corpus(tmp_path, train_articles=1, valid_articles=10)  # a long enough validation text
     prep = CliRunner().invoke(main, ["data", "prepare", "text", "--name", "wee", "--train", str(tmp_path / "t.txt"),
-                                     "--valid", str(tmp_path / "t.txt"), "--data-dir", str(tmp_path / "d")])
+                                     "--valid", str(files["valid"]), "--data-dir", str(tmp_path / "d")])
     assert prep.exit_code == 0, prep.output
     r = CliRunner().invoke(main, ["run", "-w", LM_WORKLOAD, "--size", "tiny@wee", "--data-dir", str(tmp_path / "d"),
                                   "--results-dir", str(tmp_path / "r"), "--quiet"])
-    assert r.exit_code == 2 and r.output.startswith("error: ") and "fewer than one window" in r.output, r.output
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "train split has" in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1
