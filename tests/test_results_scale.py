@@ -239,7 +239,7 @@ def test_direction_helpers():
 
 
 def test_a_results_directory_is_one_dataset_to_pyarrow_pandas_and_duckdb(tmp_path):
-    """One call each reads every trial's rows (docs/PERFORMANCE.md, "Reading results with other tools")."""
+    """One call each (and polars' where installed) reads every trial's rows (docs/PERFORMANCE.md, "Reading results with other tools")."""
     import pyarrow.dataset as ds
 
     duckdb = pytest.importorskip("duckdb")
@@ -253,7 +253,14 @@ def test_a_results_directory_is_one_dataset_to_pyarrow_pandas_and_duckdb(tmp_pat
     frame = pd.read_parquet(tmp_path)
     rows = duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path}/**/*.parquet')").df()
 
-    for got in (table.to_pandas(), frame, rows):
+    got_all = [table.to_pandas(), frame, rows]
+    try:
+        import polars as pl
+    except ImportError:  # optional, like DuckDB: the test dependency is one of the two
+        pass
+    else:
+        got_all.append(pl.scan_parquet(f"{tmp_path}/**/*.parquet").collect().to_pandas())
+    for got in got_all:
         assert len(got) == len(ours.evals) == 7
         assert sorted(set(got["run_id"])) == expected
         assert set(got.columns) >= {*results.EVAL_COLUMNS, *results.TRIAL_COLUMNS}
