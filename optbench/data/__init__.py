@@ -55,7 +55,8 @@ def _spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise UsageError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+        raise UsageError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))} (your own text: "
+                         f"optbench data prepare text --name {name} --train FILE --valid FILE)") from None
 
 
 def _lookup(name: str) -> DatasetSpec | None:
