@@ -341,7 +341,7 @@ def prepare_user_text(
       data_dir: the data directory (default: ``$OPTBENCH_DATA`` or ``~/.cache/optbench``).
       text: tokens (cut of ``train.bin``), vocabulary and tokenizer, as for the published corpora.
       documents: ``headings`` (WikiText's ``= Title =`` articles; a file without them is one document),
-        ``lines`` (one document per non-blank line) or ``file``.
+        ``paragraphs`` (blocks between blank lines), ``lines`` (one document per non-blank line) or ``file``.
       force: replace an existing preparation of ``name`` made from other files or options.
       log: receives one-line status messages.
     Returns:

@@ -54,9 +54,10 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--archive", type=_FILE, default=None,
               help="NAME 'text': a zip or tar with train.txt, valid.txt [, test.txt] instead of the files.")
 @click.option("--sha256", metavar="HEX", default=None, help="NAME 'text': the sha256 the --archive must have.")
-@click.option("--documents", type=click.Choice(["headings", "lines", "file"]), default="headings",
+@click.option("--documents", type=click.Choice(["headings", "paragraphs", "lines", "file"]), default="headings",
               show_default=True,
-              help="NAME 'text': documents are WikiText '= Title =' articles, non-blank lines, or whole files.")
+              help="NAME 'text': documents are WikiText '= Title =' articles, blank-line-separated paragraphs, "
+                   "non-blank lines, or whole files.")
 def prepare(name: str, data_dir: Path | None, tokens: int | None, vocab_size: int, tokenizer: str,
             mirror: str | None, force: bool, text_name: str | None, train: Path | None, valid: Path | None,
             test: Path | None, archive: Path | None, sha256: str | None, documents: str) -> None:

@@ -34,7 +34,7 @@ from optbench.errors import UsageError
 if TYPE_CHECKING:  # pragma: no cover
     from optbench.data.text import TextOptions
 
-DOCUMENTS = ("headings", "lines", "file")  # how a file is cut into documents (each followed by end-of-text)
+DOCUMENTS = ("headings", "paragraphs", "lines", "file")  # how a file is cut into documents (each followed by end-of-text)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _RESERVED = frozenset({"downloads", "text"})  # the download cache; the CLI's keyword for this route
 _MEMBER = re.compile(r"(?:wiki\.)?(train|valid|val|test)\.(?:txt|raw)")  # archive members, WikiText's names too
@@ -170,7 +170,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def inspect(source: Source) -> dict[str, Any]:
+def check_source(source: Source) -> dict[str, Any]:
     """Read ``source`` once: its sha256 and size, after checking that it is non-empty UTF-8 text.
 
     Raises:
@@ -203,19 +203,35 @@ def inspect(source: Source) -> dict[str, Any]:
 
 def documents(source: Source, mode: str) -> Iterator[str]:
     """The documents of ``source``: ``headings`` cuts at WikiText's top-level ``= Title =`` lines (a file without
-    them is one document), ``lines`` makes every non-blank line one, ``file`` the whole text one."""
+    them is one document, held in memory whole), ``paragraphs`` at blank lines, ``lines`` makes every non-blank
+    line one, ``file`` the whole text one."""
     from optbench.data.text import split_articles
 
     with source.open() as raw:
         lines = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")  # a BOM is not text
         if mode == "headings":
             yield from split_articles(lines)
+        elif mode == "paragraphs":
+            yield from _paragraphs(lines)
         elif mode == "lines":
             yield from (line.rstrip("\r\n") for line in lines if line.strip())
         elif mode == "file":
             yield "".join(lines)
         else:
             raise UsageError(f"--documents must be one of {', '.join(DOCUMENTS)}, got {mode!r}")
+
+
+def _paragraphs(lines: Iterator[str]) -> Iterator[str]:
+    """Blocks of non-blank lines, text kept as is (the blank lines between them dropped)."""
+    block: list[str] = []
+    for line in lines:
+        if line.strip():
+            block.append(line)
+        elif block:
+            yield "".join(block)
+            block = []
+    if block:
+        yield "".join(block)
 
 
 # ---------------------------------------------------------------------------------------------- preparing
@@ -244,7 +260,7 @@ def prepare_user_text(name: str, sources: list[Source], *, root: Path, options: 
     check_name(name)
     if documents_mode not in DOCUMENTS:
         raise UsageError(f"--documents must be one of {', '.join(DOCUMENTS)}, got {documents_mode!r}")
-    records = [inspect(s) for s in sources]  # all input checked before anything is written
+    records = [check_source(s) for s in sources]  # all input checked before anything is written
     params = {"tokens": options.tokens, "tokenizer": options.tokenizer, "vocab_size": options.vocab_size,
               "documents": documents_mode, "sources": {r["split"]: r["sha256"] for r in records}}
     out_dir = root / name

@@ -81,8 +81,8 @@ def test_the_same_bpe_as_the_published_text(corpus, data_dir):
 
 
 def test_documents_modes(tmp_path, data_dir):
-    (tmp_path / "t.txt").write_text("one line\n\nsecond line\nthird line\n", encoding="utf-8")
-    for mode, docs in (("lines", 3), ("file", 1), ("headings", 1)):
+    (tmp_path / "t.txt").write_text("one line\n\nsecond line\nthird line\n\n\nfour\n", encoding="utf-8")
+    for mode, docs in (("lines", 4), ("paragraphs", 3), ("file", 1), ("headings", 1)):
         data.prepare_user_text(f"m-{mode}", train=tmp_path / "t.txt", valid=tmp_path / "t.txt", documents=mode,
                                data_dir=data_dir, text=data.TextOptions(vocab_size=300))
         assert data.read_manifest(f"m-{mode}", data_dir)["splits"]["train"]["documents"] == docs
