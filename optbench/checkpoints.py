@@ -85,9 +85,29 @@ def _progress(path: Path) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def finishing_path(path: Path) -> Path:
+    return path.with_name(path.name + ".finishing")
+
+
+def finishing(path: Path, result: Path) -> None:
+    """Note, before the result is written, where it goes: a kill between writing the result and discarding the
+    checkpoint must not make a resumed run train the finished trial again (:func:`finished_result`)."""
+    with atomic_file(finishing_path(path), "w") as fh:
+        fh.write(json.dumps({"result": str(result)}))
+
+
+def finished_result(path: Path) -> Path | None:
+    """The result of a trial that finished but was killed before discarding its checkpoint, if it exists."""
+    try:
+        result = Path(json.loads(finishing_path(path).read_text())["result"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return result if result.is_file() else None
+
+
 def discard(path: Path) -> None:
-    """Remove a finished trial's checkpoint and its progress note."""
-    for p in (path, progress_path(path)):
+    """Remove a finished trial's checkpoint, its progress note and its finishing note."""
+    for p in (path, progress_path(path), finishing_path(path)):
         try:
             p.unlink()
         except FileNotFoundError:

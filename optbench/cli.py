@@ -110,8 +110,8 @@ def main() -> None:
 @click.pass_context
 def run(ctx: click.Context, workload: str, opts: tuple[str, ...], size: str | None, opt_args: tuple[str, ...],
         hparams_file: Path | None, seeds: tuple[int, ...], device: str, results_dir: Path | None,
-        data_dir: Path | None, max_steps: int | None, max_seconds: float | None, eval_every_steps: int | None,
-        batch_size: int | None, micro_batch_size: int | None, sync_every: int | None, checkpoint_every: float | None,
+        data_dir: Path | None, max_steps: int | None, max_seconds: float | None, step_hint: int | None,
+        eval_every_steps: int | None, batch_size: int | None, micro_batch_size: int | None, sync_every: int | None, checkpoint_every: float | None,
         timeout: float | None, warmup_steps: int, compile_model: bool, study: str | None, quiet: bool, resume: bool,
         nproc: int) -> int:
     """Train WORKLOAD with each submission and seed until the target or the budget; write one Parquet per trial."""
@@ -124,7 +124,8 @@ def run(ctx: click.Context, workload: str, opts: tuple[str, ...], size: str | No
         return commands.run(
             workload=workload, opts=opts, size=size, opt_args=opt_args, hparams_file=hparams_file, seeds=seeds,
             device=device, results_dir=results_dir, data_dir=data_dir, quiet=quiet or here != 0,
-            overrides=dict(max_steps=max_steps, max_seconds=max_seconds, eval_every_steps=eval_every_steps,
+            overrides=dict(max_steps=max_steps, max_seconds=max_seconds, step_hint=step_hint,
+                           eval_every_steps=eval_every_steps,
                            batch_size=batch_size, micro_batch_size=micro_batch_size, sync_every=sync_every,
                            checkpoint_every=checkpoint_every, resume=resume or None, timeout=timeout,
                            warmup_steps=warmup_steps, study=study, compile=compile_model),

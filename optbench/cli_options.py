@@ -25,6 +25,9 @@ def trial_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-steps", type=int, default=None, help="Override the step budget."),
         click.option("--max-seconds", type=float, default=None,
                      help="Override the budget of timed seconds."),
+        click.option("--step-hint", type=int, default=None,
+                     help="Steps the learning-rate schedule spans [default: the size's step_hint; with a short "
+                          "--max-steps give the same value, or the run is mostly warm-up]; recorded on the result."),
         click.option("--eval-every", "eval_every_steps", type=int, default=None,
                      help="Evaluate every N steps (overrides the workload's period)."),
         click.option("--batch-size", type=int, default=None,

@@ -57,7 +57,8 @@ from optbench.cli_options import results_dir_option, trial_options
 def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: Path | None, trials: int | None,
          studies: int, jobs: int, seed: int, ruleset: str, budget_multiplier: float, device: str,
          results_dir: Path | None, data_dir: Path | None, max_steps: int | None, max_seconds: float | None,
-         eval_every_steps: int | None, batch_size: int | None, micro_batch_size: int | None, sync_every: int | None,
+         step_hint: int | None, eval_every_steps: int | None, batch_size: int | None,
+         micro_batch_size: int | None, sync_every: int | None,
          checkpoint_every: float | None, timeout: float | None, warmup_steps: int, compile_model: bool,
          quiet: bool, executor: str | None, partition: str | None, gpus_per_task: int, cpus_per_task: int,
          time_limit: int, array_parallelism: int, slurm_args: tuple[str, ...], wait: bool | None) -> None:
@@ -77,7 +78,8 @@ def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: P
         workload=workload, opts=opts, size=size, search_space=search_space, trials=trials, studies=studies,
         jobs=jobs, seed=seed, ruleset=ruleset, budget_multiplier=budget_multiplier, device=device,
         results_dir=results_dir, data_dir=data_dir, quiet=quiet,
-        overrides={"max_steps": max_steps, "max_seconds": max_seconds, "eval_every_steps": eval_every_steps,
+        overrides={"max_steps": max_steps, "max_seconds": max_seconds, "step_hint": step_hint,
+                   "eval_every_steps": eval_every_steps,
                    "batch_size": batch_size, "micro_batch_size": micro_batch_size, "sync_every": sync_every,
                    "checkpoint_every": checkpoint_every, "timeout": timeout, "warmup_steps": warmup_steps,
                    "compile": compile_model})

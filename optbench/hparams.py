@@ -88,16 +88,42 @@ def parse_value(text: str) -> Any:
 def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
     """``["lr=0.1", "betas=[0.9,0.95]"]`` -> ``{"lr": 0.1, "betas": [0.9, 0.95]}``.
 
+    A key may name the submission it is for, ``adamw.lr=1e-3`` (see :func:`for_submission`).
+
     Raises:
-      UsageError: an item without ``=`` or with an empty key.
+      UsageError: an item without ``=``, with an empty key, or a key given twice (a silent last-one-wins would
+        run another experiment than the one typed).
     """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise UsageError(f"--opt-arg expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = parse_value(value)
+        if key in out:
+            raise UsageError(f"--opt-arg {key} is given twice ({out[key]!r}, then {parse_value(value)!r}); give it once")
+        out[key] = parse_value(value)
     return out
+
+
+def for_submission(given: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The values that apply to a submission known by ``names`` (its short name and its label): plain keys, and
+    keys ``NAME.key`` for one of ``names``, which win over the plain key. Keys meant for other submissions drop out.
+    """
+    names = set(names)
+    plain = {k: v for k, v in given.items() if "." not in k}
+    mine = {k.split(".", 1)[1]: v for k, v in given.items() if "." in k and k.split(".", 1)[0] in names}
+    return {**plain, **mine}
+
+
+def check_prefixes(given: Mapping[str, Any], submissions: Iterable[str]) -> None:
+    """A usage error for a ``NAME.key`` whose NAME is none of the command's submissions (a typo would otherwise
+    leave the value unused without a word)."""
+    known = set(submissions)
+    stray = sorted({k.split(".", 1)[0] for k in given if "." in k} - known)
+    if stray:
+        raise UsageError(f"hyperparameter prefix {', '.join(repr(s) for s in stray)} names no submission of this "
+                         f"command ({', '.join(sorted(known))}); write NAME.key=VALUE with NAME as given to -s")
 
 
 def merge(defaults: Mapping[str, Any], given: Mapping[str, Any], *, submission: str) -> dict[str, Any]:

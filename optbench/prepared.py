@@ -23,7 +23,7 @@ from typing import Any
 from optbench.api import Budget, EvalPeriod, Size, Submission, TrialInfo, Workload
 from optbench.errors import UsageError
 from optbench.fsutil import is_valid_text, printable
-from optbench.hparams import check_json, merge
+from optbench.hparams import check_json, for_submission, merge
 from optbench.registry import Loaded
 
 # ----------------------------------------------------------------------------------------------------- bounds
@@ -120,6 +120,8 @@ class TrialConfig:
       checkpoint_every: save the trial's whole state every this many timed seconds (untimed, at the end of a
         stretch), under ``results/.checkpoints/`` unless ``checkpoint`` names a file.
       resume: continue from the trial's checkpoint under ``results/.checkpoints/`` if there is one.
+      step_hint: the schedule's horizon in steps (default: the size's ``step_hint``; give ``max_steps`` with a
+        shortened budget so that the run still decays its learning rate instead of ending in its warm-up).
       compile: run the model's forward under ``torch.compile``. Compilation happens in the first steps and is timed
         (as in AlgoPerf), unless ``warmup_steps`` take it off the clock.
       micro_batch_size: examples per forward/backward pass on one process (default: the size's); the batch is
@@ -150,6 +152,7 @@ class TrialConfig:
     sync_every: int | None = None
     checkpoint_every: float | None = None
     resume: bool = False
+    step_hint: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------- the prepared trial
@@ -335,17 +338,19 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
     study = text(cfg.study, what="--study") if cfg.study is not None else f"seed{seed}"
     trial = text(cfg.trial, what="trial id")
     check_json(cfg.hparams, where="hyperparameters")
-    hparams = merge(s.defaults, cfg.hparams, submission=submission.name)
+    given = for_submission(cfg.hparams, {submission.name, submission.label, getattr(s, "name", submission.name)})
+    hparams = merge(s.defaults, given, submission=submission.name)
     hparams_json = json.dumps(dict(hparams), sort_keys=True, default=str)
-    if "schedule" in hparams:  # a bad schedule value is one line now, not an error outcome after set-up
-        from optbench.schedules import from_hparams
-
-        from_hparams(hparams, total_steps=size.step_hint)
     from optbench.distributed import world
 
     here = world()
     device = resolve_device(cfg.device, local_rank=here.local_rank)
     budget = budget_for(size, max_steps=cfg.max_steps, max_seconds=cfg.max_seconds)
+    hint = schedule_horizon(size, budget, cfg.step_hint)
+    if "schedule" in hparams:  # a bad schedule value is one line now, not an error outcome after set-up
+        from optbench.schedules import from_hparams
+
+        from_hparams(hparams, total_steps=hint)
     period = _period(size, cfg)
     batch_size = _batch_size(cfg, hparams, size)
     if batch_size < here.size:
@@ -357,7 +362,7 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
     timeout = None if cfg.timeout is None else bounded_float(cfg.timeout, what="--timeout")
     warmup = bounded_int(cfg.warmup_steps, what="--warmup-steps", low=0, high=MAX_WARMUP_STEPS)
     factor = bounded_float(cfg.divergence_factor, what="divergence factor", low=1.0, high=1e300)
-    info = TrialInfo(workload=w.name, size=size.name, step_hint=size.step_hint, max_steps=budget.max_steps,
+    info = TrialInfo(workload=w.name, size=size.name, step_hint=hint, max_steps=budget.max_steps,
                      batch_size=batch_size, device=device, seed=seed)
     every = None if cfg.checkpoint_every is None else bounded_float(cfg.checkpoint_every, what="--checkpoint-every")
     if every is None and (budget.max_seconds or 0.0) >= LONG_TRIAL_SECONDS:
@@ -374,6 +379,14 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
 
         prep = replace(prep, checkpoint=checkpoint_path(Path(results_dir), prep.identity()), owns_checkpoint=True)
     return prep
+
+
+def schedule_horizon(size: Size, budget: Budget, given: Any) -> int:
+    """The steps a schedule spans: ``given`` (``--step-hint``), else the size's step_hint (AlgoPerf's rule: a budget
+    override does not move the schedule, so a trial extended later keeps its schedule)."""
+    if given is not None:
+        return bounded_int(given, what="--step-hint", low=1, high=MAX_STEPS)
+    return size.step_hint
 
 
 def default_sync_every(device: str) -> int:

@@ -124,6 +124,8 @@ class Retargeted:
         self.name, self.metric, self.default_size = inner.name, inner.metric, inner.default_size
         self.description = inner.description
         self.sizes = {k: replace(s, **changes[k]) if k in changes else s for k, s in inner.sizes.items()}
+        # Sizes a workload makes on demand (lm's TIER@DATASET) are not listed: take them from it by name.
+        self.sizes.update({k: replace(inner.sizes[k], **v) for k, v in changes.items() if k not in self.sizes})
 
     def setup(self, size: Any, *, device: Any, data_dir: Path | None) -> Any:
         return self.inner.setup(size, device=device, data_dir=data_dir)

@@ -126,6 +126,7 @@ class TrialRecord:
     sync_every: int = 1  # steps between reads of the training losses (the seconds budget may overshoot by this)
     resumes: int = 0  # times the trial was resumed from a checkpoint (schema 2)
     lost_seconds: float = 0.0  # timed seconds computed past the last checkpoint before each interruption (schema 2)
+    step_hint: int | None = None  # the schedule's horizon in steps (--step-hint; schema 2)
 
 
 TRIAL_COLUMNS = tuple(f.name for f in fields(TrialRecord))

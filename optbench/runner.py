@@ -50,7 +50,7 @@ from optbench.distributed import Group, PeerFailed
 from optbench.errors import TrialAborted, UsageError
 from optbench.prepared import MAX_BATCH, PreparedTrial, TrialConfig, prepare, resolve_device, resolve_size
 from optbench.registry import Loaded
-from optbench.results import EvalRow, TrialRecord, write_trial
+from optbench.results import EvalRow, TrialRecord, trial_path, write_trial
 from optbench.state import TrialState
 from optbench.stepping import Stepper
 
@@ -414,6 +414,11 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
     """
     global _TRIALS_STARTED
     _TRIALS_STARTED += 1
+    if prep.owns_checkpoint and prep.resume:
+        done = checkpoints.finished_result(prep.checkpoint)
+        if done is not None:  # finished, then killed before its checkpoint was discarded: do not train it again
+            checkpoints.discard(prep.checkpoint)
+            return _recorded(done)
     outcome, reason, loop, interrupted, group = "error", None, None, False, None
     wall_start = time.perf_counter()
     here = distributed.world()
@@ -460,14 +465,27 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
         group.fail(outcome, reason)  # the peers stop at their next collective
     rows = loop.state.rows if loop is not None else []
     record = _record(prep, outcome, reason, loop, group)
+    final = prep.owns_checkpoint and here.is_main and outcome != "interrupted" and loop is not None
+    if final:
+        checkpoints.finishing(prep.checkpoint, trial_path(prep.results_dir, record))
     path, note = _write(prep, record, rows) if here.is_main else (None, None)
-    if prep.owns_checkpoint and here.is_main and outcome != "interrupted" and loop is not None:
+    if final:
         checkpoints.discard(prep.checkpoint)  # the result is written: nothing left to resume
     if interrupted:
         raise KeyboardInterrupt
     if group is not None and Group.broken:
         group.finished_recording(wait=not here.is_main)  # the launcher must not tear rank 0 down mid-write
     return TrialResult(record=record, rows=rows, path=path, note=note)
+
+
+def _recorded(path: Path) -> TrialResult:
+    """The result already written at ``path``, as :func:`run_prepared` returns it."""
+    from optbench.results import read_trial
+
+    meta, frame = read_trial(path)
+    rows = [EvalRow(**{k: row[k] for k in EvalRow.__dataclass_fields__}) for row in frame.to_dict("records")]
+    return TrialResult(record=TrialRecord(**meta), rows=rows, path=path,
+                       note=None)
 
 
 def _traceback() -> str:
@@ -528,4 +546,5 @@ def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLo
         device_names=group.names if group is not None else provenance.device_name(prep.device),
         sync_every=prep.sync_every, resumes=loop.state.counters.resumes if loop else 0,
         lost_seconds=loop.state.counters.lost_seconds if loop else 0.0,
+        step_hint=prep.info.step_hint,
     )

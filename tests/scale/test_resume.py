@@ -19,13 +19,14 @@ import pytest
 from optbench.results import read_trial, write_trial
 
 ROOT = Path(__file__).resolve().parents[2]
-TRIAL = ["run", "-w", "linreg", "-s", "adamw", "--device", "cpu", "--max-steps", "600", "--eval-every", "50",
-         "--quiet"]
+TRIAL = ["run", "-w", "linreg", "-s", "adamw", "--device", "cpu", "--eval-every", "50", "--quiet"]
+SHORT = ["--max-steps", "600"]
+LONG = ["--max-steps", "40000", "-o", "lr=1e-6"]  # long enough to be killed twenty times (too slow to reach the target)
 SAME = ["step", "examples", "tokens", "train_loss", "metric_value", "learning_rate", "batch_size"]
 
 
-def start(results: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "optbench", *TRIAL, "--results-dir", str(results), *extra],
+def start(results: Path, *extra: str, steps: list[str] = SHORT) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "optbench", *TRIAL, *steps, "--results-dir", str(results), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -38,7 +39,7 @@ def rows_and_record(results: Path) -> tuple[list[tuple], dict]:
     return rows, json.loads(pq.read_schema(path).metadata[b"optbench"])
 
 
-def kill_after_a_checkpoint(results: Path, *, delay: float) -> bool:
+def kill_after_a_checkpoint(results: Path, *, delay: float, steps: list[str] = SHORT) -> bool:
     """Start the resumable trial, SIGKILL it ``delay`` s after it wrote its first checkpoint (a new one, when it
     resumed from an earlier incarnation's); False if it finished first."""
     ckpts = results / ".checkpoints"
@@ -47,7 +48,7 @@ def kill_after_a_checkpoint(results: Path, *, delay: float) -> bool:
         return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in ckpts.glob("*.pt"))) if ckpts.is_dir() else ()
 
     before = stamp()
-    proc = start(results, "--checkpoint-every", "0.02", "--resume")
+    proc = start(results, "--checkpoint-every", "0.02", "--resume", steps=steps)
     deadline = time.monotonic() + 120
     while proc.poll() is None and stamp() in ((), before):
         if time.monotonic() > deadline:
@@ -62,8 +63,8 @@ def kill_after_a_checkpoint(results: Path, *, delay: float) -> bool:
     return True
 
 
-def finish(results: Path) -> None:
-    proc = start(results, "--checkpoint-every", "0.02", "--resume")
+def finish(results: Path, steps: list[str] = SHORT) -> None:
+    proc = start(results, "--checkpoint-every", "0.02", "--resume", steps=steps)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
 
@@ -87,19 +88,20 @@ def test_one_kill_then_resume_is_bit_identical(tmp_path: Path, uninterrupted: li
 
 
 @pytest.mark.slow
-def test_twenty_kills_at_random_points_then_resume_is_bit_identical(tmp_path: Path,
-                                                                   uninterrupted: list[tuple]) -> None:
+def test_twenty_kills_at_random_points_then_resume_is_bit_identical(tmp_path: Path) -> None:
+    whole = tmp_path / "whole"
+    assert start(whole, steps=LONG).wait(timeout=600) == 0
+    killed = tmp_path / "killed"
     rng = random.Random(0)
     kills = 0
-    while kills < 20:
-        if not kill_after_a_checkpoint(tmp_path, delay=rng.uniform(0.0, 0.6)):
-            break  # it finished before the kill
+    while kills < 20 and kill_after_a_checkpoint(killed, delay=rng.uniform(0.0, 0.3), steps=LONG):
         kills += 1
-    if not list(tmp_path.rglob("*.parquet")):
-        finish(tmp_path)
-    rows, record = rows_and_record(tmp_path)
-    assert rows == uninterrupted
-    assert record["resumes"] == kills and kills >= 10  # every kill came after a resume and a new checkpoint
+    if not list(killed.rglob("*.parquet")):
+        finish(killed, steps=LONG)
+    rows, record = rows_and_record(killed)
+    assert rows == rows_and_record(whole)[0]
+    assert kills == 20 and record["resumes"] == 20  # every kill came after a resume and a new checkpoint
+    assert record["lost_seconds"] > 0.0
 
 
 def test_a_foreign_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None:
@@ -115,7 +117,7 @@ def test_a_foreign_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None:
                    results_dir=tmp_path)
     mine.checkpoint.parent.mkdir(parents=True)
     shutil.copy(ckpt, mine.checkpoint)
-    done = subprocess.run([sys.executable, "-m", "optbench", *TRIAL, "--seed", "1", "--resume", "--results-dir",
+    done = subprocess.run([sys.executable, "-m", "optbench", *TRIAL, *SHORT, "--seed", "1", "--resume", "--results-dir",
                            str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "belongs to another trial" in done.stderr and "seed" in done.stderr
@@ -129,7 +131,7 @@ def test_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None
                    TrialConfig(device="cpu", max_steps=600, eval_every_steps=50, resume=True), results_dir=tmp_path)
     prep.checkpoint.parent.mkdir(parents=True)
     prep.checkpoint.write_bytes(b"not a checkpoint")
-    done = subprocess.run([sys.executable, "-m", "optbench", *TRIAL, "--resume", "--results-dir", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "optbench", *TRIAL, *SHORT, "--resume", "--results-dir", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 2 and "cannot be read" in done.stderr and done.stderr.count("\n") == 1
 
@@ -148,3 +150,20 @@ def test_version_one_files_stay_readable(tmp_path: Path) -> None:
     record, _ = read_trial(path)
     assert record["schema_version"] == 1 and record["resumes"] == 0 and record["lost_seconds"] == 0.0
     assert record["world_size"] == 1
+
+
+def test_a_kill_between_the_result_and_the_checkpoint_cleanup_does_not_run_the_trial_twice(tmp_path: Path) -> None:
+    from optbench import checkpoints
+    from optbench.prepared import TrialConfig, prepare
+    from optbench.registry import load_submission, load_workload
+    from optbench.runner import run_prepared
+
+    prep = prepare(load_workload("linreg"), load_submission("adamw"),
+                   TrialConfig(device="cpu", max_steps=30, checkpoint_every=1e-4, resume=True), results_dir=tmp_path)
+    first = run_prepared(prep)
+    # The state a kill leaves just after the result was written: checkpoint and finishing note still there.
+    prep.checkpoint.write_bytes(b"stale")
+    checkpoints.finishing(prep.checkpoint, first.path)
+    again = run_prepared(prep)
+    assert again.path == first.path and again.record.run_id == first.record.run_id
+    assert len(list(tmp_path.rglob("*.parquet"))) == 1 and not prep.checkpoint.exists()

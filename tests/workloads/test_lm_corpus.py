@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,7 @@ from optbench_workloads.lm import LM_WORKLOAD, lm, wikitext
 from tests.data.conftest import write_text_corpus
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on the shared 2-core machine two threads make these small steps several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
