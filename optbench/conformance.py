@@ -24,6 +24,10 @@ from optbench.api import Capability, Submission, TrialInfo
 from optbench.registry import Loaded
 
 QUADRATIC_STEPS = 500
+# A plain optimizer class runs at its constructor's defaults unless told otherwise, and torch's defaults are not
+# tuned for anything: the checks that train (quadratic, linreg_tiny) then try these learning rates and pass at the
+# first that works, saying which. Submissions with their own tuned defaults are checked at those defaults only.
+LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,10 +86,11 @@ def _new_model(dtype: torch.dtype = torch.float32) -> nn.Module:
     return ZooModel().to(dtype)
 
 
-def _train(sub: Submission, model: nn.Module, steps: int, *, updater: Any = None, gen_seed: int = 0) -> Any:
+def _train(sub: Submission, model: nn.Module, steps: int, *, updater: Any = None, gen_seed: int = 0,
+           hparams: dict[str, Any] | None = None) -> Any:
     """``steps`` updates on the quadratic; returns the updater (so it can be saved or continued)."""
     quad = Quadratic(model)
-    hp = dict(sub.defaults)
+    hp = dict(sub.defaults) if hparams is None else hparams
     updater = updater if updater is not None else sub.create(model, hp, _info(QUADRATIC_STEPS))
     wants_closure = {Capability.CLOSURE, Capability.SAMPLED_LOSS} & set(sub.capabilities)
     gen = torch.Generator().manual_seed(gen_seed)
@@ -121,16 +126,39 @@ def check_api(sub: Submission) -> CheckResult:
                        detail=f"{len(sub.defaults)} hyperparameters; search space {'ok' if space else 'none'}")
 
 
-def check_quadratic(sub: Submission) -> CheckResult:
-    """With its defaults, the loss falls below 20% of its start in 500 steps, and stays finite."""
-    model = _new_model()
-    with torch.no_grad():
-        start = float(Quadratic(model).loss())
-    _train(sub, model, QUADRATIC_STEPS)
-    with torch.no_grad():
-        end = float(Quadratic(model).loss())
-    ok = math.isfinite(end) and end < 0.2 * start
-    return CheckResult(name="quadratic", passed=ok, detail=f"loss {start:.4g} -> {end:.4g} in {QUADRATIC_STEPS} steps")
+def check_quadratic(sub: Submission, hparams: dict[str, Any] | None = None) -> CheckResult:
+    """The loss falls below 20% of its start in 500 steps, and stays finite (a plain optimizer class: at some lr of
+    ``LR_GRID`` unless an lr is given)."""
+    def attempt(hp: dict[str, Any]) -> tuple[bool, str]:
+        model = _new_model()
+        with torch.no_grad():
+            start = float(Quadratic(model).loss())
+        _train(sub, model, QUADRATIC_STEPS, hparams=hp)
+        with torch.no_grad():
+            end = float(Quadratic(model).loss())
+        return math.isfinite(end) and end < 0.2 * start, f"loss {start:.4g} -> {end:.4g} in {QUADRATIC_STEPS} steps"
+
+    return _over_grid("quadratic", sub, hparams, attempt)
+
+
+def _over_grid(name: str, sub: Submission, hparams: dict[str, Any] | None,
+               attempt: Callable[[dict[str, Any]], tuple[bool, str]]) -> CheckResult:
+    """Run ``attempt`` at the submission's hyperparameters, or for a plain optimizer class with no lr given, at each
+    lr of ``LR_GRID`` until one passes."""
+    from optbench.registry import is_plain_optimizer
+
+    hp = dict(sub.defaults) if hparams is None else dict(hparams)
+    given_lr = hparams is not None and hparams.get("lr") != sub.defaults.get("lr")
+    if not (is_plain_optimizer(sub) and "lr" in hp and not given_lr):
+        ok, detail = attempt(hp)
+        return CheckResult(name=name, passed=ok, detail=detail)
+    tried = []
+    for lr in LR_GRID:
+        ok, detail = attempt({**hp, "lr": lr})
+        if ok:
+            return CheckResult(name=name, passed=True, detail=f"{detail} at lr={lr:g} (plain class: lr grid)")
+        tried.append(f"{lr:g}")
+    return CheckResult(name=name, passed=False, detail=f"{detail}; no lr of {', '.join(tried)} passed")
 
 
 def check_coverage(sub: Submission) -> CheckResult:
@@ -192,17 +220,21 @@ def check_bfloat16(sub: Submission) -> CheckResult:
     return CheckResult(name="bfloat16", passed=ok, detail=f"dtypes {sorted(map(str, dtypes))}")
 
 
-def check_linreg(loaded: Loaded[Submission]) -> CheckResult:
-    """With its defaults it reaches the linreg ``tiny`` target within the budget."""
+def check_linreg(loaded: Loaded[Submission], hparams: dict[str, Any] | None = None) -> CheckResult:
+    """It reaches the linreg ``tiny`` target within the budget (a plain class: at some lr of the grid)."""
     from optbench.registry import load_workload
     from optbench.runner import TrialConfig, run_trial
 
-    with tempfile.TemporaryDirectory() as tmp:
-        r = run_trial(load_workload("linreg"), loaded, TrialConfig(seed=0), results_dir=Path(tmp))
-    rec = r.record
-    detail = (f"reached in {rec.steps_to_target} steps" if rec.outcome == "reached"
-              else f"{rec.outcome}; best {rec.best_metric} vs target {rec.target}")
-    return CheckResult(name="linreg_tiny", passed=rec.outcome == "reached", detail=detail)
+    def attempt(hp: dict[str, Any]) -> tuple[bool, str]:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = run_trial(load_workload("linreg"), loaded, TrialConfig(seed=0, device="cpu", hparams=hp),
+                          results_dir=Path(tmp))
+        rec = r.record
+        detail = (f"reached in {rec.steps_to_target} steps" if rec.outcome == "reached"
+                  else f"{rec.outcome}; best {rec.best_metric} vs target {rec.target}")
+        return rec.outcome == "reached", detail
+
+    return _over_grid("linreg_tiny", loaded.obj, hparams, attempt)
 
 
 CHECKS: dict[str, Callable[[Submission], CheckResult]] = {
@@ -211,11 +243,21 @@ CHECKS: dict[str, Callable[[Submission], CheckResult]] = {
 }
 
 
-def run_check(loaded: Loaded[Submission], name: str) -> CheckResult:
-    """Run one check; an exception is a failure with its message, never a crash."""
+TRAINING_CHECKS = ("quadratic",)  # checks that take the hyperparameters (linreg_tiny too)
+
+
+def run_check(loaded: Loaded[Submission], name: str, *, hparams: dict[str, Any] | None = None) -> CheckResult:
+    """Run one check; an exception is a failure with its message, never a crash.
+
+    Args:
+      hparams: values over the submission's defaults (``check-plugin -o``), merged and checked by the caller
+        (:func:`optbench.hparams.merge`); they apply to the checks that train.
+    """
     try:
         if name == "linreg_tiny":
-            return check_linreg(loaded)
+            return check_linreg(loaded, hparams)
+        if name in TRAINING_CHECKS:
+            return CHECKS[name](loaded.obj, hparams)  # type: ignore[call-arg]
         return CHECKS[name](loaded.obj)
     except Exception as exc:  # the plugin is under test: report, don't raise
         return CheckResult(name=name, passed=False, detail=f"{type(exc).__name__}: {exc}")

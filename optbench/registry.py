@@ -211,9 +211,11 @@ _REQUIRED = object()
 def optimizer_submission(cls: type, *, name: str) -> SubmissionSpec:
     """A :class:`SubmissionSpec` for a plain ``torch.optim.Optimizer`` subclass.
 
-    Its hyperparameters are the constructor's keyword arguments (defaults from the signature); the updater is
-    ``cls(model.parameters(), **hparams)`` with a constant learning rate, as the class itself defines it. JSON lists
-    become tuples, since torch optimizers take ``betas`` and the like as tuples.
+    Its hyperparameters are the constructor's keyword arguments (defaults from the signature) plus ``schedule``
+    (default ``constant``: the learning rate the class itself keeps) and, when a schedule is given, that schedule's
+    keys (``-o schedule=cosine -o warmup_frac=0.05``, the built-ins' shape; see optbench/schedules.py). The updater
+    is ``cls(model.parameters(), **hparams)``, wrapped in the schedule over the trial's step_hint. JSON lists become
+    tuples, since torch optimizers take ``betas`` and the like as tuples.
 
     Args:
       cls: the optimizer class.
@@ -240,15 +242,28 @@ def optimizer_submission(cls: type, *, name: str) -> SubmissionSpec:
         elif not isinstance(default, (int, float, str, bool, type(None), list)):
             continue  # tensors and other objects cannot be set from the command line or stored as JSON
         defaults[p.name] = default
+    own = dict(defaults)  # the constructor's keywords
+    defaults.setdefault("schedule", "constant")
 
     def factory(model: Any, hparams: Mapping[str, Any], info: TrialInfo) -> Any:
+        from optbench.schedules import Scheduled, from_hparams
+
         missing = [k for k, v in hparams.items() if v is _REQUIRED]
         if missing:
             raise UsageError(f"submission {name!r} needs {', '.join(missing)} (set with --opt-arg KEY=VALUE)")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in hparams.items() if k in defaults}
-        return cls(model.parameters(), **kwargs)
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in hparams.items() if k in own}
+        opt = cls(model.parameters(), **kwargs)
+        if "schedule" in own or hparams.get("schedule", "constant") == "constant":
+            return opt
+        return Scheduled(opt, from_hparams(hparams, total_steps=info.step_hint))
 
+    factory.plain_optimizer = True  # type: ignore[attr-defined]  # conformance tries a small lr grid on these
     return SubmissionSpec(name=name, factory=factory, defaults=defaults, paper=f"{cls.__module__}.{cls.__name__}")
+
+
+def is_plain_optimizer(sub: Any) -> bool:
+    """Whether ``sub`` wraps a plain ``torch.optim.Optimizer`` class (see :func:`optbench.registry.optimizer_submission`)."""
+    return bool(getattr(getattr(sub, "factory", None), "plain_optimizer", False))
 
 
 def load_workload(spec: str) -> Loaded[Workload]:
