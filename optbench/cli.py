@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ class App(click.Group):
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         self.given_args = list(sys.argv[1:] if args is None else args)  # `run --nproc` passes them to torchrun
+        warnings.showwarning = _one_line_warning
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
@@ -46,6 +48,12 @@ class App(click.Group):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _one_line_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                      line: str | None = None) -> None:
+    """Python warnings as one ``warning:`` line on stderr (no file name and source line)."""
+    click.echo(f"warning: {str(message).strip().splitlines()[0]}", err=True)
 
 
 def _leave_distributed(code: int) -> None:

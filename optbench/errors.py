@@ -16,3 +16,8 @@ class DataMissingError(UsageError):
 class TrialAborted(Exception):
     """A data-parallel trial failed on one of its ranks: it was recorded, and the command cannot go on (its process
     group has an abandoned collective). The CLI prints one line and exits with code 1."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin that loads but will surprise: e.g. an entry point whose name differs from the name the plugin gives
+    itself. The CLI prints it as one ``warning:`` line."""

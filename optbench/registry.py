@@ -275,7 +275,17 @@ def load_workload(spec: str) -> Loaded[Workload]:
 def load_submission(spec: str) -> Loaded[Submission]:
     """Load and check the submission named by ``spec`` (entry-point name, module:Attr or file.py:Attr)."""
     obj, origin = _resolve("submissions", spec)
-    return Loaded(name=spec, obj=check_submission(obj, spec), origin=origin)
+    sub = check_submission(obj, spec)
+    own = getattr(sub, "name", spec)
+    if origin.source == "entry-point" and own != spec:
+        import warnings
+
+        from optbench.errors import PluginWarning
+
+        warnings.warn(PluginWarning(
+            f"submission entry point {spec!r} calls itself {own!r}; results record {spec!r}: give the entry point "
+            "and SubmissionSpec(name=...) the same name"), stacklevel=2)
+    return Loaded(name=spec, obj=sub, origin=origin)
 
 
 def load_all(kind: Kind) -> list[Loaded[Any] | tuple[str, PluginError]]:
