@@ -50,6 +50,11 @@ class App(click.Group):
         return code
 
 
+def _interactive() -> bool:
+    """Whether a person is watching (stderr is a terminal)."""
+    return sys.stderr.isatty()
+
+
 def _one_line_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
                       line: str | None = None) -> None:
     """Python warnings as one ``warning:`` line on stderr (no file name and source line)."""
@@ -128,6 +133,9 @@ def run(ctx: click.Context, workload: str, opts: tuple[str, ...], size: str | No
     if nproc > 1:
         return launch.torchrun(nproc, launch.without_nproc(ctx.find_root().command.given_args))
     here = launch.rank()
+    if not quiet and here == 0 and _interactive():  # torch takes seconds to import: say something first (on a
+        # terminal only: a script's stderr keeps bad input to its one line)
+        click.echo(f"optbench run: preparing {len(opts) * len(seeds)} trial(s) of {workload} ...", err=True)
     with launch.quiet_unless_main(here):
         return commands.run(
             workload=workload, opts=opts, size=size, opt_args=opt_args, hparams_file=hparams_file, seeds=seeds,
@@ -163,25 +171,29 @@ def score(results_dir: Path | None, by: str, fmt: str, reference: str | None, r_
 
 
 @main.command(name="list")
-@click.argument("kind", type=click.Choice(["all", "workloads", "submissions"]), default="all")
-def list_(kind: str) -> None:
-    """List workloads (sizes, targets, budgets) and submissions (and where each comes from)."""
+@click.argument("what", default="all", metavar="[all|workloads|submissions|NAME]")
+def list_(what: str) -> None:
+    """List workloads and submissions compactly, or show one plugin in detail (a workload's sizes, targets, budgets
+    and how each target was chosen; a submission's defaults, capabilities, paper and search space)."""
     from optbench import commands
 
-    commands.list_plugins(kind)
+    commands.list_plugins(what)
 
 
 @main.command(name="check-plugin")
 @click.argument("spec")
 @click.option("--skip", multiple=True, help="Check to skip (repeatable), e.g. linreg_tiny.")
-def check_plugin(spec: str, skip: tuple[str, ...]) -> None:
+@click.option("-o", "--opt-arg", "opt_args", multiple=True, metavar="KEY=VALUE",
+              help="Hyperparameter for the checks that train (repeatable). Without an lr, a plain torch.optim "
+                   "class is tried over a small lr grid.")
+def check_plugin(spec: str, skip: tuple[str, ...], opt_args: tuple[str, ...]) -> None:
     """Run the conformance suite on a submission SPEC (name, package.module:Name or file.py:Name).
 
     Exit code 0 when every check passes, 1 when any fails, 2 when SPEC cannot be loaded.
     """
     from optbench import commands
 
-    raise SystemExit(commands.check_plugin(spec, skip=skip))
+    raise SystemExit(commands.check_plugin(spec, skip=skip, opt_args=opt_args))
 
 
 @main.command()

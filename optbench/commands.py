@@ -20,19 +20,26 @@ from optbench.hparams import parse_assignments
 
 
 class ProgressBar:
-    """A rich progress bar for one trial: step, loss, metric, timed seconds, elapsed and ETA."""
+    """A rich progress bar for one trial: step, loss, metric against its target, elapsed and remaining time.
 
-    def __init__(self, title: str, metric: str) -> None:
+    The runner reports steps only where a stretch of steps ends (every step on a CPU, every ``--sync-every`` on a
+    GPU), so the bar never makes the device wait; redraws are limited to ten a second.
+    """
+
+    def __init__(self, title: str, metric: str, *, target: float | None = None, goal: str = "min") -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.metric = escape(metric)
+        self.goal = f" (target {'<=' if goal == 'min' else '>='} {target:g})" if target is not None else ""
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=_console(stderr=True), transient=False,
+            TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            console=_console(stderr=True), transient=False,
         )
         self.task = self.progress.add_task(escape(title), total=None, info="")
         self.by_steps = True
-        self.last = ""
+        self.last = f"  {self.metric} -{self.goal}"
+        self.drawn = 0.0
 
     def __enter__(self) -> ProgressBar:
         return self  # drawn from started() on: nothing shows for a trial that fails its set-up
@@ -46,13 +53,18 @@ class ProgressBar:
         self.progress.update(self.task, total=max_steps if self.by_steps else max_seconds)
 
     def stepped(self, *, step: int, loss: float, timed_seconds: float) -> None:
-        if step % 10 == 0 or step < 10:  # redrawing is cheap, formatting each step is not free
-            done = step if self.by_steps else timed_seconds
-            self.progress.update(self.task, completed=done, info=f"step {step}  loss {loss:.4g}{self.last}")
+        import time
+
+        now = time.monotonic()
+        if now - self.drawn < 0.1:  # formatting every step of a fast CPU trial would cost more than the step
+            return
+        self.drawn = now
+        done = step if self.by_steps else timed_seconds
+        self.progress.update(self.task, completed=done, info=f"step {step}  loss {loss:.4g}{self.last}")
 
     def evaluated(self, row: Any, *, reached: bool) -> None:
-        mark = " [green]target[/green]" if reached else ""
-        self.last = f"  {self.metric} {row.metric_value:.4g}{mark}"
+        mark = " [green]reached[/green]" if reached else ""
+        self.last = f"  {self.metric} {row.metric_value:.4g}{self.goal}{mark}"
         self.progress.update(self.task, info=f"step {row.step}  loss {row.train_loss:.4g}{self.last}")
 
 
@@ -82,9 +94,13 @@ def run(*, workload: str, opts: Sequence[str], size: str | None, opt_args: Seque
     from optbench.registry import load_submission, load_workload
     from optbench.runner import run_prepared
 
+    from optbench.hparams import check_prefixes
+
+    given = given_hparams(opt_args, hparams_file)
+    check_prefixes(given, opts)  # NAME.key=VALUE: NAME must be one of this command's -s
     w = load_workload(workload)
     subs = [load_submission(o) for o in opts]
-    base = TrialConfig(size=size, hparams=given_hparams(opt_args, hparams_file), device=device,
+    base = TrialConfig(size=size, hparams=given, device=device,
                        data_dir=paths.data_dir(data_dir), **{k: v for k, v in overrides.items() if v is not None})
     out = paths.results_dir(results_dir)
     trials = [prepare(w, s, replace(base, seed=seed), results_dir=out) for s in subs for seed in seeds]
@@ -95,7 +111,7 @@ def run(*, workload: str, opts: Sequence[str], size: str | None, opt_args: Seque
         if quiet:
             result = run_prepared(prep)
         else:
-            with ProgressBar(prep.title, w.obj.metric.name) as bar:
+            with ProgressBar(prep.title, w.obj.metric.name, target=prep.target, goal=w.obj.metric.goal.value) as bar:
                 result = run_prepared(prep, observer=bar)
         console.print(_summary(result.record, result.path))
         if result.note:
@@ -122,46 +138,150 @@ def _summary(rec: Any, path: Path) -> str:
     return f"{head}\n  -> {escape(path)}"
 
 
-def list_plugins(kind: str) -> None:
-    """``optbench list``: workloads with their sizes, targets and budgets; submissions with their origins."""
+def list_plugins(what: str = "all") -> None:
+    """``optbench list``: a compact table of workloads and submissions (``what``: all, workloads, submissions), or
+    the details of one plugin (``what``: its name or spec): a workload's sizes with targets, budgets, evaluation
+    period and how each target was chosen; a submission's defaults, capabilities, paper and search space."""
+    from optbench.registry import entry_points, load_submission, load_workload
+
+    if what in ("all", "workloads", "submissions"):
+        if what in ("all", "workloads"):
+            _list_workloads()
+        if what in ("all", "submissions"):
+            _list_submissions()
+        return
+    if what in entry_points("workloads") or (":" in what and what not in entry_points("submissions")
+                                             and _is_workload(what)):
+        _workload_details(load_workload(what))
+    else:
+        _submission_details(load_submission(what))
+
+
+def _is_workload(spec: str) -> bool:
+    from optbench.errors import UsageError
+    from optbench.registry import load_workload
+
+    try:
+        load_workload(spec)
+    except UsageError:
+        return False
+    return True
+
+
+def _origin(item: Any) -> str:
+    return "" if item.origin.distribution == "optbench" else f" [dim]({escape(item.origin.distribution)})[/dim]"
+
+
+def _list_workloads() -> None:
     from rich.table import Table
 
     from optbench.registry import load_all
 
+    table = Table(title="Workloads", caption="* default size; details: optbench list NAME")
+    for col in ("name", "metric", "sizes", "data"):
+        table.add_column(col)
+    for item in load_all("workloads"):
+        if isinstance(item, tuple):
+            table.add_row(escape(item[0]), f"[red]broken: {escape(item[1])}[/red]", "", "")
+            continue
+        w = item.obj
+        sizes = ", ".join(n + ("*" if n == w.default_size else "") for n in w.sizes)
+        data = ", ".join(sorted({sz.dataset for sz in w.sizes.values() if sz.dataset})) or "-"
+        table.add_row(escape(w.name) + _origin(item), escape(f"{w.metric.name} ({w.metric.goal.value})"),
+                      escape(sizes), escape(data))
+    _console().print(table)
+
+
+def _short(text: str, limit: int = 44) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _list_submissions() -> None:
+    from rich.table import Table
+
+    from optbench.registry import load_all
+
+    table = Table(title="Submissions", caption="details: optbench list NAME")
+    for col in ("name", "method", "needs"):
+        table.add_column(col)
+    for item in load_all("submissions"):
+        if isinstance(item, tuple):
+            table.add_row(escape(item[0]), f"[red]broken: {escape(_short(str(item[1])))}[/red]", "")
+            continue
+        s = item.obj
+        caps = ", ".join(sorted(c.value for c in s.capabilities)) or "-"
+        table.add_row(escape(item.name) + _origin(item), escape(_short(getattr(s, "paper", "") or "-")),
+                      escape(caps))
     console = _console()
-    if kind in ("all", "workloads"):
-        table = Table(title="Workloads", show_lines=False)
-        for col in ("name", "size", "metric", "target", "budget", "batch", "step_hint", "data", "from"):
-            table.add_column(col)
-        for item in load_all("workloads"):
-            if isinstance(item, tuple):
-                table.add_row(escape(item[0]), "", "", f"[red]broken: {escape(item[1])}[/red]", "", "", "", "", "")
-                continue
-            w = item.obj
-            for i, (name, sz) in enumerate(w.sizes.items()):
-                b = sz.budget
-                budget = " / ".join(x for x in (f"{b.max_steps} steps" if b.max_steps else "",
-                                                 f"{b.max_seconds:g} s" if b.max_seconds else "") if x)
-                default = " (default)" if name == w.default_size else ""
-                table.add_row(*map(escape, (
-                    w.name if i == 0 else "", name + default, f"{w.metric.name} ({w.metric.goal.value})",
-                    f"{sz.target:g}", budget, sz.batch_size, sz.step_hint, sz.dataset or "-",
-                    f"{item.origin.distribution} {item.origin.version}" if i == 0 else "")))
+    console.print(table)
+    console.print("Any torch.optim.Optimizer subclass also works: --opt torch.optim:Adagrad -o lr=0.01\n"
+                  "(at a constant lr unless given one: -o schedule=cosine -o warmup_frac=0.05)")
+
+
+def _budget(b: Any) -> str:
+    return " / ".join(x for x in (f"{b.max_steps} steps" if b.max_steps else "",
+                                   f"{b.max_seconds:g} s" if b.max_seconds else "") if x)
+
+
+def _workload_details(item: Any) -> None:
+    from rich.table import Table
+
+    w, console = item.obj, _console()
+    console.print(escape(f"{w.name}: {w.description}"), width=min(100, console.width))
+    console.print(escape(f"metric {w.metric.name} ({'lower' if w.metric.goal.value == 'min' else 'higher'} is "
+                         f"better); from {item.origin.distribution} {item.origin.version}"))
+    table = Table(title=escape(f"{w.name} sizes"))
+    table.caption = "batch (micro-batch); hint: the schedule's step_hint"
+    for col in ("size", "target", "budget", "batch", "hint", "eval", "data"):
+        table.add_column(col)
+    for name, sz in w.sizes.items():
+        period = sz.eval_every
+        every = " / ".join(x for x in (f"{period.steps} steps" if period.steps else "",
+                                        f"{period.seconds:g} s" if period.seconds else "") if x)
+        batch = f"{sz.batch_size}" + (f" ({sz.micro_batch_size})" if sz.micro_batch_size else "")
+        table.add_row(*map(escape, (name + (" (default)" if name == w.default_size else ""), f"{sz.target:g}",
+                                    _budget(sz.budget), batch, sz.step_hint, every, sz.dataset or "-")))
+    console.print(table)
+    console.print("How each target was chosen:")
+    for name, sz in w.sizes.items():
+        console.print(escape(f"  {name}: {sz.note or 'not stated'}"), width=min(100, console.width))
+
+
+def _submission_details(item: Any) -> None:
+    from rich.table import Table
+
+    s, console = item.obj, _console()
+    console.print(escape(f"{item.name}: {getattr(s, 'paper', '') or 'no paper named'}"))
+    caps = ", ".join(sorted(c.value for c in s.capabilities)) or "none"
+    console.print(escape(f"needs from the harness: {caps}; from {item.origin.distribution} {item.origin.version}"))
+    table = Table(title="defaults (-o KEY=VALUE)")
+    table.add_column("hyperparameter")
+    table.add_column("default", overflow="fold")
+    for key, value in s.defaults.items():
+        table.add_row(escape(key), escape(json_text(value)))
+    console.print(table)
+    space = s.search_space()
+    if space:
+        table = Table(title="search space (tune)")
+        for col in ("hyperparameter", "range"):
+            table.add_column(col, overflow="fold")
+        for key, spec in (space.items() if isinstance(space, dict) else []):
+            rng = (f"{spec.get('min')} .. {spec.get('max')} ({spec.get('scaling', 'linear')})" if "min" in spec
+                   else f"one of {spec.get('feasible_points')}")
+            table.add_row(escape(key), escape(rng))
         console.print(table)
-    if kind in ("all", "submissions"):
-        table = Table(title="Submissions")
-        for col in ("name", "method", "capabilities", "from"):
-            table.add_column(col)
-        for item in load_all("submissions"):
-            if isinstance(item, tuple):
-                table.add_row(escape(item[0]), f"[red]broken: {escape(item[1])}[/red]", "", "")
-                continue
-            s = item.obj
-            caps = ", ".join(sorted(c.value for c in s.capabilities)) or "-"
-            table.add_row(*map(escape, (item.name, getattr(s, "paper", "") or "-", caps,
-                                        f"{item.origin.distribution} {item.origin.version}")))
-        console.print(table)
-        console.print("Any torch.optim.Optimizer subclass also works: --opt torch.optim:Adagrad -o lr=0.01")
+    else:
+        console.print("no search space: tune needs --search-space FILE")
+
+
+def json_text(value: Any) -> str:
+    """A default as it would be typed after ``-o KEY=``."""
+    import json
+
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def score(*, results_dir: Path | None, by: str, fmt: str, reference: str | None, r_max: float, algoperf: bool,
@@ -271,8 +391,11 @@ def import_algoperf(directory: Path, *, results_dir: Path | None, rules: str, ta
                             f"score them with 'optbench score --results-dir {out} --algoperf'"))
 
 
-def check_plugin(spec: str, *, skip: Sequence[str] = ()) -> int:
-    """``optbench check-plugin``: the conformance suite as a pass/fail table; returns the exit code."""
+def check_plugin(spec: str, *, skip: Sequence[str] = (), opt_args: Sequence[str] = ()) -> int:
+    """``optbench check-plugin``: the conformance suite as a pass/fail table; returns the exit code.
+
+    ``opt_args`` (``-o KEY=VALUE``) set hyperparameters for the checks that train; a plain optimizer class without
+    a given lr is tried over a small lr grid (see :mod:`optbench.conformance`)."""
     from rich.table import Table
 
     from optbench.conformance import ALL_CHECKS, run_check
@@ -281,7 +404,11 @@ def check_plugin(spec: str, *, skip: Sequence[str] = ()) -> int:
     unknown = sorted(set(skip) - set(ALL_CHECKS))
     if unknown:
         raise UsageError(f"unknown check {', '.join(unknown)}; checks: {', '.join(ALL_CHECKS)}")
+    from optbench.hparams import merge
+
     loaded = load_submission(spec)
+    given = parse_assignments(opt_args)
+    hparams = merge(loaded.obj.defaults, given, submission=spec) if given else None
     table = Table(title=escape(f"conformance of {spec} ({loaded.origin.distribution} {loaded.origin.version})"))
     for col in ("check", "result", "detail"):
         table.add_column(col)
@@ -290,7 +417,7 @@ def check_plugin(spec: str, *, skip: Sequence[str] = ()) -> int:
         if name in skip:
             table.add_row(name, "[dim]skipped[/dim]", "")
             continue
-        res = run_check(loaded, name)
+        res = run_check(loaded, name, hparams=hparams)
         failed += not res.passed
         table.add_row(name, "[green]pass[/green]" if res.passed else "[red]FAIL[/red]", escape(res.detail))
     console = _console()

@@ -112,7 +112,8 @@ def for_submission(given: Mapping[str, Any], names: Iterable[str]) -> dict[str, 
     """
     names = set(names)
     plain = {k: v for k, v in given.items() if "." not in k}
-    mine = {k.split(".", 1)[1]: v for k, v in given.items() if "." in k and k.split(".", 1)[0] in names}
+    # rpartition: the submission may be a spec with dots (torch.optim:SGD.lr=0.1); a key never has one
+    mine = {k.rpartition(".")[2]: v for k, v in given.items() if "." in k and k.rpartition(".")[0] in names}
     return {**plain, **mine}
 
 
@@ -120,7 +121,7 @@ def check_prefixes(given: Mapping[str, Any], submissions: Iterable[str]) -> None
     """A usage error for a ``NAME.key`` whose NAME is none of the command's submissions (a typo would otherwise
     leave the value unused without a word)."""
     known = set(submissions)
-    stray = sorted({k.split(".", 1)[0] for k in given if "." in k} - known)
+    stray = sorted({k.rpartition(".")[0] for k in given if "." in k} - known)
     if stray:
         raise UsageError(f"hyperparameter prefix {', '.join(repr(s) for s in stray)} names no submission of this "
                          f"command ({', '.join(sorted(known))}); write NAME.key=VALUE with NAME as given to -s")

@@ -15,10 +15,10 @@ from collections.abc import Iterator, Sequence
 
 
 def rank() -> int:
-    """This process's torchrun rank (0 outside torchrun)."""
-    from optbench.distributed import world
-
-    return world().rank
+    """This process's torchrun rank (0 outside torchrun), read without importing torch (the rank's environment is
+    checked fully when the trial starts, :func:`optbench.distributed.world`)."""
+    raw = os.environ.get("RANK", "0")
+    return int(raw) if raw.isdigit() else 0
 
 
 def without_nproc(args: Sequence[str]) -> list[str]:

@@ -61,3 +61,11 @@ def test_the_schedule_spans_the_step_hint_given(args: list[str], hint: int, tmp_
         assert lrs[-1] == pytest.approx(0.1 * 0.01)  # decayed to adamw's floor (0.1 x lr) by step 30
     else:
         assert lrs[1] < lrs[2] < lrs[3]  # the size's 1500-step schedule is still warming up at step 30
+
+
+def test_a_dotted_spec_can_be_a_prefix_and_a_typo_is_one_line(tmp_path: Path) -> None:
+    assert for_submission({"torch.optim:SGD.lr": 0.1}, {"torch.optim:SGD"}) == {"lr": 0.1}
+    res = CliRunner().invoke(main, ["run", "-w", "linreg", "-s", "adamw", "-o", "adamv.lr=0.1", "--results-dir",
+                                    str(tmp_path)])
+    assert res.exit_code == 2 and "'adamv' names no submission" in res.output
+    assert not list(tmp_path.rglob("*.parquet"))
