@@ -21,7 +21,7 @@ from optbench.results import read_trial, write_trial
 ROOT = Path(__file__).resolve().parents[2]
 TRIAL = ["run", "-w", "linreg", "-s", "adamw", "--device", "cpu", "--eval-every", "50", "--quiet"]
 SHORT = ["--max-steps", "600"]
-LONG = ["--max-steps", "40000", "-o", "lr=1e-6"]  # long enough to be killed twenty times (too slow to reach the target)
+LONG = ["--max-steps", "80000", "-o", "lr=1e-6"]  # long enough to be killed twenty times (too slow to reach the target)
 SAME = ["step", "examples", "tokens", "train_loss", "metric_value", "learning_rate", "batch_size"]
 
 
@@ -39,7 +39,7 @@ def rows_and_record(results: Path) -> tuple[list[tuple], dict]:
     return rows, json.loads(pq.read_schema(path).metadata[b"optbench"])
 
 
-def kill_after_a_checkpoint(results: Path, *, delay: float, steps: list[str] = SHORT) -> bool:
+def kill_after_a_checkpoint(results: Path, *, delay: float, steps: list[str] = SHORT, every: str = "0.02") -> bool:
     """Start the resumable trial, SIGKILL it ``delay`` s after it wrote its first checkpoint (a new one, when it
     resumed from an earlier incarnation's); False if it finished first."""
     ckpts = results / ".checkpoints"
@@ -48,7 +48,7 @@ def kill_after_a_checkpoint(results: Path, *, delay: float, steps: list[str] = S
         return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in ckpts.glob("*.pt"))) if ckpts.is_dir() else ()
 
     before = stamp()
-    proc = start(results, "--checkpoint-every", "0.02", "--resume", steps=steps)
+    proc = start(results, "--checkpoint-every", every, "--resume", steps=steps)
     deadline = time.monotonic() + 120
     while proc.poll() is None and stamp() in ((), before):
         if time.monotonic() > deadline:
@@ -94,7 +94,8 @@ def test_twenty_kills_at_random_points_then_resume_is_bit_identical(tmp_path: Pa
     killed = tmp_path / "killed"
     rng = random.Random(0)
     kills = 0
-    while kills < 20 and kill_after_a_checkpoint(killed, delay=rng.uniform(0.0, 0.3), steps=LONG):
+    # Checkpoints every 0.3 s of timed work, kills up to 0.3 s after one: the work past it is lost, and counted.
+    while kills < 20 and kill_after_a_checkpoint(killed, delay=rng.uniform(0.0, 0.3), steps=LONG, every="0.3"):
         kills += 1
     if not list(killed.rglob("*.parquet")):
         finish(killed, steps=LONG)
