@@ -51,6 +51,7 @@ from optbench.errors import TrialAborted, UsageError
 from optbench.prepared import MAX_BATCH, PreparedTrial, TrialConfig, prepare, resolve_device, resolve_size
 from optbench.registry import Loaded
 from optbench.results import EvalRow, TrialRecord, trial_path, write_trial
+from optbench.results import best as best_value
 from optbench.state import TrialState
 from optbench.stepping import Stepper
 
@@ -523,8 +524,7 @@ def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLo
     goal = w.metric.goal.value
     rows = loop.state.rows if loop is not None else []
     hit = _to_target(rows, goal, prep.target) if outcome == "reached" else None
-    finite = [r.metric_value for r in rows if math.isfinite(r.metric_value)]
-    best = (min(finite) if goal == "min" else max(finite)) if finite else None
+    best = best_value([r.metric_value for r in rows], goal)
     now = datetime.now(timezone.utc)
     return TrialRecord(
         schema_version=SCHEMA_VERSION, run_id=f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",

@@ -265,23 +265,25 @@ def recorded_trials(results_dir: Path, *, workload: str, size: str) -> dict[tupl
     foreign or damaged files are ignored here (``optbench score`` reports them), and so are interrupted trials,
     which a re-run runs again.
     """
-    import pyarrow.parquet as pq
-
-    from optbench.fsutil import is_dir
-    from optbench.results import check_meta, result_files
+    from optbench.results import read_results
 
     found: dict[tuple, list[tuple[Any, Any]]] = {}
-    root = Path(results_dir)
-    for path in result_files(root, []) if is_dir(root) else []:
-        try:
-            meta = check_meta(json.loads((pq.read_schema(path).metadata or {})[b"optbench"]))
-        except Exception:  # not ours, damaged, or of another schema: never a reason to stop a tune
-            continue
-        if meta["workload"] != workload or meta["size"] != size or meta["outcome"] == "interrupted":
-            continue
-        key = (meta["submission"], meta["study"], meta["trial"], meta["seed"], meta["hparams"])
-        found.setdefault(key, []).append((meta["max_steps"], meta["max_seconds"]))
+    trials = read_results(Path(results_dir)).trials  # footers only, through the summary cache
+    if trials.empty:
+        return found
+    mine = trials[(trials["workload"] == workload) & (trials["size"] == size) & (trials["outcome"] != "interrupted")]
+    for rec in mine.to_dict("records"):
+        key = (rec["submission"], rec["study"], rec["trial"], int(rec["seed"]), rec["hparams"])
+        found.setdefault(key, []).append((_int_or_none(rec["max_steps"]), _float_or_none(rec["max_seconds"])))
     return found
+
+
+def _int_or_none(x: Any) -> int | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else int(x)
+
+
+def _float_or_none(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 # ----------------------------------------------------------------------------------------------------- running
