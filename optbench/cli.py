@@ -125,7 +125,8 @@ def run(ctx: click.Context, workload: str, opts: tuple[str, ...], size: str | No
         hparams_file: Path | None, seeds: tuple[int, ...], device: str, results_dir: Path | None,
         data_dir: Path | None, max_steps: int | None, max_seconds: float | None, step_hint: int | None,
         eval_every_steps: int | None, batch_size: int | None, micro_batch_size: int | None, sync_every: int | None, checkpoint_every: float | None,
-        timeout: float | None, warmup_steps: int, compile_model: bool, study: str | None, quiet: bool, resume: bool,
+        timeout: float | None, warmup_steps: int, diagnostics: bool, compile_model: bool, study: str | None,
+        quiet: bool, resume: bool,
         nproc: int) -> int:
     """Train WORKLOAD with each submission and seed until the target or the budget; write one Parquet per trial."""
     from optbench import commands, launch
@@ -144,7 +145,8 @@ def run(ctx: click.Context, workload: str, opts: tuple[str, ...], size: str | No
                            eval_every_steps=eval_every_steps,
                            batch_size=batch_size, micro_batch_size=micro_batch_size, sync_every=sync_every,
                            checkpoint_every=checkpoint_every, resume=resume or None, timeout=timeout,
-                           warmup_steps=warmup_steps, study=study, compile=compile_model),
+                           warmup_steps=warmup_steps, study=study, compile=compile_model,
+                           diagnostics=diagnostics or None),
         )
 
 

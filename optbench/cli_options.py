@@ -46,6 +46,9 @@ def trial_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "interrupts a step that never returns); outcome 'timeout'."),
         click.option("--warmup-steps", type=int, default=0, show_default=True,
                      help="Untimed steps run and undone before the clock starts (warms caches / compilation)."),
+        click.option("--diagnostics", is_flag=True,
+                     help="At every evaluation (untimed): top Hessian eigenvalue beside 2/lr, preconditioned "
+                          "sharpness, gradient noise scale, into metrics_json."),
         click.option("--compile", "compile_model", is_flag=True,
                      help="Run the model under torch.compile (compilation is timed unless --warmup-steps)."),
     ]

@@ -59,8 +59,8 @@ def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: P
          results_dir: Path | None, data_dir: Path | None, max_steps: int | None, max_seconds: float | None,
          step_hint: int | None, eval_every_steps: int | None, batch_size: int | None,
          micro_batch_size: int | None, sync_every: int | None,
-         checkpoint_every: float | None, timeout: float | None, warmup_steps: int, compile_model: bool,
-         quiet: bool, executor: str | None, partition: str | None, gpus_per_task: int, cpus_per_task: int,
+         checkpoint_every: float | None, timeout: float | None, warmup_steps: int, diagnostics: bool,
+         compile_model: bool, quiet: bool, executor: str | None, partition: str | None, gpus_per_task: int, cpus_per_task: int,
          time_limit: int, array_parallelism: int, slurm_args: tuple[str, ...], wait: bool | None) -> None:
     """Tune submissions on WORKLOAD: STUDIES x TRIALS trials at scrambled-Halton points of the search space.
 
@@ -82,7 +82,7 @@ def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: P
                    "eval_every_steps": eval_every_steps,
                    "batch_size": batch_size, "micro_batch_size": micro_batch_size, "sync_every": sync_every,
                    "checkpoint_every": checkpoint_every, "timeout": timeout, "warmup_steps": warmup_steps,
-                   "compile": compile_model})
+                   "compile": compile_model, "diagnostics": diagnostics or None})
     if code:
         sys.exit(code)
 

@@ -120,6 +120,9 @@ class TrialConfig:
       checkpoint_every: save the trial's whole state every this many timed seconds (untimed, at the end of a
         stretch), under ``results/.checkpoints/`` unless ``checkpoint`` names a file.
       resume: continue from the trial's checkpoint under ``results/.checkpoints/`` if there is one.
+      diagnostics: at every evaluation (untimed), the training loss's top Hessian eigenvalue on a fixed batch beside
+        2/lr, Adam-family preconditioned sharpness where the updater keeps its moments, and the gradient noise
+        scale, into ``metrics_json`` (:mod:`optbench.diagnostics`).
       step_hint: the schedule's horizon in steps (default: the size's ``step_hint``; give ``max_steps`` with a
         shortened budget so that the run still decays its learning rate instead of ending in its warm-up).
       compile: run the model's forward under ``torch.compile``. Compilation happens in the first steps and is timed
@@ -153,6 +156,7 @@ class TrialConfig:
     checkpoint_every: float | None = None
     resume: bool = False
     step_hint: int | None = None
+    diagnostics: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- the prepared trial
@@ -205,6 +209,7 @@ class PreparedTrial:
     checkpoint_every: float | None = None
     resume: bool = False
     owns_checkpoint: bool = False
+    diagnostics: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -373,6 +378,7 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
         warmup_steps=warmup, divergence_factor=factor, compile=bool(cfg.compile), checkpoint=cfg.checkpoint,
         data_dir=cfg.data_dir, results_dir=Path(results_dir), micro_batch_size=micro, world_size=here.size,
         sync_every=sync_every, checkpoint_every=every, resume=bool(cfg.resume) or cfg.checkpoint is not None,
+        diagnostics=bool(cfg.diagnostics),
     )
     if cfg.checkpoint is None and (every is not None or cfg.resume):
         from dataclasses import replace

@@ -138,6 +138,12 @@ class TrialLoop:
         self.stepper = Stepper(task=task, model=self.forward_model, params_of=model, micro=prep.micro_batch_size,
                                world=self.world, group=group, sample_gen=self.state.sample_gen)
         self.pending: list[torch.Tensor] = []  # this stretch's step losses (0-d, on the device), not yet read
+        self.diagnostics = None
+        if prep.diagnostics:
+            from optbench.diagnostics import Diagnostics
+
+            self.diagnostics = Diagnostics(task, seed=derive_seed(prep.seed, "diagnostics"),
+                                           batch_size=prep.batch_size)
 
     # ----- one step -------------------------------------------------------------------------------------------
     def batch_size(self) -> int:
@@ -223,6 +229,11 @@ class TrialLoop:
     def evaluate(self) -> EvalRow:
         """Evaluate (untimed; the submission's eval-parameter swap is timed, as AlgoPerf's prepare_for_eval)."""
         st, c = self.state, self.state.counters
+        diag: dict[str, float] = {}
+        if self.diagnostics is not None:  # at the training weights, before any evaluation swap; untimed
+            with st.clock.paused():
+                lr = float((getattr(st.updater, "param_groups", None) or [{}])[0].get("lr", math.nan))
+                diag = self.diagnostics.measure(st.model, lr=lr if math.isfinite(lr) else None, updater=st.updater)
         swap = st.updater.eval_params() if Capability.EVAL_PARAMS in self.caps else None  # type: ignore[attr-defined]
         if swap is not None:
             with st.clock.timing():
@@ -236,6 +247,7 @@ class TrialLoop:
                     swap.__exit__(None, None, None)
         if self.metric.name not in metrics:
             raise RuntimeError(f"workload {self.prep.workload.name!r} evaluate() returned no {self.metric.name!r}")
+        metrics.update(diag)
         groups = getattr(st.updater, "param_groups", None) or [{}]
         row = EvalRow(
             step=c.step, examples=c.examples, tokens=c.tokens, timed_seconds=st.clock.timed,
