@@ -47,6 +47,7 @@ UNIT = {"time": "s", "steps": "steps", "examples": "examples", "tokens": "tokens
 PROVENANCE = ("optbench_version", "code_hash", "git_commit", "torch_version", "python_version", "device",
               "device_name", "cpu_model")
 CURVE_POINTS = 200  # grid on which runs are interpolated before taking median and band
+EVAL_AXIS = {"time": "timed_seconds", "steps": "step"}  # the curves' x axes a scored measure can be marked on
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,13 +105,32 @@ def representative_runs(trials: pd.DataFrame, *, by: str) -> pd.DataFrame:
     return table.groupby(["workload", "submission", "study"], sort=True).head(1)
 
 
-def _interp_runs(runs: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> np.ndarray:
-    """Each run's metric on ``grid`` (NaN outside the span it ran); shape (runs, len(grid))."""
+def _held_runs(runs: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray, *, goal: str) -> np.ndarray:
+    """Each run's metric on ``grid``: its latest evaluation at or before x; shape (runs, len(grid)).
+
+    This is what scoring sees: a run is known to be at the target from the evaluation that met it on (no line
+    drawn between evaluations, which would cross the target earlier than any evaluation did). Runs stop at their
+    target or budget and then keep their last value: dropping them would leave the median to the slow runs still
+    going, and it would end short of the target although most studies reached it (the bug the leaderboard's
+    "reached" exposed). A NaN (diverged) value counts as the worst (+inf for a metric to minimise, -inf to
+    maximise): never reached. NaN before a run's first evaluation.
+    """
+    worst = np.inf if goal == "min" else -np.inf
     out = np.full((len(runs), len(grid)), np.nan)
     for i, (x, y) in enumerate(runs):
         if len(x):
-            out[i] = np.interp(grid, x, y, left=np.nan, right=np.nan)
+            idx = np.searchsorted(x, grid, side="right") - 1
+            held = np.where(np.isnan(y), worst, y)[np.maximum(idx, 0)]
+            out[i] = np.where(idx >= 0, held, np.nan)
     return out
+
+
+def _plain_log_ticks(axis: Any) -> None:
+    """Tick labels of a log axis as plain numbers: the default ones are mathtext, which PLAIN_TEXT turns off."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def paired_rows(trials: pd.DataFrame, board: Leaderboard, *, by: str) -> list[dict[str, Any]]:
@@ -174,8 +194,15 @@ def plot_profiles(board: Leaderboard, colors: dict[str, Any]) -> Figure:
     return fig
 
 
-def plot_curves(evals: pd.DataFrame, runs: pd.DataFrame, *, colors: dict[str, Any], workload: str) -> Figure:
-    """Metric vs timed seconds and vs steps for one workload: median and min-max band over studies."""
+def plot_curves(evals: pd.DataFrame, runs: pd.DataFrame, *, colors: dict[str, Any], workload: str,
+                scored: dict[str, float] | None = None, by: str = "time") -> Figure:
+    """Metric vs timed seconds and vs steps for one workload: median and min-max band over studies.
+
+    Every run counts at every x: after it stopped it is held at its last value (see :func:`_held_runs`), so for
+    an odd number of studies the median line is at or past the target from the leaderboard's median time on.
+    ``scored`` (submission -> the leaderboard's median ``by`` to target) is marked on the target line of the
+    matching axis (time or steps), so that plot and leaderboard can be read against each other.
+    """
     from matplotlib.figure import Figure
 
     first = runs.iloc[0]
@@ -190,30 +217,40 @@ def plot_curves(evals: pd.DataFrame, runs: pd.DataFrame, *, colors: dict[str, An
             ordered = (evals[evals["run_id"] == rid].sort_values("step") for rid in group["run_id"])
             curves = [(e[col].to_numpy(dtype=float), e["metric_value"].to_numpy(dtype=float)) for e in ordered]
             top = max((x.max() for x, _ in curves if len(x)), default=0.0)
-            grid = np.linspace(0.0, top, CURVE_POINTS) if top > 0 else np.zeros(1)
-            ys = _interp_runs(curves, grid)
+            # the grid holds every evaluation, so that each step of the median falls where an evaluation was
+            grid = np.unique(np.concatenate([np.linspace(0.0, top, CURVE_POINTS) if top > 0 else np.zeros(1),
+                                             *(x[np.isfinite(x)] for x, _ in curves)]))
+            ys = _held_runs(curves, grid, goal=goal)
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns past every run's end
-                med, lo, hi = np.nanmedian(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
-            # The median only where at least half the runs are still going: past that it would follow the
-            # slowest few and jump; the band still shows them.
-            med[np.isfinite(ys).sum(0) < math.ceil(len(curves) / 2)] = np.nan
-            ax.plot(grid, med, color=colors[sub], lw=1.8, label=_label(f"{sub} (n={len(curves)})"))
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns before the first evaluation
+                med, lo, hi = (np.nanmedian(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0))
+            med, lo, hi = (np.where(np.isfinite(v), v, np.nan) for v in (med, lo, hi))  # a held inf: not drawn
+            ax.plot(grid, med, color=colors[sub], lw=1.8, drawstyle="steps-post",
+                    label=_label(f"{sub} (n={len(curves)})"))
             if len(curves) > 1:
-                ax.fill_between(grid, lo, hi, color=colors[sub], alpha=0.2, lw=0)
+                ax.fill_between(grid, lo, hi, color=colors[sub], alpha=0.2, lw=0, step="post")
+            t = (scored or {}).get(str(sub), math.nan)
+            if col == EVAL_AXIS.get(by) and math.isfinite(t):
+                ax.plot([t], [target], marker="D", ms=7, mfc=colors[sub], mec="black", ls="none", zorder=5,
+                        label=_label(f"{sub}: scored median {by} to target"))
         ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:g}")
         ax.set(xlabel=label, ylabel=metric)
         if log_y:
             ax.set_yscale("log")
+            _plain_log_ticks(ax.yaxis)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8)  # off the data
     fig.suptitle(f"{workload}: {metric} ({goal}), median and min-max over studies (best trial of each)")
     return fig
 
 
 def plot_sensitivity(sens: pd.DataFrame, *, colors: dict[str, Any], workload: str, hparam: str, by: str,
                      metric: str) -> Figure | None:
-    """Best metric and time-to-target vs one hyperparameter (log x); misses are crosses along the top."""
+    """Best metric and time-to-target vs one hyperparameter (log x).
+
+    A value whose median trial missed has no time to target: it is drawn as a hollow marker on the top edge of
+    the axes (axes coordinates, off the data scale, in the legend as "missed"), never at a made-up time.
+    """
     from matplotlib.figure import Figure
 
     from optbench.scoring import TRIAL_MEASURES
@@ -225,20 +262,27 @@ def plot_sensitivity(sens: pd.DataFrame, *, colors: dict[str, Any], workload: st
     col = TRIAL_MEASURES[by]
     fig = Figure(figsize=(10.0, 3.6), layout="constrained")
     ax_m, ax_t = fig.subplots(1, 2)
+    missed_any = False
     for sub, g in numeric.groupby("submission", sort=False):
         x = g["value"].astype(float).to_numpy()
         ax_m.plot(x, g["best_metric"].astype(float), "o-", color=colors.get(sub), ms=4, label=_label(sub))
         t = g[col].astype(float).to_numpy()
         hit = np.isfinite(t)
         ax_t.plot(x[hit], t[hit], "o-", color=colors.get(sub), ms=4, label=_label(sub))
-        ax_t.plot(x[~hit], np.full((~hit).sum(), 0.96), "x", color=colors.get(sub), ms=7,
-                  transform=ax_t.get_xaxis_transform())
-    ax_m.set(xscale="log", xlabel=hparam, ylabel=f"best {metric} (median)", title="best metric")
-    ax_t.set(xscale="log", xlabel=hparam, ylabel=f"{by} to target, {UNIT[by]} (median)",
-             title="time to target (x = missed)")
+        if (~hit).any():  # no measurement: hollow markers on the top edge, outside the data, labelled
+            ax_t.plot(x[~hit], np.ones((~hit).sum()), "o", mfc="none", mec=colors.get(sub), mew=1.5, ms=8,
+                      clip_on=False, transform=ax_t.get_xaxis_transform(), label=_label(f"{sub}: missed"))
+            missed_any = True
+    ax_m.set(xscale="log", xlabel=hparam, ylabel=f"best {metric} (median)")
+    ax_m.set_title("best metric", pad=12)
+    ax_t.set(xscale="log", xlabel=hparam, ylabel=f"{by} to target, {UNIT[by]} (median)")
+    ax_t.set_title("time to target (hollow on the top edge = missed)", pad=12)
     for ax in (ax_m, ax_t):
         ax.grid(alpha=0.3)
+        _plain_log_ticks(ax.xaxis)
     ax_m.legend(fontsize=8)
+    if missed_any:
+        ax_t.legend(fontsize=7)
     fig.suptitle(f"{workload}: sensitivity to {hparam}")
     return fig
 
@@ -247,25 +291,49 @@ def plot_outcomes(board: Leaderboard) -> Figure:
     """Submissions x workloads: colour = fraction of trials that reached; text = counts by outcome."""
     from matplotlib.figure import Figure
 
-    from optbench.results import OUTCOMES
+    from matplotlib import colormaps
+
+    from optbench.render import outcome_counts, outcome_letters
 
     subs, works = list(board.scores.index), list(board.times.index)
     frac = np.full((len(subs), len(works)), np.nan)
-    fig = Figure(figsize=(max(6.0, 1.9 * len(works) + 2.5), 0.55 * len(subs) + 1.8), layout="constrained")
+    cmap = colormaps["RdYlGn"]
+    fig = Figure(figsize=(max(6.0, 1.9 * len(works) + 3.5), 0.55 * len(subs) + 1.8), layout="constrained")
     ax = fig.add_subplot()
     for i, s in enumerate(subs):
         for j, w in enumerate(works):
             if (w, s) not in board.cells.index:
+                ax.text(j, i, "not run", ha="center", va="center", fontsize=8, color="#555555")
                 continue
             cell = board.cells.loc[(w, s)]
             frac[i, j] = cell["reached"] / max(1, cell["n_trials"])
-            text = " ".join(f"{o[0] if o != 'error' else 'E'}{int(cell[o])}" for o in OUTCOMES if cell[o])
-            ax.text(j, i, text, ha="center", va="center", fontsize=8)
-    ax.imshow(frac, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+            ax.text(j, i, outcome_counts(cell), ha="center", va="center", fontsize=8,
+                    color=text_color(cmap(frac[i, j])))
+    image = ax.imshow(frac, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    fig.colorbar(image, ax=ax, label="fraction of trials reached", fraction=0.05, pad=0.02)
     ax.set_xticks(range(len(works)), works, rotation=20, ha="right")
     ax.set_yticks(range(len(subs)), subs)
-    ax.set_title("Trial outcomes\ncolour: fraction reached; text: counts (r/m/d/E/o/t)", fontsize=10)
+    ax.set_title(f"Trial outcomes\ncolour: fraction reached; text: counts ({outcome_letters()})", fontsize=10)
     return fig
+
+
+def relative_luminance(rgb: Any) -> float:
+    """WCAG 2 relative luminance of a colour (any matplotlib colour: a name, "#rrggbb", an RGB(A) tuple)."""
+    from matplotlib.colors import to_rgb
+
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(rgb)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: Any, b: Any) -> float:
+    """WCAG 2 contrast ratio of two colours, in [1, 21]."""
+    hi, lo = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def text_color(background: Any) -> str:
+    """Black or white, whichever contrasts more with ``background`` (at least 4.58:1 either way)."""
+    return "black" if contrast(background, (0, 0, 0)) >= contrast(background, (1, 1, 1)) else "white"
 
 
 def _save(fig: Figure, out: Path, name: str) -> tuple[Path, Path, str]:
@@ -292,7 +360,8 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px sol
 text-align:right;vertical-align:top}th{background:#f3f3f3}td.l,th.l{text-align:left}
 .note{color:#555;font-size:.9em}.warn{background:#fff4e0;border-left:4px solid #f0a020;padding:.4em .8em}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
-code{font-size:.85em;word-break:break-all}.scroll{overflow-x:auto}
+code{font-size:.85em;word-break:break-all}.scroll{overflow-x:auto;max-width:100%}
+.nowrap th,.nowrap td{white-space:nowrap}.nowrap code{word-break:normal}
 """
 
 SCRIPT = """
@@ -304,21 +373,27 @@ window.addEventListener('load', function () {
 """
 
 
-def _table(headers: list[str], rows: list[list[str]], *, table_id: str, left: int = 1) -> str:
-    """An HTML table; cells are already escaped HTML; the first ``left`` columns are left-aligned."""
+def _table(headers: list[str], rows: list[list[str]], *, table_id: str, left: int = 1, wrap: bool = True) -> str:
+    """An HTML table; cells are already escaped HTML; the first ``left`` columns are left-aligned.
+
+    ``wrap=False``: cells keep to one line and the table scrolls sideways in its box (hashes, versions and
+    hyperparameters are unreadable when broken across lines).
+    """
     head = "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>" for i, h in enumerate(headers))
     body = "".join("<tr>" + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>"
                                     for i, c in enumerate(r)) + "</tr>\n" for r in rows)
-    return (f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody>'
+    box = "scroll" if wrap else "scroll nowrap"
+    return (f'<div class="{box}"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody>'
             "</table></div>")
 
 
 def _leaderboard_html(board: Leaderboard, score_ci: pd.DataFrame, time_ci: pd.DataFrame) -> str:
+    from optbench.render import miss_reason, outcome_letters
     from optbench.results import OUTCOMES
 
     by = board.by
     headers = ["#", "submission", "score [CI]"] + [f"{esc(w)}<br>{esc(by)} to target [CI] (ratio)"
-                                                   for w in board.times.index] + ["outcomes<br>r/m/d/E/o/t"]
+                                                   for w in board.times.index] + [f"outcomes<br>{outcome_letters()}"]
     rows = []
     for rank, s in enumerate(board.scores.index, start=1):
         score = f"{board.scores[s]:.3f}"
@@ -327,11 +402,13 @@ def _leaderboard_html(board: Leaderboard, score_ci: pd.DataFrame, time_ci: pd.Da
         cells = []
         for w in board.times.index:
             text = _fmt(float(board.times.loc[w, s]), by)
-            if (w, s) in time_ci.index and not math.isnan(time_ci.loc[(w, s), "low"]):
+            finite = math.isfinite(float(board.times.loc[w, s]))  # a miss has no interval worth printing
+            if finite and (w, s) in time_ci.index and not math.isnan(time_ci.loc[(w, s), "low"]):
                 lo, hi = time_ci.loc[(w, s), "low"], time_ci.loc[(w, s), "high"]
                 text += f" [{_fmt(float(lo), by)}, {_fmt(float(hi), by)}]"
             ratio = float(board.ratios.loc[w, s])
-            cells.append(esc(text + (f" ({ratio:.2f}x)" if math.isfinite(ratio) else "")))
+            text += f" ({ratio:.2f}x)" if math.isfinite(ratio) else f" ({miss_reason(board, str(w), str(s))})"
+            cells.append(esc(text))
         counts = "/".join(str(int(board.outcomes.loc[s, o])) for o in OUTCOMES)
         rows.append([str(rank), esc(s), esc(score), *cells, esc(counts)])
     return _table(headers, rows, table_id="leaderboard", left=2)
@@ -347,9 +424,18 @@ def _paired_html(rows: list[dict[str, Any]]) -> str:
         if "p" not in r:
             out.append([esc(r["workload"]), esc(r["a"]), esc(r["b"]), "", "", "", "", "", "", esc(r["note"])])
             continue
-        out.append([esc(r["workload"]), esc(r["a"]), esc(r["b"]), f"{r['p']:.3g}", esc(f"{r['speedup']:.3g}"),
+        speedup = "n/a" if math.isnan(r["speedup"]) else f"{r['speedup']:.3g}"
+        out.append([esc(r["workload"]), esc(r["a"]), esc(r["b"]), f"{r['p']:.3g}", esc(speedup),
                     str(r["pairs"]), str(r["a_only"]), str(r["b_only"]), esc(r["need"]), esc(r["note"])])
     return _table(headers, out, table_id="paired", left=3)
+
+
+PAIRED_LEGEND = (
+    "inf (speed-up): in at least half of the pairs where one of the two reached, only A did, so t_B / t_A is "
+    "unbounded (B missed; a miss counts as an infinite time). 0: the same with only B reaching. n/a (speed-up): "
+    "no pair where either reached. n/a (seeds needed): nothing to detect, because the speed-up is not above 1 "
+    "(B is not slower) or is inf, or fewer than 2 pairs where both reached leave the spread of log(t_B / t_A) "
+    "unknown.")
 
 
 def _provenance_html(trials: pd.DataFrame) -> str:
@@ -368,15 +454,20 @@ def _provenance_html(trials: pd.DataFrame) -> str:
     per_trial = [[esc(r[c]) if c != "hparams" else f"<code>{esc(r[c])}</code>" for c in cols]
                  for r in trials.sort_values(["workload", "submission", "study", "trial"])[cols].to_dict("records")]
     return (_table([*PROVENANCE, "workloads", "submissions", "trials"], env_rows, table_id="provenance",
-                   left=len(PROVENANCE) + 2)
+                   left=len(PROVENANCE) + 2, wrap=False)
             + "<h3>Plugin origins</h3>" + _table(["kind", "name", "origin", "trials"], origin_rows,
-                                                 table_id="origins", left=3)
+                                                 table_id="origins", left=3, wrap=False)
             + f"<details><summary>Every trial ({len(trials)})</summary>"
-            + _table(cols, per_trial, table_id="trials", left=len(cols)) + "</details>")
+            + _table(cols, per_trial, table_id="trials", left=len(cols), wrap=False) + "</details>")
 
 
 def _warnings(loaded: ResultSet, trials: pd.DataFrame) -> list[str]:
+    from optbench.render import pooled_warning
+
     out = [f"skipped {p.splitlines()[0]}" for p in loaded.problems]
+    pooled = pooled_warning(trials)
+    if pooled:
+        out.append(pooled)
     for col, what in (("code_hash", "versions of the engine code"), ("device_name", "devices")):
         n = trials[col].nunique()
         if n > 1:
@@ -413,6 +504,7 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
         from matplotlib import rc_context
     except ImportError:
         raise UsageError("optbench report needs matplotlib: pip install matplotlib") from None
+    from optbench import render
     from optbench.scoring import leaderboard
     from optbench.stats import score_ci, time_cis
 
@@ -420,6 +512,7 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
         raise UsageError("no results to report; run e.g. 'optbench run' or 'optbench tune' first")
     out = ensure_writable_dir(Path(out), what="report directory")  # before any work is spent on plots
     trials = loaded.scoring_trials()
+    render.warn_pooled(trials)  # on stderr now, and on the page among its warnings
     board = leaderboard(trials, by=by, r_max=r_max)
     s_ci = score_ci(trials, by=by, r_max=r_max, level=level, n_boot=n_boot)
     t_ci = time_cis(trials, by=by, level=level, n_boot=n_boot)
@@ -439,6 +532,7 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
 def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by: str,
              hparam: str) -> list[tuple[str, str, Figure]]:
     """Every plot of the report as (file name, caption, figure)."""
+    from optbench import render
     from optbench.results import with_workload_key
     from optbench.stats import sensitivity
 
@@ -446,7 +540,8 @@ def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by:
     figures: list[tuple[str, str, Figure]] = [
         ("profile", ("Performance profiles: fraction of workloads a submission reaches within tau times the best "
                      "(step function; the score is the area under it, normalised)."), plot_profiles(board, colors)),
-        ("outcomes", "Outcomes of every trial per submission and workload.", plot_outcomes(board)),
+        ("outcomes", f"Outcomes of every trial per submission and workload. {render.outcome_legend()}",
+         plot_outcomes(board)),
     ]
     runs = representative_runs(trials, by=by)
     evals = with_workload_key(loaded.evals_of(runs["run_id"].tolist()))  # only the curves that are drawn
@@ -456,10 +551,17 @@ def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by:
         sens = None
     for w in board.times.index:
         wr = runs[runs["workload"] == w]
-        caption = (f"{w}: validation metric of the best trial of each study; line: median over studies (drawn "
-                   "while at least half of them run), band: min-max; runs stop at their target or budget.")
+        caption = (f"{w}: validation metric of the best trial of each study, as last evaluated; line: median "
+                   "over studies, band: min-max. Runs stop at their target or budget and keep their last value "
+                   "(a diverged one counts as never reaching), so the line meets the target where the median "
+                   f"study has. Diamonds: the leaderboard's median {by} to target (median over studies of each "
+                   "study's first evaluation at the target). With an odd number of studies the line meets the "
+                   "target at the diamond; with an even number the leaderboard takes the mean of the middle two "
+                   "times, and the line may cross between them.")
+        scored = {str(s): float(board.times.loc[w, s]) for s in board.times.columns}
         figures.append((f"curves-{_safe_name(w)}", caption,
-                        plot_curves(evals[evals["run_id"].isin(wr["run_id"])], wr, colors=colors, workload=w)))
+                        plot_curves(evals[evals["run_id"].isin(wr["run_id"])], wr, colors=colors, workload=w,
+                                    scored=scored, by=by)))
         if sens is not None:
             fig = plot_sensitivity(sens[sens["workload"] == w], colors=colors, workload=w, hparam=hparam, by=by,
                                    metric=str(wr.iloc[0]["metric_name"]))
@@ -499,7 +601,8 @@ def _page(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, s_ci: pd.
 <p class="note">{esc(summary)}</p>
 {warn}
 <h2>Leaderboard</h2>
-<p class="note">{esc(render.header(board))} Intervals: {level:.0%} bootstrap percentile intervals over studies
+<p class="note">{esc(render.header(board))} {esc(render.outcome_legend())}
+Intervals: {level:.0%} bootstrap percentile intervals over studies
 (scores: every cell resampled, the whole leaderboard recomputed per replicate).</p>
 {_leaderboard_html(board, s_ci, t_ci)}
 <h2>Paired tests against the best submission</h2>
@@ -507,6 +610,7 @@ def _page(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, s_ci: pd.
 <code>optbench run</code> results a study is one seed). p-value: evidence that A reaches the target faster than B.
 Speed-up: median over pairs of t_B / t_A. Seeds needed: matched studies for a paired test to detect the observed
 speed-up with power 0.8 at alpha 0.05.</p>
+<p class="note" id="paired-legend">{esc(PAIRED_LEGEND)}</p>
 {_paired_html(paired)}
 <h2>Plots</h2>
 {''.join(figures)}

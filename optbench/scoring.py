@@ -24,6 +24,7 @@ References:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -396,6 +397,29 @@ def leaderboard(
         scores=scores[order].rename("score"), times=times, ratios=ratios, cells=cells, outcomes=outcomes,
         by=by, r_max=float(r_max), reference=reference, algoperf=algoperf, unreached=unreached, undefined=undefined,
     )
+
+
+RUN_STUDY = re.compile(r"seed\d+")  # the study `optbench run` names (prepared.py: f"seed{seed}")
+TUNE_STUDY = re.compile(r"study-\d+")  # the study `optbench tune` names (tuning.py: f"study-{k}")
+
+
+def pooled_run_and_tune(trials: pd.DataFrame) -> list[tuple[str, str]]:
+    """(workload, submission) cells holding both ``run`` studies (``seed<N>``) and ``tune`` studies (``study-<k>``).
+
+    :func:`aggregate` takes one median over all studies of a cell, so a single-seed run at fixed hyperparameters
+    and the best of a tuning study would be pooled as if they were alike.
+
+    Args:
+      trials: a trials table with ``workload``, ``submission`` and ``study`` (workload as scored, e.g. with size).
+    Returns:
+      The mixed cells, sorted; empty when none.
+    """
+    kinds = trials.assign(
+        _run=trials["study"].astype(str).str.fullmatch(RUN_STUDY.pattern),
+        _tune=trials["study"].astype(str).str.fullmatch(TUNE_STUDY.pattern),
+    ).groupby(["workload", "submission"], sort=True)[["_run", "_tune"]].any()
+    mixed = kinds[kinds["_run"] & kinds["_tune"]]
+    return [(str(w), str(s)) for w, s in mixed.index]
 
 
 def parse_hparams(text: str) -> dict:

@@ -45,7 +45,10 @@ def _invoke(*args: str):
 def test_score_prints_names_literally(store, fmt):
     r = _invoke("score", "--results-dir", str(store), "--format", fmt)
     assert r.exit_code == 0, r.output
-    shown = r.output.replace("\\_", "_").replace("\\$", "$").replace("\\textbackslash{}", "\\")  # LaTeX escapes
+    shown = r.output  # undo the LaTeX escapes (render._TEX): those ending in "{}" before "\\{" and "\\}"
+    for tex, ch in (("\\textbackslash{}", "\\"), ("\\textasciicircum{}", "^"), ("\\textasciitilde{}", "~"),
+                    ("\\_", "_"), ("\\$", "$"), ("\\#", "#"), ("\\{", "{"), ("\\}", "}")):
+        shown = shown.replace(tex, ch)
     for name in (*SUBS, WORKLOAD):
         assert name in shown or json.dumps(name)[1:-1] in shown, (name, r.output)
 

@@ -20,7 +20,9 @@ from optbench.cli import main
 from optbench.results import write_trial
 from tests.test_results import _record, _row
 
-EXPECTED = [("fast", 1.0, 1.0, "10 s (1.00x)"), ("slow", 0.5, 2.5, "25 s (2.50x)"), ("never", 0.0, math.inf, "miss")]
+EXPECTED = [("fast", 1.0, 1.0, "10 s (1.00x)"), ("slow", 0.5, 2.5, "25 s (2.50x)"),
+            ("never", 0.0, math.inf, "miss (1 budget)")]
+OUTCOME_CELLS = ["r1", "r1", "m1"]  # the outcome column the Markdown and LaTeX tables keep
 
 
 @pytest.fixture
@@ -66,7 +68,8 @@ def test_markdown_and_latex_rows(store, fmt, split):
     out = _score(store, "--format", fmt)
     cells = [split(line) for line in out.splitlines() if ("|" in line or "&" in line)]
     body = [c for c in cells if c[0].isdigit()]  # the data rows (header, rules and notes start otherwise)
-    assert body == [[str(i + 1), sub, f"{score:.3f}", cell] for i, (sub, score, _, cell) in enumerate(EXPECTED)]
+    assert body == [[str(i + 1), sub, f"{score:.3f}", cell, counts]
+                    for i, ((sub, score, _, cell), counts) in enumerate(zip(EXPECTED, OUTCOME_CELLS))]
 
 
 def test_default_table_rows(store):
