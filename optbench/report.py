@@ -9,9 +9,12 @@ Plots (matplotlib's object-oriented API on the Agg canvas, no pyplot state):
 
 * ``profile``: performance profiles rho_s(tau), one step line per submission (Dolan & More 2002);
 * ``curves-<workload>``: validation metric vs timed seconds and vs steps, median and min-max band over studies of
-  each study's best trial (the trial scoring uses), target as a horizontal line;
+  each study's best trial (the trial scoring uses; a stopped run keeps its last value), target as a horizontal line
+  with the leaderboard's median time to target marked on it;
 * ``sensitivity-<workload>``: best metric and time-to-target vs a swept hyperparameter (default ``lr``, log x);
-* ``outcomes``: submissions x workloads heatmap of the fraction of trials that reached, annotated with counts.
+  misses as hollow markers on the top edge;
+* ``outcomes``: submissions x workloads heatmap of the fraction of trials that reached (with a colour bar),
+  annotated with counts in black or white by cell luminance.
 
 References:
   Dahl et al., "Benchmarking Neural Network Training Algorithms", arXiv:2306.07179 (2023), section 4.
@@ -493,7 +496,8 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
       n_boot: bootstrap replicates.
       source: where the results came from, shown on the page.
     Returns:
-      The :class:`Report`.
+      The :class:`Report`. Results of ``run`` and ``tune`` pooled on one workload and submission get one
+      ``warning:`` line on stderr (:func:`optbench.render.warn_pooled`) and a warning on the page.
     Raises:
       UsageError: no results, a bad measure, matplotlib missing, ``out`` not writable (checked before any plot), or
         a write that fails part way.
