@@ -558,10 +558,7 @@ def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by:
         caption = (f"{w}: validation metric of the best trial of each study, as last evaluated; line: median "
                    "over studies, band: min-max. Runs stop at their target or budget and keep their last value "
                    "(a diverged one counts as never reaching), so the line meets the target where the median "
-                   f"study has. Diamonds: the leaderboard's median {by} to target (median over studies of each "
-                   "study's first evaluation at the target). With an odd number of studies the line meets the "
-                   "target at the diamond; with an even number the leaderboard takes the mean of the middle two "
-                   "times, and the line may cross between them.")
+                   "study has." + (_DIAMONDS.format(by=by) if by in EVAL_AXIS else ""))
         scored = {str(s): float(board.times.loc[w, s]) for s in board.times.columns}
         figures.append((f"curves-{_safe_name(w)}", caption,
                         plot_curves(evals[evals["run_id"].isin(wr["run_id"])], wr, colors=colors, workload=w,
@@ -573,6 +570,12 @@ def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by:
                 caption = f"{w}: median over trials at each value of {hparam} (every seed and study)."
                 figures.append((f"sensitivity-{_safe_name(w)}", caption, fig))
     return figures
+
+
+_DIAMONDS = (" Diamonds: the leaderboard's median {by} to target (median over studies of each study's first "
+             "evaluation at the target). With an odd number of studies the line meets the target at the diamond; "
+             "with an even number the leaderboard takes the mean of the middle two, and the line may cross "
+             "between them.")
 
 
 def _save_all(figures: list[tuple[str, str, Figure]], out: Path) -> tuple[list[Path], list[str]]:
