@@ -50,6 +50,7 @@ def test_csv_rows_hold_the_hand_computed_scores_and_ratios(store):
     assert [float(row["linreg/tiny:ratio"]) for row in rows] == [e[2] for e in EXPECTED]
     assert [float(row["linreg/tiny:time"]) for row in rows] == [10.0, 25.0, math.inf]
     assert [(row["reached"], row["missed"]) for row in rows] == [("1", "0"), ("1", "0"), ("0", "1")]
+    assert [row["linreg/tiny:miss"] for row in rows] == ["", "", "1 budget"]  # why the miss missed
 
 
 def test_json_rows_hold_the_hand_computed_scores(store):
