@@ -222,7 +222,14 @@ class Group:
     def agree_max(self, value: float) -> float:
         """The largest of the ranks' ``value`` (float64), known to every rank."""
         t = torch.tensor([value], dtype=torch.float64, device=self.comm_device)
-        return float(self.all_reduce(t, op="max")[0])
+        return self.to_host(self.all_reduce(t, op="max"))[0]
+
+    def to_host(self, tensor: torch.Tensor) -> list[float]:
+        """``tensor``'s values on the host. With NCCL the collective that produced it may still be queued: wait
+        through :meth:`sync` (which watches the peers) rather than in ``tolist``, which would block for ever on a
+        collective a dead peer never joins."""
+        self.sync()
+        return tensor.tolist()
 
     @property
     def comm_device(self) -> torch.device:

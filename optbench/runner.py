@@ -180,8 +180,9 @@ class TrialLoop:
             return math.nan
         values = torch.stack(self.pending).to(torch.float64)  # (S,) this rank's shares of the S steps' losses
         if self.group is not None:
-            values = self.group.reduce_values(values)
-        losses = values.tolist()
+            losses = self.group.to_host(self.group.reduce_values(values))
+        else:
+            losses = values.tolist()
         self.pending.clear()
         c = self.state.counters
         first_step = c.step - len(losses) + 1
@@ -223,7 +224,7 @@ class TrialLoop:
         if self.group is not None:
             keys = sorted(metrics)
             values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.group.comm_device)
-            metrics = dict(zip(keys, self.group.broadcast(values, src=0).tolist()))
+            metrics = dict(zip(keys, self.group.to_host(self.group.broadcast(values, src=0))))
         return metrics
 
     def evaluate(self) -> EvalRow:
