@@ -118,7 +118,7 @@ class TrialLoop:
     def __init__(self, *, prep: PreparedTrial, task: Task, observer: Observer | None, wall_start: float,
                  group: Group | None = None) -> None:
         self.prep, self.task, self.observer, self.group = prep, task, observer, group
-        self.world = distributed.world() if group is not None else distributed.World()
+        self.world = group.world if group is not None else distributed.World()  # as run_prepared found it
         self.wall_start = wall_start  # perf_counter() when the trial began (set-up included, as --timeout counts)
         self.metric = prep.workload.obj.metric
         self.caps = prep.submission.obj.capabilities
@@ -230,10 +230,10 @@ class TrialLoop:
     def evaluate(self) -> EvalRow:
         """Evaluate (untimed; the submission's eval-parameter swap is timed, as AlgoPerf's prepare_for_eval)."""
         st, c = self.state, self.state.counters
+        lr = float((getattr(st.updater, "param_groups", None) or [{}])[0].get("lr", math.nan))
         diag: dict[str, float] = {}
         if self.diagnostics is not None:  # at the training weights, before any evaluation swap; untimed
             with st.clock.paused():
-                lr = float((getattr(st.updater, "param_groups", None) or [{}])[0].get("lr", math.nan))
                 diag = self.diagnostics.measure(st.model, lr=lr if math.isfinite(lr) else None, updater=st.updater)
         swap = st.updater.eval_params() if Capability.EVAL_PARAMS in self.caps else None  # type: ignore[attr-defined]
         if swap is not None:
@@ -249,12 +249,11 @@ class TrialLoop:
         if self.metric.name not in metrics:
             raise RuntimeError(f"workload {self.prep.workload.name!r} evaluate() returned no {self.metric.name!r}")
         metrics.update(diag)
-        groups = getattr(st.updater, "param_groups", None) or [{}]
         row = EvalRow(
             step=c.step, examples=c.examples, tokens=c.tokens, timed_seconds=st.clock.timed,
             eval_seconds=st.clock.untimed, wall_seconds=time.perf_counter() - self.wall_start,
             train_loss=c.loss_sum / c.loss_count if c.loss_count else math.nan,
-            metric_value=float(metrics[self.metric.name]), learning_rate=float(groups[0].get("lr", math.nan)),
+            metric_value=float(metrics[self.metric.name]), learning_rate=lr,
             batch_size=c.last_batch_size or self.batch_size(), metrics_json=json.dumps(metrics),
         )
         st.rows.append(row)
@@ -479,7 +478,9 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
         group.fail(outcome, reason)  # the peers stop at their next collective
     rows = loop.state.rows if loop is not None else []
     record = _record(prep, outcome, reason, loop, group)
-    final = prep.owns_checkpoint and here.is_main and outcome != "interrupted" and loop is not None
+    # Only a trial that saved a checkpoint has one to retire (most short tune trials never save one).
+    final = (prep.owns_checkpoint and here.is_main and outcome != "interrupted" and loop is not None
+             and prep.checkpoint.exists())
     if final:
         checkpoints.finishing(prep.checkpoint, trial_path(prep.results_dir, record))
     path, note = _write(prep, record, rows) if here.is_main else (None, None)
@@ -498,8 +499,7 @@ def _recorded(path: Path) -> TrialResult:
 
     meta, frame = read_trial(path)
     rows = [EvalRow(**{k: row[k] for k in EvalRow.__dataclass_fields__}) for row in frame.to_dict("records")]
-    return TrialResult(record=TrialRecord(**meta), rows=rows, path=path,
-                       note=None)
+    return TrialResult(record=TrialRecord(**meta), rows=rows, path=path)
 
 
 def _traceback() -> str:
@@ -538,6 +538,7 @@ def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLo
     rows = loop.state.rows if loop is not None else []
     hit = _to_target(rows, goal, prep.target) if outcome == "reached" else None
     best = best_value([r.metric_value for r in rows], goal)
+    prov = provenance.collect(prep.device)
     now = datetime.now(timezone.utc)
     return TrialRecord(
         schema_version=SCHEMA_VERSION, run_id=f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
@@ -551,12 +552,12 @@ def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLo
         examples_to_target=hit.examples if hit else None, tokens_to_target=hit.tokens if hit else None,
         best_metric=best, total_steps=loop.state.counters.step if loop else 0,
         total_timed_seconds=loop.state.clock.timed if loop else 0.0, max_steps=prep.budget.max_steps,
-        max_seconds=prep.budget.max_seconds, error=reason, **provenance.collect(prep.device).as_dict(),
+        max_seconds=prep.budget.max_seconds, error=reason, **prov.as_dict(),
         compiled=prep.compile, micro_batch_size=prep.micro_batch_size,
         accumulation_steps=accumulation_steps(prep.batch_size, world_size=prep.world_size,
                                               micro=prep.micro_batch_size),
         world_size=prep.world_size, dist_backend=group.backend if group is not None else "",
-        device_names=group.names if group is not None else provenance.device_name(prep.device),
+        device_names=group.names if group is not None else prov.device_name,
         sync_every=prep.sync_every, resumes=loop.state.counters.resumes if loop else 0,
         lost_seconds=loop.state.counters.lost_seconds if loop else 0.0,
         step_hint=prep.info.step_hint,
