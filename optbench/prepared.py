@@ -440,5 +440,7 @@ def check_destination(results_dir: Path, trials: Sequence[PreparedTrial] = ()) -
     clean_stale_temporaries(ensure_writable_dir(Path(results_dir)))
     folders = {trial_dir(results_dir, workload=t.workload.obj.name, size=t.size.name, submission=t.submission.label)
                for t in trials}
+    # A trial that will save checkpoints must be able to: found here, not at its first save mid-training.
+    folders |= {t.checkpoint.parent for t in trials if t.checkpoint is not None and t.checkpoint_every is not None}
     for folder in sorted(folders):
         ensure_writable_dir(folder)

@@ -168,3 +168,11 @@ def test_a_kill_between_the_result_and_the_checkpoint_cleanup_does_not_run_the_t
     again = run_prepared(prep)
     assert again.path == first.path and again.record.run_id == first.record.run_id
     assert len(list(tmp_path.rglob("*.parquet"))) == 1 and not prep.checkpoint.exists()
+
+
+def test_a_checkpoint_folder_blocked_by_a_file_is_one_line_before_training(tmp_path: Path) -> None:
+    (tmp_path / ".checkpoints").write_text("a file where the checkpoints go")
+    done = subprocess.run([sys.executable, "-m", "optbench", *TRIAL, *SHORT, "--checkpoint-every", "1",
+                           "--results-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and ".checkpoints" in done.stderr
+    assert not list(tmp_path.rglob("*.parquet"))
