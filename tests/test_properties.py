@@ -109,7 +109,8 @@ def test_parse_search_space_of_deep_json_text(text: str) -> None:
 # -------------------------------------------------------------------------------------------------- the CLI
 
 ALLOWED_EXIT = {0, 1, 2}
-_RUN_OPTIONS = ("-o", "--seed", "--max-steps", "--batch-size", "--max-seconds", "--timeout", "--study")
+_RUN_OPTIONS = ("-o", "--seed", "--max-steps", "--batch-size", "--max-seconds", "--timeout", "--study",
+                "--micro-batch-size", "--sync-every", "--checkpoint-every", "--step-hint")
 option_values = st.text(max_size=20) | st.sampled_from([*BAD_NUMBERS, *BAD_JSON_VALUES, *MARKUP])
 
 
