@@ -14,7 +14,9 @@ Plots (matplotlib's object-oriented API on the Agg canvas, no pyplot state):
 * ``sensitivity-<workload>``: best metric and time-to-target vs a swept hyperparameter (default ``lr``, log x);
   misses as hollow markers on the top edge;
 * ``outcomes``: submissions x workloads heatmap of the fraction of trials that reached (with a colour bar),
-  annotated with counts in black or white by cell luminance.
+  annotated with counts in black or white by cell luminance;
+* ``cbs-<workload>-<submission>`` and ``diagnostics-<workload>``, each in its own section with a table, only where
+  the results hold a batch-size sweep or trials run with ``--diagnostics`` (:mod:`optbench.report_research`).
 
 References:
   Dahl et al., "Benchmarking Neural Network Training Algorithms", arXiv:2306.07179 (2023), section 4.
@@ -24,10 +26,8 @@ References:
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
-import re
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,6 +39,7 @@ import pandas as pd
 
 from optbench.errors import UsageError
 from optbench.fsutil import ensure_writable_dir
+from optbench.pages import PLAIN_TEXT, esc, html_table, plain_log_ticks, safe_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -59,20 +60,6 @@ class Report:
 
     index: Path
     images: tuple[Path, ...]
-
-
-def esc(value: Any) -> str:
-    """HTML-escaped text of any value (quotes included, so it is safe in attributes too)."""
-    return html.escape(str(value), quote=True)
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "workload"
-
-
-# Names in plots are the user's text: never mathtext ("$x_1$" would be typeset, a lone "$" or "^" can fail to
-# parse), never LaTeX. build_report draws and saves every figure under these settings.
-PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
 def _label(name: Any) -> str:
@@ -126,14 +113,6 @@ def _held_runs(runs: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray, *, g
             held = np.where(np.isnan(y), worst, y)[np.maximum(idx, 0)]
             out[i] = np.where(idx >= 0, held, np.nan)
     return out
-
-
-def _plain_log_ticks(axis: Any) -> None:
-    """Tick labels of a log axis as plain numbers: the default ones are mathtext, which PLAIN_TEXT turns off."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
 
 
 def paired_rows(trials: pd.DataFrame, board: Leaderboard, *, by: str) -> list[dict[str, Any]]:
@@ -240,7 +219,7 @@ def plot_curves(evals: pd.DataFrame, runs: pd.DataFrame, *, colors: dict[str, An
         ax.set(xlabel=label, ylabel=metric)
         if log_y:
             ax.set_yscale("log")
-            _plain_log_ticks(ax.yaxis)
+            plain_log_ticks(ax.yaxis)
         ax.grid(alpha=0.3)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8)  # off the data
     fig.suptitle(f"{workload}: {metric} ({goal}), median and min-max over studies (best trial of each)")
@@ -282,7 +261,7 @@ def plot_sensitivity(sens: pd.DataFrame, *, colors: dict[str, Any], workload: st
     ax_t.set_title("time to target (hollow on the top edge = missed)", pad=12)
     for ax in (ax_m, ax_t):
         ax.grid(alpha=0.3)
-        _plain_log_ticks(ax.xaxis)
+        plain_log_ticks(ax.xaxis)
     ax_m.legend(fontsize=8)
     if missed_any:
         ax_t.legend(fontsize=7)
@@ -376,20 +355,6 @@ window.addEventListener('load', function () {
 """
 
 
-def _table(headers: list[str], rows: list[list[str]], *, table_id: str, left: int = 1, wrap: bool = True) -> str:
-    """An HTML table; cells are already escaped HTML; the first ``left`` columns are left-aligned.
-
-    ``wrap=False``: cells keep to one line and the table scrolls sideways in its box (hashes, versions and
-    hyperparameters are unreadable when broken across lines).
-    """
-    head = "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>" for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>"
-                                    for i, c in enumerate(r)) + "</tr>\n" for r in rows)
-    box = "scroll" if wrap else "scroll nowrap"
-    return (f'<div class="{box}"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody>'
-            "</table></div>")
-
-
 def _leaderboard_html(board: Leaderboard, score_ci: pd.DataFrame, time_ci: pd.DataFrame) -> str:
     from optbench.render import miss_reason, outcome_letters
     from optbench.results import OUTCOMES
@@ -414,7 +379,7 @@ def _leaderboard_html(board: Leaderboard, score_ci: pd.DataFrame, time_ci: pd.Da
             cells.append(esc(text))
         counts = "/".join(str(int(board.outcomes.loc[s, o])) for o in OUTCOMES)
         rows.append([str(rank), esc(s), esc(score), *cells, esc(counts)])
-    return _table(headers, rows, table_id="leaderboard", left=2)
+    return html_table(headers, rows, table_id="leaderboard", left=2)
 
 
 def _paired_html(rows: list[dict[str, Any]]) -> str:
@@ -430,7 +395,7 @@ def _paired_html(rows: list[dict[str, Any]]) -> str:
         speedup = "n/a" if math.isnan(r["speedup"]) else f"{r['speedup']:.3g}"
         out.append([esc(r["workload"]), esc(r["a"]), esc(r["b"]), f"{r['p']:.3g}", esc(speedup),
                     str(r["pairs"]), str(r["a_only"]), str(r["b_only"]), esc(r["need"]), esc(r["note"])])
-    return _table(headers, out, table_id="paired", left=3)
+    return html_table(headers, out, table_id="paired", left=3)
 
 
 PAIRED_LEGEND = (
@@ -456,12 +421,12 @@ def _provenance_html(trials: pd.DataFrame) -> str:
             "steps_to_target", "best_metric", "created_at", "code_hash", "device_name", "hparams"]
     per_trial = [[esc(r[c]) if c != "hparams" else f"<code>{esc(r[c])}</code>" for c in cols]
                  for r in trials.sort_values(["workload", "submission", "study", "trial"])[cols].to_dict("records")]
-    return (_table([*PROVENANCE, "workloads", "submissions", "trials"], env_rows, table_id="provenance",
+    return (html_table([*PROVENANCE, "workloads", "submissions", "trials"], env_rows, table_id="provenance",
                    left=len(PROVENANCE) + 2, wrap=False)
-            + "<h3>Plugin origins</h3>" + _table(["kind", "name", "origin", "trials"], origin_rows,
+            + "<h3>Plugin origins</h3>" + html_table(["kind", "name", "origin", "trials"], origin_rows,
                                                  table_id="origins", left=3, wrap=False)
             + f"<details><summary>Every trial ({len(trials)})</summary>"
-            + _table(cols, per_trial, table_id="trials", left=len(cols), wrap=False) + "</details>")
+            + html_table(cols, per_trial, table_id="trials", left=len(cols), wrap=False) + "</details>")
 
 
 def _warnings(loaded: ResultSet, trials: pd.DataFrame) -> list[str]:
@@ -509,6 +474,7 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
     except ImportError:
         raise UsageError("optbench report needs matplotlib: pip install matplotlib") from None
     from optbench import render
+    from optbench.report_research import research_sections
     from optbench.scoring import leaderboard
     from optbench.stats import score_ci, time_cis
 
@@ -523,11 +489,18 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
     paired = paired_rows(trials, board, by=by)
     with rc_context(PLAIN_TEXT):
         figures = _figures(loaded, trials, board, by=by, hparam=hparam)
+        sections = research_sections(loaded, trials)  # batch-size sweeps, diagnostics: only where results have them
         try:
             images, blocks = _save_all(figures, out)
+            research = []
+            for sec in sections:
+                more, sec_blocks = _save_all(list(sec.figures), out)
+                images += more
+                research.append(f'<h2>{esc(sec.title)}</h2>\n<p class="note">{esc(sec.note)}</p>\n{sec.table_html}\n'
+                                + "".join(sec_blocks))
             index = out / "index.html"
-            index.write_text(_page(loaded, trials, board, s_ci, t_ci, paired, blocks, level=level, source=source),
-                             encoding="utf-8")
+            index.write_text(_page(loaded, trials, board, s_ci, t_ci, paired, blocks, level=level, source=source,
+                                   research="\n".join(research)), encoding="utf-8")
         except OSError as exc:  # the disk filled up, or the folder went away, while writing
             raise UsageError(f"cannot write the report in {str(out)!r}: {exc.strerror or exc}") from None
     return Report(index=index, images=tuple(images))
@@ -560,7 +533,7 @@ def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by:
                    "(a diverged one counts as never reaching), so the line meets the target where the median "
                    "study has." + (_DIAMONDS.format(by=by) if by in EVAL_AXIS else ""))
         scored = {str(s): float(board.times.loc[w, s]) for s in board.times.columns}
-        figures.append((f"curves-{_safe_name(w)}", caption,
+        figures.append((f"curves-{safe_name(w)}", caption,
                         plot_curves(evals[evals["run_id"].isin(wr["run_id"])], wr, colors=colors, workload=w,
                                     scored=scored, by=by)))
         if sens is not None:
@@ -568,7 +541,7 @@ def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by:
                                    metric=str(wr.iloc[0]["metric_name"]))
             if fig is not None:
                 caption = f"{w}: median over trials at each value of {hparam} (every seed and study)."
-                figures.append((f"sensitivity-{_safe_name(w)}", caption, fig))
+                figures.append((f"sensitivity-{safe_name(w)}", caption, fig))
     return figures
 
 
@@ -592,7 +565,7 @@ def _save_all(figures: list[tuple[str, str, Figure]], out: Path) -> tuple[list[P
 
 
 def _page(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, s_ci: pd.DataFrame, t_ci: pd.DataFrame,
-          paired: list[dict[str, Any]], figures: list[str], *, level: float, source: str) -> str:
+          paired: list[dict[str, Any]], figures: list[str], *, level: float, source: str, research: str = "") -> str:
     from optbench import __version__, render
 
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -621,6 +594,7 @@ speed-up with power 0.8 at alpha 0.05.</p>
 {_paired_html(paired)}
 <h2>Plots</h2>
 {''.join(figures)}
+{research}
 <h2>Provenance</h2>
 <p class="note">What produced every result: engine version and code hash, git commit, framework, device, and where
 each plugin came from.</p>

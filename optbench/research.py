@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from optbench.errors import UsageError
 from optbench.fsutil import atomic_file
+from optbench.pages import PLAIN_TEXT, plain_formatter, plain_text
 from optbench.schedules import from_hparams, given, values
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}  # user text in plots is never mathtext
 MAX_SCHEDULE_STEPS = 10**9
 
 
@@ -102,15 +102,9 @@ def schedules_plot(configs: Sequence[Mapping[str, Any]], *, total_steps: int, ou
     curves = [(describe(c), steps, [v for _, v in schedule_values(c, total_steps=total_steps, steps=steps,
                                                                   base_lr=base_lr)]) for c in configs]
     ylabel = "learning rate" if base_lr is not None else "multiplier of the base learning rate"
-    with _plain():
+    with plain_text():
         fig = plot_schedules(curves, ylabel=ylabel, title=f"schedules over {total_steps} steps")
     return save_png(fig, out)
-
-
-def _plain() -> Any:
-    from matplotlib import rc_context
-
-    return rc_context(PLAIN_TEXT)
 
 
 class Retargeted:
@@ -271,22 +265,30 @@ def fit_steps_model(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
     return float(intercept), float(slope / intercept)
 
 
+CBS_HEADERS = ("batch size", "best lr", "steps to target (median)", "90% interval", "examples", "linear scaling",
+               "overhead", "reached")
+
+
+def _num(x: float) -> str:
+    return "missed" if x == math.inf else ("" if math.isnan(x) else f"{x:.4g}")
+
+
+def cbs_cells(r: CbsRow) -> list[str]:
+    """One row of the sweep's table as text, in :data:`CBS_HEADERS` order (``cbs`` and ``report`` print the same)."""
+    interval = f"{_num(r.steps_low)}-{_num(r.steps_high)}" if math.isfinite(r.steps_high) else ""
+    over = "" if math.isnan(r.overhead) else (_num(r.overhead) if r.overhead == math.inf else f"{r.overhead:+.0%}")
+    examples = f"{r.examples:,.0f}" if math.isfinite(r.examples) else _num(r.examples)
+    return [str(r.batch_size), "" if r.best_lr is None else f"{r.best_lr:.3g}", _num(r.steps), interval, examples,
+            _num(r.linear), over, f"{r.reached}/{r.runs}"]
+
+
 def cbs_markdown(summary: CbsSummary) -> str:
     """The table as Markdown, with the definition and the fit below it."""
-    def num(x: float) -> str:
-        return "missed" if x == math.inf else ("" if math.isnan(x) else f"{x:.4g}")
-
-    lines = ["| batch size | best lr | steps to target (median) | 90% interval | examples | linear scaling | "
-             "overhead | reached |", "|---|---|---|---|---|---|---|---|"]
-    for r in summary.rows:
-        lr = "" if r.best_lr is None else f"{r.best_lr:.3g}"
-        ci = "" if math.isnan(r.steps_low) else f"{num(r.steps_low)}-{num(r.steps_high)}"
-        over = num(r.overhead) if r.overhead == math.inf else f"{r.overhead:+.0%}"
-        lines.append(f"| {r.batch_size} | {lr} | {num(r.steps)} | {ci} | {num(r.examples)} | {num(r.linear)} | "
-                     f"{'' if math.isnan(r.overhead) else over} | {r.reached}/{r.runs} |")
+    lines = ["| " + " | ".join(CBS_HEADERS) + " |", "|" + "---|" * len(CBS_HEADERS)]
+    lines += ["| " + " | ".join(cbs_cells(r)) + " |" for r in summary.rows]
     lines += ["", f"Critical batch size: **{summary.critical_batch_size}**. {summary.definition()}",
-              f"Fit S(B) = S_min (1 + B_noise / B) (McCandlish et al. 2018): S_min = {num(summary.s_min)}, "
-              f"B_noise = {num(summary.b_noise)}."]
+              f"Fit S(B) = S_min (1 + B_noise / B) (McCandlish et al. 2018): S_min = {_num(summary.s_min)}, "
+              f"B_noise = {_num(summary.b_noise)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -314,17 +316,20 @@ def plot_cbs(summary: CbsSummary, *, title: str) -> Figure:
         ax.axvline(summary.critical_batch_size, color="C3", lw=1.2, label=f"critical batch size {summary.critical_batch_size}")
     ax.set(xlabel="batch size", ylabel="steps to target", title=title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing reached and no critical batch size: an empty axis, no legend
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no batch size reached the target", ha="center", va="center", transform=ax.transAxes)
     return fig
 
 
 def _plain_log_ticks(ax: Any, xs: Sequence[int]) -> None:
-    """Tick labels as plain numbers: the default log labels are mathtext, which PLAIN_TEXT turns off."""
+    """Batch sizes as the x ticks and plain-number y labels, with the 2s and 5s of each decade marked."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax.set_xticks(list(xs), [str(x) for x in xs])
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.yaxis.set_major_formatter(_plain_formatter())
+    ax.yaxis.set_major_formatter(plain_formatter())
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
 
 
@@ -411,7 +416,7 @@ def write_cbs(summary: CbsSummary, runs: Sequence[CbsRun], out: Path, *, title: 
         for r in runs:
             f.write(f"{r.batch_size},{r.lr!r},{r.seed},{r.outcome},{'' if r.steps_to_target is None else r.steps_to_target},"
                     f"{'' if r.examples_to_target is None else r.examples_to_target}\n")
-    with _plain():
+    with plain_text():
         fig = plot_cbs(summary, title=title)
     return md, csv, save_png(fig, out / "cbs.png")
 
@@ -573,7 +578,7 @@ def write_shapes(ranked: Sequence[ShapeScore], out: Path, *, steps: int, metric:
     at = list(range(1, steps + 1, stride))
     curves = [(f"#{ranked.index(s) + 1} {s.score:.4g} (lr {s.best_lr:g}): {describe(s.shape)}", at,
                [v for _, v in schedule_values(s.shape, total_steps=steps, steps=at)]) for s in shown]
-    with _plain():
+    with plain_text():
         fig = plot_schedules(curves, ylabel="multiplier of the best base lr", title=title)
     return md, save_png(fig, out / "shapes.png")
 
@@ -682,17 +687,11 @@ def plot_curvature(points: Sequence[CurvaturePoint], *, metric: str, title: str)
         right.plot(steps, [p.metric for p in ps], "-", color=f"C{i}", lw=1.5, label=f"lr {lr:g}")
     left.set(xlabel="step", ylabel="top Hessian eigenvalue", title=title)
     right.set(xlabel="step", ylabel=metric, yscale="log", title=metric)
-    right.yaxis.set_major_formatter(_plain_formatter())
+    right.yaxis.set_major_formatter(plain_formatter())
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return fig
-
-
-def _plain_formatter() -> Any:
-    from matplotlib.ticker import FuncFormatter
-
-    return FuncFormatter(lambda v, _: f"{v:g}")
 
 
 def write_curvature(points: Sequence[CurvaturePoint], out: Path, *, metric: str, title: str) -> tuple[Path, Path]:
@@ -703,7 +702,7 @@ def write_curvature(points: Sequence[CurvaturePoint], out: Path, *, metric: str,
     md = out / "curvature.md"
     with atomic_file(md, "w") as f:
         f.write(f"# {title}\n\n" + curvature_markdown(points, metric=metric))
-    with _plain():
+    with plain_text():
         fig = plot_curvature(points, metric=metric, title=title)
     return md, save_png(fig, out / "curvature.png")
 

@@ -127,6 +127,9 @@ class TrialRecord:
     resumes: int = 0  # times the trial was resumed from a checkpoint (schema 2)
     lost_seconds: float = 0.0  # timed seconds computed past the last checkpoint before each interruption (schema 2)
     step_hint: int | None = None  # the schedule's horizon in steps (--step-hint; schema 2)
+    base_batch_size: int | None = None  # the configured global batch size; per-step batch sizes (Seesaw) start
+    # from it and are in the eval rows' batch_size (None: a file from before this field)
+    diagnostics: bool = False  # sharpness and noise scale measured at every evaluation (in metrics_json)
 
 
 TRIAL_COLUMNS = tuple(f.name for f in fields(TrialRecord))

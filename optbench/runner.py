@@ -560,5 +560,5 @@ def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLo
         device_names=group.names if group is not None else prov.device_name,
         sync_every=prep.sync_every, resumes=loop.state.counters.resumes if loop else 0,
         lost_seconds=loop.state.counters.lost_seconds if loop else 0.0,
-        step_hint=prep.info.step_hint,
+        step_hint=prep.info.step_hint, base_batch_size=prep.batch_size, diagnostics=prep.diagnostics,
     )

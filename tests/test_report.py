@@ -9,7 +9,9 @@ import re
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -24,8 +26,9 @@ EVIL = "sgd<i>&\"x\""  # a submission name that must be escaped everywhere
 
 
 def _trial(root: Path, *, workload: str, sub: str, study: str, seed: int, rate: float, lr: float,
-           diverge: bool = False) -> None:
-    """A synthetic trial: excess risk exp(-rate * step / 100), evaluated every 100 steps, target 0.1, 1000 steps."""
+           diverge: bool = False, **record: Any) -> None:
+    """A synthetic trial: excess risk exp(-rate * step / 100), evaluated every 100 steps, target 0.1, 1000 steps;
+    ``record``: TrialRecord fields to set beside (e.g. ``base_batch_size``)."""
     rows, hit = [], None
     for k in range(11):
         step = 100 * k
@@ -53,7 +56,7 @@ def _trial(root: Path, *, workload: str, sub: str, study: str, seed: int, rate: 
         max_steps=1000, max_seconds=None, error=None, optbench_version="0.1.0", code_hash="feedc0de12345678",
         git_commit="abc123", torch_version="2.13.0", python_version="3.11.7", device="cpu",
         device_name="Test CPU <model>", cpu_model="Test CPU <model>")
-    write_trial(root, rec, rows)
+    write_trial(root, replace(rec, **record), rows)
 
 
 def _fill(root: Path, *, workloads: tuple[str, ...] = ("linreg", "other"), seeds: int = 6) -> Path:
