@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.errors import UsageError
-from optbench.fsutil import ensure_writable_dir, is_valid_text, printable
+from optbench.fsutil import AtomicBatch, atomic_batch, ensure_writable_dir, is_valid_text, printable
 
 RULES = ("v0.5", "v0.6")
 TARGETS_FILE = "algoperf_targets.json"
@@ -181,11 +181,29 @@ def _finite(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def read_log(log: TrialLog, spec: TargetSpec) -> Any:
-    """The log as a DataFrame sorted by step (a step logged twice after a preemption keeps its last row).
+@dataclass(frozen=True, kw_only=True)
+class ParsedLog:
+    """A log's evaluations: the rows whose step is known, in step order, and of a step logged twice the later row.
+
+    Attributes:
+      steps: (N,) int64 global steps.
+      seconds: (N,) float64 timed seconds (``score``, or ``accumulated_submission_time`` in older logs).
+      metric: (N,) float64 values of the target's metric column (NaN where not a number).
+      logged: every column of the log, each cell a finite float or None (what ``metrics_json`` holds).
+    """
+
+    steps: Any
+    seconds: Any
+    metric: Any
+    logged: Mapping[str, list[float | None]]
+
+
+def read_log(log: TrialLog, spec: TargetSpec) -> ParsedLog:
+    """The log's evaluations (see :class:`ParsedLog`). pandas parses the CSV; everything after is one pass of numpy
+    per column (a log is read per trial, so pandas' per-call cost would add up over thousands of logs).
 
     Raises:
-      ValueError: unreadable CSV or missing columns (the caller reports the file as skipped).
+      ValueError: unreadable CSV, missing columns, or a bad step or time (the caller reports the file as skipped).
     """
     import numpy as np
     import pandas as pd
@@ -199,79 +217,93 @@ def read_log(log: TrialLog, spec: TargetSpec) -> Any:
     missing = [c for c in ("global_step", metric_col) if c not in df.columns] + ([] if time_col else ["score"])
     if missing:
         raise ValueError(f"missing column(s) {', '.join(missing)}")
-    steps = pd.to_numeric(df["global_step"], errors="coerce")
-    _check_numbers(df["global_step"], steps, "global_step", whole=True)
-    # The rows to keep, found on one numpy array (a log is read per trial: pandas' per-call cost adds up): steps
-    # known, in stable step order, and of a step logged twice the later row.
-    v = steps.to_numpy(dtype=float)
+    raw = {str(c): col for c, col in df.items()}
+    v = _numbers(raw["global_step"])
+    _check_numbers(raw["global_step"], v, "global_step", whole=True)
     idx = np.flatnonzero(~np.isnan(v))
     idx = idx[np.argsort(v[idx], kind="stable")]
     idx = idx[np.append(v[idx][1:] != v[idx][:-1], True)] if len(idx) else idx
     if not len(idx):
         raise ValueError("no evaluations")
-    df = df.take(idx).reset_index(drop=True)
-    seconds = pd.to_numeric(df[time_col], errors="coerce")
-    _check_numbers(df[time_col], seconds, time_col, whole=False, required=True)
-    return df.assign(global_step=v[idx].astype("int64"), _time=seconds.astype(float),
-                     _metric=pd.to_numeric(df[metric_col], errors="coerce"))
+    seconds = _numbers(raw[time_col])[idx]
+    _check_numbers(raw[time_col].take(idx), seconds, time_col, whole=False, required=True)
+    return ParsedLog(steps=v[idx].astype("int64"), seconds=seconds, metric=_numbers(raw[metric_col])[idx],
+                     logged={name: _finite_column(col, idx) for name, col in raw.items()})
 
 
-def _check_numbers(raw: Any, values: Any, column: str, *, whole: bool, required: bool = False) -> None:
+def _numbers(series: Any) -> Any:
+    """A column as float64, cells that are not numbers as NaN (``pd.to_numeric(errors="coerce")``)."""
+    import pandas as pd
+
+    if series.dtype.kind in "biuf":
+        return series.to_numpy(dtype=float)
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+
+
+def _check_numbers(raw: Any, v: Any, column: str, *, whole: bool, required: bool = False) -> None:
     """Every value of ``column`` a finite number >= 0 (a whole one below 2**63 when ``whole``: it becomes an int64);
-    empty cells pass unless ``required``. Raises ValueError naming the first bad cell: the trial is skipped, not
-    guessed at."""
+    empty cells pass unless ``required``. ``v``: the cells as numbers. Raises ValueError naming the first bad cell:
+    the trial is skipped, not guessed at."""
     import numpy as np
 
-    v = values.to_numpy(dtype=float)
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(v) | (v < 0)
         if whole:
             bad |= (v >= 2.0**63) | (np.isfinite(v) & (v != np.round(v)))
-    bad &= raw.notna().to_numpy() | required
+    bad &= (~np.isnan(v) if raw.dtype.kind in "biuf" else raw.notna().to_numpy()) | required  # empty cells
     if bad.any():
         what = "a whole number in [0, 2**63)" if whole else "a finite number >= 0"
         cell = printable(str(raw.to_numpy()[bad.argmax()]))[:40]
         raise ValueError(f"{column} {cell!r} is not {what}")
 
 
-def _finite_column(series: Any) -> list[float | None]:
-    """:func:`_finite` of every cell of one column; a numeric column is converted at once, not cell by cell."""
+def _finite_column(series: Any, idx: Any) -> list[float | None]:
+    """:func:`_finite` of the cells ``idx`` of one column; a numeric column is converted at once, not cell by cell."""
     if series.dtype.kind in "biuf":
-        return [v if math.isfinite(v) else None for v in series.to_numpy(dtype=float).tolist()]
-    return [_finite(v) for v in series.tolist()]
+        return [v if math.isfinite(v) else None for v in series.to_numpy(dtype=float)[idx].tolist()]
+    return [_finite(v) for v in series.to_numpy()[idx].tolist()]
 
 
-def _rows(df: Any) -> list[Any]:
-    """One EvalRow per log row; every logged column goes into metrics_json (a finite number, else null)."""
-    from optbench.results import EvalRow
-
-    metrics = {str(k): _finite_column(df[k]) for k in df.columns if not str(k).startswith("_")}
-
-    def col(name: str) -> list[float]:
-        values = metrics.get(name) or [None] * len(df)
-        return [math.nan if v is None else v for v in values]
-
-    names = sorted(metrics)
-    eval_s, wall_s, loss = col("accumulated_eval_time"), col("total_duration"), col("train/loss")
-    steps, seconds = df["global_step"].tolist(), df["_time"].tolist()
-    values = df["_metric"].to_numpy(dtype=float).tolist()
-    return [EvalRow(
-        step=int(steps[i]), examples=None, tokens=None,  # type: ignore[arg-type]  # not logged
-        timed_seconds=float(seconds[i]), eval_seconds=eval_s[i], wall_seconds=wall_s[i], train_loss=loss[i],
-        metric_value=values[i], learning_rate=math.nan, batch_size=None,  # type: ignore[arg-type]
-        metrics_json=json.dumps({k: metrics[k][i] for k in names}))
-        for i in range(len(df))]
+def metrics_json(logged: Mapping[str, list[float | None]], n: int) -> list[str]:
+    """One JSON object per row of every logged column, keys sorted: the text ``json.dumps`` gives for a dict of
+    floats and None, built column by column (one ``json.dumps`` per row costs more than the rest of a log)."""
+    names = sorted(logged)
+    if not names or not n:
+        return ["{}"] * n
+    keys = [json.dumps(k) + ": " for k in names]
+    # json.dumps of a column's list writes each cell as json.dumps would inside the object (float repr, null),
+    # in C; the list's text is then cut at its separators (a number or null holds no ", ").
+    cells = [json.dumps(logged[k])[1:-1].split(", ") for k in names]
+    return ["{" + ", ".join(map(str.__add__, keys, row)) + "}" for row in zip(*cells)]
 
 
-def _outcome(df: Any, spec: TargetSpec) -> tuple[str, Any]:
-    """(outcome, first row meeting the target or None); a log ending in a NaN/inf metric is ``diverged``."""
+def _columns(log: ParsedLog) -> dict[str, Any]:
+    """The :class:`~optbench.results.EvalRow` columns of the log (examples, tokens, batch size and learning rate
+    are not logged: empty, NaN); every logged column goes into metrics_json (a finite number, else null)."""
+    import numpy as np
+
+    n = len(log.steps)
+
+    def col(name: str) -> Any:
+        values = log.logged.get(name)
+        return np.full(n, np.nan) if values is None else np.array([math.nan if v is None else v for v in values],
+                                                                  dtype=float)
+
+    return {"step": log.steps, "examples": [None] * n, "tokens": [None] * n, "timed_seconds": log.seconds,
+            "eval_seconds": col("accumulated_eval_time"), "wall_seconds": col("total_duration"),
+            "train_loss": col("train/loss"), "metric_value": log.metric, "learning_rate": np.full(n, np.nan),
+            "batch_size": [None] * n, "metrics_json": metrics_json(log.logged, n)}
+
+
+def _outcome(log: ParsedLog, spec: TargetSpec) -> tuple[str, int | None]:
+    """(outcome, index of the first row meeting the target or None); a log ending in a NaN/inf metric is
+    ``diverged``."""
     from optbench.results import meets
 
-    values = df["_metric"].to_numpy(dtype=float)
-    hits = meets(values, spec.target, spec.goal)  # NaN compares False: never a hit (as optbench.api.reached)
+    hits = meets(log.metric, spec.target, spec.goal)  # NaN compares False: never a hit (as optbench.api.reached)
     if hits.any():
-        return "reached", df.iloc[int(hits.argmax())]
-    return ("missed" if math.isfinite(values[-1]) else "diverged"), None
+        return "reached", int(hits.argmax())
+    return ("missed" if math.isfinite(log.metric[-1]) else "diverged"), None
 
 
 def _seed(value: Any, *, default: int) -> int:
@@ -285,15 +317,14 @@ def _seed(value: Any, *, default: int) -> int:
     return int(value)
 
 
-def to_record(log: TrialLog, df: Any, spec: TargetSpec, *, rules: str, root: Path) -> tuple[Any, list[Any]]:
-    """The optbench (record, rows) of one AlgoPerf trial."""
+def to_record(log: TrialLog, parsed: ParsedLog, spec: TargetSpec, *, rules: str, root: Path) -> Any:
+    """The optbench :class:`~optbench.results.TrialRecord` of one AlgoPerf trial."""
     from optbench import SCHEMA_VERSION, __version__
     from optbench.results import TrialRecord
     from optbench.results import best as best_metric
 
-    rows = _rows(df)
-    outcome, hit = _outcome(df, spec)
-    best = best_metric(df["_metric"].tolist(), spec.goal)
+    outcome, hit = _outcome(parsed, spec)
+    best = best_metric(parsed.metric.tolist(), spec.goal)
     rel = log.csv.relative_to(root).as_posix()
     digest = hashlib.sha256(os.fsencode(rel) + b"\0" + log.csv.read_bytes()).hexdigest()
     meta, hparams = _meta(log.csv.parent), _read_json(log.csv.parent / "hparams.json")
@@ -309,10 +340,10 @@ def to_record(log: TrialLog, df: Any, spec: TargetSpec, *, rules: str, root: Pat
         seed=seed,
         study=log.study, trial=log.trial, outcome=outcome, metric_name=f"validation/{spec.metric}",
         metric_goal=spec.goal, target=spec.target,
-        time_to_target=float(hit["_time"]) if hit is not None else None,
-        steps_to_target=int(hit["global_step"]) if hit is not None else None,
+        time_to_target=float(parsed.seconds[hit]) if hit is not None else None,
+        steps_to_target=int(parsed.steps[hit]) if hit is not None else None,
         examples_to_target=None, tokens_to_target=None, best_metric=best,
-        total_steps=int(df["global_step"].iloc[-1]), total_timed_seconds=float(df["_time"].iloc[-1]),
+        total_steps=int(parsed.steps[-1]), total_timed_seconds=float(parsed.seconds[-1]),
         max_steps=None, max_seconds=None, error=None,
         optbench_version=f"algoperf-import (optbench {__version__})", code_hash="",
         git_commit=str(meta.get("git_commit_hash") or ""), torch_version=log.framework,
@@ -320,7 +351,7 @@ def to_record(log: TrialLog, df: Any, spec: TargetSpec, *, rules: str, root: Pat
         device_name=f"{meta.get('gpu_count', '')}x {gpu}".strip() if gpu else "unknown",
         cpu_model=str(meta.get("cpu_model_name") or ""),
     )
-    return record, rows
+    return record
 
 
 def _decodable(logs: list[TrialLog], root: Path) -> tuple[list[TrialLog], list[str]]:
@@ -351,7 +382,7 @@ def import_algoperf(root: Path, *, results_dir: Path, rules: str = "v0.6", targe
       UsageError: not a directory, no logs, unknown rules, a malformed ``--target``, a workload without a target,
         or no log that could be read.
     """
-    from optbench.results import write_trial
+    from optbench.results import write_trial_columns
 
     table, overrides = load_targets(rules), parse_target_overrides(targets)
     if submission is not None and not is_valid_text(submission):
@@ -360,23 +391,25 @@ def import_algoperf(root: Path, *, results_dir: Path, rules: str = "v0.6", targe
     found = find_logs(root, submission=submission)
     logs, skipped = _decodable(found, Path(root))
     specs = {log.workload: resolve_target(log.workload, table, overrides) for log in logs}  # all checked first
-    def one(log: TrialLog) -> Path | str:
+    def one(log: TrialLog, batch: AtomicBatch) -> Path | str:
         """The written result of one log, or why it was skipped."""
         try:
-            df = read_log(log, specs[log.workload])
-            record, rows = to_record(log, df, specs[log.workload], rules=rules, root=Path(root))
-            return write_trial(Path(results_dir), record, rows)
+            parsed = read_log(log, specs[log.workload])
+            record = to_record(log, parsed, specs[log.workload], rules=rules, root=Path(root))
+            return write_trial_columns(Path(results_dir), record, _columns(parsed), batch=batch)
         except (ValueError, OSError) as exc:  # a damaged log, or names/bytes write_trial refuses
             return f"{printable(str(log.csv))}: {exc if isinstance(exc, ValueError) else exc.strerror or exc}"
 
-    # Threads: the CSV parser, Parquet encoder and fsync release the GIL, so the logs' reads, encodes and flushes
-    # to disk overlap. Results come back in log order; on Ctrl-C the logs not yet started are cancelled (every
-    # file already written is whole: write_trial is atomic).
-    pool = ThreadPoolExecutor(max_workers=IMPORT_THREADS)
-    try:
-        done = list(pool.map(one, logs))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    # Threads: the CSV parser and the Parquet encoder release the GIL, so the logs' reads and encodes overlap.
+    # The files are one atomic batch: flushed to disk by one sync at the end instead of one fsync each. Results
+    # come back in log order; on Ctrl-C the logs not yet started are cancelled and every file already written is
+    # kept (the batch commits whatever finished).
+    with atomic_batch() as batch:  # commits after the pool has stopped: no thread writes into a committed batch
+        pool = ThreadPoolExecutor(max_workers=IMPORT_THREADS)
+        try:
+            done = list(pool.map(lambda log: one(log, batch), logs))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     written = [d for d in done if isinstance(d, Path)]
     skipped += [d for d in done if isinstance(d, str)]
     if not written:

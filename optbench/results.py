@@ -20,13 +20,13 @@ import math
 import os
 import re
 import stat
-from collections.abc import Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optbench import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION
-from optbench.fsutil import atomic_file, clean_stale_temporaries, is_dir, is_valid_text, printable
+from optbench.fsutil import AtomicBatch, atomic_file, clean_stale_temporaries, is_dir, is_valid_text, printable
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -152,44 +152,65 @@ def trial_path(root: Path, record: TrialRecord) -> Path:
         f"{record.run_id}.parquet")
 
 
-def _check_text(record: TrialRecord, rows: Sequence[EvalRow]) -> None:
+def _check_text(meta: Mapping[str, Any], metrics_json: Sequence[str], steps: Sequence[int]) -> None:
     """Refuse text that is not valid Unicode (lone surrogates: undecodable bytes of a file name or log)."""
-    texts = [(f"trial field {k!r}", v) for k, v in asdict(record).items() if isinstance(v, str)]
-    texts += [(f"metrics_json of the evaluation at step {r.step}", r.metrics_json) for r in rows]
+    texts = [(f"trial field {k!r}", v) for k, v in meta.items() if isinstance(v, str)]
+    texts += [(f"metrics_json of the evaluation at step {step}", text) for step, text in zip(steps, metrics_json)]
     for where, text in texts:
         if not is_valid_text(text):
             raise ValueError(f"{where} is not valid UTF-8 text (undecodable bytes?): {printable(text)}")
 
 
-def write_trial(root: Path, record: TrialRecord, rows: Sequence[EvalRow]) -> Path:
+def write_trial(root: Path, record: TrialRecord, rows: Sequence[EvalRow], *, batch: AtomicBatch | None = None) -> Path:
     """Write one trial atomically.
 
     Args:
       root: the results directory (created if needed).
       record: the trial's metadata.
       rows: its evaluations, in order (may be empty for a trial that failed before its first eval).
+      batch: write it as part of this :class:`optbench.fsutil.AtomicBatch` (it appears at the batch's commit,
+        with one flush to disk for the whole batch); by default the file is flushed and renamed now.
     Returns:
-      The path of the written file.
+      The path of the file (written now, or at the batch's commit).
     Raises:
       ValueError: a text field holds undecodable bytes (surrogate escapes); the message names the field. Nothing
         is written then.
     """
+    return write_trial_columns(root, record, {c: [getattr(r, c) for r in rows] for c in EVAL_COLUMNS}, batch=batch)
+
+
+def write_trial_columns(root: Path, record: TrialRecord, columns: Mapping[str, Sequence[Any]], *,
+                        batch: AtomicBatch | None = None) -> Path:
+    """:func:`write_trial` with the evaluations given column by column (every :data:`EVAL_COLUMNS` name, values
+    of the :class:`EvalRow` field types, equal lengths; numpy arrays do): a converter of whole logs need not build
+    one EvalRow per evaluation."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    _check_text(record, rows)
+    meta = {c: getattr(record, c) for c in TRIAL_COLUMNS}  # every field is a scalar: no deep copy (asdict)
+    _check_text(meta, columns["metrics_json"], columns["step"])
     path = trial_path(root, record)
-    n = len(rows)
-    columns: dict[str, Any] = {c: [getattr(r, c) for r in rows] for c in EVAL_COLUMNS}
-    meta = asdict(record)
-    columns.update({c: [meta[c]] * n for c in TRIAL_COLUMNS})
-    table = pa.table(columns, schema=_schema())
-    table = table.replace_schema_metadata({"optbench": json.dumps(meta)})
-    with atomic_file(path) as fh:
-        # No dictionary pages: zstd already folds the repeated trial columns, and the file is written in about
-        # two thirds of the time and smaller (statistics stay: they let readers skip files by value).
-        pq.write_table(table, fh, compression="zstd", use_dictionary=False)
+    n = len(columns["step"])
+    schema = _schema()
+    arrays = [pa.array(columns[c], type=schema.field(c).type) for c in EVAL_COLUMNS]
+    # A trial column holds one value n times: a one-row batch of them, taken n times in one call.
+    one = pa.RecordBatch.from_pylist([meta], schema=_trial_schema())
+    arrays += one.take(pa.array([0] * n, type=pa.int64())).columns
+    table = pa.Table.from_arrays(arrays, schema=schema).replace_schema_metadata({"optbench": json.dumps(meta)})
+    with (batch.open(path) if batch is not None else atomic_file(path)) as fh:
+        # LZ4 (pyarrow writes Parquet's LZ4_RAW) and no dictionary pages: the codec folds the repeated trial
+        # columns. A 100-evaluation trial of 57 columns is written in 0.8 ms against 4.1 ms with zstd (whose
+        # per-column set-up dominates files this small), at 17% more bytes (33 against 28 KB); DuckDB, polars and
+        # pandas read it. Statistics stay: they let readers skip files by value.
+        pq.write_table(table, fh, compression="lz4", use_dictionary=False)
     return path
+
+
+@functools.cache
+def _trial_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([_schema().field(c) for c in TRIAL_COLUMNS])
 
 
 @functools.cache

@@ -11,6 +11,8 @@ import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from optbench.algoperf_import import import_algoperf, load_targets, resolve_target
 from optbench.errors import UsageError
@@ -226,8 +228,19 @@ def test_read_log_sorts_by_step_keeps_the_later_of_a_repeated_step_and_drops_unk
         "300,30.0,nan\n")
     log = TrialLog(csv=folder / "eval_measurements.csv", workload="wmt", framework="jax", study="study-0",
                    trial="1", submission="x")
-    df = read_log(log, TargetSpec(metric="bleu", goal="max", target=30.0, source="test"))
-    assert df["global_step"].tolist() == [100, 200, 300] and str(df["global_step"].dtype) == "int64"
-    assert df["_time"].tolist() == [10.0, 25.0, 30.0]
-    assert df["_metric"].tolist()[:2] == [5.0, 11.0] and math.isnan(df["_metric"].iloc[2])
-    assert list(df.index) == [0, 1, 2]
+    parsed = read_log(log, TargetSpec(metric="bleu", goal="max", target=30.0, source="test"))
+    assert parsed.steps.tolist() == [100, 200, 300] and str(parsed.steps.dtype) == "int64"
+    assert parsed.seconds.tolist() == [10.0, 25.0, 30.0]
+    assert parsed.metric.tolist()[:2] == [5.0, 11.0] and math.isnan(parsed.metric[2])
+    assert parsed.logged == {"global_step": [100.0, 200.0, 300.0], "score": [10.0, 25.0, 30.0],
+                             "validation/bleu": [5.0, 11.0, None]}  # the kept rows of every column
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), st.lists(
+    st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)), min_size=3, max_size=3), max_size=5))
+def test_metrics_json_is_what_json_dumps_writes(logged):
+    from optbench.algoperf_import import metrics_json
+
+    rows = [{k: logged[k][i] for k in sorted(logged)} for i in range(3)]
+    assert metrics_json(logged, 3) == [json.dumps(r) for r in rows]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from optbench.errors import UsageError
-from optbench.fsutil import (OLD_TEMPORARY_AGE_S, atomic_file, clean_stale_temporaries, ensure_writable_dir, is_dir,
+from optbench.fsutil import (OLD_TEMPORARY_AGE_S, atomic_batch, atomic_file, clean_stale_temporaries, ensure_writable_dir, is_dir,
                              is_file, is_stale_temporary, is_valid_text, pid_alive, printable, temporary_name)
 
 
@@ -145,3 +145,38 @@ def test_is_dir_and_is_file_answer_false_where_a_path_cannot_be_looked_up(tmp_pa
     long = tmp_path / ("x" * 300)  # longer than a file name may be: Path.is_dir raises
     assert is_dir(long) is False and is_file(long) is False
     assert is_dir(str(tmp_path)) is True and is_file(str(f)) is True
+
+
+def test_a_batch_shows_its_files_at_commit_and_syncs_once(tmp_path, monkeypatch):
+    syncs = []
+    monkeypatch.setattr(os, "sync", lambda: syncs.append(1))
+    monkeypatch.setattr(os, "fsync", lambda fd: pytest.fail("a batch fsyncs no file on its own"))
+    finals = [tmp_path / "a" / f"{i}.bin" for i in range(3)]
+    with atomic_batch() as batch:
+        for i, path in enumerate(finals):
+            with batch.open(path) as f:
+                f.write(bytes([i]) * 10)
+        assert not any(p.exists() for p in finals)  # nothing under a final name before the commit
+        assert len(list((tmp_path / "a").iterdir())) == 3  # three hidden temporaries
+    assert syncs == [1]
+    assert [p.read_bytes() for p in finals] == [bytes([i]) * 10 for i in range(3)]
+    assert sorted(os.listdir(tmp_path / "a")) == ["0.bin", "1.bin", "2.bin"]
+
+
+def test_a_batch_left_by_an_error_keeps_every_finished_file(tmp_path):
+    done, broken = tmp_path / "done.bin", tmp_path / "broken.bin"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_batch() as batch:
+            with batch.open(done) as f:
+                f.write(b"whole")
+            with batch.open(broken) as f:
+                f.write(b"half")
+                raise KeyboardInterrupt
+    assert done.read_bytes() == b"whole" and not broken.exists()
+    assert os.listdir(tmp_path) == ["done.bin"]  # the unfinished file's temporary is gone too
+
+
+def test_an_empty_batch_syncs_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "sync", lambda: pytest.fail("nothing to flush"))
+    with atomic_batch():
+        pass
