@@ -28,6 +28,20 @@ def temporary_name(final: str, pid: int | None = None) -> str:
 
 
 @contextmanager
+def _temporary(path: Path, mode: str) -> Iterator[tuple[IO[Any], Path]]:
+    """A new hidden temporary next to ``path``, open for writing; deleted if the block raises."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / temporary_name(path.name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f, tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
 def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a hidden temporary file next to ``path``; on success fsync it and ``os.replace`` it onto ``path``.
 
@@ -41,18 +55,12 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     Yields:
       The open temporary file.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / temporary_name(path.name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with _temporary(path, mode) as (f, tmp):
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, path)  # inside: a failed rename deletes the temporary too
 
 
 class AtomicBatch:
@@ -73,15 +81,8 @@ class AtomicBatch:
     @contextmanager
     def open(self, path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
         """Like :func:`atomic_file`, but the file appears under ``path`` only at :meth:`commit`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / temporary_name(path.name)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, mode) as f:
-                yield f
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with _temporary(path, mode) as (f, tmp):
+            yield f
         with self._lock:
             self._done.append((tmp, path))
 
