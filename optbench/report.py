@@ -25,8 +25,6 @@ References:
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 import warnings
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ from optbench.pages import PLAIN_TEXT, esc, html_table, plain_log_ticks, safe_na
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
+    from optbench.plots import Plot, Saved
     from optbench.results import ResultSet
     from optbench.scoring import Leaderboard
 
@@ -318,20 +317,6 @@ def text_color(background: Any) -> str:
     return "black" if contrast(background, (0, 0, 0)) >= contrast(background, (1, 1, 1)) else "white"
 
 
-def _save(fig: Figure, out: Path, name: str) -> tuple[Path, Path, str]:
-    """Write ``name``.png and .svg; return both paths and the PNG as base64."""
-    from matplotlib import rc_context
-
-    png, svg = out / f"{name}.png", out / f"{name}.svg"
-    buf = io.BytesIO()
-    with rc_context({"svg.fonttype": "none"}):  # text stays text in the SVG: smaller, searchable
-        fig.savefig(buf, format="png", dpi=110)
-        fig.set_layout_engine("none")  # keep the layout the PNG computed: half the cost, identical placement
-        fig.savefig(svg, format="svg", metadata={"Date": None})
-    png.write_bytes(buf.getvalue())
-    return png, svg, base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 # --------------------------------------------------------------------------------------------------------- HTML
 
 CSS = """
@@ -474,6 +459,7 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
     except ImportError:
         raise UsageError("optbench report needs matplotlib: pip install matplotlib") from None
     from optbench import render
+    from optbench.plots import render_all
     from optbench.report_research import research_sections
     from optbench.scoring import leaderboard
     from optbench.stats import score_ci, time_cis
@@ -488,16 +474,15 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
     t_ci = time_cis(trials, by=by, level=level, n_boot=n_boot)
     paired = paired_rows(trials, board, by=by)
     with rc_context(PLAIN_TEXT):
-        figures = _figures(loaded, trials, board, by=by, hparam=hparam)
+        plots = _figures(loaded, trials, board, by=by, hparam=hparam)
         sections = research_sections(loaded, trials)  # batch-size sweeps, diagnostics: only where results have them
         try:
-            images, blocks = _save_all(figures, out)
-            research = []
-            for sec in sections:
-                more, sec_blocks = _save_all(list(sec.figures), out)
-                images += more
-                research.append(f'<h2>{esc(sec.title)}</h2>\n<p class="note">{esc(sec.note)}</p>\n{sec.table_html}\n'
-                                + "".join(sec_blocks))
+            saved = {s.name: s for s in render_all([*plots, *(p for sec in sections for p in sec.plots)], out)}
+            blocks = [_figure_html(saved[p.name]) for p in plots if p.name in saved]
+            research = [f'<h2>{esc(sec.title)}</h2>\n<p class="note">{esc(sec.note)}</p>\n{sec.table_html}\n'
+                        + "".join(_figure_html(saved[p.name]) for p in sec.plots if p.name in saved)
+                        for sec in sections]
+            images = [f for s in saved.values() for f in (s.png, s.svg)]
             index = out / "index.html"
             index.write_text(_page(loaded, trials, board, s_ci, t_ci, paired, blocks, level=level, source=source,
                                    research="\n".join(research)), encoding="utf-8")
@@ -506,19 +491,20 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
     return Report(index=index, images=tuple(images))
 
 
-def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by: str,
-             hparam: str) -> list[tuple[str, str, Figure]]:
-    """Every plot of the report as (file name, caption, figure)."""
+def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by: str, hparam: str) -> list[Plot]:
+    """Every plot of the report, to be drawn (by :func:`optbench.plots.render_all`)."""
     from optbench import render
+    from optbench.plots import Plot
     from optbench.results import with_workload_key
     from optbench.stats import sensitivity
 
     colors = _colors(list(board.scores.index))
-    figures: list[tuple[str, str, Figure]] = [
-        ("profile", ("Performance profiles: fraction of workloads a submission reaches within tau times the best "
-                     "(step function; the score is the area under it, normalised)."), plot_profiles(board, colors)),
-        ("outcomes", f"Outcomes of every trial per submission and workload. {render.outcome_legend()}",
-         plot_outcomes(board)),
+    plots = [
+        Plot(name="profile", caption=("Performance profiles: fraction of workloads a submission reaches within tau "
+                                      "times the best (step function; the score is the area under it, normalised)."),
+             draw=lambda: plot_profiles(board, colors)),
+        Plot(name="outcomes", caption=f"Outcomes of every trial per submission and workload. {render.outcome_legend()}",
+             draw=lambda: plot_outcomes(board)),
     ]
     runs = representative_runs(trials, by=by)
     evals = with_workload_key(loaded.evals_of(runs["run_id"].tolist()))  # only the curves that are drawn
@@ -533,16 +519,16 @@ def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by:
                    "(a diverged one counts as never reaching), so the line meets the target where the median "
                    "study has." + (_DIAMONDS.format(by=by) if by in EVAL_AXIS else ""))
         scored = {str(s): float(board.times.loc[w, s]) for s in board.times.columns}
-        figures.append((f"curves-{safe_name(w)}", caption,
-                        plot_curves(evals[evals["run_id"].isin(wr["run_id"])], wr, colors=colors, workload=w,
-                                    scored=scored, by=by)))
+        curve_rows = evals[evals["run_id"].isin(wr["run_id"])]
+        plots.append(Plot(name=f"curves-{safe_name(w)}", caption=caption,
+                          draw=lambda e=curve_rows, r=wr, w=w, sc=scored:
+                          plot_curves(e, r, colors=colors, workload=w, scored=sc, by=by)))
         if sens is not None:
-            fig = plot_sensitivity(sens[sens["workload"] == w], colors=colors, workload=w, hparam=hparam, by=by,
-                                   metric=str(wr.iloc[0]["metric_name"]))
-            if fig is not None:
-                caption = f"{w}: median over trials at each value of {hparam} (every seed and study)."
-                figures.append((f"sensitivity-{safe_name(w)}", caption, fig))
-    return figures
+            caption = f"{w}: median over trials at each value of {hparam} (every seed and study)."
+            plots.append(Plot(name=f"sensitivity-{safe_name(w)}", caption=caption,
+                              draw=lambda s=sens[sens["workload"] == w], w=w, m=str(wr.iloc[0]["metric_name"]):
+                              plot_sensitivity(s, colors=colors, workload=w, hparam=hparam, by=by, metric=m)))
+    return plots
 
 
 _DIAMONDS = (" Diamonds: the leaderboard's median {by} to target (median over studies of each study's first "
@@ -551,17 +537,12 @@ _DIAMONDS = (" Diamonds: the leaderboard's median {by} to target (median over st
              "between them.")
 
 
-def _save_all(figures: list[tuple[str, str, Figure]], out: Path) -> tuple[list[Path], list[str]]:
-    """Save every figure (PNG + SVG) into ``out``; return the files and each figure's HTML block."""
-    images: list[Path] = []
-    blocks = []
-    for name, caption, fig in figures:
-        png, svg, b64 = _save(fig, out, name)
-        images += [png, svg]
-        blocks.append(f'<figure id="fig-{esc(name)}"><img src="data:image/png;base64,{b64}" alt="{esc(name)}">'
-                      f'<figcaption>{esc(caption)} <a href="{esc(svg.name)}">SVG</a> '
-                      f'<a href="{esc(png.name)}">PNG</a></figcaption></figure>')
-    return images, blocks
+def _figure_html(saved: Saved) -> str:
+    """A plot's HTML block: the PNG embedded, the caption, links to both files."""
+    name = saved.name
+    return (f'<figure id="fig-{esc(name)}"><img src="data:image/png;base64,{saved.png_base64}" alt="{esc(name)}">'
+            f'<figcaption>{esc(saved.caption)} <a href="{esc(saved.svg.name)}">SVG</a> '
+            f'<a href="{esc(saved.png.name)}">PNG</a></figcaption></figure>')
 
 
 def _page(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, s_ci: pd.DataFrame, t_ci: pd.DataFrame,

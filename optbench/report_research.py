@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from optbench.pages import esc, html_table, plain_log_ticks, safe_name
+from optbench.plots import Plot
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -41,12 +42,12 @@ DIAGNOSTIC_KEYS = ("sharpness", "eos_threshold", "preconditioned_sharpness", "ad
 
 @dataclass(frozen=True, kw_only=True)
 class Section:
-    """One section of the page: a title, a note, an HTML table (escaped) and its figures (name, caption, figure)."""
+    """One section of the page: a title, a note, an HTML table (escaped) and its plots (drawn with the report's)."""
 
     title: str
     note: str
     table_html: str
-    figures: tuple[tuple[str, str, Figure], ...]
+    plots: tuple[Plot, ...]
 
 
 def _lr(hparams: str) -> float:
@@ -70,7 +71,8 @@ def batch_sweeps(trials: pd.DataFrame) -> dict[tuple[str, str], list[CbsRun]]:
     for (w, s), pair in known.groupby(["workload", "submission"], sort=True):
         sweeps = [g for _, g in pair.groupby("_rest", sort=True) if g["base_batch_size"].nunique() >= 2]
         for g in sweeps:
-            label = str(s) if len(sweeps) == 1 else f"{s} ({_difference(g['_rest'].iloc[0], [x['_rest'].iloc[0] for x in sweeps])})"
+            others = [x["_rest"].iloc[0] for x in sweeps]
+            label = str(s) if len(sweeps) == 1 else f"{s} ({_difference(g['_rest'].iloc[0], others)})"
             out[(str(w), label)] = _cbs_runs(g)
     return out
 
@@ -123,17 +125,18 @@ def cbs_section(trials: pd.DataFrame) -> Section | None:
     if not sweeps:
         return None
     summaries = [(w, s, summarize_cbs(runs)) for (w, s), runs in sweeps.items()]
-    figures = []
+    figures: list[Plot] = []
     for w, s, summary in summaries:
         caption = (f"{w}, {s}: steps to target against batch size at each batch size's best learning rate (median "
                    f"over seeds, 90% bootstrap interval), perfect linear scaling from the smallest batch size that "
                    f"reached, and the critical batch size {summary.critical_batch_size}.")
-        figures.append((f"cbs-{safe_name(w)}-{safe_name(s)}", caption, plot_cbs(summary, title=f"{w}: {s}")))
+        figures.append(Plot(name=f"cbs-{safe_name(w)}-{safe_name(s)}", caption=caption,
+                            draw=lambda x=summary, t=f"{w}: {s}": plot_cbs(x, title=t)))
     fits = "; ".join(f"{w} {s}: S_min = {x.s_min:.4g}, B_noise = {x.b_noise:.4g}" for w, s, x in summaries)
     definition = summaries[0][2].definition()
     note = (f"{definition[0].upper()}{definition[1:]} Fit S(B) = S_min (1 + B_noise / B) (McCandlish et al. "
             f"2018): {fits}.")
-    return Section(title="Batch-size sweeps", note=note, table_html=_cbs_table(summaries), figures=tuple(figures))
+    return Section(title="Batch-size sweeps", note=note, table_html=_cbs_table(summaries), plots=tuple(figures))
 
 
 def diagnosed_rows(loaded: ResultSet, trials: pd.DataFrame) -> pd.DataFrame:
@@ -201,7 +204,8 @@ def diagnostics_section(loaded: ResultSet, trials: pd.DataFrame) -> Section | No
     rows = diagnosed_rows(loaded, trials)
     if rows.empty:
         return None
-    figures, table = [], []
+    figures: list[Plot] = []
+    table: list[list[str]] = []
     for w, g in rows.groupby("workload", sort=True):
         ids = list(dict.fromkeys(g.sort_values(["submission", "trial_lr", "seed"])["run_id"]))
         shown = ids[:MAX_DIAGNOSED_RUNS]
@@ -209,8 +213,8 @@ def diagnostics_section(loaded: ResultSet, trials: pd.DataFrame) -> Section | No
         caption = (f"{w}: top Hessian eigenvalue of the training loss on a fixed batch at each evaluation (circles; "
                    "squares: Adam's preconditioned sharpness, dotted: its threshold) beside 2/lr (dashed, same "
                    "colour); right: McCandlish et al.'s simple noise scale (non-positive estimates left out)." + left)
-        figures.append((f"diagnostics-{safe_name(w)}", caption,
-                        plot_diagnostics(g[g["run_id"].isin(shown)], workload=str(w))))
+        figures.append(Plot(name=f"diagnostics-{safe_name(w)}", caption=caption,
+                            draw=lambda x=g[g["run_id"].isin(shown)], w=str(w): plot_diagnostics(x, workload=w)))
         for run_id in ids:
             r = g[g["run_id"] == run_id].sort_values("step")
             last = r.iloc[-1]
@@ -223,7 +227,7 @@ def diagnostics_section(loaded: ResultSet, trials: pd.DataFrame) -> Section | No
     html = html_table(head, table, table_id="diagnostics", left=2)
     note = ("Measured off the clock at every evaluation of the trials run with --diagnostics "
             "(optbench.diagnostics): sharpness near or above 2/lr is the edge of stability (Cohen et al. 2021).")
-    return Section(title="Curvature and noise", note=note, table_html=html, figures=tuple(figures))
+    return Section(title="Curvature and noise", note=note, table_html=html, plots=tuple(figures))
 
 
 def _g(x: float) -> str:
