@@ -120,21 +120,22 @@ def paired_rows(trials: pd.DataFrame, board: Leaderboard, *, by: str) -> list[di
     Pairs are studies (for ``optbench run`` results one study is one seed; for tuned results, study k of two
     submissions used the same trial seeds), each represented by its best trial.
     """
-    from optbench.stats import paired_log_sd, paired_test, seeds_needed
+    from optbench.stats import paired_log_sd, paired_test, seeds_needed, values_per_seed
 
     paired = trials.assign(seed=trials["study"].astype(str))
     best = str(board.scores.index[0])
     rows = []
     for w in board.times.index:
-        one = paired[paired["workload"] == w]  # each test looks at one workload: validate only its rows
+        # Each test looks at one workload: its rows validated once, and each submission's seeds found once.
+        seeds = values_per_seed(paired[paired["workload"] == w], workload=w, by=by)
         for other in board.scores.index[1:]:
             row: dict[str, Any] = {"workload": w, "a": best, "b": other}
             try:
-                t = paired_test(one, workload=w, a=best, b=str(other), by=by)
+                t = paired_test(None, workload=w, a=best, b=str(other), by=by, per_seed=seeds)
             except UsageError as exc:
                 rows.append(row | {"note": str(exc)})
                 continue
-            sd = paired_log_sd(one, workload=w, a=best, b=str(other), by=by)
+            sd = paired_log_sd(None, workload=w, a=best, b=str(other), by=by, per_seed=seeds)
             need = "n/a"
             if math.isfinite(t.speedup) and t.speedup > 1 and math.isfinite(sd):
                 need = str(seeds_needed(t.speedup, sd=sd))
@@ -404,14 +405,26 @@ def _provenance_html(trials: pd.DataFrame) -> str:
     origin_rows = [[esc(r["kind"]), esc(r["name"]), esc(r["origin"]), str(r["trials"])] for _, r in origins.iterrows()]
     cols = ["run_id", "workload", "submission", "study", "trial", "seed", "outcome", "time_to_target",
             "steps_to_target", "best_metric", "created_at", "code_hash", "device_name", "hparams"]
-    per_trial = [[esc(r[c]) if c != "hparams" else f"<code>{esc(r[c])}</code>" for c in cols]
-                 for r in trials.sort_values(["workload", "submission", "study", "trial"])[cols].to_dict("records")]
+    table = trials.sort_values(["workload", "submission", "study", "trial"])[cols]
+    # Escaped column by column, each distinct value once (a lab's 10,000 trials share few names and versions).
+    cells = {}
+    for c in cols:
+        values = table[c].astype(object).tolist()
+        escaped = {v: esc(v) for v in dict.fromkeys(map(_hashable, values))}
+        cells[c] = [escaped[_hashable(v)] for v in values]
+    cells["hparams"] = [f"<code>{h}</code>" for h in cells["hparams"]]
+    per_trial = [list(row) for row in zip(*(cells[c] for c in cols))]
     return (html_table([*PROVENANCE, "workloads", "submissions", "trials"], env_rows, table_id="provenance",
                    left=len(PROVENANCE) + 2, wrap=False)
             + "<h3>Plugin origins</h3>" + html_table(["kind", "name", "origin", "trials"], origin_rows,
                                                  table_id="origins", left=3, wrap=False)
             + f"<details><summary>Every trial ({len(trials)})</summary>"
             + html_table(cols, per_trial, table_id="trials", left=len(cols), wrap=False) + "</details>")
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` as a dict key: NaN (which is not equal to itself) and None as their text."""
+    return str(value) if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def _warnings(loaded: ResultSet, trials: pd.DataFrame) -> list[str]:

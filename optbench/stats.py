@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
@@ -237,13 +237,21 @@ def score_ci(
 # ---------------------------------------------------------------------------------------------- paired test
 
 
-def _per_seed(trials: pd.DataFrame, *, workload: str, submission: str, by: str) -> pd.Series:
-    """Best value per seed (inf = missed) of one submission on one workload."""
+def values_per_seed(trials: pd.DataFrame, *, workload: str, by: str) -> dict[str, pd.Series]:
+    """Best value per seed (inf = missed) of every submission on one workload, the table validated once: pass it
+    as ``per_seed=`` to :func:`paired_test` and :func:`paired_log_sd` when testing many pairs of one workload."""
     table = trial_values(trials, by=by)
-    cell = table[(table["workload"] == workload) & (table["submission"] == submission)]
-    if cell.empty:
+    cell = table[table["workload"] == workload]
+    return {str(s): g.groupby("seed")["value"].min() for s, g in cell.groupby("submission", sort=False)}
+
+
+def _per_seed(trials: pd.DataFrame | None, *, workload: str, submission: str, by: str,
+              known: Mapping[str, pd.Series] | None = None) -> pd.Series:
+    """Best value per seed (inf = missed) of one submission on one workload (from ``known`` when given)."""
+    seeds = values_per_seed(trials, workload=workload, by=by) if known is None else known
+    if submission not in seeds:
         raise UsageError(f"no trials of {submission!r} on {workload!r}")
-    return cell.groupby("seed")["value"].min()
+    return seeds[submission]
 
 
 def _log_ratios(t_a: np.ndarray, t_b: np.ndarray) -> np.ndarray:
@@ -278,7 +286,7 @@ def _sign_flip_null(ranks: np.ndarray, n_perm: int, rng: np.random.Generator) ->
 
 
 def paired_test(
-    trials: pd.DataFrame,
+    trials: pd.DataFrame | None,
     *,
     workload: str,
     a: str,
@@ -287,6 +295,7 @@ def paired_test(
     alternative: str = "greater",
     n_perm: int = 10000,
     seed: int | np.random.Generator = 0,
+    per_seed: Mapping[str, pd.Series] | None = None,
 ) -> PairedTest:
     """Does submission ``a`` reach the target faster than ``b``? A paired sign-flip test on matched seeds.
 
@@ -307,6 +316,7 @@ def paired_test(
       alternative: ``"greater"`` (a is faster), ``"less"`` (a is slower) or ``"two-sided"``.
       n_perm: Monte Carlo sign vectors when there are more than 16 informative pairs.
       seed: int seed or numpy Generator (Monte Carlo only).
+      per_seed: :func:`values_per_seed` of ``trials`` on ``workload``, when already computed (``trials`` is not read).
     Returns:
       :class:`PairedTest` with the p-value and the median speed-up t_B / t_A.
     Raises:
@@ -317,8 +327,9 @@ def paired_test(
     _check_count(n_perm, "n_perm")
     if alternative not in ("greater", "less", "two-sided"):
         raise UsageError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
-    per_a = _per_seed(trials, workload=workload, submission=a, by=by)
-    per_b = _per_seed(trials, workload=workload, submission=b, by=by)
+    known = per_seed if per_seed is not None else values_per_seed(trials, workload=workload, by=by)
+    per_a = _per_seed(trials, workload=workload, submission=a, by=by, known=known)
+    per_b = _per_seed(trials, workload=workload, submission=b, by=by, known=known)
     seeds = per_a.index.intersection(per_b.index)
     if len(seeds) == 0:
         raise UsageError(f"{a!r} and {b!r} share no seed on {workload!r}; a paired test needs matched seeds")
@@ -360,10 +371,12 @@ def log_time_sd(trials: pd.DataFrame, *, workload: str, submission: str, by: str
     return float(np.std(logs, ddof=1)) if len(logs) >= 2 else math.nan
 
 
-def paired_log_sd(trials: pd.DataFrame, *, workload: str, a: str, b: str, by: str = "time") -> float:
-    """Standard deviation of ``log t_B - log t_A`` over matched seeds where both reached (NaN with fewer than 2)."""
-    per_a = _per_seed(trials, workload=workload, submission=a, by=by)
-    per_b = _per_seed(trials, workload=workload, submission=b, by=by)
+def paired_log_sd(trials: pd.DataFrame | None, *, workload: str, a: str, b: str, by: str = "time",
+                  per_seed: Mapping[str, pd.Series] | None = None) -> float:
+    """Standard deviation of ``log t_B - log t_A`` over matched seeds where both reached (NaN with fewer than 2);
+    ``per_seed`` as :func:`paired_test`'s."""
+    per_a = _per_seed(trials, workload=workload, submission=a, by=by, known=per_seed)
+    per_b = _per_seed(trials, workload=workload, submission=b, by=by, known=per_seed)
     seeds = per_a.index.intersection(per_b.index)
     d = _log_ratios(per_a.loc[seeds].to_numpy(), per_b.loc[seeds].to_numpy())
     finite = np.isfinite(per_a.loc[seeds].to_numpy()) & np.isfinite(per_b.loc[seeds].to_numpy())
