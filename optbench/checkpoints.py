@@ -7,7 +7,9 @@ size, submission and their versions, merged hyperparameters, seed, study, trial)
 (:meth:`optbench.prepared.PreparedTrial.checkpoint_key`); a checkpoint whose key differs is refused with a one-line
 reason, never loaded. Beside it, ``<name>.progress`` holds the timed seconds the trial had reached (rewritten at most
 ten times a second of wall clock): after a kill, the timed seconds past the checkpoint are the work lost, added up in
-the trial's counters and recorded on its result.
+the trial's counters and recorded on its result. A trial stopped by Ctrl-C is recorded as ``interrupted`` and noted
+in ``<name>.interrupted``; when it is resumed and finishes, its final result supersedes that record, which is
+deleted, so a resumed trial counts once in ``score``, ``report`` and ``status``.
 """
 
 from __future__ import annotations
@@ -105,8 +107,43 @@ def finished_result(path: Path) -> Path | None:
     return result if result.is_file() else None
 
 
+def interrupted_path(path: Path) -> Path:
+    return path.with_name(path.name + ".interrupted")
+
+
+def note_interrupted(path: Path, result: Path) -> None:
+    """Note a result recorded as ``interrupted`` for the trial checkpointed at ``path``: when the trial finishes,
+    its final result supersedes this one (:func:`retire_interrupted`), so a resumed trial counts once."""
+    with atomic_file(interrupted_path(path), "w") as fh:
+        fh.write(json.dumps({"results": [*map(str, _interrupted(path)), str(result)]}))
+
+
+def _interrupted(path: Path) -> list[Path]:
+    try:
+        listed = json.loads(interrupted_path(path).read_text())["results"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [Path(p) for p in listed if isinstance(p, str)] if isinstance(listed, list) else []
+
+
+def retire_interrupted(path: Path) -> list[Path]:
+    """Delete the ``interrupted`` results the trial at ``path`` left before it finished (its final result, written
+    first, carries their resumes and lost seconds), and the note of them; returns the files deleted."""
+    gone = []
+    for result in _interrupted(path):
+        try:
+            result.unlink()
+            gone.append(result)
+        except FileNotFoundError:
+            pass
+    interrupted_path(path).unlink(missing_ok=True)
+    return gone
+
+
 def discard(path: Path) -> None:
-    """Remove a finished trial's checkpoint, its progress note and its finishing note."""
+    """Remove a finished trial's checkpoint, its progress and finishing notes, and the interrupted results its
+    final one supersedes."""
+    retire_interrupted(path)
     for p in (path, progress_path(path), finishing_path(path)):
         try:
             p.unlink()

@@ -486,6 +486,11 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
     path, note = _write(prep, record, rows) if here.is_main else (None, None)
     if final:
         checkpoints.discard(prep.checkpoint)  # the result is written: nothing left to resume
+    elif prep.owns_checkpoint and here.is_main and path is not None and note is None:
+        if outcome == "interrupted":  # superseded by the trial's final result, once it is resumed and finishes
+            checkpoints.note_interrupted(prep.checkpoint, path)
+        else:  # finished without ever saving a checkpoint (interrupted before the first one, then run again)
+            checkpoints.retire_interrupted(prep.checkpoint)
     if interrupted:
         raise KeyboardInterrupt
     if group is not None and Group.broken:

@@ -210,6 +210,24 @@ def test_ctrl_c_records_the_trial_as_interrupted_and_stops_the_command(results):
     assert cli("score", "--results-dir", str(results)).exit_code == 0  # an interrupted trial scores as not reached
 
 
+@pytest.mark.parametrize("every", ["0.000001", None])  # a checkpoint to resume from; interrupted before any
+def test_a_resumed_trial_counts_once(tmp_path, every):
+    results, flag = tmp_path / "results", tmp_path / "interrupt"
+    flag.touch()
+    env = {"OPTBENCH_TEST_INTERRUPT": str(flag)}
+    checkpointing = ("--checkpoint-every", every) if every else ("--resume",)
+    args = ("run", "-s", f"{FAULTY}:InterruptedOnce", "--results-dir", str(results), "--quiet", *TINY)
+    assert cli(*args, *checkpointing, env=env).exit_code == 130
+    assert list(trials(results)["outcome"]) == ["interrupted"]
+    flag.unlink()
+    r = cli(*args, "--resume", env=env)
+    assert r.exit_code == 0, r.output
+    t = trials(results)
+    assert list(t["outcome"]) == ["reached"] or list(t["outcome"]) == ["missed"]  # the interrupted record is gone
+    assert list(t["resumes"]) == [1 if every else 0] and list(t["total_steps"]) == [40]
+    assert not list((results / ".checkpoints").rglob("*.interrupted"))
+
+
 def test_a_failed_final_write_keeps_the_result_elsewhere_and_says_where(tmp_path):
     results, data = tmp_path / "results", tmp_path / "data"
     r = cli("run", "-s", f"{FAULTY}:Sabotage", "-s", "sgd", "--results-dir", str(results), "--quiet", *TINY,

@@ -66,6 +66,18 @@ class Interrupting(_Counting):
         raise KeyboardInterrupt
 
 
+class InterruptedOnce(_Counting):
+    """Ctrl-C during a step while the file $OPTBENCH_TEST_INTERRUPT exists (the test removes it before resuming);
+    ``after`` defaults to 30 steps, past the first checkpoint of a trial that saves every 0 s."""
+
+    def __init__(self, params, lr: float = 0.01, after: int = 30):
+        super().__init__(params, lr=lr, after=after)
+
+    def fault(self):
+        if Path(os.environ["OPTBENCH_TEST_INTERRUPT"]).exists():
+            raise KeyboardInterrupt
+
+
 class Marking(torch.optim.SGD):
     """Writes $OPTBENCH_TEST_MARKER when created: proves whether a trial started at all."""
 
