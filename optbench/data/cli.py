@@ -101,7 +101,7 @@ def prepare(name: str, data_dir: Path | None, tokens: int | None, vocab_size: in
 @_data_dir_option
 def list_(data_dir: Path | None) -> None:
     """Show every dataset: prepared or not, where, counts and checksums (or the command that prepares it)."""
-    from rich.console import Console
+    from optbench.console import console
     from rich.table import Table
 
     from optbench import data as datasets
@@ -127,9 +127,7 @@ def list_(data_dir: Path | None) -> None:
             continue
         table.add_row(name, "[green]prepared[/green]", folder, _text(contents(manifest)),
                       _text(checksums(manifest)))
-    # Piped output has no terminal width; keep rows on one line unless COLUMNS says otherwise.
-    wide = sys.stdout.isatty() or os.environ.get("COLUMNS")
-    Console(highlight=False, width=None if wide else 200).print(table)
+    console(pipe_width=200).print(table)  # piped: rows kept on one line
 
 
 def _text(value: Any) -> str:
