@@ -73,6 +73,10 @@ DEFAULT_TESTS: dict[str, list[str]] = {
     "optbench/hparams.py": ["tests/test_pure.py"],
     "submissions/adamw.py": ["tests/test_conformance.py::test_builtin_submission_conforms", "-k", "adamw"],
     "submissions/sgd.py": ["tests/test_conformance.py::test_builtin_submission_conforms", "-k", "sgd or nesterov"],
+    # The matrix helpers soap, shampoo and muon share (eigenbases, inverse roots, Newton-Schulz), through each
+    # rule's tests: the helpers have none of their own.
+    "submissions/_linalg.py": ["tests/zoo/test_soap.py", "tests/zoo/test_mut_soap.py", "tests/zoo/test_muon.py",
+                               "tests/zoo/test_mut_muon.py", "tests/zoo/test_shampoo.py"],
     "submissions/soap.py": [],
     "submissions/muon.py": [],
     "submissions/lion.py": [],

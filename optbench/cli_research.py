@@ -117,13 +117,16 @@ def _float_list(text: str, *, what: str) -> tuple[float, ...]:
 @click.option("-o", "--opt-arg", "opt_args", multiple=True, metavar="KEY=VALUE",
               help="Other hyperparameters of every trial (e.g. schedule=constant).")
 @click.option("--max-steps", type=int, default=None, help="Step budget of every trial.")
+@click.option("--max-seconds", type=float, default=None,
+              help="Timed seconds of every trial [default: the size's budget, which large batches may exhaust].")
 @click.option("--eval-every", "eval_every_steps", type=int, default=None, help="Evaluate every N steps.")
 @click.option("--overhead", type=float, default=0.2, show_default=True,
               help="Critical batch size: the largest B whose steps exceed linear scaling by at most this fraction.")
 @_where_options(out="cbs", what="cbs.md (table), cbs.csv (every trial) and cbs.png")
 def cbs(workload: str, opt: str, size: str | None, batch_sizes: str, lrs: str, seeds: tuple[int, ...],
-        target: float | None, opt_args: tuple[str, ...], max_steps: int | None, eval_every_steps: int | None,
-        overhead: float, device: str, data_dir: Path | None, results_dir: Path | None, out: Path) -> None:
+        target: float | None, opt_args: tuple[str, ...], max_steps: int | None, max_seconds: float | None,
+        eval_every_steps: int | None, overhead: float, device: str, data_dir: Path | None, results_dir: Path | None,
+        out: Path) -> None:
     """Critical batch size: steps to target against batch size, each at its best learning rate.
 
     \b
@@ -136,8 +139,8 @@ def cbs(workload: str, opt: str, size: str | None, batch_sizes: str, lrs: str, s
     spec = research.CbsSpec(
         workload=workload, submission=opt, size=size, target=target, device=device, data_dir=data_dir,
         batch_sizes=tuple(_int_list(batch_sizes, what="--batch-sizes") or ()), lrs=_float_list(lrs, what="--lrs"),
-        seeds=seeds, hparams=parse_assignments(opt_args), max_steps=max_steps, eval_every_steps=eval_every_steps,
-        max_overhead=overhead)
+        seeds=seeds, hparams=parse_assignments(opt_args), max_steps=max_steps, max_seconds=max_seconds,
+        eval_every_steps=eval_every_steps, max_overhead=overhead)
     research.check_cbs(spec)
     console = _console()
 
@@ -294,12 +297,13 @@ def seesaw(workload: str, opt: str, size: str | None, seeds: tuple[int, ...], tw
 @click.option("-o", "--opt-arg", "opt_args", multiple=True, metavar="KEY=VALUE",
               help="Other hyperparameters of every trial (keys every listed submission accepts).")
 @click.option("--max-steps", type=int, default=None, help="Step budget of every trial.")
+@click.option("--max-seconds", type=float, default=None, help="Timed seconds of every trial [default: the size's].")
 @click.option("--eval-every", "eval_every_steps", type=int, default=None, help="Evaluate every N steps.")
 @_where_options(out="lr-sweep", what="lr-sweep.md (steps to target per learning rate)")
 def lr_sweep(workload: str, opts: tuple[str, ...], size: str | None, lrs: str, batch_size: int | None,
              seeds: tuple[int, ...], target: float | None, opt_args: tuple[str, ...], max_steps: int | None,
-             eval_every_steps: int | None, device: str, data_dir: Path | None, results_dir: Path | None,
-             out: Path) -> None:
+             max_seconds: float | None, eval_every_steps: int | None, device: str, data_dir: Path | None,
+             results_dir: Path | None, out: Path) -> None:
     """Learning-rate sensitivity: steps to target of each submission at every learning rate.
 
     \b
@@ -315,7 +319,7 @@ def lr_sweep(workload: str, opts: tuple[str, ...], size: str | None, lrs: str, b
     spec = research.CbsSpec(workload=workload, submission=opts[0] if opts else "", size=size, target=target,
                             batch_sizes=(b,), lrs=_float_list(lrs, what="--lrs"), seeds=seeds, device=device,
                             data_dir=data_dir, hparams=parse_assignments(opt_args), max_steps=max_steps,
-                            eval_every_steps=eval_every_steps)
+                            max_seconds=max_seconds, eval_every_steps=eval_every_steps)
     research.check_cbs(spec)
     ensure_writable_dir(out, what="--out directory")
     sweeps = research.lr_sweep(opts, spec, results_dir=paths.results_dir(results_dir))

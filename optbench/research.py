@@ -346,6 +346,7 @@ class CbsSpec:
     target: float | None = None
     hparams: Mapping[str, Any] = field(default_factory=dict)
     max_steps: int | None = None
+    max_seconds: float | None = None  # timed seconds per trial: lift it for large batches (steps are the measure)
     eval_every_steps: int | None = None
     device: str = "cpu"
     data_dir: Path | None = None
@@ -389,6 +390,7 @@ def run_cbs(spec: CbsSpec, *, results_dir: Path, progress: Any = None) -> list[C
             for seed in spec.seeds:
                 cfg = TrialConfig(size=size, hparams={**spec.hparams, "lr": lr}, seed=seed, batch_size=b,
                                   study=f"cbs-b{b}", trial=f"lr{i}", max_steps=spec.max_steps,
+                                  max_seconds=spec.max_seconds,
                                   eval_every_steps=spec.eval_every_steps, device=spec.device, data_dir=spec.data_dir)
                 plans.append((b, lr, seed, prepare(workload, submission, cfg, results_dir=results_dir)))
     runs = []

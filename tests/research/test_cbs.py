@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from optbench.cli import main
 from optbench.research import CbsRun, fit_steps_model, summarize_cbs
+from optbench.results import read_results
 
 
 def _runs(table: dict[tuple[int, float], list[int | None]]) -> list[CbsRun]:
@@ -54,7 +55,7 @@ def test_fit_recovers_s_min_and_b_noise():
 def test_cbs_runs_real_trials_and_writes_table_trials_and_plot(tmp_path):
     out = tmp_path / "cbs"
     r = CliRunner().invoke(main, ["cbs", "-w", "linreg", "-s", "sgd", "--batch-sizes", "32,64", "--lrs", "0.01",
-                                  "--target", "0.3", "--eval-every", "10", "--max-steps", "400",
+                                  "--target", "0.3", "--eval-every", "10", "--max-steps", "400", "--max-seconds", "1e6",
                                   "-o", "schedule=constant", "--results-dir", str(tmp_path / "results"),
                                   "--out", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -64,6 +65,8 @@ def test_cbs_runs_real_trials_and_writes_table_trials_and_plot(tmp_path):
     assert lines[0] == "batch_size,lr,seed,outcome,steps_to_target,examples_to_target" and len(lines) == 3
     assert (out / "cbs.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((tmp_path / "results").rglob("*.parquet"))) == 2
+    trials = read_results(tmp_path / "results").trials
+    assert sorted(trials["base_batch_size"]) == [32, 64] and set(trials["max_seconds"]) == {1e6}
 
 
 @pytest.mark.parametrize("args", [["--batch-sizes", "0,8"], ["--lrs", "-1"], ["--lrs", "x"], ["--overhead", "-0.1"],
