@@ -56,7 +56,8 @@ PACKAGE_DIRS = {"optbench": "optbench", "submissions": "optbench_submissions", "
 DEFAULT_TESTS: dict[str, list[str]] = {
     "optbench/scoring.py": ["tests/test_scoring.py"],
     "optbench/stats.py": ["tests/test_stats.py", "tests/test_stats_rules.py"],
-    "optbench/schedules.py": ["tests/test_pure.py"],
+    "optbench/schedules.py": ["tests/test_pure.py", "tests/research/test_schedule_library.py",
+                              "tests/test_schedule_keys.py"],
     # The runner's selection leaves out the tests that cost seconds to minutes per mutant (subprocesses, compile,
     # hanging steps, parallel tunes); docs/TESTING.md, "Core modules", lists what each left-out test pins.
     "optbench/runner.py": ["tests/test_runner.py", "tests/test_rules_timing.py", "tests/test_reliability.py", "-k",

@@ -318,10 +318,12 @@ def _read_results(root: Path, *, hint: str) -> Any:
 def report(*, results_dir: Path | None, out: Path, by: str, r_max: float, hparam: str) -> None:
     """``optbench report``: the HTML report and its PNG/SVG plots of the results directory."""
     from optbench.report import build_report
+    from optbench.results import CACHE_DIR
 
     root = paths.results_dir(results_dir)
     loaded = _read_results(root, hint="run e.g. 'optbench tune' first")
-    made = build_report(loaded, out=out, by=by, r_max=r_max, hparam=hparam, source=str(root))
+    made = build_report(loaded, out=out, by=by, r_max=r_max, hparam=hparam, source=str(root),
+                        plot_cache=root / CACHE_DIR / "plots")
     _console().print(escape(f"report: {made.index} ({len(made.images)} image files)"))
 
 

@@ -446,7 +446,7 @@ def _warnings(loaded: ResultSet, trials: pd.DataFrame) -> list[str]:
 
 
 def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float = 4.0, hparam: str = "lr",
-                 level: float = 0.9, n_boot: int = 1000, source: str = "") -> Report:
+                 level: float = 0.9, n_boot: int = 1000, source: str = "", plot_cache: Path | None = None) -> Report:
     """Write plots (PNG + SVG) and ``index.html`` for the results in ``loaded``.
 
     Args:
@@ -458,6 +458,8 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
       level: confidence level of the bootstrap intervals.
       n_boot: bootstrap replicates.
       source: where the results came from, shown on the page.
+      plot_cache: a folder of plots drawn before, reused where their inputs are the same
+        (:mod:`optbench.plots`); None draws every plot.
     Returns:
       The :class:`Report`. Results of ``run`` and ``tune`` pooled on one workload and submission get one
       ``warning:`` line on stderr (:func:`optbench.render.warn_pooled`) and a warning on the page.
@@ -490,7 +492,8 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
         plots = _figures(loaded, trials, board, by=by, hparam=hparam)
         sections = research_sections(loaded, trials)  # batch-size sweeps, diagnostics: only where results have them
         try:
-            saved = {s.name: s for s in render_all([*plots, *(p for sec in sections for p in sec.plots)], out)}
+            every = [*plots, *(p for sec in sections for p in sec.plots)]
+            saved = {s.name: s for s in render_all(every, out, cache=plot_cache)}
             blocks = [_figure_html(saved[p.name]) for p in plots if p.name in saved]
             research = [f'<h2>{esc(sec.title)}</h2>\n<p class="note">{esc(sec.note)}</p>\n{sec.table_html}\n'
                         + "".join(_figure_html(saved[p.name]) for p in sec.plots if p.name in saved)
@@ -515,9 +518,9 @@ def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by:
     plots = [
         Plot(name="profile", caption=("Performance profiles: fraction of workloads a submission reaches within tau "
                                       "times the best (step function; the score is the area under it, normalised)."),
-             draw=lambda: plot_profiles(board, colors)),
+             draw=plot_profiles, args=(board, colors)),
         Plot(name="outcomes", caption=f"Outcomes of every trial per submission and workload. {render.outcome_legend()}",
-             draw=lambda: plot_outcomes(board)),
+             draw=plot_outcomes, args=(board,)),
     ]
     runs = representative_runs(trials, by=by)
     evals = with_workload_key(loaded.evals_of(runs["run_id"].tolist()))  # only the curves that are drawn
@@ -532,15 +535,15 @@ def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by:
                    "(a diverged one counts as never reaching), so the line meets the target where the median "
                    "study has." + (_DIAMONDS.format(by=by) if by in EVAL_AXIS else ""))
         scored = {str(s): float(board.times.loc[w, s]) for s in board.times.columns}
-        curve_rows = evals[evals["run_id"].isin(wr["run_id"])]
-        plots.append(Plot(name=f"curves-{safe_name(w)}", caption=caption,
-                          draw=lambda e=curve_rows, r=wr, w=w, sc=scored:
-                          plot_curves(e, r, colors=colors, workload=w, scored=sc, by=by)))
+        plots.append(Plot(name=f"curves-{safe_name(w)}", caption=caption, draw=plot_curves,
+                          args=(evals[evals["run_id"].isin(wr["run_id"])], wr),
+                          kwargs=dict(colors=colors, workload=w, scored=scored, by=by)))
         if sens is not None:
             caption = f"{w}: median over trials at each value of {hparam} (every seed and study)."
-            plots.append(Plot(name=f"sensitivity-{safe_name(w)}", caption=caption,
-                              draw=lambda s=sens[sens["workload"] == w], w=w, m=str(wr.iloc[0]["metric_name"]):
-                              plot_sensitivity(s, colors=colors, workload=w, hparam=hparam, by=by, metric=m)))
+            plots.append(Plot(name=f"sensitivity-{safe_name(w)}", caption=caption, draw=plot_sensitivity,
+                              args=(sens[sens["workload"] == w],),
+                              kwargs=dict(colors=colors, workload=w, hparam=hparam, by=by,
+                                          metric=str(wr.iloc[0]["metric_name"]))))
     return plots
 
 

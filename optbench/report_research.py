@@ -131,7 +131,7 @@ def cbs_section(trials: pd.DataFrame) -> Section | None:
                    f"over seeds, 90% bootstrap interval), perfect linear scaling from the smallest batch size that "
                    f"reached, and the critical batch size {summary.critical_batch_size}.")
         figures.append(Plot(name=f"cbs-{safe_name(w)}-{safe_name(s)}", caption=caption,
-                            draw=lambda x=summary, t=f"{w}: {s}": plot_cbs(x, title=t)))
+                            draw=plot_cbs, args=(summary,), kwargs=dict(title=f"{w}: {s}")))
     fits = "; ".join(f"{w} {s}: S_min = {x.s_min:.4g}, B_noise = {x.b_noise:.4g}" for w, s, x in summaries)
     definition = summaries[0][2].definition()
     note = (f"{definition[0].upper()}{definition[1:]} Fit S(B) = S_min (1 + B_noise / B) (McCandlish et al. "
@@ -214,7 +214,7 @@ def diagnostics_section(loaded: ResultSet, trials: pd.DataFrame) -> Section | No
                    "squares: Adam's preconditioned sharpness, dotted: its threshold) beside 2/lr (dashed, same "
                    "colour); right: McCandlish et al.'s simple noise scale (non-positive estimates left out)." + left)
         figures.append(Plot(name=f"diagnostics-{safe_name(w)}", caption=caption,
-                            draw=lambda x=g[g["run_id"].isin(shown)], w=str(w): plot_diagnostics(x, workload=w)))
+                            draw=plot_diagnostics, args=(g[g["run_id"].isin(shown)],), kwargs=dict(workload=str(w))))
         for run_id in ids:
             r = g[g["run_id"] == run_id].sort_values("step")
             last = r.iloc[-1]
