@@ -266,3 +266,15 @@ def test_a_results_directory_is_one_dataset_to_pyarrow_pandas_and_duckdb(tmp_pat
         assert set(got.columns) >= {*results.EVAL_COLUMNS, *results.TRIAL_COLUMNS}
     one = rows.groupby("run_id")["best_metric"].first().sort_index()
     assert one.tolist() == ours.trials.set_index("run_id").sort_index()["best_metric"].tolist()
+
+
+@pytest.mark.slow
+def test_the_scale_benchmark_runs_tiny(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "score_scale.py"
+    out = subprocess.run([sys.executable, str(script), "--sizes", "100", "--repeats", "1", "--evals", "3",
+                          "--work", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| 100 |" in out.stdout and "report, plots redrawn" in out.stdout
