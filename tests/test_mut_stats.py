@@ -345,3 +345,17 @@ def test_paired_test_zero_time_is_silent_and_unknown_cells_are_named():
 def test_paired_test_uses_the_measure():
     trials = seeded_runs({"A": [10.0, 10.0], "B": [20.0, 20.0]}).assign(steps_to_target=[50.0, 50.0, 10.0, 10.0])
     assert stats.paired_test(trials, workload="w", a="A", b="B", by="steps").speedup == pytest.approx(0.2)
+
+
+def test_paired_functions_take_the_seeds_found_once():
+    trials = seeded_runs({"A": [10.0, 12.0, 9.0, INF], "B": [20.0, 18.0, INF, INF], "C": [5.0, 6.0, 7.0, 8.0]})
+    seeds = stats.values_per_seed(trials, workload="w", by="time")
+    assert sorted(seeds) == ["A", "B", "C"] and list(seeds["B"]) == [20.0, 18.0, INF, INF]
+    for b in ("B", "C"):  # trials is not read when the seeds are given: None stands for it
+        assert stats.paired_test(None, workload="w", a="A", b=b, per_seed=seeds) == stats.paired_test(
+            trials, workload="w", a="A", b=b)
+        assert stats.paired_log_sd(None, workload="w", a="A", b=b, per_seed=seeds) == pytest.approx(
+            stats.paired_log_sd(trials, workload="w", a="A", b=b))
+    for fn in (stats.paired_test, stats.paired_log_sd):
+        with pytest.raises(UsageError, match="no trials of 'D' on 'w'"):
+            fn(None, workload="w", a="A", b="D", per_seed=seeds)
