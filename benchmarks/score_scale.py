@@ -11,7 +11,8 @@ Usage::
     python benchmarks/score_scale.py --algoperf --baseline /tmp/base   # the 360-trial fixture, side by side
 
 ``--baseline DIR`` times another optbench too (a folder holding its ``optbench`` package, e.g. made with
-``git archive <rev> optbench | tar -x -C DIR``), alternating with this one. Trials are written through the real
+``git archive <rev> optbench | tar -x -C DIR``), alternating with this one: its import and score of the fixture,
+and in the growth table its cold report. Trials are written through the real
 writer (:func:`optbench.results.write_trial`), ``evals`` evaluations each, into ``--work`` (kept between runs: a
 folder already holding N trials is reused).
 """
@@ -137,16 +138,20 @@ def scale(args: argparse.Namespace) -> None:
         score = ["score", "--format", "csv"]
         # What each variant deletes first: every cache (cold), the plot cache only (every plot changed: the
         # report of a results directory whose every workload got new trials), or nothing (warm).
-        variants = [("score cold", score, CACHE), ("score warm", score, None)]
+        variants: list[tuple[str, list[str], str | None, Path | None]] = [
+            ("score cold", score, CACHE, None), ("score warm", score, None, None)]
         if args.report:
             report = ["report", "--out", str(args.work / "report")]
-            variants += [("report cold", report, CACHE), ("report, plots redrawn", report, f"{CACHE}/plots"),
-                         ("report warm", report, None)]
+            variants += [("report cold", report, CACHE, None),
+                         ("report, plots redrawn", report, f"{CACHE}/plots", None), ("report warm", report, None, None)]
+            if args.baseline is not None:  # cold for both: an older optbench rebuilds a newer summary cache
+                variants.append(("report cold (baseline)", report, CACHE, args.baseline))
         for _ in range(args.repeats):
-            for name, argv, drop in variants:
+            for name, argv, drop, pkg in variants:
                 if drop:
                     shutil.rmtree(root / drop, ignore_errors=True)
-                samples.setdefault(name, []).append(timed(optbench(*argv, "--results-dir", str(root))))
+                samples.setdefault(name, []).append(timed(optbench(*argv, "--results-dir", str(root)),
+                                                          package_dir=pkg))
         rows.append((n, medians(samples)))
         print(f"  {n} trials: " + ", ".join(f"{k} {w:.2f} s" for k, (w, _, _) in rows[-1][1].items()), flush=True)
     names = list(rows[0][1])
