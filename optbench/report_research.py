@@ -26,6 +26,7 @@ import pandas as pd
 
 from optbench.pages import esc, html_table, plain_log_ticks, safe_name
 from optbench.plots import Plot
+from optbench.scoring import parse_hparams
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -50,11 +51,10 @@ class Section:
     plots: tuple[Plot, ...]
 
 
-def _lr(hparams: str) -> float:
-    try:
-        value = json.loads(hparams).get("lr")
-    except (ValueError, AttributeError):
-        return math.nan
+def _lr(hparams: dict) -> float:
+    """A trial's learning rate (NaN if it has none or a non-number): ``hparams`` as :func:`parse_hparams` decodes
+    it (the reader already refused files whose hparams are not a JSON object)."""
+    value = hparams.get("lr")
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
@@ -66,27 +66,19 @@ def batch_sweeps(trials: pd.DataFrame) -> dict[tuple[str, str], list[CbsRun]]:
     if "base_batch_size" not in trials.columns or trials.empty:
         return {}
     known = trials[trials["base_batch_size"].notna() & trials["outcome"].isin(SWEEP_OUTCOMES)]
-    known = known.assign(_rest=[_without_lr(h) for h in known["hparams"]])
+    parsed = [parse_hparams(h) for h in known["hparams"]]  # each trial's hyperparameters decoded once
+    # What a sweep holds fixed: every hyperparameter but the learning rate, as canonical JSON (a groupable key).
+    known = known.assign(sweep_lr=[_lr(h) for h in parsed],
+                         sweep_rest=[json.dumps({k: v for k, v in h.items() if k != "lr"}, sort_keys=True)
+                                     for h in parsed])
     out: dict[tuple[str, str], list[CbsRun]] = {}
     for (w, s), pair in known.groupby(["workload", "submission"], sort=True):
-        sweeps = [g for _, g in pair.groupby("_rest", sort=True) if g["base_batch_size"].nunique() >= 2]
+        sweeps = [g for _, g in pair.groupby("sweep_rest", sort=True) if g["base_batch_size"].nunique() >= 2]
         for g in sweeps:
-            others = [x["_rest"].iloc[0] for x in sweeps]
-            label = str(s) if len(sweeps) == 1 else f"{s} ({_difference(g['_rest'].iloc[0], others)})"
+            others = [x["sweep_rest"].iloc[0] for x in sweeps]
+            label = str(s) if len(sweeps) == 1 else f"{s} ({_difference(g['sweep_rest'].iloc[0], others)})"
             out[(str(w), label)] = _cbs_runs(g)
     return out
-
-
-def _without_lr(hparams: str) -> str:
-    """The hyperparameters but the learning rate, as canonical JSON: what a sweep holds fixed."""
-    try:
-        values = json.loads(hparams)
-    except ValueError:
-        return hparams
-    if not isinstance(values, dict):
-        return hparams
-    values.pop("lr", None)
-    return json.dumps(values, sort_keys=True)
 
 
 def _difference(rest: str, others: list[str]) -> str:
@@ -102,7 +94,7 @@ def _cbs_runs(g: pd.DataFrame) -> list[CbsRun]:
     from optbench.research import CbsRun
 
     return [
-            CbsRun(batch_size=int(r.base_batch_size), lr=_lr(r.hparams), seed=int(r.seed),
+            CbsRun(batch_size=int(r.base_batch_size), lr=r.sweep_lr, seed=int(r.seed),
                    steps_to_target=None if pd.isna(r.steps_to_target) else int(r.steps_to_target),
                    examples_to_target=None if pd.isna(r.examples_to_target) else int(r.examples_to_target),
                    outcome=str(r.outcome))
@@ -153,7 +145,7 @@ def diagnosed_rows(loaded: ResultSet, trials: pd.DataFrame) -> pd.DataFrame:
     parsed = [_metrics(text) for text in evals["metrics_json"]]
     for key in DIAGNOSTIC_KEYS:
         evals[key] = [p.get(key, math.nan) for p in parsed]
-    lr = dict(zip(runs["run_id"], (_lr(h) for h in runs["hparams"])))
+    lr = dict(zip(runs["run_id"], (_lr(parse_hparams(h)) for h in runs["hparams"])))
     evals["trial_lr"] = evals["run_id"].map(lr)
     evals["workload"] = evals["workload_key"]
     return evals

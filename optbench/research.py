@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from optbench.errors import UsageError
 from optbench.fsutil import atomic_file
-from optbench.pages import PLAIN_TEXT, plain_formatter, plain_text
+from optbench.pages import plain_formatter, plain_text
 from optbench.schedules import from_hparams, given, values
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,10 +81,8 @@ def plot_schedules(curves: Sequence[tuple[str, Sequence[int], Sequence[float]]],
 
 def save_png(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as a PNG at ``path`` atomically (a reader never sees half a file)."""
-    from matplotlib import rc_context
-
     buf = io.BytesIO()
-    with rc_context(PLAIN_TEXT):
+    with plain_text():
         fig.savefig(buf, format="png", dpi=110)
     try:
         with atomic_file(path) as f:
