@@ -70,7 +70,9 @@ def test_cbs_runs_real_trials_and_writes_table_trials_and_plot(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--batch-sizes", "0,8"], ["--lrs", "-1"], ["--lrs", "x"], ["--overhead", "-0.1"],
-                                  ["--batch-sizes", "8", "-o", "nosuchkey=1"]])
+                                  ["--batch-sizes", "8", "-o", "nosuchkey=1"], ["--max-seconds", "nan"],
+                                  ["--max-seconds", "-1"], ["--max-seconds", "9223372036854775808"],
+                                  ["--max-seconds", ""]])
 def test_bad_sweeps_fail_in_one_line_before_any_trial(tmp_path, args):
     r = CliRunner().invoke(main, ["cbs", "--results-dir", str(tmp_path / "r"), "--out", str(tmp_path / "o"), *args])
     assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
