@@ -19,9 +19,9 @@ import tempfile
 from pathlib import Path
 
 from optbench.api import Goal, reached
-from optbench.hparams import parse_assignments
-from optbench.registry import Loaded, load_submission, load_workload
-from optbench.runner import TrialConfig, run_trial
+from optbench.plugins.hparams import parse_assignments
+from optbench.plugins.registry import Loaded, load_submission, load_workload
+from optbench.engine.runner import TrialConfig, run_trial
 
 
 def main() -> None:

@@ -6,7 +6,7 @@
 
 Part 1, harness overhead: the same steps (draw a batch from the resident token file, forward under autocast,
 chunked cross-entropy, backward, AdamW with its schedule, zero_grad) run by a bare loop that synchronises only at
-its ends, and by an optbench trial loop (:class:`optbench.runner.TrialLoop`: stretches of ``--sync-every`` steps,
+its ends, and by an optbench trial loop (:class:`optbench.engine.runner.TrialLoop`: stretches of ``--sync-every`` steps,
 losses read at each stretch's end). Runs alternate (bare, harness, bare, ...) in one process; the table gives the
 medians of steps per second, their ratio (goal >= 0.98) and the peak device memory of each (CUDA only).
 
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optbench.prepared import TrialConfig, prepare
-from optbench.registry import load_submission, load_workload
-from optbench.runner import TrialLoop, derive_seed
+from optbench.engine.prepared import TrialConfig, prepare
+from optbench.plugins.registry import load_submission, load_workload
+from optbench.engine.runner import TrialLoop, derive_seed
 from optbench_workloads.lm import LMTask
 
 

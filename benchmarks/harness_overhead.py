@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from optbench.api import TrialInfo
-from optbench.registry import load_submission, load_workload
-from optbench.runner import TrialConfig, run_trial
+from optbench.plugins.registry import load_submission, load_workload
+from optbench.engine.runner import TrialConfig, run_trial
 
 
 def bare(steps: int, size_name: str) -> float:

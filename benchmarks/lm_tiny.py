@@ -99,7 +99,7 @@ def prepare(data_dir: Path, chars: int) -> float:
 def pipeline_share(data_dir: Path, repeats: int = 7, steps: int = 30) -> tuple[float, float]:
     """Median seconds per batch and per whole step (batch + forward + backward + AdamW), alternating."""
     from optbench.api import TrialInfo
-    from optbench.registry import load_submission
+    from optbench.plugins.registry import load_submission
     from optbench_workloads.lm import wikitext
 
     size = wikitext.sizes["tiny"]
@@ -131,8 +131,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="data directory to reuse (prepared if empty)")
     args = ap.parse_args()
-    from optbench.registry import load_submission, load_workload
-    from optbench.runner import TrialConfig, run_trial
+    from optbench.plugins.registry import load_submission, load_workload
+    from optbench.engine.runner import TrialConfig, run_trial
 
     data_dir = args.keep or Path(tempfile.mkdtemp())
     if not (data_dir / "wikitext103" / "manifest.json").exists():

@@ -1,9 +1,9 @@
 """Mutation testing of optbench's core modules with mutmut, one module at a time, and a killed/total table.
 
-    .venv/bin/python benchmarks/mutation.py optbench/scoring.py               # one module, its default tests
-    .venv/bin/python benchmarks/mutation.py optbench/stats.py submissions/adamw.py --time-limit 900
-    .venv/bin/python benchmarks/mutation.py optbench/runner.py --tests tests/test_runner.py -k "not cifar"
-    .venv/bin/python benchmarks/mutation.py --rerun optbench/scoring.py       # after adding tests: survivors only
+    .venv/bin/python benchmarks/mutation.py optbench/scoring/profiles.py               # one module, its default tests
+    .venv/bin/python benchmarks/mutation.py optbench/scoring/stats.py submissions/adamw.py --time-limit 900
+    .venv/bin/python benchmarks/mutation.py optbench/engine/runner.py --tests tests/test_runner.py -k "not cifar"
+    .venv/bin/python benchmarks/mutation.py --rerun optbench/scoring/profiles.py       # after adding tests: survivors only
     .venv/bin/python benchmarks/mutation.py --report                          # the table of the last runs
     .venv/bin/python benchmarks/mutation.py --report --survivors --diff       # plus every surviving mutant's diff
     .venv/bin/python benchmarks/mutation.py --list                            # modules and their default tests
@@ -54,24 +54,24 @@ PACKAGE_DIRS = {"optbench": "optbench", "submissions": "optbench_submissions", "
 # tests/test_mut_<stem>.py, tests/zoo/test_<stem>.py and tests/zoo/test_mut_<stem>.py are added when they exist.
 # The submissions without a zoo test of their own (adamw, sgd) are exercised by their conformance rows.
 DEFAULT_TESTS: dict[str, list[str]] = {
-    "optbench/scoring.py": ["tests/test_scoring.py"],
-    "optbench/stats.py": ["tests/test_stats.py", "tests/test_stats_rules.py"],
+    "optbench/scoring/profiles.py": ["tests/test_scoring.py"],
+    "optbench/scoring/stats.py": ["tests/test_stats.py", "tests/test_stats_rules.py"],
     "optbench/schedules.py": ["tests/test_pure.py", "tests/research/test_schedule_library.py",
                               "tests/test_schedule_keys.py"],
     # The runner's selection leaves out the tests that cost seconds to minutes per mutant (subprocesses, compile,
     # hanging steps, parallel tunes); docs/TESTING.md, "Core modules", lists what each left-out test pins.
-    "optbench/runner.py": ["tests/test_runner.py", "tests/test_rules_timing.py", "tests/test_reliability.py", "-k",
+    "optbench/engine/runner.py": ["tests/test_runner.py", "tests/test_rules_timing.py", "tests/test_reliability.py", "-k",
                            "not sigkill and not compile_smoke and not compiled_trial and not two_tunes and not "
                            "dead_owner and not never_returns and not bad_tune_input and not reaches_target and not "
                            "same_seed"],
-    "optbench/clock.py": ["tests/test_rules_timing.py"],
-    "optbench/results.py": ["tests/test_results.py"],
-    "optbench/fsutil.py": ["tests/test_results.py", "tests/test_store_rules.py"],
-    "optbench/tuning.py": ["tests/test_tuning.py"],
-    "optbench/prepared.py": ["tests/test_reliability.py", "tests/test_properties.py", "-k",
+    "optbench/engine/clock.py": ["tests/test_rules_timing.py"],
+    "optbench/store/results.py": ["tests/test_results.py"],
+    "optbench/store/fsutil.py": ["tests/test_results.py", "tests/test_store_rules.py"],
+    "optbench/sweep/tuning.py": ["tests/test_tuning.py"],
+    "optbench/engine/prepared.py": ["tests/test_reliability.py", "tests/test_properties.py", "-k",
                              "not two_tunes and not dead_owner and not never_returns and not hanging and not "
                              "bad_tune_input"],
-    "optbench/hparams.py": ["tests/test_pure.py"],
+    "optbench/plugins/hparams.py": ["tests/test_pure.py"],
     "submissions/adamw.py": ["tests/test_conformance.py::test_builtin_submission_conforms", "-k", "adamw"],
     "submissions/sgd.py": ["tests/test_conformance.py::test_builtin_submission_conforms", "-k", "sgd or nesterov"],
     # The matrix helpers soap, shampoo and muon share (eigenbases, inverse roots, Newton-Schulz), through each
@@ -295,7 +295,7 @@ def recorded_modules() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("modules", nargs="*", help="source files, e.g. optbench/scoring.py submissions/adamw.py")
+    ap.add_argument("modules", nargs="*", help="source files, e.g. optbench/scoring/profiles.py submissions/adamw.py")
     ap.add_argument("--tests", nargs="+", help="pytest arguments selecting the tests (default: the module's list)")
     ap.add_argument("-k", dest="keyword", help="a pytest -k expression added to the test selection")
     ap.add_argument("--max-children", type=int, default=1, help="parallel mutant workers (default 1; 2 at most here)")

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from optbench.api import Capability, Submission, TrialInfo
 from optbench.errors import UsageError
-from optbench.hparams import merge, parse_value
-from optbench.registry import entry_points, load_submission
+from optbench.plugins.hparams import merge, parse_value
+from optbench.plugins.registry import entry_points, load_submission
 from optbench_workloads._gpt import GPTConfig, build_gpt
 
 DEFAULT_OPTS = ("adamw", "soap", "shampoo", "muon")

@@ -8,8 +8,8 @@ Division of labour (AlgoPerf's, made explicit):
 * A **submission** owns parameter grouping, the update rule and its schedule. ``Submission.create`` returns an
   :class:`Updater`: anything with ``torch.optim.Optimizer``'s interface (``step``, ``zero_grad``, ``state_dict``,
   ``load_state_dict``, ``param_groups``). A plain ``torch.optim.Optimizer`` subclass is accepted by the registry as
-  a submission with no wrapper (see :func:`optbench.registry.optimizer_submission`).
-* The **harness** (``optbench.runner``) owns the clock, forward/backward, evaluation, stopping and checkpoints.
+  a submission with no wrapper (see :func:`optbench.plugins.registry.optimizer_submission`).
+* The **harness** (``optbench.engine.runner``) owns the clock, forward/backward, evaluation, stopping and checkpoints.
 
 Nothing here imports torch at run time, so describing plugins stays cheap.
 """
@@ -165,7 +165,7 @@ class Task(Protocol):
         ...
 
     # Optional: ``slice_batch(batch, start, stop)`` returns examples [start, stop) of a batch, for batches the
-    # harness cannot cut itself (see optbench.batches). ``loss`` must be a mean over the batch's tokens: the harness
+    # harness cannot cut itself (see optbench.engine.batches). ``loss`` must be a mean over the batch's tokens: the harness
     # weights the micro-batches of an accumulated step (and the ranks' shares) by their token counts.
 
 

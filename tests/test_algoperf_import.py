@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optbench.algoperf_import import import_algoperf, load_targets, resolve_target
+from optbench.scoring.algoperf_import import import_algoperf, load_targets, resolve_target
 from optbench.errors import UsageError
-from optbench.results import read_results
-from optbench.scoring import leaderboard
+from optbench.store.results import read_results
+from optbench.scoring.profiles import leaderboard
 
 COLUMNS = ["accumulated_eval_time", "accumulated_logging_time", "accumulated_submission_time", "global_step",
            "preemption_count", "score", "total_duration", "train/loss", "validation/{m}", "validation/num_examples"]
@@ -198,7 +198,7 @@ def test_finewebedu_needs_rules_v06():
 
 def test_cli_import_then_score(tree, results):
     from optbench.cli import App
-    from optbench.cli_tuning import add_commands
+    from optbench.cli.tuning import add_commands
 
     @click.group(cls=App)
     def main() -> None:
@@ -215,7 +215,7 @@ def test_cli_import_then_score(tree, results):
 
 
 def test_read_log_sorts_by_step_keeps_the_later_of_a_repeated_step_and_drops_unknown_steps(tmp_path):
-    from optbench.algoperf_import import TargetSpec, TrialLog, read_log
+    from optbench.scoring.algoperf_import import TargetSpec, TrialLog, read_log
 
     folder = tmp_path / "wmt_jax" / "trial_1"
     folder.mkdir(parents=True)
@@ -240,7 +240,7 @@ def test_read_log_sorts_by_step_keeps_the_later_of_a_repeated_step_and_drops_unk
 @given(st.dictionaries(st.text(min_size=1, max_size=8), st.lists(
     st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)), min_size=3, max_size=3), max_size=5))
 def test_metrics_json_is_what_json_dumps_writes(logged):
-    from optbench.algoperf_import import metrics_json
+    from optbench.scoring.algoperf_import import metrics_json
 
     rows = [{k: logged[k][i] for k in sorted(logged)} for i in range(3)]
     assert metrics_json(logged, 3) == [json.dumps(r) for r in rows]

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.conformance import ALL_CHECKS, run_check
-from optbench.registry import entry_points, load_submission
+from optbench.engine.conformance import ALL_CHECKS, run_check
+from optbench.plugins.registry import entry_points, load_submission
 
 SUBMISSIONS = sorted(entry_points("submissions"))
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from optbench.cli import main
 from optbench.errors import UsageError
-from optbench.hparams import check_prefixes, for_submission, parse_assignments
+from optbench.plugins.hparams import check_prefixes, for_submission, parse_assignments
 
 
 def records(root: Path) -> dict[str, dict]:

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from optbench.clock import Clock, synchronize
+from optbench.engine.clock import Clock, synchronize
 
 NAP = 0.05
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from optbench.errors import UsageError
-from optbench.fsutil import (OLD_TEMPORARY_AGE_S, atomic_batch, atomic_file, clean_stale_temporaries, ensure_writable_dir, is_dir,
+from optbench.store.fsutil import (OLD_TEMPORARY_AGE_S, atomic_batch, atomic_file, clean_stale_temporaries, ensure_writable_dir, is_dir,
                              is_file, is_stale_temporary, is_valid_text, pid_alive, printable, temporary_name)
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from optbench.errors import UsageError
-from optbench.hparams import (MAX_DEPTH, Choice, Range, SearchSpace, check_json, check_keys, load_file, loads, merge,
+from optbench.plugins.hparams import (MAX_DEPTH, Choice, Range, SearchSpace, check_json, check_keys, load_file, loads, merge,
                               parse_assignments, parse_search_space, parse_value)
 
 

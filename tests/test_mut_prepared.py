@@ -1,4 +1,4 @@
-"""Exact-value tests of optbench.prepared's validation, written against its mutation-testing survivors.
+"""Exact-value tests of optbench.engine.prepared's validation, written against its mutation-testing survivors.
 
 Every bound is checked on both sides of its edge with the exact one-line message, so that an off-by-one, a flipped
 comparison or a changed message is caught. No training: only the real plugins linreg/adamw are loaded.
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from optbench import prepared as P
+from optbench.engine import prepared as P
 from optbench.api import Budget, EvalPeriod
 from optbench.errors import UsageError
-from optbench.prepared import TrialConfig, bounded_float, bounded_int, prepare, text
-from optbench.registry import load_submission, load_workload
+from optbench.engine.prepared import TrialConfig, bounded_float, bounded_int, prepare, text
+from optbench.plugins.registry import load_submission, load_workload
 
 
 def _raises(msg: str):
@@ -341,7 +341,7 @@ def test_check_destination(plugins, tmp_path):
 
 
 def test_check_destination_clears_stale_temporaries(tmp_path):
-    from optbench.fsutil import temporary_name
+    from optbench.store.fsutil import temporary_name
 
     dead = tmp_path / temporary_name("r.parquet", pid=2**22 + 12345)  # above Linux's pid_max: never alive
     live = tmp_path / temporary_name("r.parquet")  # ours: a live writer's, kept

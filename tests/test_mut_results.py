@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from optbench.results import (EVAL_COLUMNS, TRIAL_COLUMNS, check_meta, read_results, read_trial, result_files,
+from optbench.store.results import (EVAL_COLUMNS, TRIAL_COLUMNS, check_meta, read_results, read_trial, result_files,
                               trial_path, write_trial)
 
 from .test_results import _record, _row
@@ -156,7 +156,7 @@ def test_trials_not_reached_need_no_target_measures():
 
 
 def test_metadata_that_is_not_json_or_not_an_object():
-    from optbench.results import _read_json
+    from optbench.store.results import _read_json
 
     with pytest.raises(ValueError, match=r"^'optbench' metadata is not valid JSON \(JSONDecodeError\)$"):
         _read_json(b"{")
@@ -193,7 +193,7 @@ def test_an_eval_column_of_another_type_is_named(tmp_path):
 
 
 def test_field_types_come_from_the_annotations():
-    from optbench.results import _field_types
+    from optbench.store.results import _field_types
 
     types = _field_types()
     optional = {name for name, (_, opt) in types.items() if opt}

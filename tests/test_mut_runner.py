@@ -28,9 +28,9 @@ from torch import nn
 from optbench import SCHEMA_VERSION
 from optbench.api import Capability, Goal, Metric, SubmissionSpec
 from optbench.errors import UsageError
-from optbench.registry import Loaded, Origin, load_submission
-from optbench.results import TRIAL_COLUMNS, read_results
-from optbench.runner import TrialConfig, TrialTimeout, classify, derive_seed, run_trial
+from optbench.plugins.registry import Loaded, Origin, load_submission
+from optbench.store.results import TRIAL_COLUMNS, read_results
+from optbench.engine.runner import TrialConfig, TrialTimeout, classify, derive_seed, run_trial
 from optbench_workloads.linreg import LinReg, LinRegTask
 from tests.plugins.bad_optimizers import _Averaging
 
@@ -449,7 +449,7 @@ def test_setup_gets_the_device_and_data_folder(results, tmp_path):
 
 
 def test_a_failed_setup_records_no_steps_and_no_time(results, bad_plugins):
-    from optbench.registry import load_workload
+    from optbench.plugins.registry import load_workload
 
     r = run(load_workload(f"{bad_plugins}:BrokenWorkload"), load_submission("sgd"), results, hparams=SGD)
     rec = r.record

@@ -1,6 +1,6 @@
-"""optbench.scoring at the edges its hand-computed tests miss: the exact r_max cut-off, sorted outputs, dtypes,
+"""optbench.scoring.profiles at the edges its hand-computed tests miss: the exact r_max cut-off, sorted outputs, dtypes,
 every Leaderboard field, the error messages (they are the user's only clue), and runs of a single evaluation.
-Each test kills mutmut survivors of optbench/scoring.py (benchmarks/mutation.py; docs/TESTING.md)."""
+Each test kills mutmut survivors of optbench/scoring/profiles.py (benchmarks/mutation.py; docs/TESTING.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optbench import scoring
+from optbench.scoring import profiles as scoring
 from optbench.errors import UsageError
 from tests.test_scoring import THREE, table, trial
 

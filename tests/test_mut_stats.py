@@ -1,6 +1,6 @@
-"""optbench.stats pinned down where its statistical tests are loose: exact percentile indices, argument bounds,
+"""optbench.scoring.stats pinned down where its statistical tests are loose: exact percentile indices, argument bounds,
 the seeds-needed formula, reproducibility under the default seed, options reaching the bootstrap, sort orders and
-messages. Each test kills mutmut survivors of optbench/stats.py (benchmarks/mutation.py; docs/TESTING.md)."""
+messages. Each test kills mutmut survivors of optbench/scoring/stats.py (benchmarks/mutation.py; docs/TESTING.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optbench import scoring, stats
+from optbench.scoring import profiles as scoring, stats
 from optbench.errors import UsageError
 from tests.test_stats import INF, seeded_runs, trial
 

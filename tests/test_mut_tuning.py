@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from optbench.errors import UsageError
-from optbench.prepared import MAX_PLANNED_TRIALS, MAX_SEED
-from optbench.registry import Loaded, load_submission, load_workload
-from optbench.results import read_results
-from optbench.tuning import (DIED, TuneSpec, cores, effective_budget, halton_points, load_space, plan,
+from optbench.engine.prepared import MAX_PLANNED_TRIALS, MAX_SEED
+from optbench.plugins.registry import Loaded, load_submission, load_workload
+from optbench.store.results import read_results
+from optbench.sweep.tuning import (DIED, TuneSpec, cores, effective_budget, halton_points, load_space, plan,
                              recorded_trials, resolve_trials, study_seed, trial_seed, tune)
 
 TINY = {"max_steps": 10, "eval_every_steps": 10}
@@ -253,7 +253,7 @@ def test_self_tuning_runs_defaults_under_the_longer_budget(results):
 
 
 def test_a_harness_failure_is_a_crash_and_the_tune_goes_on(results, monkeypatch):
-    from optbench import runner
+    from optbench.engine import runner
 
     real = runner.run_prepared
     calls = []
@@ -274,7 +274,7 @@ def test_a_harness_failure_is_a_crash_and_the_tune_goes_on(results, monkeypatch)
 
 
 def test_a_usage_error_while_running_stops_the_tune(results, monkeypatch):
-    from optbench import runner
+    from optbench.engine import runner
 
     def refuse(prep, **kw):
         raise UsageError("no room")
@@ -285,8 +285,8 @@ def test_a_usage_error_while_running_stops_the_tune(results, monkeypatch):
 
 
 def test_a_trial_claimed_elsewhere_is_skipped_and_said(results):
-    from optbench import claims
-    from optbench.prepared import TrialConfig, prepare
+    from optbench.sweep import claims
+    from optbench.engine.prepared import TrialConfig, prepare
 
     spec = _spec(trials=1, seed=8, overrides=TINY)
     (cell,) = plan(spec, [load_submission("adamw")])

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.conformance import LR_GRID, run_check
-from optbench.hparams import merge
-from optbench.registry import is_plain_optimizer, load_submission
+from optbench.engine.conformance import LR_GRID, run_check
+from optbench.plugins.hparams import merge
+from optbench.plugins.registry import is_plain_optimizer, load_submission
 
 
 def test_a_plain_class_passes_the_quadratic_at_some_lr_of_the_grid() -> None:

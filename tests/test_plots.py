@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from optbench.plots import Plot, render_all, workers_for
+from optbench.report.plots import Plot, render_all, workers_for
 
 
 def _line(k: int):  # noqa: ANN202

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from optbench import registry
+from optbench.plugins import registry
 from optbench.cli import main
 from optbench.errors import PluginWarning
 

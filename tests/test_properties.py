@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from optbench.errors import UsageError
-from optbench.hparams import merge, parse_assignments, parse_search_space, parse_value
+from optbench.plugins.hparams import merge, parse_assignments, parse_search_space, parse_value
 from tests.fuzz_cli import BAD_JSON_VALUES, BAD_NUMBERS, MARKUP
 
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from optbench.errors import UsageError
-from optbench.hparams import Choice, Range, merge, parse_assignments, parse_search_space, parse_value
+from optbench.plugins.hparams import Choice, Range, merge, parse_assignments, parse_search_space, parse_value
 from optbench.schedules import Constant, WarmupCosine, WarmupLinear, from_hparams
 
 
@@ -91,7 +91,7 @@ def test_bad_search_spaces(raw, needle):
 
 
 def test_builtin_search_spaces_parse():
-    from optbench.registry import entry_points, load_submission
+    from optbench.plugins.registry import entry_points, load_submission
 
     for name in entry_points("submissions"):
         space = load_submission(name).obj.search_space()

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from optbench import render
+from optbench.report import render
 from optbench.cli import main
-from optbench.report import (PLAIN_TEXT, build_report, contrast, plot_curves, plot_outcomes, plot_sensitivity,
+from optbench.report.html import (PLAIN_TEXT, build_report, contrast, plot_curves, plot_outcomes, plot_sensitivity,
                              representative_runs)
-from optbench.results import read_results, with_workload_key, write_trial
-from optbench.scoring import leaderboard, pooled_run_and_tune
+from optbench.store.results import read_results, with_workload_key, write_trial
+from optbench.scoring.profiles import leaderboard, pooled_run_and_tune
 from tests.test_report import _trial
 from tests.test_results import _record, _row
 
@@ -36,7 +36,7 @@ def _trials(rows: list[tuple[str, str, str, str, float | None]]) -> pd.DataFrame
 
 
 def test_every_outcome_has_a_letter_a_meaning_and_a_miss_reason():
-    from optbench.results import OUTCOMES
+    from optbench.store.results import OUTCOMES
 
     assert list(render.OUTCOME_LETTERS) == list(render.OUTCOME_MEANING) == list(OUTCOMES)
     assert list(render.MISS_REASON) == [o for o in OUTCOMES if o != "reached"]

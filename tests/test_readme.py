@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from optbench.conformance import ALL_CHECKS, run_check
-from optbench.registry import load_submission
+from optbench.engine.conformance import ALL_CHECKS, run_check
+from optbench.plugins.registry import load_submission
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -6,7 +6,7 @@ import pytest
 
 from optbench.api import SubmissionSpec
 from optbench.errors import PluginError, UsageError
-from optbench.registry import entry_points, load_all, load_submission, load_workload
+from optbench.plugins.registry import entry_points, load_all, load_submission, load_workload
 
 
 def test_builtins_register_through_entry_points():

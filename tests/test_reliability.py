@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from optbench import claims
+from optbench.sweep import claims
 from optbench.cli import main
-from optbench.prepared import MAX_SEED, TrialConfig, prepare
-from optbench.registry import load_submission, load_workload
-from optbench.results import read_results
+from optbench.engine.prepared import MAX_SEED, TrialConfig, prepare
+from optbench.plugins.registry import load_submission, load_workload
+from optbench.store.results import read_results
 
 FAULTY = Path(__file__).parent / "plugins" / "faulty.py"
 TINY = ("--max-steps", "40", "--eval-every", "20")
@@ -262,7 +262,7 @@ def test_two_tunes_on_one_study_run_each_trial_once(results):
 
 
 def test_a_dead_owners_claim_is_recovered_and_a_live_one_respected(results, tmp_path):
-    from optbench.tuning import TuneSpec, plan, tune
+    from optbench.sweep.tuning import TuneSpec, plan, tune
 
     spec = TuneSpec(workload="linreg", submissions=("sgd",), trials=2, studies=1,
                     overrides={"max_steps": 40, "eval_every_steps": 20})

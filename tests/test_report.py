@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from optbench import SCHEMA_VERSION
 from optbench.errors import UsageError
-from optbench.report import build_report
-from optbench.results import EvalRow, TrialRecord, read_results, write_trial
+from optbench.report.html import build_report
+from optbench.store.results import EvalRow, TrialRecord, read_results, write_trial
 
 EVIL = "sgd<i>&\"x\""  # a submission name that must be escaped everywhere
 
@@ -118,7 +118,7 @@ def test_report_of_nothing_is_a_usage_error(tmp_path):
 
 def test_cli_report(tmp_path):
     from optbench.cli import App
-    from optbench.cli_tuning import add_commands
+    from optbench.cli.tuning import add_commands
 
     @click.group(cls=App)
     def main() -> None:

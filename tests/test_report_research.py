@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.report_research import batch_sweeps, research_sections
-from optbench.research import summarize_cbs
-from optbench.results import read_results
+from optbench.recipes.sections import batch_sweeps, research_sections
+from optbench.recipes.research import summarize_cbs
+from optbench.store.results import read_results
 from tests.test_report import _trial
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from optbench import SCHEMA_VERSION
-from optbench.results import EVAL_COLUMNS, TRIAL_COLUMNS, EvalRow, TrialRecord, read_results, read_trial, write_trial
+from optbench.store.results import EVAL_COLUMNS, TRIAL_COLUMNS, EvalRow, TrialRecord, read_results, read_trial, write_trial
 
 
 def _record(**kw) -> TrialRecord:

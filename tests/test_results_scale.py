@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from optbench import results
-from optbench.results import (CACHE_DIR, CACHE_FILE, best, better, goal_sign, meets, read_results, result_files,
+from optbench.store import results
+from optbench.store.results import (CACHE_DIR, CACHE_FILE, best, better, goal_sign, meets, read_results, result_files,
                               write_trial)
 
 from .test_results import _record, _row

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from optbench.algoperf_import import import_algoperf
+from optbench.scoring.algoperf_import import import_algoperf
 from optbench.cli import main
 from optbench.errors import UsageError
-from optbench.results import read_results
+from optbench.store.results import read_results
 
 from .test_algoperf_import import write_log
 

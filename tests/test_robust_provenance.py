@@ -6,7 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from optbench.registry import load_submission
+from optbench.plugins.registry import load_submission
 
 
 def test_file_plugin_origin_is_name_and_hash_without_its_folder(bad_plugins, tmp_path):

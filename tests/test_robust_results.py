@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optbench import fsutil
-from optbench.results import TRIAL_COLUMNS, read_results, trial_path, write_trial
-from optbench.scoring import leaderboard
+from optbench.store import fsutil
+from optbench.store.results import TRIAL_COLUMNS, read_results, trial_path, write_trial
+from optbench.scoring.profiles import leaderboard
 
 from .test_results import _record, _row
 

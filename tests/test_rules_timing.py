@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from optbench.registry import load_submission, load_workload
-from optbench.runner import TrialConfig, run_trial
+from optbench.plugins.registry import load_submission, load_workload
+from optbench.engine.runner import TrialConfig, run_trial
 from tests.plugins.rule_workloads import BATCH_SLEEP, EVAL_SLEEP, JUMP_AT
 
 PLUGIN = Path(__file__).parent / "plugins" / "rule_workloads.py"

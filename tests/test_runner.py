@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from optbench.registry import load_submission, load_workload
-from optbench.results import read_results
-from optbench.runner import TrialConfig, derive_seed, run_trial
+from optbench.plugins.registry import load_submission, load_workload
+from optbench.store.results import read_results
+from optbench.engine.runner import TrialConfig, derive_seed, run_trial
 
 
 def _losses(result) -> list[float]:
@@ -138,8 +138,8 @@ import os, sys, time
 from pathlib import Path
 import pyarrow.parquet as pq
 import torch
-from optbench.registry import load_submission, load_workload
-from optbench.runner import TrialConfig, run_trial
+from optbench.plugins.registry import load_submission, load_workload
+from optbench.engine.runner import TrialConfig, run_trial
 
 torch.set_num_threads(1)  # no intra-op thread pool to inherit across fork
 results = Path(sys.argv[1])
@@ -231,7 +231,7 @@ def test_sigkill_leaves_no_partial_parquet(results, tmp_path):
 
 
 def test_workload_setup_bug_is_an_error_outcome(results, bad_plugins):
-    from optbench.registry import load_workload as lw
+    from optbench.plugins.registry import load_workload as lw
 
     r = run_trial(lw(f"{bad_plugins}:BrokenWorkload"), load_submission("adamw"), TrialConfig(), results_dir=results)
     assert r.record.outcome == "error" and "bug in the workload plugin" in r.record.error
@@ -246,7 +246,7 @@ def test_missing_data_is_a_usage_error_and_writes_nothing(results, bad_plugins, 
         def setup(self, size, *, device, data_dir=None):
             raise DataMissingError("dataset 'x' is not prepared; run: optbench data prepare x")
 
-    from optbench.registry import Loaded, Origin
+    from optbench.plugins.registry import Loaded, Origin
 
     wl = Loaded(name="needs", obj=NeedsData(), origin=Origin(source="module", distribution="t", version="0"))
     with pytest.raises(UsageError, match="optbench data prepare x"):

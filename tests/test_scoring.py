@@ -1,4 +1,4 @@
-"""Behaviour tests of optbench.scoring: hand-computed profiles, scores and AlgoPerf's aggregation rule."""
+"""Behaviour tests of optbench.scoring.profiles: hand-computed profiles, scores and AlgoPerf's aggregation rule."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optbench import scoring
+from optbench.scoring import profiles as scoring
 from optbench.errors import UsageError
 
 INF = math.inf

@@ -1,4 +1,4 @@
-"""Behaviour tests of optbench.stats: bootstrap coverage, the paired seed test, seeds needed, sensitivity."""
+"""Behaviour tests of optbench.scoring.stats: bootstrap coverage, the paired seed test, seeds needed, sensitivity."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optbench import scoring, stats
+from optbench.scoring import profiles as scoring, stats
 from optbench.errors import UsageError
 
 INF = math.inf

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optbench import scoring, stats
+from optbench.scoring import profiles as scoring, stats
 from tests.test_stats import seeded_runs
 
 INF = math.inf

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from optbench.results import read_results, trial_path, write_trial
+from optbench.store.results import read_results, trial_path, write_trial
 from tests.test_results import _record, _row
 
 

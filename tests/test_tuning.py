@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from optbench.errors import UsageError
-from optbench.registry import load_submission, load_workload
-from optbench.results import read_results
-from optbench.tuning import TuneSpec, effective_budget, halton_points, plan, study_seed, trial_seed, tune
+from optbench.plugins.registry import load_submission, load_workload
+from optbench.store.results import read_results
+from optbench.sweep.tuning import TuneSpec, effective_budget, halton_points, plan, study_seed, trial_seed, tune
 
 
 def _subs(*names):
@@ -143,7 +143,7 @@ def test_self_tuning_tune_records_defaults_and_longer_budget(results):
 
 def _cli():
     from optbench.cli import App
-    from optbench.cli_tuning import add_commands
+    from optbench.cli.tuning import add_commands
 
     @click.group(cls=App)
     def main() -> None:

@@ -370,7 +370,7 @@ class CorpusSizes(Mapping[str, Size]):
 
 def lm_command(tier: str, dataset: str) -> str:
     """The command that trains the ``lm`` workload's ``tier`` on ``dataset`` (uncalibrated), as a user types it."""
-    from optbench.registry import entry_points
+    from optbench.plugins.registry import entry_points
 
     spec = "lm" if "lm" in entry_points("workloads") else LM_WORKLOAD
     return f"optbench run -w {spec} --size {tier.partition(CORPUS_SEP)[0]}{CORPUS_SEP}{dataset}"

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optbench import paths
+from optbench.store import paths
 from optbench.data.catalog import (
     DATASETS, MANIFEST, MANIFEST_VERSION, USER_SOURCE, DatasetSpec, ImageSpec, TextSpec,
 )
@@ -73,7 +73,7 @@ def _lookup(name: str) -> DatasetSpec | None:
 
 
 def dataset_dir(name: str, data_dir: PathLike | None = None) -> Path:
-    """Folder of a prepared dataset: ``<data_dir>/<name>`` (data_dir defaults to :func:`optbench.paths.data_dir`)."""
+    """Folder of a prepared dataset: ``<data_dir>/<name>`` (data_dir defaults to :func:`optbench.store.paths.data_dir`)."""
     _lookup(name)
     return paths.data_dir(data_dir) / name
 

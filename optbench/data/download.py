@@ -26,7 +26,7 @@ from typing import Any
 from optbench import __version__
 from optbench.data.catalog import RemoteFile
 from optbench.errors import UsageError
-from optbench.fsutil import atomic_file  # re-exported: cifar.py and text.py import it from here
+from optbench.store.fsutil import atomic_file  # re-exported: cifar.py and text.py import it from here
 
 MIRROR_ENV = "OPTBENCH_MIRROR"  # overrides the base URL of every source (same as --mirror)
 CHUNK = 1 << 20  # bytes per read; also the hashing block size

@@ -8,7 +8,7 @@ import sys
 from click.testing import CliRunner
 
 from optbench import data
-from optbench.data.cli import data as data_group
+from optbench.cli.data import data as data_group
 from optbench.errors import UsageError
 
 from .conftest import FAST, cifar_spec
@@ -72,7 +72,7 @@ def test_prepare_rejects_unknown_names_and_text_options_for_images(data_dir):
 
 
 def test_importing_the_cli_is_cheap():
-    code = ("import sys, optbench.data.cli, optbench.data; "
+    code = ("import sys, optbench.cli.data, optbench.data; "
             "heavy = [m for m in ('numpy', 'torch', 'pandas', 'rich', 'tokenizers') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)

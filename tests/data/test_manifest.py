@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from optbench import data
+from optbench.cli.data import data as data_group
 from optbench.cli import main
 from optbench.errors import DataMissingError
 
@@ -68,7 +69,7 @@ TEXT = _common("train.bin") + [
 def _assert_one_line_everywhere(name: str, workload: str, data_dir: Path, results: Path, why: str) -> None:
     with pytest.raises(DataMissingError, match=f"optbench data prepare {name}"):
         data.read_manifest(name, data_dir)
-    listing = CliRunner().invoke(data.cli.data, ["list", "--data-dir", str(data_dir)], env=WIDE)
+    listing = CliRunner().invoke(data_group, ["list", "--data-dir", str(data_dir)], env=WIDE)
     assert listing.exit_code == 0, (why, listing.output)
     row = next(line for line in listing.output.splitlines() if f" {name} " in line)
     assert "incomplete" in row and f"optbench data prepare {name}" in row, (why, row)
@@ -128,6 +129,6 @@ def test_token_file_that_is_no_whole_number_of_tokens(server, wiki_source, data_
 def test_markup_in_the_data_directory_prints_literally(tmp_path, folder, monkeypatch):
     monkeypatch.delenv("OPTBENCH_DATA", raising=False)
     data_dir = tmp_path / folder
-    result = CliRunner().invoke(data.cli.data, ["list", "--data-dir", str(data_dir)], env=WIDE)
+    result = CliRunner().invoke(data_group, ["list", "--data-dir", str(data_dir)], env=WIDE)
     assert result.exit_code == 0, result.output
     assert str(data_dir / "cifar10") in result.output and f"datasets in {data_dir}" in result.output

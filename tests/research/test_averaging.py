@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from optbench.averaging import AveragingSpec, averaged_submission, spec_from_hparams, wrap
-from optbench.registry import load_submission, load_workload
-from optbench.runner import TrialConfig, run_trial
+from optbench.plugins.averaging import AveragingSpec, averaged_submission, spec_from_hparams, wrap
+from optbench.plugins.registry import load_submission, load_workload
+from optbench.engine.runner import TrialConfig, run_trial
 
 
 def _toy(spec: AveragingSpec):
@@ -114,7 +114,7 @@ def test_a_real_trial_is_evaluated_at_the_average_and_trains_exactly_as_without(
 
 
 def test_averaged_loaded_keeps_origin_and_names_the_result(results):
-    from optbench.averaging import averaged_loaded
+    from optbench.plugins.averaging import averaged_loaded
 
     base = load_submission("sgd")
     avg = averaged_loaded(base)

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.research import CbsRun, fit_steps_model, summarize_cbs
-from optbench.results import read_results
+from optbench.recipes.research import CbsRun, fit_steps_model, summarize_cbs
+from optbench.store.results import read_results
 
 
 def _runs(table: dict[tuple[int, float], list[int | None]]) -> list[CbsRun]:
@@ -80,7 +80,7 @@ def test_bad_sweeps_fail_in_one_line_before_any_trial(tmp_path, args):
 
 
 def test_sensitivity_table_counts_the_good_basin():
-    from optbench.research import sensitivity_markdown
+    from optbench.recipes.research import sensitivity_markdown
 
     sweeps = {"a": _runs({(32, 0.01): [100, 120], (32, 0.03): [140], (32, 0.1): [None]}),
               "b": _runs({(32, 0.01): [300], (32, 0.03): [100], (32, 0.1): [200]})}

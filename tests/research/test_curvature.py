@@ -11,15 +11,15 @@ import torch
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.diagnostics import Diagnostics, diagnosed
-from optbench.eos import teacher
-from optbench.registry import check_workload, load_submission, load_workload
-from optbench.research import stability_threshold
-from optbench.runner import TrialConfig, run_trial
+from optbench.engine.diagnostics import Diagnostics, diagnosed
+from optbench_workloads.teacher import teacher
+from optbench.plugins.registry import check_workload, load_submission, load_workload
+from optbench.recipes.research import stability_threshold
+from optbench.engine.runner import TrialConfig, run_trial
 
 
 def test_teacher_fits_the_workload_api_and_is_full_batch_by_default():
-    check_workload(teacher, "optbench.eos:teacher")
+    check_workload(teacher, "teacher")
     task = teacher.setup(teacher.sizes["tiny"], device=torch.device("cpu"))
     full = task.next_batch(256, torch.Generator())
     assert full.x.shape == (256, 16) and torch.equal(full.x, task.next_batch(10**6, torch.Generator()).x)
@@ -47,8 +47,8 @@ def test_diagnostics_go_into_metrics_json_and_leave_training_alone(results):
     sgd = load_submission("sgd")
     cfg = TrialConfig(max_steps=40, eval_every_steps=20, hparams={"lr": 0.5, "momentum": 0.0, "schedule": "constant",
                                                                   "warmup_frac": 0.0})
-    plain = run_trial(load_workload("optbench.eos:teacher"), sgd, cfg, results_dir=results)
-    measured = run_trial(diagnosed(load_workload("optbench.eos:teacher"), noise_batches=4, iters=5), sgd, cfg,
+    plain = run_trial(load_workload("teacher"), sgd, cfg, results_dir=results)
+    measured = run_trial(diagnosed(load_workload("teacher"), noise_batches=4, iters=5), sgd, cfg,
                          results_dir=results)
     assert [r.train_loss for r in measured.rows] == [r.train_loss for r in plain.rows]
     assert [r.metric_value for r in measured.rows] == [r.metric_value for r in plain.rows]

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from optbench.diagnostics import Diagnostics, adam_preconditioner, gradient_noise_scale, top_hessian_eigenvalue
+from optbench.engine.diagnostics import Diagnostics, adam_preconditioner, gradient_noise_scale, top_hessian_eigenvalue
 from optbench_workloads.linreg import SIZES, LinRegTask
 
 

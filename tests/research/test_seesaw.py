@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from optbench.registry import load_submission, load_workload
-from optbench.research import retarget
-from optbench.runner import TrialConfig, run_trial
+from optbench.plugins.registry import load_submission, load_workload
+from optbench.recipes.research import retarget
+from optbench.engine.runner import TrialConfig, run_trial
 from optbench.schedules import Scheduled, StepDecay
-from optbench.seesaw import Seesaw, halvings, seesaw_submission, serial_steps
+from optbench.plugins.seesaw import Seesaw, halvings, seesaw_submission, serial_steps
 
 
 def _pair(max_batch: int = 64, milestones=(4, 8, 12)):
@@ -160,7 +160,7 @@ def test_seesaw_command_compares_at_equal_examples_in_fewer_serial_steps(tmp_pat
 
 
 def test_seesaw_loaded_gives_seesaw_and_its_twin_or_refuses_unscheduled():
-    from optbench.seesaw import seesaw_loaded
+    from optbench.plugins.seesaw import seesaw_loaded
 
     seesaw, twin = seesaw_loaded(load_submission("adamw"))
     assert (seesaw.name, twin.name) == ("seesaw_adamw", "adamw_step") and seesaw.origin == twin.origin

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.research import SHAPE_SPACE, rank_shapes, sample_shapes
+from optbench.recipes.research import SHAPE_SPACE, rank_shapes, sample_shapes
 from optbench.schedules import from_hparams
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from optbench.prepared import TrialConfig, prepare
-from optbench.registry import load_submission, load_workload
-from optbench.runner import TrialLoop
+from optbench.engine.prepared import TrialConfig, prepare
+from optbench.plugins.registry import load_submission, load_workload
+from optbench.engine.runner import TrialLoop
 from optbench_workloads.lm import LMTask
 
 CPU = torch.device("cpu")

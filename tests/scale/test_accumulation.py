@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from optbench.api import Capability
-from optbench.batches import accumulation_steps, batch_length, micro_ranges, slice_batch
+from optbench.engine.batches import accumulation_steps, batch_length, micro_ranges, slice_batch
 from tests.scale.helpers import LM_VOCAB, make_loop, params, relative_gap
 from tests.workloads.test_lm import markov_corpus
 
@@ -162,8 +162,8 @@ def test_a_task_can_slice_its_own_batches() -> None:
 
 
 def test_the_result_records_the_micro_batch_and_the_accumulation(tmp_path: Path) -> None:
-    from optbench.registry import load_submission, load_workload
-    from optbench.runner import TrialConfig, run_trial
+    from optbench.plugins.registry import load_submission, load_workload
+    from optbench.engine.runner import TrialConfig, run_trial
 
     result = run_trial(load_workload("linreg"), load_submission("adamw"),
                        TrialConfig(device="cpu", batch_size=30, micro_batch_size=8, max_steps=3),

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from optbench import claims
+from optbench.sweep import claims
 from optbench.cli import main
-from optbench.cluster import ClusterOptions, submit, wait
-from optbench.prepared import TrialConfig, prepare
-from optbench.registry import load_submission, load_workload
-from optbench.status import sweep_status
+from optbench.parallel.executors import ClusterOptions, submit, wait
+from optbench.engine.prepared import TrialConfig, prepare
+from optbench.plugins.registry import load_submission, load_workload
+from optbench.sweep.status import sweep_status
 
 pytest.importorskip("submitit")
 
@@ -97,7 +97,7 @@ def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoint(tmp_path: 
 
 
 def test_status_tells_running_interrupted_and_pending_apart(tmp_path: Path) -> None:
-    from optbench.tuning import write_plan
+    from optbench.sweep.tuning import write_plan
 
     preps = [prepare(load_workload("linreg"), load_submission("sgd"),
                      TrialConfig(device="cpu", seed=s, max_steps=5, resume=True), results_dir=tmp_path)
@@ -106,7 +106,7 @@ def test_status_tells_running_interrupted_and_pending_apart(tmp_path: Path) -> N
     held = claims.try_claim(tmp_path, preps[0].identity())  # a live process (this one) runs trial 0
     preps[1].checkpoint.parent.mkdir(parents=True)
     preps[1].checkpoint.write_bytes(b"")  # trial 1 has a checkpoint and no result: interrupted
-    from optbench.runner import run_prepared
+    from optbench.engine.runner import run_prepared
 
     run_prepared(preps[2])  # trial 2 is done; trial 3 pending
     (line,) = sweep_status(tmp_path)
@@ -123,7 +123,7 @@ def test_slurm_without_sbatch_is_one_line(tmp_path: Path) -> None:
 
 
 def test_slurm_args_are_parsed_once_each() -> None:
-    from optbench.cluster import parse_slurm_args
+    from optbench.parallel.executors import parse_slurm_args
     from optbench.errors import UsageError
 
     assert parse_slurm_args(["account=lab", "--qos=high"]) == {"account": "lab", "qos": "high"}

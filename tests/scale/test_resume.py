@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from optbench.results import read_trial, write_trial
+from optbench.store.results import read_trial, write_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIAL = ["run", "-w", "linreg", "-s", "adamw", "--device", "cpu", "--eval-every", "50", "--quiet"]
@@ -110,8 +110,8 @@ def test_a_foreign_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None:
     other = tmp_path / "other"
     assert kill_after_a_checkpoint(other, delay=0.0) or True
     (ckpt,) = (other / ".checkpoints").glob("*.pt")
-    from optbench.prepared import TrialConfig, prepare
-    from optbench.registry import load_submission, load_workload
+    from optbench.engine.prepared import TrialConfig, prepare
+    from optbench.plugins.registry import load_submission, load_workload
 
     mine = prepare(load_workload("linreg"), load_submission("adamw"),
                    TrialConfig(device="cpu", seed=1, max_steps=600, eval_every_steps=50, resume=True),
@@ -125,8 +125,8 @@ def test_a_foreign_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None:
-    from optbench.prepared import TrialConfig, prepare
-    from optbench.registry import load_submission, load_workload
+    from optbench.engine.prepared import TrialConfig, prepare
+    from optbench.plugins.registry import load_submission, load_workload
 
     prep = prepare(load_workload("linreg"), load_submission("adamw"),
                    TrialConfig(device="cpu", max_steps=600, eval_every_steps=50, resume=True), results_dir=tmp_path)
@@ -154,10 +154,10 @@ def test_version_one_files_stay_readable(tmp_path: Path) -> None:
 
 
 def test_a_kill_between_the_result_and_the_checkpoint_cleanup_does_not_run_the_trial_twice(tmp_path: Path) -> None:
-    from optbench import checkpoints
-    from optbench.prepared import TrialConfig, prepare
-    from optbench.registry import load_submission, load_workload
-    from optbench.runner import run_prepared
+    from optbench.engine import checkpoints
+    from optbench.engine.prepared import TrialConfig, prepare
+    from optbench.plugins.registry import load_submission, load_workload
+    from optbench.engine.runner import run_prepared
 
     prep = prepare(load_workload("linreg"), load_submission("adamw"),
                    TrialConfig(device="cpu", max_steps=30, checkpoint_every=1e-4, resume=True), results_dir=tmp_path)

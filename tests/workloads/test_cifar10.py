@@ -14,7 +14,7 @@ import torch
 
 from optbench.api import Task, TrialInfo
 from optbench.errors import DataMissingError
-from optbench.registry import check_workload
+from optbench.plugins.registry import check_workload
 from optbench_submissions.adamw import adamw
 from optbench_workloads._resnet import build_model
 from optbench_workloads.cifar10 import SIZES, random_crop_flip, workload
@@ -188,8 +188,8 @@ def test_missing_data_names_the_prepare_command(tmp_path: Path) -> None:
 
 
 def test_a_trial_runs_through_the_harness(data_dir: Path, tmp_path: Path) -> None:
-    from optbench.registry import load_submission, load_workload
-    from optbench.runner import TrialConfig, run_trial
+    from optbench.plugins.registry import load_submission, load_workload
+    from optbench.engine.runner import TrialConfig, run_trial
 
     cfg = TrialConfig(size="tiny", max_steps=2, eval_every_steps=1, data_dir=data_dir)
     result = run_trial(load_workload("optbench_workloads.cifar10:workload"), load_submission("adamw"), cfg,

@@ -14,7 +14,7 @@ import torch
 
 from optbench.api import Task, TrialInfo
 from optbench.errors import DataMissingError
-from optbench.registry import check_workload
+from optbench.plugins.registry import check_workload
 from optbench_submissions.adamw import adamw
 from optbench_workloads import lm
 from optbench_workloads.lm import c4, validation_windows, wikitext
@@ -213,8 +213,8 @@ def test_too_few_train_tokens_for_the_paper_tier(tmp_path: Path, corpus: np.ndar
 
 
 def test_a_trial_runs_through_the_harness(data_dir: Path, tmp_path: Path) -> None:
-    from optbench.registry import load_submission, load_workload
-    from optbench.runner import TrialConfig, run_trial
+    from optbench.plugins.registry import load_submission, load_workload
+    from optbench.engine.runner import TrialConfig, run_trial
 
     cfg = TrialConfig(size="tiny", max_steps=3, eval_every_steps=2, data_dir=data_dir)
     result = run_trial(load_workload("optbench_workloads.lm:c4"), load_submission("adamw"), cfg,

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from optbench import data
 from optbench.cli import main
 from optbench.errors import DataMissingError, UsageError
-from optbench.registry import check_workload, load_workload
+from optbench.plugins.registry import check_workload, load_workload
 from optbench_workloads import lm as lm_module
 from optbench_workloads.lm import LM_WORKLOAD, lm, wikitext
 from tests.data.conftest import write_text_corpus

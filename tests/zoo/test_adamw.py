@@ -70,7 +70,7 @@ def test_matches_reference_over_several_steps(nesterov: bool, wd: float) -> None
 @pytest.mark.parametrize("name,nesterov", [("adamw", False), ("nadamw", True)])
 def test_registered_submission_wires_the_hyperparameters(name: str, nesterov: bool) -> None:
     """The built-in, built from hyperparameters (constant schedule), takes the same steps as the reference."""
-    from optbench.registry import load_submission
+    from optbench.plugins.registry import load_submission
 
     sub = load_submission(name).obj
     hp = {**sub.defaults, "lr": LR, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6, "weight_decay": 0.3,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from optbench.registry import load_submission
+from optbench.plugins.registry import load_submission
 from tests.zoo.helpers import short_info
 
 

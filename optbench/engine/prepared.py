@@ -1,0 +1,446 @@
+"""A trial, prepared: every value a user can give is resolved, bounded and validated here, once.
+
+``optbench run``, ``optbench tune`` and the library's :func:`optbench.engine.runner.run_trial` all turn their inputs into a
+:class:`PreparedTrial` with :func:`prepare`; the runner consumes it and re-parses nothing. Every bound lives in this
+file, each with its one-line :class:`~optbench.errors.UsageError`, so that a value the store, torch or the clock
+cannot hold (a seed of 2^63, a batch size of 1e30, a NaN budget, a study name that is not UTF-8) stops the command
+before any training instead of failing after a trial has finished.
+
+A prepared trial pickles into its plugins' *spec strings* plus the validated values: a worker process reloads the
+plugins by name (cached per process) and runs exactly what was prepared, without validating or merging again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optbench.api import Budget, EvalPeriod, Size, Submission, TrialInfo, Workload
+from optbench.errors import UsageError
+from optbench.store.fsutil import is_valid_text, printable
+from optbench.plugins.hparams import check_json, for_submission, merge
+from optbench.plugins.registry import Loaded
+
+# ----------------------------------------------------------------------------------------------------- bounds
+# The store keeps integers as int64 and torch sizes are int64: nothing we record may exceed these.
+MAX_SEED = 2**63 - 1
+MAX_STEPS = 2**40  # about 10^12 update steps: far beyond any budget, small enough for every counter
+MAX_BATCH = 2**31 - 1  # torch's index math and every data loader stay in range
+MAX_SECONDS = 10.0**9  # about 31 years: larger is a typo, and float seconds stay exact enough below it
+MAX_WARMUP_STEPS = 10**6
+MAX_PLANNED_TRIALS = 100_000  # a tune plans at most this many trials (a billion studies would hang the planner)
+MAX_JOBS = 1024  # worker processes of one tune
+MAX_BUDGET_MULTIPLIER = 1e6  # the self-tuning ruleset's budget factor (AlgoPerf uses 1.5 to 3)
+MAX_NAME = 200  # characters of a study, trial or plugin name (they become file names and table cells)
+DEFAULT_CHECKPOINT_EVERY = 600.0  # timed seconds between checkpoints of a long trial, unless given
+LONG_TRIAL_SECONDS = 3600.0  # a budget of at least this many timed seconds checkpoints by default
+SYNC_EVERY_GPU = 20  # steps between loss reads on a GPU: the launch queue never drains within a stretch
+
+
+def bounded_int(value: Any, *, what: str, low: int, high: int) -> int:
+    """``value`` as an int in [low, high]; integral floats (``32.0``, ``1e3``) are accepted, nothing else.
+
+    Raises:
+      UsageError: a bool, a string, a list, NaN/inf, a fraction, or a value out of range, naming ``what``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{what} must be an integer, got {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise UsageError(f"{what} must be an integer, got {value!r}")
+        value = int(value)
+    if not low <= value <= high:
+        raise UsageError(f"{what} must be an integer >= {low} and <= {high}, got {value}")
+    return value
+
+
+def bounded_float(value: Any, *, what: str, low: float = 0.0, high: float = MAX_SECONDS,
+                  low_open: bool = True) -> float:
+    """``value`` as a finite float in (low, high] (or [low, high] with ``low_open=False``).
+
+    Raises:
+      UsageError: a non-number, NaN, inf or a value out of range, naming ``what``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{what} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+        side = ">" if low_open else ">="
+        raise UsageError(f"{what} must be a finite number {side} {low:g} and <= {high:g}, got {value!r}")
+    return value
+
+
+def text(value: Any, *, what: str) -> str:
+    """A non-empty name that is valid UTF-8 and at most :data:`MAX_NAME` characters (it goes into the store).
+
+    Raises:
+      UsageError: naming ``what``.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{what} must be a non-empty name, got {value!r}")
+    if not is_valid_text(value):
+        raise UsageError(f"{what} is not valid UTF-8: {printable(value)!r}")
+    if len(value) > MAX_NAME or any(ord(c) < 32 for c in value):
+        raise UsageError(f"{what} must be at most {MAX_NAME} printable characters, got {value[:60]!r}...")
+    return value
+
+
+def trial_identity(*, workload: str, size: str, submission: str, study: str, trial: str, seed: int, hparams: str,
+                   max_steps: int | None, max_seconds: float | None) -> str:
+    """The digest naming a trial in claims, checkpoints and plans; computable from a result's record alike."""
+    key = json.dumps([workload, size, submission, study, trial, seed, hparams, max_steps, max_seconds])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+# ----------------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True, kw_only=True)
+class TrialConfig:
+    """How to run a trial, as given (unvalidated); every ``None`` means "the workload size's own setting".
+
+    Attributes:
+      size: size preset name (default: the workload's default size).
+      hparams: hyperparameters given by the user (merged over the submission's defaults).
+      seed: the trial's seed: model init, data order and any sampling derive from it.
+      device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``.
+      study, trial: identifiers for the tuning aggregation (best trial per study, median over studies).
+      max_steps, max_seconds: budget overrides (timed seconds).
+      eval_every_steps, eval_every_seconds: evaluation-period overrides.
+      batch_size: batch-size override (a submission with BATCH_SCHEDULE still decides per step).
+      timeout: wall-clock limit of the whole trial (set-up, warm-up and evaluation included), outcome ``timeout``.
+      divergence_factor: a training loss above this multiple of the first step's loss is ``diverged``.
+      warmup_steps: untimed steps run then undone before the clock starts (kernel caches, compilation).
+      data_dir: where prepared datasets live.
+      checkpoint: an explicit checkpoint file: the trial's state is saved there (at every evaluation, or every
+        ``checkpoint_every`` timed seconds) and a trial started with an existing checkpoint resumes from it.
+      checkpoint_every: save the trial's whole state every this many timed seconds (untimed, at the end of a
+        stretch), under ``results/.checkpoints/`` unless ``checkpoint`` names a file.
+      resume: continue from the trial's checkpoint under ``results/.checkpoints/`` if there is one.
+      diagnostics: at every evaluation (untimed), the training loss's top Hessian eigenvalue on a fixed batch beside
+        2/lr, Adam-family preconditioned sharpness where the updater keeps its moments, and the gradient noise
+        scale, into ``metrics_json`` (:mod:`optbench.engine.diagnostics`).
+      step_hint: the schedule's horizon in steps (default: the size's ``step_hint``; give ``max_steps`` with a
+        shortened budget so that the run still decays its learning rate instead of ending in its warm-up).
+      compile: run the model's forward under ``torch.compile``. Compilation happens in the first steps and is timed
+        (as in AlgoPerf), unless ``warmup_steps`` take it off the clock.
+      micro_batch_size: examples per forward/backward pass on one process (default: the size's); the batch is
+        accumulated over ceil(batch / processes / micro) passes with the same gradient.
+      sync_every: read the training losses (divergence, progress) every this many steps; the only per-step-free
+        synchronisation point (default: every step on CPU, where reading costs nothing; ``SYNC_EVERY_GPU`` on a
+        GPU). A seconds budget may be overshot by up to this many steps.
+    """
+
+    size: str | None = None
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    study: str | None = None
+    trial: str = "0"
+    max_steps: int | None = None
+    max_seconds: float | None = None
+    eval_every_steps: int | None = None
+    eval_every_seconds: float | None = None
+    batch_size: int | None = None
+    timeout: float | None = None
+    divergence_factor: float = 100.0
+    warmup_steps: int = 0
+    data_dir: Path | None = None
+    checkpoint: Path | None = None
+    compile: bool = False
+    micro_batch_size: int | None = None
+    sync_every: int | None = None
+    checkpoint_every: float | None = None
+    resume: bool = False
+    step_hint: int | None = None
+    diagnostics: bool = False
+
+
+# ---------------------------------------------------------------------------------------------- the prepared trial
+@dataclass(frozen=True, kw_only=True)
+class PreparedTrial:
+    """One trial with every value resolved and validated; what the runner consumes.
+
+    Attributes:
+      workload, submission: the loaded plugins (with their origins).
+      size: the size preset; budget, period: its budget and evaluation period after overrides.
+      hparams: the submission's defaults merged with the given values (JSON-safe, checked).
+      hparams_json: ``hparams`` as recorded (sorted JSON): part of the trial's identity.
+      device: the resolved device name (``cpu``, ``cuda:0``...).
+      info: what the submission is told (batch size, step hint, budget...).
+      seed, study, trial: identity and randomness.
+      timeout, warmup_steps, divergence_factor, compile, checkpoint, data_dir: as in :class:`TrialConfig`,
+        validated.
+      results_dir: where the result goes.
+      micro_batch_size: examples per forward/backward pass on one process (None: the rank's whole share).
+      world_size: processes training the trial together (torchrun's WORLD_SIZE; 1 without torchrun).
+      sync_every: steps between reads of the training losses (see :class:`TrialConfig`).
+      checkpoint_every: timed seconds between checkpoints (None: at every evaluation, when ``checkpoint`` is set).
+      resume: load ``checkpoint`` when it exists (always for an explicit checkpoint file).
+      owns_checkpoint: the checkpoint is the harness's own (under the results directory): removed once the trial
+        has ended with a result, kept when it was interrupted.
+    """
+
+    workload: Loaded[Workload]
+    submission: Loaded[Submission]
+    size: Size
+    budget: Budget
+    period: EvalPeriod
+    hparams: Mapping[str, Any]
+    hparams_json: str
+    device: str
+    info: TrialInfo
+    seed: int
+    study: str
+    trial: str
+    timeout: float | None
+    warmup_steps: int
+    divergence_factor: float
+    compile: bool
+    checkpoint: Path | None
+    data_dir: Path | None
+    results_dir: Path
+    micro_batch_size: int | None = None
+    world_size: int = 1
+    sync_every: int = 1
+    checkpoint_every: float | None = None
+    resume: bool = False
+    owns_checkpoint: bool = False
+    diagnostics: bool = False
+
+    @property
+    def batch_size(self) -> int:
+        return self.info.batch_size
+
+    @property
+    def target(self) -> float:
+        return self.size.target
+
+    @property
+    def title(self) -> str:
+        return f"{self.workload.obj.name}/{self.size.name} {self.submission.label} seed {self.seed}"
+
+    def identity(self) -> str:
+        """A digest of what identifies the trial in a tune (plugins, size, study, trial, seed, hparams, budget)."""
+        return trial_identity(workload=self.workload.obj.name, size=self.size.name, submission=self.submission.label,
+                              study=self.study, trial=self.trial, seed=self.seed, hparams=self.hparams_json,
+                              max_steps=self.budget.max_steps, max_seconds=self.budget.max_seconds)
+
+    def checkpoint_key(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: the trial (not its budget: a budget may be extended) and the
+        versions of the code that wrote it (the engine's release and both plugins' distributions). Not the source
+        hash: an edit of the report code must not strand a day of training."""
+        import optbench
+
+        return {"workload": self.workload.obj.name, "size": self.size.name, "submission": self.submission.label,
+                "workload_origin": f"{self.workload.origin.distribution}=={self.workload.origin.version}",
+                "submission_origin": f"{self.submission.origin.distribution}=={self.submission.origin.version}",
+                "hparams": self.hparams_json, "seed": self.seed, "study": self.study, "trial": self.trial,
+                "optbench": optbench.__version__}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as plugin specs and the size's name plus values: the plugin objects need not be picklable."""
+        values = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("workload", "submission", "size")}
+        return (_rebuild, (self.workload.name, self.submission.name, self.size.name, values))
+
+
+_LOADED: dict[tuple[str, str], Loaded[Any]] = {}
+
+
+def _rebuild(workload: str, submission: str, size: str, values: dict[str, Any]) -> PreparedTrial:
+    """Unpickle a :class:`PreparedTrial` in a worker: reload the plugins by spec (once per process) and take the
+    size preset, already resolved, from the reloaded workload (presets hold read-only mappings, not picklable)."""
+    from optbench.plugins.registry import load_submission, load_workload
+
+    for kind, spec, loader in (("w", workload, load_workload), ("s", submission, load_submission)):
+        if (kind, spec) not in _LOADED:
+            _LOADED[(kind, spec)] = loader(spec)
+    w = _LOADED[("w", workload)]
+    return PreparedTrial(workload=w, submission=_LOADED[("s", submission)], size=w.obj.sizes[size], **values)
+
+
+def resolve_size(workload: Workload, name: str | None) -> Size:
+    """The size preset called ``name`` (default: the workload's default), else a usage error listing the sizes."""
+    name = name or workload.default_size
+    if name not in workload.sizes:
+        raise UsageError(f"workload {workload.name!r} has no size {name!r}; sizes: {', '.join(workload.sizes)}")
+    return workload.sizes[name]
+
+
+def resolve_device(name: str, *, local_rank: int = 0) -> str:
+    """``auto`` -> ``cuda`` if available else ``cpu``; an unknown or unavailable device is a usage error. Under
+    torchrun, a bare ``cuda`` (or ``auto`` on a GPU machine) is this process's GPU, ``cuda:LOCAL_RANK``."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank:
+        name = f"cuda:{local_rank}"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise UsageError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("device 'mps' requested but MPS is not available; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"unsupported device {name!r}; use cpu, cuda, cuda:N or auto")
+    return str(dev)
+
+
+def budget_for(size: Size, *, max_steps: Any = None, max_seconds: Any = None) -> Budget:
+    """The size's budget with the given overrides (``None``: the size's own), bounded."""
+    steps = size.budget.max_steps if max_steps is None else bounded_int(
+        max_steps, what="--max-steps", low=1, high=MAX_STEPS)
+    seconds = size.budget.max_seconds if max_seconds is None else bounded_float(max_seconds, what="--max-seconds")
+    return Budget(max_steps=steps, max_seconds=seconds)
+
+
+def _period(size: Size, cfg: TrialConfig) -> EvalPeriod:
+    if cfg.eval_every_steps is None and cfg.eval_every_seconds is None:
+        return size.eval_every
+    steps = None if cfg.eval_every_steps is None else bounded_int(
+        cfg.eval_every_steps, what="--eval-every", low=1, high=MAX_STEPS)
+    seconds = None if cfg.eval_every_seconds is None else bounded_float(
+        cfg.eval_every_seconds, what="the evaluation period in seconds")
+    return EvalPeriod(steps=steps, seconds=seconds)
+
+
+def _batch_size(cfg: TrialConfig, hparams: Mapping[str, Any], size: Size) -> int:
+    if cfg.batch_size is not None:
+        return bounded_int(cfg.batch_size, what="--batch-size", low=1, high=MAX_BATCH)
+    if hparams.get("batch_size") is not None:
+        return bounded_int(hparams["batch_size"], what="hyperparameter batch_size", low=1, high=MAX_BATCH)
+    return size.batch_size
+
+
+def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: TrialConfig, *,
+            results_dir: Path) -> PreparedTrial:
+    """Resolve and validate everything about one trial.
+
+    Args:
+      workload: the loaded workload plugin.
+      submission: the loaded submission plugin.
+      cfg: the trial's settings as given.
+      results_dir: where its result will be written.
+    Returns:
+      The :class:`PreparedTrial`.
+    Raises:
+      UsageError: any value out of its bounds, an unknown size, hyperparameter or device, a name that is not
+        UTF-8; one line naming the value.
+    """
+    w, s = workload.obj, submission.obj
+    text(workload.name, what="workload name")
+    text(submission.name, what="submission name")
+    size = resolve_size(w, cfg.size)
+    seed = bounded_int(cfg.seed, what="--seed", low=0, high=MAX_SEED)
+    study = text(cfg.study, what="--study") if cfg.study is not None else f"seed{seed}"
+    trial = text(cfg.trial, what="trial id")
+    check_json(cfg.hparams, where="hyperparameters")
+    given = for_submission(cfg.hparams, {submission.name, submission.label, getattr(s, "name", submission.name)})
+    hparams = merge(s.defaults, given, submission=submission.name)
+    hparams_json = json.dumps(dict(hparams), sort_keys=True, default=str)
+    from optbench.parallel.distributed import world
+
+    here = world()
+    device = resolve_device(cfg.device, local_rank=here.local_rank)
+    budget = budget_for(size, max_steps=cfg.max_steps, max_seconds=cfg.max_seconds)
+    hint = schedule_horizon(size, budget, cfg.step_hint)
+    if "schedule" in hparams:  # a bad schedule value is one line now, not an error outcome after set-up
+        from optbench.schedules import from_hparams
+
+        from_hparams(hparams, total_steps=hint)
+    period = _period(size, cfg)
+    batch_size = _batch_size(cfg, hparams, size)
+    if batch_size < here.size:
+        raise UsageError(f"batch size {batch_size} is smaller than the {here.size} processes sharing it")
+    micro = cfg.micro_batch_size if cfg.micro_batch_size is not None else size.micro_batch_size
+    micro = None if micro is None else bounded_int(micro, what="--micro-batch-size", low=1, high=MAX_BATCH)
+    sync_every = default_sync_every(device) if cfg.sync_every is None else bounded_int(
+        cfg.sync_every, what="--sync-every", low=1, high=MAX_STEPS)
+    timeout = None if cfg.timeout is None else bounded_float(cfg.timeout, what="--timeout")
+    warmup = bounded_int(cfg.warmup_steps, what="--warmup-steps", low=0, high=MAX_WARMUP_STEPS)
+    factor = bounded_float(cfg.divergence_factor, what="divergence factor", low=1.0, high=1e300)
+    info = TrialInfo(workload=w.name, size=size.name, step_hint=hint, max_steps=budget.max_steps,
+                     batch_size=batch_size, device=device, seed=seed)
+    every = None if cfg.checkpoint_every is None else bounded_float(cfg.checkpoint_every, what="--checkpoint-every")
+    if every is None and (budget.max_seconds or 0.0) >= LONG_TRIAL_SECONDS:
+        every = DEFAULT_CHECKPOINT_EVERY  # long tiers survive a kill by default
+    prep = PreparedTrial(
+        workload=workload, submission=submission, size=size, budget=budget, period=period, hparams=hparams,
+        hparams_json=hparams_json, device=device, info=info, seed=seed, study=study, trial=trial, timeout=timeout,
+        warmup_steps=warmup, divergence_factor=factor, compile=bool(cfg.compile), checkpoint=cfg.checkpoint,
+        data_dir=cfg.data_dir, results_dir=Path(results_dir), micro_batch_size=micro, world_size=here.size,
+        sync_every=sync_every, checkpoint_every=every, resume=bool(cfg.resume) or cfg.checkpoint is not None,
+        diagnostics=bool(cfg.diagnostics),
+    )
+    if cfg.checkpoint is None and (every is not None or cfg.resume):
+        from dataclasses import replace
+
+        prep = replace(prep, checkpoint=checkpoint_path(Path(results_dir), prep.identity()), owns_checkpoint=True)
+    return prep
+
+
+def schedule_horizon(size: Size, budget: Budget, given: Any) -> int:
+    """The steps a schedule spans: ``given`` (``--step-hint``), else the size's step_hint (AlgoPerf's rule: a budget
+    override does not move the schedule, so a trial extended later keeps its schedule)."""
+    if given is not None:
+        return bounded_int(given, what="--step-hint", low=1, high=MAX_STEPS)
+    return size.step_hint
+
+
+def default_sync_every(device: str) -> int:
+    """Steps between loss reads on ``device``: every step on the CPU (reading costs nothing), else a stretch."""
+    return 1 if device == "cpu" else SYNC_EVERY_GPU
+
+
+def on_this_machine(prep: PreparedTrial, device_spec: str) -> PreparedTrial:
+    """``prep`` with its device resolved again from ``device_spec`` here (a cluster task prepared on a login node
+    without GPUs), and the world of this process; the loss-read interval follows the device unless it was set."""
+    from dataclasses import replace
+
+    from optbench.parallel.distributed import world
+
+    here = world()
+    device = resolve_device(device_spec, local_rank=here.local_rank)
+    if device == prep.device and here.size == prep.world_size:
+        return prep
+    sync = default_sync_every(device) if prep.sync_every == default_sync_every(prep.device) else prep.sync_every
+    return replace(prep, device=device, info=replace(prep.info, device=device), world_size=here.size,
+                   sync_every=sync)
+
+
+def checkpoint_path(results_dir: Path, identity: str) -> Path:
+    """Where the harness keeps the checkpoint of the trial with ``identity`` (a dot-folder readers skip)."""
+    return Path(results_dir) / ".checkpoints" / f"{identity}.pt"
+
+
+def check_data(size: Size, data_dir: Path | None) -> None:
+    """Stop before any trial when ``size`` needs a dataset that is not prepared (the message gives the command)."""
+    if size.dataset:
+        from optbench.store import paths
+        from optbench.data import read_manifest
+
+        read_manifest(size.dataset, paths.data_dir(data_dir))
+
+
+def check_destination(results_dir: Path, trials: Sequence[PreparedTrial] = ()) -> None:
+    """Prove the results directory, and the folder each of ``trials`` writes to, writable before any trial trains
+    (one line naming the path otherwise: a folder blocked by a file below a writable root fails here, not after
+    training), and clear the temporaries that killed writers left there."""
+    from optbench.store.fsutil import clean_stale_temporaries, ensure_writable_dir
+    from optbench.store.results import trial_dir
+
+    clean_stale_temporaries(ensure_writable_dir(Path(results_dir)))
+    folders = {trial_dir(results_dir, workload=t.workload.obj.name, size=t.size.name, submission=t.submission.label)
+               for t in trials}
+    # A trial that will save checkpoints must be able to: found here, not at its first save mid-training.
+    folders |= {t.checkpoint.parent for t in trials if t.checkpoint is not None and t.checkpoint_every is not None}
+    for folder in sorted(folders):
+        ensure_writable_dir(folder)

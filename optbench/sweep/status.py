@@ -1,0 +1,108 @@
+"""Where a sweep stands, from the results directory alone: trials done, failed, running, interrupted and pending.
+
+The sources, each written by the component that owns it: result files (done, or failed: error, oom, timeout,
+diverged), claims held by live processes (running, ``.claims/``), checkpoints of trials with no result
+(interrupted and resumable, ``.checkpoints/``), ``interrupted`` results, and the plans tunes leave in ``.plans/``
+(pending: planned, with none of the above). Trials are matched by the identity digest of
+:func:`optbench.engine.prepared.trial_identity`, computed from a result's own record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from optbench.sweep.claims import claimed_elsewhere, claims_dir
+from optbench.engine.prepared import checkpoint_path, trial_identity
+
+FAILED = ("error", "oom", "timeout", "diverged")
+STATES = ("done", "failed", "running", "interrupted", "pending")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Line:
+    """One (workload/size, submission) of the sweep and its trials' counts per state."""
+
+    workload: str
+    submission: str
+    counts: dict[str, int]
+
+
+def _identity(rec: dict) -> str:
+    return trial_identity(workload=rec["workload"], size=rec["size"], submission=rec["submission"],
+                          study=rec["study"], trial=rec["trial"], seed=int(rec["seed"]), hparams=rec["hparams"],
+                          max_steps=None if rec["max_steps"] is None else int(rec["max_steps"]),
+                          max_seconds=rec["max_seconds"])
+
+
+def _plans(results_dir: Path) -> dict[str, tuple[str, str]]:
+    """identity -> (workload/size, submission) of every planned trial."""
+    from optbench.sweep.tuning import PLANS_DIR
+
+    out: dict[str, tuple[str, str]] = {}
+    for path in sorted((results_dir / PLANS_DIR).glob("*.json")):
+        try:
+            entries = json.loads(path.read_text())
+            for e in entries:
+                out[str(e["identity"])] = (f"{e['workload']}/{e['size']}", str(e["submission"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged plan only loses its pending count
+    return out
+
+
+def sweep_status(results_dir: Path) -> list[Line]:
+    """The counts per state of every (workload/size, submission) known to the results directory."""
+    from optbench.store.results import read_results
+
+    results_dir = Path(results_dir)
+    found = read_results(results_dir)
+    state: dict[str, str] = {}
+    where: dict[str, tuple[str, str]] = _plans(results_dir)
+    for rec in found.trials.to_dict("records"):
+        ident = _identity(rec)
+        where.setdefault(ident, (f"{rec['workload']}/{rec['size']}", rec["submission"]))
+        outcome = rec["outcome"]
+        new = "interrupted" if outcome == "interrupted" else ("failed" if outcome in FAILED else "done")
+        if state.get(ident) in ("done", "failed") and new == "interrupted":
+            continue  # a resumed trial's earlier interruption: its final result counts
+        state[ident] = new
+    for ident in where:
+        if state.get(ident) in ("done", "failed"):
+            continue
+        if claimed_elsewhere(results_dir, ident):
+            state[ident] = "running"
+        elif checkpoint_path(results_dir, ident).exists():
+            state[ident] = "interrupted"
+        else:
+            state.setdefault(ident, "pending")
+    groups: dict[tuple[str, str], Counter] = {}
+    for ident, key in where.items():
+        groups.setdefault(key, Counter())[state.get(ident, "pending")] += 1
+    return [Line(workload=w, submission=s, counts={k: groups[(w, s)].get(k, 0) for k in STATES})
+            for (w, s) in sorted(groups)]
+
+
+def print_status(results_dir: Path) -> None:
+    """``optbench status``: the table of :func:`sweep_status`."""
+    from rich.table import Table
+
+    from optbench.console import console, escape
+
+    lines = sweep_status(results_dir)
+    table = Table(title=escape(f"trials under {results_dir}"))
+    for col in ("workload", "submission", *STATES):
+        table.add_column(col, justify="left" if col in ("workload", "submission") else "right")
+    for line in lines:
+        table.add_row(escape(line.workload), escape(line.submission), *(str(line.counts[k]) for k in STATES))
+    out = console()
+    out.print(table)
+    total = Counter()
+    for line in lines:
+        total.update(line.counts)
+    out.print(", ".join(f"{total[k]} {k}" for k in STATES)
+              + ("; interrupted trials resume with 'optbench run --resume' or by re-running the tune"
+                 if total["interrupted"] else ""))
+    if not lines and not claims_dir(results_dir).exists():
+        out.print("no trials, plans or claims here yet")
