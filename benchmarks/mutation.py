@@ -65,7 +65,10 @@ DEFAULT_TESTS: dict[str, list[str]] = {
                            "dead_owner and not never_returns and not bad_tune_input and not reaches_target and not "
                            "same_seed"],
     "optbench/engine/clock.py": ["tests/test_rules_timing.py"],
-    "optbench/store/results.py": ["tests/test_results.py"],
+    # The results store (one module each for records, writing, checking and reading); tests/test_mut_results.py pins
+    # the edges of all four.
+    **{f"optbench/store/{m}.py": ["tests/test_results.py", "tests/test_mut_results.py"]
+       for m in ("records", "writer", "checks", "reader")},
     "optbench/store/fsutil.py": ["tests/test_results.py", "tests/test_store_rules.py"],
     "optbench/sweep/tuning.py": ["tests/test_tuning.py"],
     "optbench/engine/prepared.py": ["tests/test_reliability.py", "tests/test_properties.py", "-k",

@@ -13,7 +13,7 @@ Usage::
 ``--baseline DIR`` times another optbench too (a folder holding its ``optbench`` package, e.g. made with
 ``git archive <rev> optbench | tar -x -C DIR``), alternating with this one: its import and score of the fixture,
 and in the growth table its cold report. Trials are written through the real
-writer (:func:`optbench.store.results.write_trial`), ``evals`` evaluations each, into ``--work`` (kept between runs: a
+writer (:func:`optbench.store.writer.write_trial`), ``evals`` evaluations each, into ``--work`` (kept between runs: a
 folder already holding N trials is reused).
 """
 
@@ -42,7 +42,8 @@ WORKLOADS, SUBMISSIONS, STUDIES = 4, 5, 5  # N trials = 100 x trials per study
 def _write_chunk(args: tuple[str, int, int, int]) -> int:
     """Write trials ``start .. stop-1`` of a results directory (one worker's share)."""
     from optbench import SCHEMA_VERSION
-    from optbench.store.results import EvalRow, TrialRecord, write_trial
+    from optbench.store.records import EvalRow, TrialRecord
+    from optbench.store.writer import write_trial
 
     root, start, stop, evals = args
     for n in range(start, stop):  # trial n: workload, submission, study and trial index from its digits

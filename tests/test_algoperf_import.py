@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from optbench.scoring.algoperf_import import import_algoperf, load_targets, resolve_target
 from optbench.errors import UsageError
-from optbench.store.results import read_results
+from optbench.store.reader import read_results
 from optbench.scoring.profiles import leaderboard
 
 COLUMNS = ["accumulated_eval_time", "accumulated_logging_time", "accumulated_submission_time", "global_step",

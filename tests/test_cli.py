@@ -40,7 +40,7 @@ def test_plain_torch_optimizer_with_cli_keywords(results):
     out = invoke("score", "--results-dir", str(results), "--format", "json")
     rows = {row["submission"]: row for row in json.loads(out.output)["rows"]}
     assert set(rows) == {"torch.optim:Adagrad", "sgd"}
-    from optbench.store.results import read_results
+    from optbench.store.reader import read_results
 
     trials = read_results(results).trials.set_index("submission")
     assert json.loads(trials.loc["torch.optim:Adagrad", "hparams"])["lr"] == 0.05

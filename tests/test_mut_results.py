@@ -1,5 +1,6 @@
-"""The results store's edges, pinned for mutation testing (benchmarks/mutation.py): file names, the Parquet schema
-and compression, every range check of the reader at its boundary, and the frames it returns.
+"""The results store's edges, pinned for mutation testing (benchmarks/mutation.py runs them for
+optbench/store/records.py, writer.py, checks.py and reader.py): file names, the Parquet schema and compression,
+every range check of the reader at its boundary, and the frames it returns.
 
 Files are real Parquet written by :func:`write_trial`; a bad file is the real one with its ``optbench`` metadata
 replaced, as a foreign or damaged writer would leave it.
@@ -16,8 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from optbench.store.results import (EVAL_COLUMNS, TRIAL_COLUMNS, check_meta, read_results, read_trial, result_files,
-                              trial_path, write_trial)
+from optbench.store.checks import check_meta
+from optbench.store.reader import read_results, read_trial, result_files
+from optbench.store.records import EVAL_COLUMNS, TRIAL_COLUMNS, trial_path
+from optbench.store.writer import write_trial
 
 from .test_results import _record, _row
 
@@ -156,7 +159,7 @@ def test_trials_not_reached_need_no_target_measures():
 
 
 def test_metadata_that_is_not_json_or_not_an_object():
-    from optbench.store.results import _read_json
+    from optbench.store.checks import _read_json
 
     with pytest.raises(ValueError, match=r"^'optbench' metadata is not valid JSON \(JSONDecodeError\)$"):
         _read_json(b"{")
@@ -193,7 +196,7 @@ def test_an_eval_column_of_another_type_is_named(tmp_path):
 
 
 def test_field_types_come_from_the_annotations():
-    from optbench.store.results import _field_types
+    from optbench.store.checks import _field_types
 
     types = _field_types()
     optional = {name for name, (_, opt) in types.items() if opt}

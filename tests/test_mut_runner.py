@@ -29,7 +29,8 @@ from optbench import SCHEMA_VERSION
 from optbench.api import Capability, Goal, Metric, SubmissionSpec
 from optbench.errors import UsageError
 from optbench.plugins.registry import Loaded, Origin, load_submission
-from optbench.store.results import TRIAL_COLUMNS, read_results
+from optbench.store.reader import read_results
+from optbench.store.records import TRIAL_COLUMNS
 from optbench.engine.runner import TrialConfig, TrialTimeout, classify, derive_seed, run_trial
 from optbench_workloads.linreg import LinReg, LinRegTask
 from tests.plugins.bad_optimizers import _Averaging

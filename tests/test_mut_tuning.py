@@ -15,7 +15,7 @@ import pytest
 from optbench.errors import UsageError
 from optbench.engine.prepared import MAX_PLANNED_TRIALS, MAX_SEED
 from optbench.plugins.registry import Loaded, load_submission, load_workload
-from optbench.store.results import read_results
+from optbench.store.reader import read_results
 from optbench.sweep.tuning import (DIED, TuneSpec, cores, effective_budget, halton_points, load_space, plan,
                              recorded_trials, resolve_trials, study_seed, trial_seed, tune)
 

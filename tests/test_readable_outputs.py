@@ -19,7 +19,8 @@ from optbench.report import render
 from optbench.cli import main
 from optbench.report.html import (PLAIN_TEXT, build_report, contrast, plot_curves, plot_outcomes, plot_sensitivity,
                              representative_runs)
-from optbench.store.results import read_results, with_workload_key, write_trial
+from optbench.store.reader import read_results, with_workload_key
+from optbench.store.writer import write_trial
 from optbench.scoring.profiles import leaderboard, pooled_run_and_tune
 from tests.test_report import _trial
 from tests.test_results import _record, _row
@@ -36,7 +37,7 @@ def _trials(rows: list[tuple[str, str, str, str, float | None]]) -> pd.DataFrame
 
 
 def test_every_outcome_has_a_letter_a_meaning_and_a_miss_reason():
-    from optbench.store.results import OUTCOMES
+    from optbench.store.records import OUTCOMES
 
     assert list(render.OUTCOME_LETTERS) == list(render.OUTCOME_MEANING) == list(OUTCOMES)
     assert list(render.MISS_REASON) == [o for o in OUTCOMES if o != "reached"]

@@ -17,7 +17,7 @@ from optbench.sweep import claims
 from optbench.cli import main
 from optbench.engine.prepared import MAX_SEED, TrialConfig, prepare
 from optbench.plugins.registry import load_submission, load_workload
-from optbench.store.results import read_results
+from optbench.store.reader import read_results
 
 FAULTY = Path(__file__).parent / "plugins" / "faulty.py"
 TINY = ("--max-steps", "40", "--eval-every", "20")

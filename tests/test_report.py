@@ -20,7 +20,9 @@ from click.testing import CliRunner
 from optbench import SCHEMA_VERSION
 from optbench.errors import UsageError
 from optbench.report.html import build_report
-from optbench.store.results import EvalRow, TrialRecord, read_results, write_trial
+from optbench.store.reader import read_results
+from optbench.store.records import EvalRow, TrialRecord
+from optbench.store.writer import write_trial
 
 EVIL = "sgd<i>&\"x\""  # a submission name that must be escaped everywhere
 

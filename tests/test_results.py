@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from optbench import SCHEMA_VERSION
-from optbench.store.results import EVAL_COLUMNS, TRIAL_COLUMNS, EvalRow, TrialRecord, read_results, read_trial, write_trial
+from optbench.store.reader import read_results, read_trial
+from optbench.store.records import EVAL_COLUMNS, TRIAL_COLUMNS, EvalRow, TrialRecord
+from optbench.store.writer import write_trial
 
 
 def _record(**kw) -> TrialRecord:

@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from optbench.store import results
-from optbench.store.results import (CACHE_DIR, CACHE_FILE, best, better, goal_sign, meets, read_results, result_files,
-                              write_trial)
+from optbench.store import reader as store_reader
+from optbench.store.reader import CACHE_DIR, CACHE_FILE, read_results, result_files
+from optbench.store.records import EVAL_COLUMNS, TRIAL_COLUMNS, best, better, goal_sign, meets
+from optbench.store.writer import write_trial
 
 from .test_results import _record, _row
 
@@ -22,7 +23,7 @@ def _store(root: Path, n: int = 3) -> list[Path]:
     return [write_trial(root, _record(run_id=f"r{i}", seed=i), [_row(0, 1.0), _row(100, 0.05)]) for i in range(n)]
 
 
-def _frame(loaded: results.ResultSet) -> pd.DataFrame:
+def _frame(loaded: store_reader.ResultSet) -> pd.DataFrame:
     return loaded.trials.sort_values("run_id").reset_index(drop=True)
 
 
@@ -46,8 +47,8 @@ def test_a_warm_read_opens_no_result_file(tmp_path, monkeypatch):
     _store(tmp_path)
     read_results(tmp_path)
     opened: list[Path] = []
-    real = results.summarize
-    monkeypatch.setattr(results, "summarize", lambda path: opened.append(path) or real(path))
+    real = store_reader.summarize
+    monkeypatch.setattr(store_reader, "summarize", lambda path: opened.append(path) or real(path))
     assert len(read_results(tmp_path).trials) == 3
     assert opened == []
 
@@ -199,8 +200,8 @@ def test_evals_of_reads_only_the_runs_asked_for(tmp_path, monkeypatch):
     _store(tmp_path, 3)
     loaded = read_results(tmp_path)
     seen: list[list[Path]] = []
-    real = results._read_eval_tables
-    monkeypatch.setattr(results, "_read_eval_tables", lambda paths, problems: seen.append(list(paths)) or real(
+    real = store_reader._read_eval_tables
+    monkeypatch.setattr(store_reader, "_read_eval_tables", lambda paths, problems: seen.append(list(paths)) or real(
         paths, problems))
     some = loaded.evals_of(["r2", "r0"])
     assert sorted(set(some["run_id"])) == ["r0", "r2"] and len(some) == 4
@@ -263,7 +264,7 @@ def test_a_results_directory_is_one_dataset_to_pyarrow_pandas_and_duckdb(tmp_pat
     for got in got_all:
         assert len(got) == len(ours.evals) == 7
         assert sorted(set(got["run_id"])) == expected
-        assert set(got.columns) >= {*results.EVAL_COLUMNS, *results.TRIAL_COLUMNS}
+        assert set(got.columns) >= {*EVAL_COLUMNS, *TRIAL_COLUMNS}
     one = rows.groupby("run_id")["best_metric"].first().sort_index()
     assert one.tolist() == ours.trials.set_index("run_id").sort_index()["best_metric"].tolist()
 

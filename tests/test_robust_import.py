@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from optbench.scoring.algoperf_import import import_algoperf
 from optbench.cli import main
 from optbench.errors import UsageError
-from optbench.store.results import read_results
+from optbench.store.reader import read_results
 
 from .test_algoperf_import import write_log
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.store.results import write_trial
+from optbench.store.writer import write_trial
 
 from .test_results import _record, _row
 

@@ -18,7 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optbench.store import fsutil
-from optbench.store.results import TRIAL_COLUMNS, read_results, trial_path, write_trial
+from optbench.store.reader import read_results
+from optbench.store.records import TRIAL_COLUMNS, trial_path
+from optbench.store.writer import write_trial
 from optbench.scoring.profiles import leaderboard
 
 from .test_results import _record, _row

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.store.results import write_trial
+from optbench.store.writer import write_trial
 from tests.test_results import _record, _row
 
 EXPECTED = [("fast", 1.0, 1.0, "10 s (1.00x)"), ("slow", 0.5, 2.5, "25 s (2.50x)"),

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from optbench.plugins.registry import load_submission, load_workload
-from optbench.store.results import read_results
+from optbench.store.reader import read_results
 from optbench.engine.runner import TrialConfig, derive_seed, run_trial
 
 

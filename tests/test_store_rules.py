@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from optbench.store.results import read_results, trial_path, write_trial
+from optbench.store.reader import read_results
+from optbench.store.records import trial_path
+from optbench.store.writer import write_trial
 from tests.test_results import _record, _row
 
 

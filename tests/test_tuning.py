@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from optbench.errors import UsageError
 from optbench.plugins.registry import load_submission, load_workload
-from optbench.store.results import read_results
+from optbench.store.reader import read_results
 from optbench.sweep.tuning import TuneSpec, effective_budget, halton_points, plan, study_seed, trial_seed, tune
 
 

@@ -299,12 +299,12 @@ def score(*, results_dir: Path | None, by: str, fmt: str, reference: str | None,
 
 
 def _read_results(root: Path, *, hint: str) -> Any:
-    """The results under ``root`` (:func:`optbench.store.results.read_results`), each skipped file named on stderr.
+    """The results under ``root`` (:func:`optbench.store.reader.read_results`), each skipped file named on stderr.
 
     Raises:
       UsageError: no trial at all (``hint`` says how to make some).
     """
-    from optbench.store.results import read_results
+    from optbench.store.reader import read_results
 
     loaded = read_results(root)
     err = _console(stderr=True)
@@ -318,7 +318,7 @@ def _read_results(root: Path, *, hint: str) -> Any:
 def report(*, results_dir: Path | None, out: Path, by: str, r_max: float, hparam: str) -> None:
     """``optbench report``: the HTML report and its PNG/SVG plots of the results directory."""
     from optbench.report.html import build_report
-    from optbench.store.results import CACHE_DIR
+    from optbench.store.reader import CACHE_DIR
 
     root = paths.results_dir(results_dir)
     loaded = _read_results(root, hint="run e.g. 'optbench tune' first")

@@ -435,7 +435,7 @@ def check_destination(results_dir: Path, trials: Sequence[PreparedTrial] = ()) -
     (one line naming the path otherwise: a folder blocked by a file below a writable root fails here, not after
     training), and clear the temporaries that killed writers left there."""
     from optbench.store.fsutil import clean_stale_temporaries, ensure_writable_dir
-    from optbench.store.results import trial_dir
+    from optbench.store.records import trial_dir
 
     clean_stale_temporaries(ensure_writable_dir(Path(results_dir)))
     folders = {trial_dir(results_dir, workload=t.workload.obj.name, size=t.size.name, submission=t.submission.label)

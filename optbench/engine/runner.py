@@ -56,8 +56,9 @@ from optbench.parallel.distributed import Group, PeerFailed
 from optbench.errors import TrialAborted, UsageError
 from optbench.engine.prepared import MAX_BATCH, PreparedTrial, TrialConfig, prepare, resolve_device, resolve_size
 from optbench.plugins.registry import Loaded
-from optbench.store.results import EvalRow, TrialRecord, trial_path, write_trial
-from optbench.store.results import best as best_value
+from optbench.store.records import EvalRow, TrialRecord, trial_path
+from optbench.store.records import best as best_value
+from optbench.store.writer import write_trial
 from optbench.engine.state import TrialState
 from optbench.engine.stepping import Stepper
 
@@ -506,7 +507,7 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
 
 def _recorded(path: Path) -> TrialResult:
     """The result already written at ``path``, as :func:`run_prepared` returns it."""
-    from optbench.store.results import read_trial
+    from optbench.store.reader import read_trial
 
     meta, frame = read_trial(path)
     rows = [EvalRow(**{k: row[k] for k in EvalRow.__dataclass_fields__}) for row in frame.to_dict("records")]

@@ -16,7 +16,7 @@ from torch import nn
 
 from optbench.api import Updater
 from optbench.engine.clock import Clock
-from optbench.store.results import EvalRow
+from optbench.store.records import EvalRow
 
 
 @dataclass

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
     from optbench.recipes.research import CbsRun, CbsSummary
-    from optbench.store.results import ResultSet
+    from optbench.store.reader import ResultSet
 
 # Outcomes that say something about steps to target; an error, OOM, timeout or interruption says nothing.
 SWEEP_OUTCOMES = ("reached", "missed", "diverged")

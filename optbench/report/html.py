@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
     from optbench.report.plots import Plot, Saved
-    from optbench.store.results import ResultSet
+    from optbench.store.reader import ResultSet
     from optbench.scoring.profiles import Leaderboard
 
 UNIT = {"time": "s", "steps": "steps", "examples": "examples", "tokens": "tokens"}
@@ -84,7 +84,7 @@ def representative_runs(trials: pd.DataFrame, *, by: str) -> pd.DataFrame:
     This is the trial whose time scoring uses; curves show these so that a study's unlucky hyperparameter points
     do not drown its result.
     """
-    from optbench.store.results import goal_sign
+    from optbench.store.records import goal_sign
     from optbench.scoring.profiles import trial_values
 
     table = trial_values(trials, by=by)
@@ -343,7 +343,7 @@ window.addEventListener('load', function () {
 
 def _leaderboard_html(board: Leaderboard, score_ci: pd.DataFrame, time_ci: pd.DataFrame) -> str:
     from optbench.report.render import miss_reason, outcome_letters
-    from optbench.store.results import OUTCOMES
+    from optbench.store.records import OUTCOMES
 
     by = board.by
     headers = ["#", "submission", "score [CI]"] + [f"{esc(w)}<br>{esc(by)} to target [CI] (ratio)"
@@ -450,7 +450,7 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
     """Write plots (PNG + SVG) and ``index.html`` for the results in ``loaded``.
 
     Args:
-      loaded: what :func:`optbench.store.results.read_results` returned.
+      loaded: what :func:`optbench.store.reader.read_results` returned.
       out: output directory (created).
       by: measure to score (``time``, ``steps``, ``examples``, ``tokens``).
       r_max: upper end of the performance profiles.
@@ -511,7 +511,7 @@ def _figures(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by:
     """Every plot of the report, to be drawn (by :func:`optbench.report.plots.render_all`)."""
     from optbench.report import render
     from optbench.report.plots import Plot
-    from optbench.store.results import with_workload_key
+    from optbench.store.reader import with_workload_key
     from optbench.scoring.stats import sensitivity
 
     colors = _colors(list(board.scores.index))

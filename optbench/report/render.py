@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from optbench.store.results import ResultSet
+    from optbench.store.reader import ResultSet
     from optbench.scoring.profiles import Leaderboard
 
 UNITS = {"time": "s", "steps": "steps", "examples": "examples", "tokens": "tokens"}

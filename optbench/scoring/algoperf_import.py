@@ -14,8 +14,8 @@ seconds AlgoPerf scores), ``accumulated_submission_time``, ``accumulated_eval_ti
 ``algoperf_targets.json`` (AlgoPerf's ``validation_target_value`` per workload and rules version, each with its
 source) or ``--target WORKLOAD=VALUE``.
 
-Each trial becomes one optbench trial (:class:`~optbench.store.results.TrialRecord` + one
-:class:`~optbench.store.results.EvalRow` per evaluation) with ``timed_seconds = score``, size ``algoperf-<rules>``, and
+Each trial becomes one optbench trial (:class:`~optbench.store.records.TrialRecord` + one
+:class:`~optbench.store.records.EvalRow` per evaluation) with ``timed_seconds = score``, size ``algoperf-<rules>``, and
 origins marked ``algoperf-import``. Its run id is a hash of the log's path and bytes, so importing the same tree
 again rewrites the same files instead of adding duplicates. Examples and tokens are not logged by AlgoPerf: they are
 left empty, so ``optbench score --by examples`` refuses imported results while ``--by time`` and ``--by steps``
@@ -276,7 +276,7 @@ def metrics_json(logged: Mapping[str, list[float | None]], n: int) -> list[str]:
 
 
 def _columns(log: ParsedLog) -> dict[str, Any]:
-    """The :class:`~optbench.store.results.EvalRow` columns of the log (examples, tokens, batch size and learning rate
+    """The :class:`~optbench.store.records.EvalRow` columns of the log (examples, tokens, batch size and learning rate
     are not logged: empty, NaN); every logged column goes into metrics_json (a finite number, else null)."""
     import numpy as np
 
@@ -296,7 +296,7 @@ def _columns(log: ParsedLog) -> dict[str, Any]:
 def _outcome(log: ParsedLog, spec: TargetSpec) -> tuple[str, int | None]:
     """(outcome, index of the first row meeting the target or None); a log ending in a NaN/inf metric is
     ``diverged``."""
-    from optbench.store.results import meets
+    from optbench.store.records import meets
 
     hits = meets(log.metric, spec.target, spec.goal)  # NaN compares False: never a hit (as optbench.api.reached)
     if hits.any():
@@ -316,10 +316,10 @@ def _seed(value: Any, *, default: int) -> int:
 
 
 def to_record(log: TrialLog, parsed: ParsedLog, spec: TargetSpec, *, rules: str, root: Path) -> Any:
-    """The optbench :class:`~optbench.store.results.TrialRecord` of one AlgoPerf trial."""
+    """The optbench :class:`~optbench.store.records.TrialRecord` of one AlgoPerf trial."""
     from optbench import SCHEMA_VERSION, __version__
-    from optbench.store.results import TrialRecord
-    from optbench.store.results import best as best_metric
+    from optbench.store.records import TrialRecord
+    from optbench.store.records import best as best_metric
 
     outcome, hit = _outcome(parsed, spec)
     best = best_metric(parsed.metric.tolist(), spec.goal)
@@ -380,7 +380,7 @@ def import_algoperf(root: Path, *, results_dir: Path, rules: str = "v0.6", targe
       UsageError: not a directory, no logs, unknown rules, a malformed ``--target``, a workload without a target,
         or no log that could be read.
     """
-    from optbench.store.results import write_trial_columns
+    from optbench.store.writer import write_trial_columns
 
     table, overrides = load_targets(rules), parse_target_overrides(targets)
     if submission is not None and not is_valid_text(submission):

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from optbench.errors import UsageError
-from optbench.store.results import GOALS, OUTCOMES, meets
+from optbench.store.records import GOALS, OUTCOMES, meets
 
 # measure name -> column of the trials table / column of the evals table
 TRIAL_MEASURES = {

@@ -54,7 +54,7 @@ def _plans(results_dir: Path) -> dict[str, tuple[str, str]]:
 
 def sweep_status(results_dir: Path) -> list[Line]:
     """The counts per state of every (workload/size, submission) known to the results directory."""
-    from optbench.store.results import read_results
+    from optbench.store.reader import read_results
 
     results_dir = Path(results_dir)
     found = read_results(results_dir)

@@ -265,7 +265,7 @@ def recorded_trials(results_dir: Path, *, workload: str, size: str) -> dict[tupl
     foreign or damaged files are ignored here (``optbench score`` reports them), and so are interrupted trials,
     which a re-run runs again.
     """
-    from optbench.store.results import read_results
+    from optbench.store.reader import read_results
 
     found: dict[tuple, list[tuple[Any, Any]]] = {}
     trials = read_results(Path(results_dir)).trials  # footers only, through the summary cache
@@ -450,7 +450,7 @@ def _run_on_cluster(todo: list[tuple[PlannedTrial, PreparedTrial]], opts: Cluste
 
 def _done_from(path: Path) -> TrialDone:
     """A finished trial's summary, read from its result file's metadata (footer only)."""
-    from optbench.store.results import read_trial
+    from optbench.store.reader import read_trial
 
     rec, _ = read_trial(path)
     return TrialDone(outcome=rec["outcome"], time_to_target=rec["time_to_target"],

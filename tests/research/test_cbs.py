@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from optbench.cli import main
 from optbench.recipes.research import CbsRun, fit_steps_model, summarize_cbs
-from optbench.store.results import read_results
+from optbench.store.reader import read_results
 
 
 def _runs(table: dict[tuple[int, float], list[int | None]]) -> list[CbsRun]:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from optbench.store.results import read_trial, write_trial
+from optbench.store.reader import read_trial
+from optbench.store.writer import write_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIAL = ["run", "-w", "linreg", "-s", "adamw", "--device", "cpu", "--eval-every", "50", "--quiet"]
