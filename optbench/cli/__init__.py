@@ -1,8 +1,13 @@
-"""The ``optbench`` command line: a thin click layer over the library.
+"""Layer 9, cli: the ``optbench`` command line, a thin click layer over :mod:`optbench.commands`.
 
-Every command parses its options, hands off to a library function and prints. Heavy imports (torch, pandas,
-pyarrow) happen inside the commands, so ``optbench --help`` is instant. Every user mistake, whether click finds it
-or the library does (:class:`optbench.errors.UsageError`), ends as one line on stderr and exit code 2.
+Every command parses its options and hands off to a function of :mod:`optbench.commands` (or a recipe); trial
+options are generated from the fields of one config dataclass (:mod:`optbench.options`). Heavy imports (torch,
+pandas, pyarrow) happen inside the commands, so ``optbench --help`` is instant. Every user mistake, whether click
+finds it or the library does (:class:`optbench.errors.UsageError`), ends as one line on stderr and exit code 2.
+
+May import: every layer below. Nothing imports it but ``optbench.__main__`` (and the ``cli.py`` shim).
+Must never hold the work itself: no training, scoring or file writing beyond calling the layers below.
+Enforced by tests/test_layering.py (see docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
-"""What the CLI commands do, as plain functions: the one command layer.
+"""Layer 8, commands: what each CLI command does, as plain functions; the one command layer.
 
-The click layers (:mod:`optbench.cli`, :mod:`optbench.cli.tuning`) only parse options and call these. Each takes
-the parsed values, does the work through the library and prints through :mod:`optbench.console`; bad input raises
-:class:`optbench.errors.UsageError`, which the CLI turns into one line and exit code 2.
+The click layer (:mod:`optbench.cli`) only parses options and calls these. Each takes the parsed values, does the
+work through the library (a plan for the sweep engine, scoring and report over the store, a recipe) and prints
+through :mod:`optbench.console`; bad input raises :class:`optbench.errors.UsageError`, which the CLI turns into
+one line and exit code 2.
+
+May import: every layer below (core up to recipes).
+Must never import: :mod:`optbench.cli`, nor click. Enforced by tests/test_layering.py (see docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ Reader API for workloads::
 A dataset that is not prepared raises :class:`~optbench.errors.DataMissingError` whose message is the command that
 prepares it. Importing this package is cheap: numpy and the download machinery load inside the functions.
 See docs/DATA.md for sources, formats and the checksum policy.
+
+Layer 2, beside :mod:`optbench.plugins`: workloads read their data through it. May import: the core and the store.
+Must never import: parallel, engine, sweep, scoring, report, recipes, commands or cli, nor a workload. Enforced by
+tests/test_layering.py (see docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
