@@ -100,6 +100,10 @@ def test_import_computes_time_to_target_per_trial(tree, results):
     assert json.loads(row["hparams"]) == {"learning_rate": 0.001} and row["seed"] == 1
     assert row["device_name"] == "8x V100" and row["workload_origin"].startswith("algoperf-import (jax")
     assert row["best_metric"] == 31.2 and row["total_steps"] == 900 and row["total_timed_seconds"] == 200
+    assert set(t["study_kind"]) == {"algoperf"}  # ranked, not a research recipe's trial
+    # What the trials of each study differ in: wmt's two trials per study their learning rate; criteo1tb's one trial
+    # per study nothing.
+    assert set(t.loc["wmt", "varies"]) == {"learning_rate"} and set(t.loc["criteo1tb", "varies"]) == {""}
     evals = read_results(results).evals
     one = evals[evals["run_id"] == row["run_id"]].sort_values("step")
     assert list(one["timed_seconds"]) == [10, 100, 200] and one["examples"].isna().all()

@@ -92,3 +92,35 @@ def test_missing_directory_reads_empty(tmp_path):
     loaded = read_results(tmp_path / "nope")
     assert loaded.trials.empty and loaded.problems == []
     assert replace(_record(), seed=3).seed == 3
+
+
+def test_study_kind_and_what_it_varies_round_trip(tmp_path):
+    write_trial(tmp_path, _record(study_kind="cbs", varies="batch_size,lr"), [_row(0, 1.0)])
+    trial = read_results(tmp_path).trials.iloc[0]
+    assert (trial["study_kind"], trial["varies"]) == ("cbs", "batch_size,lr")
+    assert (_record().study_kind, _record().varies) == ("run", "")  # a plain run's, and an older file's
+
+
+def test_a_file_from_before_study_kind_reads_as_a_plain_run(tmp_path):
+    import pyarrow.parquet as pq
+
+    path = write_trial(tmp_path, _record(study_kind="cbs", varies="lr"), [_row(0, 1.0)])
+    table = pq.read_table(path).drop(["study_kind", "varies"])  # what an older writer left: neither column ...
+    meta = {k: v for k, v in json.loads(table.schema.metadata[b"optbench"]).items()
+            if k not in ("study_kind", "varies")}  # ... nor key
+    pq.write_table(table.replace_schema_metadata({"optbench": json.dumps(meta)}), path)
+    loaded = read_results(tmp_path, cache=False)
+    assert loaded.problems == []
+    assert loaded.trials[["study_kind", "varies"]].values.tolist() == [["run", ""]]
+
+
+@pytest.mark.parametrize("field", ["study_kind", "varies"])
+def test_study_kind_and_varies_are_checked_like_any_text_field(tmp_path, field):
+    import pyarrow.parquet as pq
+
+    path = write_trial(tmp_path, _record(), [_row(0, 1.0)])
+    table = pq.read_table(path)
+    meta = {**json.loads(table.schema.metadata[b"optbench"]), field: 3}
+    pq.write_table(table.replace_schema_metadata({"optbench": json.dumps(meta)}), path)
+    loaded = read_results(tmp_path, cache=False)
+    assert loaded.trials.empty and loaded.problems == [f"{path}: field {field!r} is not a valid str: 3"]

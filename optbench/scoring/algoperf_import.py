@@ -16,7 +16,8 @@ source) or ``--target WORKLOAD=VALUE``.
 
 Each trial becomes one optbench trial (:class:`~optbench.store.records.TrialRecord` + one
 :class:`~optbench.store.records.EvalRow` per evaluation) with ``timed_seconds = score``, size ``algoperf-<rules>``, and
-origins marked ``algoperf-import``. Its run id is a hash of the log's path and bytes, so importing the same tree
+origins marked ``algoperf-import``, ``study_kind`` ``"algoperf"`` (ranked like optbench's own runs and tunes) and
+``varies`` naming the hyperparameters the trials of its study differ in. Its run id is a hash of the log's path and bytes, so importing the same tree
 again rewrites the same files instead of adding duplicates. Examples and tokens are not logged by AlgoPerf: they are
 left empty, so ``optbench score --by examples`` refuses imported results while ``--by time`` and ``--by steps``
 work. ``optbench score --algoperf`` then applies AlgoPerf's discretisation of the profile integral.
@@ -315,8 +316,26 @@ def _seed(value: Any, *, default: int) -> int:
     return int(value)
 
 
-def to_record(log: TrialLog, parsed: ParsedLog, spec: TargetSpec, *, rules: str, root: Path) -> Any:
-    """The optbench :class:`~optbench.store.records.TrialRecord` of one AlgoPerf trial."""
+def varied_hparams(logs: Sequence[TrialLog]) -> dict[tuple[str, str, str], str]:
+    """(workload, submission, study) -> the hyperparameters its trials' ``hparams.json`` differ in, sorted and
+    comma-separated ("" when they share one point): what ``TrialRecord.varies`` says of an AlgoPerf tuning study,
+    which is known only from all of its trials together."""
+    points: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for log in logs:
+        points.setdefault((log.workload, log.submission, log.study), []).append(
+            _read_json(log.csv.parent / "hparams.json"))
+    out = {}
+    for key, hparams in points.items():
+        names = set().union(*hparams)
+        out[key] = ",".join(sorted(k for k in names if len({json.dumps(h.get(k), sort_keys=True, default=str)
+                                                            for h in hparams}) > 1))
+    return out
+
+
+def to_record(log: TrialLog, parsed: ParsedLog, spec: TargetSpec, *, rules: str, root: Path,
+              varies: str = "") -> Any:
+    """The optbench :class:`~optbench.store.records.TrialRecord` of one AlgoPerf trial (``study_kind``
+    ``"algoperf"``; ``varies``: what its study varies, from :func:`varied_hparams`)."""
     from optbench import SCHEMA_VERSION, __version__
     from optbench.store.records import TrialRecord
     from optbench.store.records import best as best_metric
@@ -347,7 +366,7 @@ def to_record(log: TrialLog, parsed: ParsedLog, spec: TargetSpec, *, rules: str,
         git_commit=str(meta.get("git_commit_hash") or ""), torch_version=log.framework,
         python_version=str(meta.get("python_version") or ""), device="cuda" if gpu else "unknown",
         device_name=f"{meta.get('gpu_count', '')}x {gpu}".strip() if gpu else "unknown",
-        cpu_model=str(meta.get("cpu_model_name") or ""),
+        cpu_model=str(meta.get("cpu_model_name") or ""), study_kind="algoperf", varies=varies,
     )
     return record
 
@@ -389,11 +408,13 @@ def import_algoperf(root: Path, *, results_dir: Path, rules: str = "v0.6", targe
     found = find_logs(root, submission=submission)
     logs, skipped = _decodable(found, Path(root))
     specs = {log.workload: resolve_target(log.workload, table, overrides) for log in logs}  # all checked first
+    varies = varied_hparams(logs)
     def one(log: TrialLog, batch: AtomicBatch) -> Path | str:
         """The written result of one log, or why it was skipped."""
         try:
             parsed = read_log(log, specs[log.workload])
-            record = to_record(log, parsed, specs[log.workload], rules=rules, root=Path(root))
+            record = to_record(log, parsed, specs[log.workload], rules=rules, root=Path(root),
+                               varies=varies[(log.workload, log.submission, log.study)])
             return write_trial_columns(Path(results_dir), record, _columns(parsed), batch=batch)
         except (ValueError, OSError) as exc:  # a damaged log, or names/bytes write_trial refuses
             return f"{printable(str(log.csv))}: {exc if isinstance(exc, ValueError) else exc.strerror or exc}"

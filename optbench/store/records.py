@@ -20,6 +20,13 @@ from typing import Any
 OUTCOMES = ("reached", "missed", "diverged", "error", "oom", "timeout", "interrupted")
 GOALS = ("min", "max")  # a metric's direction, as TrialRecord.metric_goal and optbench.api.Goal spell it
 
+# What kind of study produced a trial (TrialRecord.study_kind). Runs, tunes and imported AlgoPerf logs are
+# benchmark results, ranked against each other; the research recipes vary what a benchmark holds fixed (batch size,
+# learning rate, model shape, ...) on purpose, so their trials are no entries of a leaderboard.
+RANKED_KINDS = ("run", "tune", "algoperf")
+RESEARCH_KINDS = ("cbs", "lr-sweep", "shape-search", "curvature", "seesaw")
+STUDY_KINDS = (*RANKED_KINDS, *RESEARCH_KINDS)
+
 
 # The direction of a metric in one place (beside optbench.api.reached, which tests one value against a target).
 def goal_sign(goal: str) -> float:
@@ -115,6 +122,8 @@ class TrialRecord:
     base_batch_size: int | None = None  # the configured global batch size; per-step batch sizes (Seesaw) start
     # from it and are in the eval rows' batch_size (None: a file from before this field)
     diagnostics: bool = False  # sharpness and noise scale measured at every evaluation (in metrics_json)
+    study_kind: str = "run"  # what produced the trial: one of STUDY_KINDS ("run" for a file from before this field)
+    varies: str = ""  # what that study varies across its trials, comma-separated ("batch_size,lr"); "" for a run
 
 
 TRIAL_COLUMNS = tuple(f.name for f in fields(TrialRecord))
