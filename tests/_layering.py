@@ -119,11 +119,10 @@ def collect_modules(roots: Mapping[Path, str]) -> dict[str, tuple[Path, bool]]:
     return modules
 
 
-def _resolve(name: str, known: Iterable[str], tops: set[str]) -> str | None:
+def _resolve(name: str, known: set[str], tops: set[str]) -> str | None:
     """``name`` if it is a scanned module, else its longest scanned prefix; None outside the scanned packages."""
     if name.split(".")[0] not in tops:
         return None
-    known = set(known)
     parts = name.split(".")
     while parts:
         candidate = ".".join(parts)
@@ -166,7 +165,7 @@ def imports_of(module: str, is_package: bool, source: str, known: Iterable[str])
             first = node.args[0]
             if called == "import_module" and isinstance(first, ast.Constant) and isinstance(first.value, str):
                 add(first.value, node.lineno)
-    return found
+    return sorted(found, key=lambda hit: hit[1])  # ast.walk is breadth first: report each pair's first line
 
 
 def layer_of(module: str, layers: Iterable[Layer] = LAYERS) -> Layer | None:
