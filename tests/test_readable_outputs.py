@@ -17,8 +17,9 @@ from click.testing import CliRunner
 
 from optbench.report import render
 from optbench.cli import main
-from optbench.report.html import (PLAIN_TEXT, build_report, contrast, plot_curves, plot_outcomes, plot_sensitivity,
-                             representative_runs)
+from optbench.report.figures import contrast, plot_curves, plot_outcomes, plot_sensitivity, representative_runs
+from optbench.report.html import build_report
+from optbench.report.pages import PLAIN_TEXT
 from optbench.store.reader import read_results, with_workload_key
 from optbench.store.writer import write_trial
 from optbench.scoring.profiles import leaderboard, pooled_run_and_tune
