@@ -7,7 +7,7 @@ comparison or a changed message is caught. No training: only the real plugins li
 from __future__ import annotations
 
 import math
-import pickle
+import json
 import re
 from pathlib import Path
 
@@ -297,31 +297,26 @@ def test_identity(plugins):
     import hashlib
     import json
 
-    key = json.dumps(["linreg", "tiny", "adamw", "seed0", "0", 0, base.hparams_json, 3000, 60.0])
+    key = json.dumps(["linreg", "tiny", "adamw", "seed0", "0", 0, base.hparams_json, 3000, 60.0, 0.1])
     assert ident == hashlib.sha256(key.encode()).hexdigest()[:32]
     others = [_prep(plugins, size="small"), _prep(plugins, study="b"), _prep(plugins, trial="1"),
               _prep(plugins, seed=1, study="seed0"), _prep(plugins, hparams={"lr": 1.0}),
-              _prep(plugins, max_steps=5), _prep(plugins, max_seconds=5)]
+              _prep(plugins, max_steps=5), _prep(plugins, max_seconds=5), _prep(plugins, target=0.2)]
     assert len({ident, *(o.identity() for o in others)}) == 1 + len(others)
     assert _prep(plugins, timeout=5, warmup_steps=3).identity() == ident  # not part of the identity
 
 
-def test_pickle_roundtrip(plugins, tmp_path):
-    t = _prep(plugins, tmp_path, size="small", seed=3, hparams={"lr": 0.2}, timeout=9, warmup_steps=2,
-              checkpoint=tmp_path / "c", batch_size=4)
-    P._LOADED.clear()
-    u = pickle.loads(pickle.dumps(t))
-    for k in t.__dataclass_fields__:
-        if k in ("workload", "submission"):
-            assert getattr(u, k).name == getattr(t, k).name
-        else:
-            assert getattr(u, k) == getattr(t, k), k
-    assert u.size is u.workload.obj.sizes["small"]
-    assert set(P._LOADED) == {("w", "linreg"), ("s", "adamw")}
-    # a second unpickle reuses the cached plugins
-    v = pickle.loads(pickle.dumps(t))
-    assert v.workload is u.workload and v.submission is u.submission
-    assert v.identity() == t.identity() and v.title == t.title
+def test_a_config_travels_as_json_and_prepares_to_the_same_trial(plugins, tmp_path):
+    # jobs reach pool workers, torchrun ranks and cluster tasks as JSON (no pickle): the config must come back equal
+    # and prepare to the same trial
+    cfg = TrialConfig(size="small", seed=3, hparams={"lr": 0.2}, timeout=9, warmup_steps=2,
+                      checkpoint=tmp_path / "c", batch_size=4, data_dir=tmp_path, target=0.5, varies=("lr",),
+                      study_kind="tune", full_budget=True)
+    back = TrialConfig.from_json(json.loads(json.dumps(cfg.to_json())))
+    assert back == cfg
+    w, s = plugins
+    t, u = prepare(w, s, cfg, results_dir=tmp_path), prepare(w, s, back, results_dir=tmp_path)
+    assert t.identity() == u.identity() and t.title == u.title and u.size.target == 0.5
 
 
 # ----------------------------------------------------------------------------------------- destination / data

@@ -16,8 +16,11 @@ from optbench.errors import UsageError
 from optbench.engine.prepared import MAX_PLANNED_TRIALS, MAX_SEED
 from optbench.plugins.registry import Loaded, load_submission, load_workload
 from optbench.store.reader import read_results
-from optbench.sweep.tuning import (DIED, TuneSpec, cores, effective_budget, halton_points, load_space, plan,
-                             recorded_trials, resolve_trials, study_seed, trial_seed, tune)
+from optbench.engine.prepared import TrialConfig
+from optbench.parallel.executors import DIED, cores
+from optbench.sweep.engine import Execution, recorded
+from optbench.sweep.tuning import (TuneSpec, effective_budget, halton_points, load_space, plan, resolve_trials,
+                                   study_seed, trial_seed, tune)
 
 TINY = {"max_steps": 10, "eval_every_steps": 10}
 
@@ -70,8 +73,6 @@ def test_trial_counts_default_per_ruleset():
     ({"trials": 0}, f"--trials must be an integer >= 1 and <= {MAX_PLANNED_TRIALS}, got 0"),
     ({"trials": MAX_PLANNED_TRIALS + 1}, "--trials must be an integer >= 1 and <= 100000"),
     ({"studies": 0}, "--studies must be an integer >= 1 and <= 100000, got 0"),
-    ({"jobs": 0}, "--jobs must be an integer >= 1 and <= 1024, got 0"),
-    ({"jobs": 1025}, "--jobs must be an integer >= 1 and <= 1024, got 1025"),
     ({"seed": -1}, f"--seed must be an integer >= 0 and <= {MAX_SEED}, got -1"),
     ({"trials": 1000, "studies": 101}, "1000 trials x 101 studies x 1 submissions = 101000 trials; "
                                        "a tune plans at most 100000"),
@@ -89,10 +90,18 @@ def test_bad_tune_counts_are_named(kw, message):
     assert str(info.value).startswith(message)
 
 
+@pytest.mark.parametrize("jobs", [0, 1025])
+def test_bad_jobs_are_named(jobs):
+    with pytest.raises(UsageError) as info:
+        Execution(jobs=jobs).checked()
+    assert str(info.value) == f"--jobs must be an integer >= 1 and <= 1024, got {jobs}"
+
+
 def test_edges_of_the_counts_are_accepted():
     assert resolve_trials(_spec(trials=1000, studies=100)) == 1000  # exactly the planned maximum
     assert resolve_trials(_spec(trials=1000, studies=100, submissions=())) == 1000  # counted as one submission
-    assert resolve_trials(_spec(jobs=1024, seed=MAX_SEED)) == 1
+    assert resolve_trials(_spec(seed=MAX_SEED)) == 1
+    assert Execution(jobs=1024).checked().jobs == 1024
     assert resolve_trials(_spec(ruleset="self", budget_multiplier=1e6)) == 1
     assert resolve_trials(_spec(trials=1000, budget_multiplier=0.0)) == 1000  # the multiplier is self-tuning's only
 
@@ -131,7 +140,7 @@ def test_self_tuning_plans_every_submission_at_its_defaults():
 
 
 def test_tune_runs_at_the_size_asked_for(results):
-    out = tune(_spec(size="small", overrides={"max_steps": 2, "eval_every_steps": 2}), results_dir=results)
+    out = tune(_spec(trial=TrialConfig(size="small", max_steps=2, eval_every_steps=2)), results_dir=results)
     assert len(out.finished) == 1 and read_results(results).trials.iloc[0]["size"] == "small"
 
 
@@ -176,17 +185,18 @@ def test_cores_is_this_process_affinity():
 
 
 # ------------------------------------------------------------------------------------------------------ store
-def test_recorded_trials_reads_footers_and_filters(results):
-    out = tune(_spec(seed=2, overrides=TINY), results_dir=results)
+def test_recorded_reads_footers_and_filters(results):
+    out = tune(_spec(seed=2, trial=TrialConfig(**TINY)), results_dir=results)
     (done,) = [d for _, d in out.finished]
+    (identity,) = [p.name.removesuffix(".done") for p in (results / ".claims").glob("*.done")]
+    found = recorded(results)
     rec = read_results(results).trials.iloc[0]
-    found = recorded_trials(results, workload="linreg", size="tiny")
-    assert found == {(rec["submission"], rec["study"], rec["trial"], int(rec["seed"]), rec["hparams"]): [(10, 60.0)]}
-    assert recorded_trials(results, workload="linreg", size="small") == {}
-    assert recorded_trials(results, workload="other", size="tiny") == {}
-    assert recorded_trials(results / "missing", workload="linreg", size="tiny") == {}
-    # an interrupted copy, another size's trial, a damaged file and a FIFO are not recorded trials; named to sort
-    # before the real file, so a scan that stopped at the first of them would miss it
+    key = (rec["workload"], rec["size"], rec["submission"], rec["study"], rec["trial"], int(rec["seed"]),
+           rec["hparams"], float(rec["target"]))
+    assert found == ({identity: done.path}, {key: (10, 60.0)})
+    assert recorded(results / "missing") == ({}, {})
+    # an interrupted copy, another size's trial, a damaged file and a FIFO are not recorded trials (the other size
+    # is a trial of its own); named to sort before the real file, so a scan that stopped at the first would miss it
     table = pq.read_table(done.path)
     meta = json.loads(table.schema.metadata[b"optbench"])
     for name, changed in (("0a.parquet", {"outcome": "interrupted"}), ("0b.parquet", {"size": "small"})):
@@ -194,13 +204,15 @@ def test_recorded_trials_reads_footers_and_filters(results):
                        done.path.parent / name)
     (done.path.parent / "0c.parquet").write_bytes(b"junk")
     os.mkfifo(done.path.parent / "0d.parquet")
-    assert recorded_trials(results, workload="linreg", size="tiny") == found
+    ids, budgets = recorded(results)
+    assert ids[identity] == done.path and len(ids) == 2 and key in budgets and len(budgets) == 2
+    assert (done.path.parent / "0a.parquet") not in ids.values()
 
 
 # ---------------------------------------------------------------------------------------------------- running
 def test_tune_reports_plans_and_results_and_skips_on_rerun(results):
     notes = Notes()
-    spec = _spec(trials=2, seed=4, overrides=TINY)
+    spec = _spec(trials=2, seed=4, trial=TrialConfig(**TINY))
     out = tune(spec, results_dir=results, reporter=notes)
     assert notes.notes == ["2 trials planned, 0 already recorded, 2 to run"]
     assert notes.done == list(out.finished) and [p for p, _ in notes.done] == list(out.planned)
@@ -219,7 +231,7 @@ def test_tune_reports_plans_and_results_and_skips_on_rerun(results):
 
 
 def test_a_reached_trial_reports_its_target(results):
-    out = tune(_spec(submissions=("sgd",), trials=1, overrides={"max_steps": 2000, "eval_every_steps": 100}),
+    out = tune(_spec(submissions=("sgd",), trials=1, trial=TrialConfig(**{"max_steps": 2000, "eval_every_steps": 100})),
                results_dir=results)
     ((_, d),) = out.finished
     rec = read_results(results).trials.iloc[0]
@@ -228,9 +240,9 @@ def test_a_reached_trial_reports_its_target(results):
 
 
 def test_another_budget_for_a_recorded_trial_is_refused(results):
-    tune(_spec(seed=6, overrides=TINY), results_dir=results)
+    tune(_spec(seed=6, trial=TrialConfig(**TINY)), results_dir=results)
     with pytest.raises(UsageError) as info:
-        tune(_spec(seed=6, overrides={**TINY, "max_steps": 11}), results_dir=results)
+        tune(_spec(seed=6, trial=TrialConfig(**{**TINY, "max_steps": 11})), results_dir=results)
     assert str(info.value).startswith(f"{results} already holds adamw study-0 trial 0 with another budget (10, 60.0)")
 
 
@@ -240,13 +252,13 @@ def test_no_submission_is_a_usage_error(results):
 
 
 def test_repeated_submissions_are_tuned_once(results):
-    out = tune(_spec(submissions=("adamw", "adamw"), overrides=TINY), results_dir=results)
+    out = tune(_spec(submissions=("adamw", "adamw"), trial=TrialConfig(**TINY)), results_dir=results)
     assert len(out.planned) == 1 and len(out.finished) == 1
 
 
 def test_self_tuning_runs_defaults_under_the_longer_budget(results):
     out = tune(_spec(ruleset="self", submissions=("sgd",), trials=None, budget_multiplier=2.0,
-                     overrides={"max_steps": 5, "eval_every_steps": 5}), results_dir=results)
+                     trial=TrialConfig(**{"max_steps": 5, "eval_every_steps": 5})), results_dir=results)
     rec = read_results(results).trials.iloc[0]
     assert len(out.finished) == 1 and rec["max_steps"] == 10 and rec["max_seconds"] == 120.0
     assert json.loads(rec["hparams"]) == json.loads(json.dumps(dict(load_submission("sgd").obj.defaults)))
@@ -266,7 +278,7 @@ def test_a_harness_failure_is_a_crash_and_the_tune_goes_on(results, monkeypatch)
 
     monkeypatch.setattr(runner, "run_prepared", flaky)
     notes = Notes()
-    out = tune(_spec(trials=2, overrides=TINY), results_dir=results, reporter=notes)
+    out = tune(_spec(trials=2, trial=TrialConfig(**TINY)), results_dir=results, reporter=notes)
     assert [(p.trial, why) for p, why in out.crashed] == [("0", "OSError: disk gone")]
     assert notes.crashes == list(out.crashed) and [p.trial for p, _ in out.finished] == ["1"]
     assert len(read_results(results).trials) == 1
@@ -281,14 +293,14 @@ def test_a_usage_error_while_running_stops_the_tune(results, monkeypatch):
 
     monkeypatch.setattr(runner, "run_prepared", refuse)
     with pytest.raises(UsageError, match="^no room$"):
-        tune(_spec(trials=2, overrides=TINY), results_dir=results)
+        tune(_spec(trials=2, trial=TrialConfig(**TINY)), results_dir=results)
 
 
 def test_a_trial_claimed_elsewhere_is_skipped_and_said(results):
     from optbench.sweep import claims
     from optbench.engine.prepared import TrialConfig, prepare
 
-    spec = _spec(trials=1, seed=8, overrides=TINY)
+    spec = _spec(trials=1, seed=8, trial=TrialConfig(**TINY))
     (cell,) = plan(spec, [load_submission("adamw")])
     prep = prepare(load_workload("linreg"), load_submission("adamw"),
                    TrialConfig(hparams=dict(cell.hparams), seed=cell.seed, study=cell.study, trial=cell.trial,

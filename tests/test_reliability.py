@@ -265,7 +265,7 @@ def test_a_dead_owners_claim_is_recovered_and_a_live_one_respected(results, tmp_
     from optbench.sweep.tuning import TuneSpec, plan, tune
 
     spec = TuneSpec(workload="linreg", submissions=("sgd",), trials=2, studies=1,
-                    overrides={"max_steps": 40, "eval_every_steps": 20})
+                    trial=TrialConfig(**{"max_steps": 40, "eval_every_steps": 20}))
     w, s = load_workload("linreg"), load_submission("sgd")
     cells = plan(spec, [s])
     ids = [prepare(w, s, TrialConfig(hparams=dict(c.hparams), seed=c.seed, study=c.study, trial=c.trial,

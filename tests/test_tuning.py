@@ -14,6 +14,8 @@ from click.testing import CliRunner
 from optbench.errors import UsageError
 from optbench.plugins.registry import load_submission, load_workload
 from optbench.store.reader import read_results
+from optbench.engine.prepared import TrialConfig
+from optbench.sweep.engine import Execution
 from optbench.sweep.tuning import TuneSpec, effective_budget, halton_points, plan, study_seed, trial_seed, tune
 
 
@@ -105,7 +107,7 @@ def test_self_tuning_uses_defaults_and_multiplies_the_budget():
 
 def test_tune_records_trials_and_skips_them_on_rerun(results):
     spec = TuneSpec(workload="linreg", submissions=("adamw",), trials=2, studies=1, seed=3,
-                    overrides={"max_steps": 60, "eval_every_steps": 30})
+                    trial=TrialConfig(**{"max_steps": 60, "eval_every_steps": 30}))
     first = tune(spec, results_dir=results)
     assert len(first.finished) == 2 and not first.skipped and not first.crashed
     trials = read_results(results).trials.sort_values("trial")
@@ -125,13 +127,13 @@ def test_tune_records_trials_and_skips_them_on_rerun(results):
     assert len(more.skipped) == 2
 
     with pytest.raises(UsageError, match="another budget"):
-        tune(TuneSpec(**{**spec.__dict__, "overrides": {"max_steps": 70, "eval_every_steps": 30}}),
+        tune(TuneSpec(**{**spec.__dict__, "trial": TrialConfig(max_steps=70, eval_every_steps=30)}),
              results_dir=results)
 
 
 def test_self_tuning_tune_records_defaults_and_longer_budget(results):
     spec = TuneSpec(workload="linreg", submissions=("sgd",), ruleset="self", studies=2, budget_multiplier=1.5,
-                    overrides={"max_steps": 40, "eval_every_steps": 20})
+                    trial=TrialConfig(**{"max_steps": 40, "eval_every_steps": 20}))
     out = tune(spec, results_dir=results)
     assert len(out.finished) == 2
     trials = read_results(results).trials
@@ -167,13 +169,13 @@ def test_cli_tune_and_its_errors(results):
 
 def test_parallel_tune_two_optimizers_and_resume(results):
     # 16 trials through 2 workers; short trials (the cost is the workers' start, not training)
-    spec = TuneSpec(workload="linreg", submissions=("adamw", "sgd"), trials=4, studies=2, jobs=2,
-                    overrides={"max_steps": 40, "eval_every_steps": 20})
-    out = tune(spec, results_dir=results)
+    spec = TuneSpec(workload="linreg", submissions=("adamw", "sgd"), trials=4, studies=2,
+                    trial=TrialConfig(max_steps=40, eval_every_steps=20))
+    out = tune(spec, results_dir=results, execution=Execution(jobs=2))
     assert len(out.finished) == 16 and not out.crashed
     trials = read_results(results).trials
     assert len(trials) == 16 and trials.groupby(["submission", "study"]).size().eq(4).all()
-    assert tune(spec, results_dir=results).skipped == out.planned
+    assert tune(spec, results_dir=results, execution=Execution(jobs=2)).skipped == out.planned
 
 
 CRASHY = '''
@@ -199,19 +201,19 @@ def test_a_dead_worker_loses_no_finished_trial(tmp_path, results):
     space.write_text(json.dumps([{"crash": False}, {"crash": True}, {"crash": False, "lr": 0.02},
                                  {"crash": False, "lr": 0.005}]))
     spec = TuneSpec(workload="linreg", submissions=(f"{plugin}:crashy",), search_space=space, trials=4, studies=1,
-                    jobs=2, overrides={"max_steps": 40, "eval_every_steps": 20})
-    out = tune(spec, results_dir=results)
+                    trial=TrialConfig(max_steps=40, eval_every_steps=20))
+    out = tune(spec, results_dir=results, execution=Execution(jobs=2))
     crashed = {p.trial for p, _ in out.crashed}
     finished = {p.trial for p, _ in out.finished}
     # Which other trial was in flight when trial 1's worker died depends on timing; what must hold is that only
     # trials in flight are lost (at most one per worker; the queued ones run in a fresh pool), and that every
     # finished trial is recorded.
-    assert "1" in crashed and finished == {"0", "1", "2", "3"} - crashed and len(crashed) <= spec.jobs
+    assert "1" in crashed and finished == {"0", "1", "2", "3"} - crashed and len(crashed) <= 2
     assert set(read_results(results).trials["trial"]) == finished
     # Once the plugin is fixed, a re-run skips the recorded trials and runs exactly the lost ones (in this process:
     # the worker pools were tested above, and starting another costs seconds).
     plugin.write_text(CRASHY.replace("os._exit(3)", "pass"))
-    retry = tune(replace(spec, jobs=1), results_dir=results)
+    retry = tune(spec, results_dir=results)
     assert {p.trial for p in retry.skipped} == finished and not retry.crashed
     assert {p.trial for p, _ in retry.finished} == crashed
     assert sorted(read_results(results).trials["trial"]) == ["0", "1", "2", "3"]

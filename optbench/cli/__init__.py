@@ -20,11 +20,14 @@ from typing import Any
 
 import click
 
-from optbench.cli.options import results_dir_option, trial_options
+from optbench.cli.options import (config_options, hparam_options, quiet_option, results_dir_option, seeds_option,
+                                  workload_option)
 from optbench.cli.research import add_commands as add_research_commands
 from optbench.cli.tuning import add_commands
 from optbench.cli.data import data as data_group
+from optbench.engine.prepared import TrialConfig
 from optbench.errors import TrialAborted, UsageError
+from optbench.sweep.engine import Execution
 
 
 class App(click.Group):
@@ -32,7 +35,6 @@ class App(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
-        self.given_args = list(sys.argv[1:] if args is None else args)  # `run --nproc` passes them to torchrun
         warnings.showwarning = _one_line_warning
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -67,17 +69,11 @@ def _one_line_warning(message: Any, category: type, filename: str, lineno: int, 
 
 
 def _leave_distributed(code: int) -> None:
-    """End torchrun's process group if this command used one. After a rank failed, the group holds an abandoned
-    collective whose teardown could block: then leave at once (the trial is already recorded)."""
-    if "torch.distributed" not in sys.modules:
-        return
-    from optbench.parallel.distributed import Group, finish
+    """End torchrun's process group if this command used one (imported only then: torch is slow to import)."""
+    if "torch.distributed" in sys.modules:
+        from optbench.parallel.distributed import leave
 
-    if Group.broken:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    finish()
+        leave(code)
 
 
 def _fail(message: str, code: int) -> None:
@@ -102,58 +98,30 @@ def main() -> None:
 
 
 @main.command()
-@click.option("-w", "--workload", default="linreg", show_default=True,
-              help="Workload: a registered name, package.module:Name or path/file.py:Name.")
+@workload_option()
 @click.option("-s", "--opt", "opts", multiple=True, default=("adamw",), show_default=True,
               help="Submission (repeatable): registered name, package.module:Name (a torch.optim.Optimizer "
                    "subclass works as is), or path/file.py:Name.")
-@click.option("--size", default=None, help="Size preset of the workload [default: the workload's default].")
-@click.option("-o", "--opt-arg", "opt_args", multiple=True, metavar="KEY=VALUE",
-              help="Hyperparameter (repeatable); VALUE is JSON when it parses (0.1, true, [0.9,0.99]).")
-@click.option("--hparams", "hparams_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON file of hyperparameters (--opt-arg overrides it).")
-@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True,
-              help="Seed (repeatable: one trial per seed).")
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA where available, else CPU), cpu, cuda or cuda:N.")
-@results_dir_option
-@trial_options
+@hparam_options
+@seeds_option()
 @click.option("--study", default=None, help="Study id for tuning aggregation [default: seed<N>].")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--resume", is_flag=True,
-              help="Continue each trial from its checkpoint under the results directory, if it has one.")
-@click.option("--nproc", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
-              help="Processes to train each trial with, data-parallel (starts torchrun: one per GPU, or gloo "
-                   "processes on CPU).")
-@click.pass_context
-def run(ctx: click.Context, workload: str, opts: tuple[str, ...], size: str | None, opt_args: tuple[str, ...],
-        hparams_file: Path | None, seeds: tuple[int, ...], device: str, results_dir: Path | None,
-        data_dir: Path | None, max_steps: int | None, max_seconds: float | None, step_hint: int | None,
-        eval_every_steps: int | None, batch_size: int | None, micro_batch_size: int | None, sync_every: int | None, checkpoint_every: float | None,
-        timeout: float | None, warmup_steps: int, diagnostics: bool, compile_model: bool, study: str | None,
-        quiet: bool, resume: bool,
-        nproc: int) -> int:
-    """Train WORKLOAD with each submission and seed until the target or the budget; write one Parquet per trial."""
-    from optbench import commands
-    from optbench.parallel import launch
+@results_dir_option
+@quiet_option
+@config_options(TrialConfig, param="trial")
+@config_options(Execution, param="execution")
+def run(workload: str, opts: tuple[str, ...], hparams: dict[str, Any], seeds: tuple[int, ...], study: str | None,
+        results_dir: Path | None, quiet: bool, trial: TrialConfig, execution: Execution) -> int:
+    """Train WORKLOAD with each submission and seed until the target or the budget; write one Parquet per trial.
 
-    if nproc > 1:
-        return launch.torchrun(nproc, launch.without_nproc(ctx.find_root().command.given_args))
-    here = launch.rank()
-    if not quiet and here == 0 and _interactive():  # torch takes seconds to import: say something first (on a
-        # terminal only: a script's stderr keeps bad input to its one line)
+    A trial already recorded in the results directory is not run again (give another --study to repeat it).
+    """
+    from optbench.commands import trials
+
+    if not quiet and _interactive():  # torch takes seconds to import: say something first (on a terminal only:
+        # a script's stderr keeps bad input to its one line)
         click.echo(f"optbench run: preparing {len(opts) * len(seeds)} trial(s) of {workload} ...", err=True)
-    with launch.quiet_unless_main(here):
-        return commands.run(
-            workload=workload, opts=opts, size=size, opt_args=opt_args, hparams_file=hparams_file, seeds=seeds,
-            device=device, results_dir=results_dir, data_dir=data_dir, quiet=quiet or here != 0,
-            overrides=dict(max_steps=max_steps, max_seconds=max_seconds, step_hint=step_hint,
-                           eval_every_steps=eval_every_steps,
-                           batch_size=batch_size, micro_batch_size=micro_batch_size, sync_every=sync_every,
-                           checkpoint_every=checkpoint_every, resume=resume or None, timeout=timeout,
-                           warmup_steps=warmup_steps, study=study, compile=compile_model,
-                           diagnostics=diagnostics or None),
-        )
+    return trials.run(workload=workload, opts=opts, hparams=hparams, seeds=seeds, study=study, trial=trial,
+                        execution=execution, results_dir=results_dir, quiet=quiet)
 
 
 @main.command()

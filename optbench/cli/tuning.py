@@ -13,76 +13,29 @@ from pathlib import Path
 
 import click
 
-from optbench.cli.options import results_dir_option, trial_options
+from optbench.cli.options import config_options, quiet_option, results_dir_option
+from optbench.engine.prepared import TrialConfig
+from optbench.sweep.engine import Execution
+from optbench.sweep.tuning import TuneSpec
 
 
 @click.command()
-@click.option("-w", "--workload", default="linreg", show_default=True, help="Workload to tune on.")
-@click.option("-s", "--opt", "opts", multiple=True, default=("adamw",), show_default=True,
-              help="Submission (repeatable): each is tuned over its own search space.")
-@click.option("--size", default=None, help="Size preset of the workload [default: the workload's default].")
-@click.option("--search-space", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="AlgoPerf-format search-space JSON, or a JSON list of fixed configurations (trial i uses "
-                   "configuration i) [default: the submission's own search space].")
-@click.option("--trials", type=int, default=None, help="Trials per study [default: 5; self-tuning: 1].")
-@click.option("--studies", type=int, default=3, show_default=True, help="Independent studies.")
-@click.option("--jobs", type=int, default=1, show_default=True,
-              help="Trials run in parallel worker processes (timings get noisier).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Base seed: Halton scrambling per study and a distinct seed per trial derive from it.")
-@click.option("--ruleset", type=click.Choice(["external", "self"]), default="external", show_default=True,
-              help="external: tune over the search space; self: the submission's defaults, longer budget.")
-@click.option("--budget-multiplier", type=float, default=1.5, show_default=True,
-              help="Budget factor of the self-tuning ruleset (AlgoPerf v0.6: 1.5).")
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA where available, else CPU), cpu, cuda or cuda:N.")
+@config_options(TuneSpec, param="spec")
 @results_dir_option
-@trial_options
-@click.option("--quiet", is_flag=True, help="No line per trial.")
-@click.option("--executor", type=click.Choice(["slurm", "local"]), default=None,
-              help="Run each trial as a submitit task: a SLURM job array, or local processes (same code path); "
-                   "preempted or timed-out tasks are requeued and resume from their checkpoints.")
-@click.option("--partition", default=None, help="SLURM partition [default: the cluster's].")
-@click.option("--gpus-per-task", type=click.IntRange(min=0, max=64), default=0, show_default=True,
-              help="GPUs per task; a trial spans them, data-parallel.")
-@click.option("--cpus-per-task", type=click.IntRange(min=1, max=1024), default=1, show_default=True)
-@click.option("--time-limit", type=click.IntRange(min=1, max=10**6), default=60, show_default=True,
-              metavar="MINUTES", help="Time limit per task; a task reaching it is requeued and resumes.")
-@click.option("--array-parallelism", type=click.IntRange(min=1, max=10**6), default=256, show_default=True,
-              help="Tasks of the job array running at once.")
-@click.option("--slurm-arg", "slurm_args", multiple=True, metavar="KEY=VALUE",
-              help="Another sbatch parameter (repeatable), e.g. account=mylab or qos=high.")
-@click.option("--wait/--no-wait", default=None,
-              help="Wait for the tasks to end [default: wait for local, return after submitting to SLURM].")
-def tune(workload: str, opts: tuple[str, ...], size: str | None, search_space: Path | None, trials: int | None,
-         studies: int, jobs: int, seed: int, ruleset: str, budget_multiplier: float, device: str,
-         results_dir: Path | None, data_dir: Path | None, max_steps: int | None, max_seconds: float | None,
-         step_hint: int | None, eval_every_steps: int | None, batch_size: int | None,
-         micro_batch_size: int | None, sync_every: int | None,
-         checkpoint_every: float | None, timeout: float | None, warmup_steps: int, diagnostics: bool,
-         compile_model: bool, quiet: bool, executor: str | None, partition: str | None, gpus_per_task: int, cpus_per_task: int,
-         time_limit: int, array_parallelism: int, slurm_args: tuple[str, ...], wait: bool | None) -> None:
+@quiet_option
+@config_options(TrialConfig, param="trial", exclude=("resume",))  # a tune always resumes its interrupted trials
+@config_options(Execution, param="execution")
+def tune(spec: TuneSpec, results_dir: Path | None, quiet: bool, trial: TrialConfig, execution: Execution) -> None:
     """Tune submissions on WORKLOAD: STUDIES x TRIALS trials at scrambled-Halton points of the search space.
 
     Each trial is an ordinary trial with its own seed, recorded as study-<k> trial <i>; trials already in the
     results directory are skipped, so re-running the command resumes an interrupted tune.
     """
-    from optbench import commands
-    from optbench.parallel.executors import ClusterOptions, parse_slurm_args
+    from dataclasses import replace
 
-    cluster = None if executor is None else ClusterOptions(
-        executor=executor, partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
-        time_limit=time_limit, array_parallelism=array_parallelism, extra=parse_slurm_args(slurm_args),
-        wait=(executor == "local") if wait is None else wait)
-    code = commands.tune(cluster=cluster, 
-        workload=workload, opts=opts, size=size, search_space=search_space, trials=trials, studies=studies,
-        jobs=jobs, seed=seed, ruleset=ruleset, budget_multiplier=budget_multiplier, device=device,
-        results_dir=results_dir, data_dir=data_dir, quiet=quiet,
-        overrides={"max_steps": max_steps, "max_seconds": max_seconds, "step_hint": step_hint,
-                   "eval_every_steps": eval_every_steps,
-                   "batch_size": batch_size, "micro_batch_size": micro_batch_size, "sync_every": sync_every,
-                   "checkpoint_every": checkpoint_every, "timeout": timeout, "warmup_steps": warmup_steps,
-                   "compile": compile_model, "diagnostics": diagnostics or None})
+    from optbench.commands import trials
+
+    code = trials.tune(spec=replace(spec, trial=trial), execution=execution, results_dir=results_dir, quiet=quiet)
     if code:
         sys.exit(code)
 

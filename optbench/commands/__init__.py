@@ -320,14 +320,17 @@ def _read_results(root: Path, *, hint: str) -> Any:
 
 
 def report(*, results_dir: Path | None, out: Path, by: str, r_max: float, hparam: str) -> None:
-    """``optbench report``: the HTML report and its PNG/SVG plots of the results directory."""
+    """``optbench report``: the HTML report and its PNG/SVG plots of the results directory, with the research
+    sections the results support (batch-size sweeps, curvature) made here from every trial and handed in: the
+    report layer ranks only comparable trials and imports no recipe."""
+    from optbench.recipes.sections import research_sections
     from optbench.report.html import build_report
     from optbench.store.reader import CACHE_DIR
 
     root = paths.results_dir(results_dir)
     loaded = _read_results(root, hint="run e.g. 'optbench tune' first")
     made = build_report(loaded, out=out, by=by, r_max=r_max, hparam=hparam, source=str(root),
-                        plot_cache=root / CACHE_DIR / "plots")
+                        plot_cache=root / CACHE_DIR / "plots", sections=research_sections(loaded, loaded.all_trials()))
     _console().print(escape(f"report: {made.index} ({len(made.images)} image files)"))
 
 

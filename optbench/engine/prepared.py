@@ -6,8 +6,9 @@ file, each with its one-line :class:`~optbench.errors.UsageError`, so that a val
 cannot hold (a seed of 2^63, a batch size of 1e30, a NaN budget, a study name that is not UTF-8) stops the command
 before any training instead of failing after a trial has finished.
 
-A prepared trial pickles into its plugins' *spec strings* plus the validated values: a worker process reloads the
-plugins by name (cached per process) and runs exactly what was prepared, without validating or merging again.
+A trial travels to another process (a pool worker, a torchrun rank, a cluster task) as its plugin specs plus its
+:class:`TrialConfig` in JSON (:meth:`TrialConfig.to_json`), and is prepared there again: the same values, the same
+identity (:meth:`PreparedTrial.identity`), no pickled objects.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from optbench.api import Budget, EvalPeriod, Size, Submission, TrialInfo, Workload
 from optbench.errors import UsageError
+from optbench.options import bounded_float, bounded_int, check, option
 from optbench.store.fsutil import is_valid_text, printable
+from optbench.store.records import STUDY_KINDS
 from optbench.plugins.hparams import check_json, for_submission, merge
 from optbench.plugins.registry import Loaded
 
@@ -34,45 +37,14 @@ MAX_BATCH = 2**31 - 1  # torch's index math and every data loader stay in range
 MAX_SECONDS = 10.0**9  # about 31 years: larger is a typo, and float seconds stay exact enough below it
 MAX_WARMUP_STEPS = 10**6
 MAX_PLANNED_TRIALS = 100_000  # a tune plans at most this many trials (a billion studies would hang the planner)
-MAX_JOBS = 1024  # worker processes of one tune
 MAX_BUDGET_MULTIPLIER = 1e6  # the self-tuning ruleset's budget factor (AlgoPerf uses 1.5 to 3)
+MAX_TARGET = 1e300  # a validation target is a finite number (the store refuses inf)
+MAX_NOISE_BATCHES = 100_000
+MAX_ITERS = 10_000
 MAX_NAME = 200  # characters of a study, trial or plugin name (they become file names and table cells)
 DEFAULT_CHECKPOINT_EVERY = 600.0  # timed seconds between checkpoints of a long trial, unless given
 LONG_TRIAL_SECONDS = 3600.0  # a budget of at least this many timed seconds checkpoints by default
 SYNC_EVERY_GPU = 20  # steps between loss reads on a GPU: the launch queue never drains within a stretch
-
-
-def bounded_int(value: Any, *, what: str, low: int, high: int) -> int:
-    """``value`` as an int in [low, high]; integral floats (``32.0``, ``1e3``) are accepted, nothing else.
-
-    Raises:
-      UsageError: a bool, a string, a list, NaN/inf, a fraction, or a value out of range, naming ``what``.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"{what} must be an integer, got {value!r}")
-    if isinstance(value, float):
-        if not math.isfinite(value) or value != int(value):
-            raise UsageError(f"{what} must be an integer, got {value!r}")
-        value = int(value)
-    if not low <= value <= high:
-        raise UsageError(f"{what} must be an integer >= {low} and <= {high}, got {value}")
-    return value
-
-
-def bounded_float(value: Any, *, what: str, low: float = 0.0, high: float = MAX_SECONDS,
-                  low_open: bool = True) -> float:
-    """``value`` as a finite float in (low, high] (or [low, high] with ``low_open=False``).
-
-    Raises:
-      UsageError: a non-number, NaN, inf or a value out of range, naming ``what``.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"{what} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
-        side = ">" if low_open else ">="
-        raise UsageError(f"{what} must be a finite number {side} {low:g} and <= {high:g}, got {value!r}")
-    return value
 
 
 def text(value: Any, *, what: str) -> str:
@@ -91,9 +63,11 @@ def text(value: Any, *, what: str) -> str:
 
 
 def trial_identity(*, workload: str, size: str, submission: str, study: str, trial: str, seed: int, hparams: str,
-                   max_steps: int | None, max_seconds: float | None) -> str:
-    """The digest naming a trial in claims, checkpoints and plans; computable from a result's record alike."""
-    key = json.dumps([workload, size, submission, study, trial, seed, hparams, max_steps, max_seconds])
+                   max_steps: int | None, max_seconds: float | None, target: float) -> str:
+    """The digest naming a trial in claims, checkpoints, plans and the sweep engine's skip; computable from a
+    result's record alike. The target is part of it: a sweep run again with another ``--target`` is another
+    trial."""
+    key = json.dumps([workload, size, submission, study, trial, seed, hparams, max_steps, max_seconds, target])
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -132,31 +106,98 @@ class TrialConfig:
       sync_every: read the training losses (divergence, progress) every this many steps; the only per-step-free
         synchronisation point (default: every step on CPU, where reading costs nothing; ``SYNC_EVERY_GPU`` on a
         GPU). A seconds budget may be overshot by up to this many steps.
+      target: the validation target (default: the size's), recorded on the result.
+      hvp_batch, noise_batches, iters: the diagnostics' sharpness batch, noise-scale batches and power-iteration
+        steps (defaults: the training batch, 8, 30).
+      full_budget: run the whole budget even once the target is reached (a recipe measuring dynamics or a final
+        metric); the outcome is still ``reached`` when an evaluation met the target, and ``*_to_target`` the first.
+      variant: a derived form of the submission a recipe runs (:mod:`optbench.plugins.variants`).
+      study_kind, varies: what kind of study the trial belongs to (``run``, ``tune``, or a recipe) and which
+        settings that study varies across its trials; recorded, so that ``score`` never pools a sweep with runs.
+
+    Fields made with :func:`optbench.options.option` are the trial options of every command that runs trials: the
+    command line is generated from them and :func:`prepare` checks their values against the same bounds.
     """
 
-    size: str | None = None
+    size: str | None = option(None, "--size", "Size preset of the workload [default: the workload's default].",
+                              kind="text")
     hparams: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
-    device: str = "auto"
+    device: str = option("auto", "--device", "auto (CUDA where available, else CPU), cpu, cuda or cuda:N.",
+                         kind="text", show_default=True)
     study: str | None = None
     trial: str = "0"
-    max_steps: int | None = None
-    max_seconds: float | None = None
-    eval_every_steps: int | None = None
+    data_dir: Path | None = option(None, "--data-dir", "Prepared datasets [default: ~/.cache/optbench or "
+                                   "$OPTBENCH_DATA].", kind="dir")
+    max_steps: int | None = option(None, "--max-steps", "Override the step budget.", kind="int", low=1,
+                                   high=MAX_STEPS)
+    max_seconds: float | None = option(None, "--max-seconds", "Override the budget of timed seconds.",
+                                       kind="float", high=MAX_SECONDS)
+    step_hint: int | None = option(
+        None, "--step-hint", "Steps the learning-rate schedule spans [default: the size's step_hint; with a short "
+        "--max-steps give the same value, or the run is mostly warm-up]; recorded on the result.", kind="int",
+        low=1, high=MAX_STEPS)
+    target: float | None = option(None, "--target", "Validation target [default: the size's own]; recorded on the "
+                                  "result.", kind="float", low=-MAX_TARGET, high=MAX_TARGET, low_open=False)
+    eval_every_steps: int | None = option(None, "--eval-every", "Evaluate every N steps (overrides the workload's "
+                                          "period).", kind="int", low=1, high=MAX_STEPS)
     eval_every_seconds: float | None = None
-    batch_size: int | None = None
-    timeout: float | None = None
+    batch_size: int | None = option(None, "--batch-size", "Override the global batch size (over all processes, "
+                                    "accumulation included).", kind="int", low=1, high=MAX_BATCH)
+    micro_batch_size: int | None = option(
+        None, "--micro-batch-size", "Examples per forward/backward pass on one process; the batch is accumulated "
+        "over several passes with the same gradient [default: the size's, else one pass].", kind="int", low=1,
+        high=MAX_BATCH)
+    sync_every: int | None = option(
+        None, "--sync-every", "Read the training losses every N steps, the only device synchronisation between "
+        "evaluations [default: 1 on CPU, 20 on GPU]; a seconds budget may overshoot by N steps.", kind="int",
+        low=1, high=MAX_STEPS)
+    checkpoint_every: float | None = option(
+        None, "--checkpoint-every", "Save the trial's whole state every SECONDS of timed work, untimed, under "
+        "results/.checkpoints [default: every 600 s for budgets of an hour or more, else never].", kind="float",
+        metavar="SECONDS")
+    resume: bool = option(False, "--resume", "Continue each trial from its checkpoint under the results directory, "
+                          "if it has one.", kind="flag")
+    timeout: float | None = option(
+        None, "--timeout", "Wall-clock limit per trial in seconds (set-up, warm-up and evaluation included; it "
+        "interrupts a step that never returns); outcome 'timeout'.", kind="float")
+    warmup_steps: int = option(0, "--warmup-steps", "Untimed steps run and undone before the clock starts (warms "
+                               "caches / compilation).", kind="int", low=0, high=MAX_WARMUP_STEPS, show_default=True)
+    compile: bool = option(False, "--compile", "Run the model under torch.compile (compilation is timed unless "
+                           "--warmup-steps).", kind="flag")
+    diagnostics: bool = option(False, "--diagnostics", "At every evaluation (untimed): top Hessian eigenvalue beside "
+                               "2/lr, preconditioned sharpness, gradient noise scale, into metrics_json.", kind="flag")
+    hvp_batch: int | None = option(None, "--hvp-batch", "Diagnostics: examples of the fixed batch the sharpness is "
+                                   "measured on [default: the training batch size].", kind="int", low=1,
+                                   high=MAX_BATCH)
+    noise_batches: int | None = option(None, "--noise-batches", "Diagnostics: batches per gradient-noise-scale "
+                                       "estimate, 0 for none [default: 8; curvature: 0].", kind="int", low=0,
+                                       high=MAX_NOISE_BATCHES)
+    iters: int | None = option(None, "--iters", "Diagnostics: power-iteration steps per sharpness measurement "
+                               "[default: 30; curvature: 20].", kind="int", low=1, high=MAX_ITERS)
     divergence_factor: float = 100.0
-    warmup_steps: int = 0
-    data_dir: Path | None = None
     checkpoint: Path | None = None
-    compile: bool = False
-    micro_batch_size: int | None = None
-    sync_every: int | None = None
-    checkpoint_every: float | None = None
-    resume: bool = False
-    step_hint: int | None = None
-    diagnostics: bool = False
+    full_budget: bool = False
+    variant: str | None = None
+    study_kind: str = "run"
+    varies: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The config as JSON values (paths as text), for a job that prepares the trial in another process."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("data_dir", "checkpoint"):
+            out[key] = None if out[key] is None else str(out[key])
+        out["hparams"], out["varies"] = dict(self.hparams), list(self.varies)
+        return out
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> TrialConfig:
+        """The config :meth:`to_json` wrote."""
+        out = dict(values)
+        for key in ("data_dir", "checkpoint"):
+            out[key] = None if out[key] is None else Path(out[key])
+        out["varies"] = tuple(out["varies"])
+        return cls(**out)
 
 
 # ---------------------------------------------------------------------------------------------- the prepared trial
@@ -210,6 +251,12 @@ class PreparedTrial:
     resume: bool = False
     owns_checkpoint: bool = False
     diagnostics: bool = False
+    hvp_batch: int | None = None
+    noise_batches: int = 8
+    iters: int = 30
+    full_budget: bool = False
+    study_kind: str = "run"
+    varies: tuple[str, ...] = ()
 
     @property
     def batch_size(self) -> int:
@@ -227,7 +274,8 @@ class PreparedTrial:
         """A digest of what identifies the trial in a tune (plugins, size, study, trial, seed, hparams, budget)."""
         return trial_identity(workload=self.workload.obj.name, size=self.size.name, submission=self.submission.label,
                               study=self.study, trial=self.trial, seed=self.seed, hparams=self.hparams_json,
-                              max_steps=self.budget.max_steps, max_seconds=self.budget.max_seconds)
+                              max_steps=self.budget.max_steps, max_seconds=self.budget.max_seconds,
+                              target=self.size.target)
 
     def checkpoint_key(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: the trial (not its budget: a budget may be extended) and the
@@ -240,26 +288,6 @@ class PreparedTrial:
                 "submission_origin": f"{self.submission.origin.distribution}=={self.submission.origin.version}",
                 "hparams": self.hparams_json, "seed": self.seed, "study": self.study, "trial": self.trial,
                 "optbench": optbench.__version__}
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle as plugin specs and the size's name plus values: the plugin objects need not be picklable."""
-        values = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("workload", "submission", "size")}
-        return (_rebuild, (self.workload.name, self.submission.name, self.size.name, values))
-
-
-_LOADED: dict[tuple[str, str], Loaded[Any]] = {}
-
-
-def _rebuild(workload: str, submission: str, size: str, values: dict[str, Any]) -> PreparedTrial:
-    """Unpickle a :class:`PreparedTrial` in a worker: reload the plugins by spec (once per process) and take the
-    size preset, already resolved, from the reloaded workload (presets hold read-only mappings, not picklable)."""
-    from optbench.plugins.registry import load_submission, load_workload
-
-    for kind, spec, loader in (("w", workload, load_workload), ("s", submission, load_submission)):
-        if (kind, spec) not in _LOADED:
-            _LOADED[(kind, spec)] = loader(spec)
-    w = _LOADED[("w", workload)]
-    return PreparedTrial(workload=w, submission=_LOADED[("s", submission)], size=w.obj.sizes[size], **values)
 
 
 def resolve_size(workload: Workload, name: str | None) -> Size:
@@ -296,17 +324,15 @@ def resolve_device(name: str, *, local_rank: int = 0) -> str:
 
 def budget_for(size: Size, *, max_steps: Any = None, max_seconds: Any = None) -> Budget:
     """The size's budget with the given overrides (``None``: the size's own), bounded."""
-    steps = size.budget.max_steps if max_steps is None else bounded_int(
-        max_steps, what="--max-steps", low=1, high=MAX_STEPS)
-    seconds = size.budget.max_seconds if max_seconds is None else bounded_float(max_seconds, what="--max-seconds")
+    steps = size.budget.max_steps if max_steps is None else check(TrialConfig, "max_steps", max_steps)
+    seconds = size.budget.max_seconds if max_seconds is None else check(TrialConfig, "max_seconds", max_seconds)
     return Budget(max_steps=steps, max_seconds=seconds)
 
 
 def _period(size: Size, cfg: TrialConfig) -> EvalPeriod:
     if cfg.eval_every_steps is None and cfg.eval_every_seconds is None:
         return size.eval_every
-    steps = None if cfg.eval_every_steps is None else bounded_int(
-        cfg.eval_every_steps, what="--eval-every", low=1, high=MAX_STEPS)
+    steps = check(TrialConfig, "eval_every_steps", cfg.eval_every_steps)
     seconds = None if cfg.eval_every_seconds is None else bounded_float(
         cfg.eval_every_seconds, what="the evaluation period in seconds")
     return EvalPeriod(steps=steps, seconds=seconds)
@@ -314,10 +340,33 @@ def _period(size: Size, cfg: TrialConfig) -> EvalPeriod:
 
 def _batch_size(cfg: TrialConfig, hparams: Mapping[str, Any], size: Size) -> int:
     if cfg.batch_size is not None:
-        return bounded_int(cfg.batch_size, what="--batch-size", low=1, high=MAX_BATCH)
+        return check(TrialConfig, "batch_size", cfg.batch_size)
     if hparams.get("batch_size") is not None:
         return bounded_int(hparams["batch_size"], what="hyperparameter batch_size", low=1, high=MAX_BATCH)
     return size.batch_size
+
+
+def _sized(size: Size, cfg: TrialConfig) -> Size:
+    """The size preset with the trial's own target (``--target``), recorded on its result."""
+    if cfg.target is None:
+        return size
+    return replace(size, target=check(TrialConfig, "target", cfg.target))
+
+
+def _extras(cfg: TrialConfig) -> dict[str, Any]:
+    """The diagnostics settings and the study's description, validated."""
+    kinds = [k for k in STUDY_KINDS if k != "algoperf"]  # imported logs are never prepared here
+    if cfg.study_kind not in kinds:
+        raise UsageError(f"unknown study kind {cfg.study_kind!r}; kinds: {', '.join(kinds)}")
+    kind = cfg.study_kind
+    noise = check(TrialConfig, "noise_batches", cfg.noise_batches)
+    if noise == 1:
+        raise UsageError("--noise-batches must be 0 (off) or at least 2 (a variance needs two batches)")
+    return {"diagnostics": bool(cfg.diagnostics), "hvp_batch": check(TrialConfig, "hvp_batch", cfg.hvp_batch),
+            "noise_batches": 8 if noise is None else noise,
+            "iters": 30 if cfg.iters is None else check(TrialConfig, "iters", cfg.iters),
+            "full_budget": bool(cfg.full_budget), "study_kind": kind,
+            "varies": tuple(text(v, what="a varied setting") for v in cfg.varies)}
 
 
 def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: TrialConfig, *,
@@ -338,7 +387,7 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
     w, s = workload.obj, submission.obj
     text(workload.name, what="workload name")
     text(submission.name, what="submission name")
-    size = resolve_size(w, cfg.size)
+    size = _sized(resolve_size(w, cfg.size), cfg)
     seed = bounded_int(cfg.seed, what="--seed", low=0, high=MAX_SEED)
     study = text(cfg.study, what="--study") if cfg.study is not None else f"seed{seed}"
     trial = text(cfg.trial, what="trial id")
@@ -361,15 +410,15 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
     if batch_size < here.size:
         raise UsageError(f"batch size {batch_size} is smaller than the {here.size} processes sharing it")
     micro = cfg.micro_batch_size if cfg.micro_batch_size is not None else size.micro_batch_size
-    micro = None if micro is None else bounded_int(micro, what="--micro-batch-size", low=1, high=MAX_BATCH)
-    sync_every = default_sync_every(device) if cfg.sync_every is None else bounded_int(
-        cfg.sync_every, what="--sync-every", low=1, high=MAX_STEPS)
-    timeout = None if cfg.timeout is None else bounded_float(cfg.timeout, what="--timeout")
-    warmup = bounded_int(cfg.warmup_steps, what="--warmup-steps", low=0, high=MAX_WARMUP_STEPS)
+    micro = check(TrialConfig, "micro_batch_size", micro)
+    sync_every = default_sync_every(device) if cfg.sync_every is None else check(TrialConfig, "sync_every",
+                                                                                  cfg.sync_every)
+    timeout = check(TrialConfig, "timeout", cfg.timeout)
+    warmup = check(TrialConfig, "warmup_steps", cfg.warmup_steps)
     factor = bounded_float(cfg.divergence_factor, what="divergence factor", low=1.0, high=1e300)
     info = TrialInfo(workload=w.name, size=size.name, step_hint=hint, max_steps=budget.max_steps,
                      batch_size=batch_size, device=device, seed=seed)
-    every = None if cfg.checkpoint_every is None else bounded_float(cfg.checkpoint_every, what="--checkpoint-every")
+    every = check(TrialConfig, "checkpoint_every", cfg.checkpoint_every)
     if every is None and (budget.max_seconds or 0.0) >= LONG_TRIAL_SECONDS:
         every = DEFAULT_CHECKPOINT_EVERY  # long tiers survive a kill by default
     prep = PreparedTrial(
@@ -378,11 +427,9 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
         warmup_steps=warmup, divergence_factor=factor, compile=bool(cfg.compile), checkpoint=cfg.checkpoint,
         data_dir=cfg.data_dir, results_dir=Path(results_dir), micro_batch_size=micro, world_size=here.size,
         sync_every=sync_every, checkpoint_every=every, resume=bool(cfg.resume) or cfg.checkpoint is not None,
-        diagnostics=bool(cfg.diagnostics),
+        **_extras(cfg),
     )
     if cfg.checkpoint is None and (every is not None or cfg.resume):
-        from dataclasses import replace
-
         prep = replace(prep, checkpoint=checkpoint_path(Path(results_dir), prep.identity()), owns_checkpoint=True)
     return prep
 
@@ -391,7 +438,7 @@ def schedule_horizon(size: Size, budget: Budget, given: Any) -> int:
     """The steps a schedule spans: ``given`` (``--step-hint``), else the size's step_hint (AlgoPerf's rule: a budget
     override does not move the schedule, so a trial extended later keeps its schedule)."""
     if given is not None:
-        return bounded_int(given, what="--step-hint", low=1, high=MAX_STEPS)
+        return check(TrialConfig, "step_hint", given)
     return size.step_hint
 
 

@@ -150,7 +150,8 @@ class TrialLoop:
             from optbench.engine.diagnostics import Diagnostics
 
             self.diagnostics = Diagnostics(task, seed=derive_seed(prep.seed, "diagnostics"),
-                                           batch_size=prep.batch_size)
+                                           batch_size=prep.hvp_batch or prep.batch_size,
+                                           noise_batches=prep.noise_batches, iters=prep.iters)
 
     # ----- one step -------------------------------------------------------------------------------------------
     def batch_size(self) -> int:
@@ -297,7 +298,15 @@ class TrialLoop:
             self.save_checkpoint()
         if not hit and not math.isfinite(row.metric_value):
             raise _Stop("diverged", f"validation {self.metric.name} became {row.metric_value}")
-        return hit
+        return hit and not self.prep.full_budget  # a full-budget trial goes on past the target
+
+    def spent_outcome(self) -> str:
+        """The outcome of a trial whose budget is spent: ``reached`` when a full-budget trial met the target on the
+        way (derived from its rows, so a resumed trial says the same), else ``missed``."""
+        if self.prep.full_budget and any(self.metric.reached(r.metric_value, self.prep.target)
+                                         for r in self.state.rows):
+            return "reached"
+        return "missed"
 
     def run(self) -> tuple[str, str | None]:
         """Train until the target, the budget, divergence or the timeout; return (outcome, reason)."""
@@ -336,7 +345,7 @@ class TrialLoop:
         if (spent or self.eval_due()) and self.after_eval(self.evaluate()):
             return "reached"
         if spent:
-            return "missed"
+            return self.spent_outcome()
         self.maybe_checkpoint()  # only where the loop goes on: a resumed trial starts with its next step
         return None
 
@@ -573,4 +582,5 @@ def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLo
         sync_every=prep.sync_every, resumes=loop.state.counters.resumes if loop else 0,
         lost_seconds=loop.state.counters.lost_seconds if loop else 0.0,
         step_hint=prep.info.step_hint, base_batch_size=prep.batch_size, diagnostics=prep.diagnostics,
+        study_kind=prep.study_kind, varies=",".join(prep.varies),
     )

@@ -261,3 +261,18 @@ def finish() -> None:
         return
     if dist.is_available() and dist.is_initialized() and not Group.broken:
         dist.destroy_process_group()
+
+
+def leave(code: int) -> None:
+    """End this process's part in torchrun's process group, if it joined one. After a rank failed, the group holds an
+    abandoned collective whose teardown could block: then leave at once with ``code`` (the trial is recorded)."""
+    import os
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return
+    if Group.broken:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    finish()

@@ -1,41 +1,180 @@
-"""Tunes on a cluster through submitit: one task per trial as a SLURM job array (or local processes), requeued on
-preemption and resumed from the trial's checkpoint.
+"""Executors: where a sweep's jobs run. One interface, three kinds; none knows what a job does.
 
-submitit (facebookincubator/submitit) is the executor researchers already use with SLURM; optbench adds nothing of
-a scheduler of its own. Each task runs :class:`TrialTask` on one prepared trial: it claims the trial
-(:mod:`optbench.sweep.claims`, so a second submission of the same tune runs nothing twice), runs it with ``resume`` on,
-and writes its Parquet file like any trial. When SLURM preempts the task or its time limit nears, submitit calls
-:meth:`TrialTask.checkpoint`, which asks for the same task again; the requeued task resumes the trial from its last
-checkpoint (``--checkpoint-every``). Logs go to ``<results>/.submitit/``. The Parquet file is the only result that
-counts: submitit's own pickled results are never read (the house rule: nothing from disk is unpickled).
+A *job* is a JSON-able mapping, handed to a *job function* named by its import path (``package.module:function``),
+so that every kind can start it in another process (a spawned pool worker, a submitit task on a cluster node)
+without pickling live objects. The sweep engine above passes its own function; nothing here imports it back. Each
+job's return value, or why it has none, comes back through ``done(index, value, reason)``:
 
-With ``gpus_per_task`` above 1 a task starts one process per GPU and the trial runs data-parallel across them
-(:mod:`optbench.parallel.distributed`), submitit's torch environment supplying RANK, WORLD_SIZE and the rendezvous address.
+- :class:`Inline` runs the jobs in this process, one after another (a progress bar can be drawn; Ctrl-C stops).
+- :class:`Pool` runs them in ``jobs`` spawned worker processes sharing the cores; a dead worker fails only the
+  jobs in flight (reported, not recorded: a re-run retries them) and the queue continues in a fresh pool.
+- :class:`Submitit` submits one task per job as a SLURM job array, or as local processes through the same code
+  path (submitit, facebookincubator/submitit). A preempted or timed-out task is requeued (:meth:`Task.checkpoint`)
+  and the job starts again; the trial's own checkpoint holds its progress. submitit's pickled results are never
+  read (the house rule: nothing from disk is unpickled): each task's value reaches ``done`` as ``{"task": True}``
+  and the caller looks at what the task left on disk.
+
+A job that trains on several processes starts them itself (:func:`optbench.parallel.launch.call`), so that each
+kind runs a data-parallel trial the same way.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from optbench.errors import UsageError
-from optbench.engine.prepared import PreparedTrial
 
+Done = Callable[[int, Any, "str | None"], None]
 EXECUTORS = ("slurm", "local")
+DIED = "its worker process died (this trial or one running beside it)"
+
+
+def resolve(path: str) -> Callable[..., Any]:
+    """The function named ``package.module:function``."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class Executor(Protocol):
+    """Runs ``fn(job)`` for every job and reports each through ``done``."""
+
+    def run(self, jobs: Sequence[Mapping[str, Any]], fn: str, done: Done) -> None: ...
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _failure(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Inline:
+    """The jobs in this process, in order. ``kwargs_for(index)`` adds live keyword arguments (a progress bar) that
+    could not travel to another process. A usage error or Ctrl-C stops the whole run; any other exception of a job
+    (a harness failure: the trial's own failures are outcomes) is that job's reason."""
+
+    def __init__(self, *, kwargs_for: Callable[[int], Mapping[str, Any]] | None = None) -> None:
+        self.kwargs_for = kwargs_for
+
+    def run(self, jobs: Sequence[Mapping[str, Any]], fn: str, done: Done) -> None:
+        call = resolve(fn)
+        for k, job in enumerate(jobs):
+            try:
+                value = call(job, **(self.kwargs_for(k) if self.kwargs_for else {}))
+            except UsageError:
+                raise
+            except Exception as exc:
+                done(k, None, _failure(exc))
+                continue
+            done(k, value, None)
+
+
+def _init_worker(threads: int) -> None:
+    """Worker start-up: share the cores between the workers instead of each taking them all."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _call(fn: str, job: Mapping[str, Any]) -> Any:
+    return resolve(fn)(job)
+
+
+class Pool:
+    """At most ``workers`` jobs in flight in spawned processes, so that when a worker dies we know which jobs were
+    running: a dead worker breaks the whole pool, every job in flight fails (those that had finished keep their
+    value), and the queued jobs continue in a fresh pool. On a usage error the running jobs finish and queued
+    ones are dropped."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def run(self, jobs: Sequence[Mapping[str, Any]], fn: str, done: Done) -> None:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        workers = max(1, min(self.workers, len(jobs)))
+        queue = deque(enumerate(jobs))
+        threads = max(1, cores() // workers)
+        while queue:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(threads,))
+            running: dict[Any, int] = {}
+            try:
+                broken = False
+                while (queue or running) and not broken:
+                    broken = _fill(pool, queue, running, workers, fn)
+                    if not running:
+                        break
+                    ready, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for fut in ready:
+                        broken |= _collect(fut, running.pop(fut), done)
+                if running:  # the pool broke: its other futures complete at once, with a value or the error
+                    ready, _ = wait(list(running))
+                    for fut in ready:
+                        _collect(fut, running.pop(fut), done)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fill(pool: Any, queue: deque[tuple[int, Mapping[str, Any]]], running: dict[Any, int], workers: int,
+          fn: str) -> bool:
+    """Submit queued jobs until ``workers`` are in flight; True when the pool broke meanwhile (the job that could
+    not be submitted goes back to the front of the queue, for the next pool)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    while queue and len(running) < workers:
+        k, job = queue.popleft()
+        try:
+            running[pool.submit(_call, fn, job)] = k
+        except BrokenProcessPool:
+            queue.appendleft((k, job))
+            return True
+    return False
+
+
+def _collect(fut: Any, k: int, done: Done) -> bool:
+    """Report one completed future; True when its pool is broken (a worker died)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        value = fut.result()
+    except BrokenProcessPool:
+        done(k, None, DIED)
+        return True
+    except UsageError:
+        raise
+    except Exception as exc:
+        done(k, None, _failure(exc))
+        return False
+    done(k, value, None)
+    return False
+
+
+# ------------------------------------------------------------------------------------------------ submitit
 
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterOptions:
-    """Where and how a tune's tasks run.
+    """Where and how submitit tasks run.
 
     Attributes:
       executor: ``slurm`` (sbatch job array) or ``local`` (submitit's local processes, same code path).
       partition: SLURM partition (None: the cluster's default).
       gpus_per_task: GPUs of each task (a trial spans them, data-parallel).
-      cpus_per_task: CPU cores of each task (per process when a task has several GPUs).
+      cpus_per_task: CPU cores of each task.
       time_limit: minutes per task; a task that reaches it is requeued and resumes.
       array_parallelism: tasks of the array running at once.
       extra: more sbatch parameters (``--slurm-arg key=value``), e.g. ``{"account": "lab"}``.
@@ -65,47 +204,24 @@ def preempted() -> bool:
     return _PREEMPTED
 
 
-class TrialTask:
-    """submitit's callable for one trial: ``task(prep)`` claims and runs it; ``checkpoint(prep)`` requeues it.
+class Task:
+    """submitit's callable for one job: ``task(job)`` runs ``fn(job)``; ``checkpoint(job)`` requeues it."""
 
-    Args:
-      device: the device as the user gave it (``auto``...), resolved again in the task: the trial was prepared on
-        the submitting machine, which may have no GPU.
-    """
+    def __init__(self, fn: str) -> None:
+        self.fn = fn
 
-    def __init__(self, device: str = "auto") -> None:
-        self.device = device
+    def __call__(self, job: Mapping[str, Any]) -> str:
+        value = resolve(self.fn)(job)
+        return "done" if value is not None else "elsewhere"  # a short string: nobody needs to unpickle it
 
-    def __call__(self, prep: PreparedTrial) -> str:
-        from optbench.engine.prepared import on_this_machine
-        from optbench.sweep.tuning import run_job
-
-        if self._tasks() > 1:
-            self._export_distributed()
-        done = run_job(on_this_machine(prep, self.device))
-        return "elsewhere" if done is None else done.outcome  # a short string: nobody needs to unpickle it
-
-    def checkpoint(self, prep: PreparedTrial) -> Any:
-        """Called by submitit on preemption or time-out: the same task again; the trial's own checkpoint on disk
+    def checkpoint(self, job: Mapping[str, Any]) -> Any:
+        """Called by submitit on preemption or time-out: the same job again; the trial's own checkpoint on disk
         holds its progress (the state at this instant, mid-step, is not saved)."""
         import submitit
 
         global _PREEMPTED
         _PREEMPTED = True
-        return submitit.helpers.DelayedSubmission(self, prep)
-
-    @staticmethod
-    def _tasks() -> int:
-        """Processes of this task (one per GPU when the task has several)."""
-        import os
-
-        return int(os.environ.get("SUBMITIT_LOCAL_NTASKS") or os.environ.get("SLURM_NTASKS") or 1)
-
-    @staticmethod
-    def _export_distributed() -> None:
-        import submitit
-
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        return submitit.helpers.DelayedSubmission(self, job)
 
 
 def check_available(opts: ClusterOptions) -> None:
@@ -128,41 +244,48 @@ def check_available(opts: ClusterOptions) -> None:
                              "use --executor local to run the same tasks here")
 
 
-def _executor(opts: ClusterOptions, folder: Path) -> Any:
-    import submitit
+class Submitit:
+    """One submitit task per job, as one job array; with ``wait`` each job is reported when every task has ended
+    (``{"task": True}``; nothing is unpickled), else none is (the caller counts them as submitted)."""
 
-    check_available(opts)
-    executor = submitit.AutoExecutor(folder=folder, cluster=opts.executor)
-    tasks = max(1, opts.gpus_per_task)
-    params: dict[str, Any] = dict(timeout_min=opts.time_limit, nodes=1, tasks_per_node=tasks,
-                                  cpus_per_task=opts.cpus_per_task, gpus_per_node=opts.gpus_per_task)
-    if opts.executor == "slurm":
-        params.update(slurm_array_parallelism=opts.array_parallelism,
-                      slurm_additional_parameters=dict(opts.extra))
-        if opts.partition:
-            params["slurm_partition"] = opts.partition
-    executor.update_parameters(**params)
-    return executor
+    def __init__(self, opts: ClusterOptions, *, logs: Path, poll: float = 0.5,
+                 on_submit: Callable[[Sequence[Any]], None] | None = None) -> None:
+        self.opts, self.logs, self.poll, self.on_submit = opts, Path(logs), poll, on_submit
+        self.jobs: list[Any] = []  # submitit's job handles, once submitted
+
+    def _executor(self) -> Any:
+        import submitit
+
+        check_available(self.opts)
+        executor = submitit.AutoExecutor(folder=self.logs, cluster=self.opts.executor)
+        # One process per task: a job that spans several GPUs starts its own torchrun ranks on them.
+        params: dict[str, Any] = dict(timeout_min=self.opts.time_limit, nodes=1, tasks_per_node=1,
+                                      cpus_per_task=self.opts.cpus_per_task, gpus_per_node=self.opts.gpus_per_task)
+        if self.opts.executor == "slurm":
+            params.update(slurm_array_parallelism=self.opts.array_parallelism,
+                          slurm_additional_parameters=dict(self.opts.extra))
+            if self.opts.partition:
+                params["slurm_partition"] = self.opts.partition
+        executor.update_parameters(**params)
+        return executor
+
+    def run(self, jobs: Sequence[Mapping[str, Any]], fn: str, done: Done) -> None:
+        if not jobs:
+            return
+        self.jobs = list(self._executor().map_array(Task(fn), [dict(j) for j in jobs]))
+        if self.on_submit is not None:
+            self.on_submit(self.jobs)
+        if not self.opts.wait:
+            return
+        wait_for(self.jobs, poll=self.poll)
+        for k in range(len(self.jobs)):
+            done(k, {"task": True}, None)
 
 
-def submit(preps: Sequence[PreparedTrial], opts: ClusterOptions, *, results_dir: Path,
-           device: str = "auto") -> list[Any]:
-    """Submit one task per prepared trial as one job array; returns submitit's jobs."""
-    if not preps:
-        return []
-    executor = _executor(opts, logs_dir(results_dir))
-    return list(executor.map_array(TrialTask(device), list(preps)))
-
-
-def wait(jobs: Sequence[Any], *, poll: float = 0.5) -> dict[str, int]:
-    """Block until every job has ended; returns the count of jobs per final state (``COMPLETED``, ``FAILED``...).
-    Never reads the jobs' pickled results: outcomes are in the Parquet files."""
-    while not all(job.done() for job in jobs):
+def wait_for(jobs: Sequence[Any], *, poll: float = 0.5) -> None:
+    """Block until every submitit job has ended (their pickled results are never read)."""
+    while not all(j.done() for j in jobs):
         time.sleep(poll)
-    states: dict[str, int] = {}
-    for job in jobs:
-        states[job.state] = states.get(job.state, 0) + 1
-    return states
 
 
 def parse_slurm_args(items: Sequence[str]) -> dict[str, str]:

@@ -4,7 +4,7 @@ The sources, each written by the component that owns it: result files (done, or 
 diverged), claims held by live processes (running, ``.claims/``), checkpoints of trials with no result
 (interrupted and resumable, ``.checkpoints/``), ``interrupted`` results, and the plans tunes leave in ``.plans/``
 (pending: planned, with none of the above). Trials are matched by the identity digest of
-:func:`optbench.engine.prepared.trial_identity`, computed from a result's own record.
+:func:`optbench.sweep.engine.record_identity`, computed from a result's own record.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optbench.sweep.claims import claimed_elsewhere, claims_dir
-from optbench.engine.prepared import checkpoint_path, trial_identity
+from optbench.engine.prepared import checkpoint_path
+from optbench.sweep.engine import record_identity
 
 FAILED = ("error", "oom", "timeout", "diverged")
 STATES = ("done", "failed", "running", "interrupted", "pending")
@@ -30,16 +31,9 @@ class Line:
     counts: dict[str, int]
 
 
-def _identity(rec: dict) -> str:
-    return trial_identity(workload=rec["workload"], size=rec["size"], submission=rec["submission"],
-                          study=rec["study"], trial=rec["trial"], seed=int(rec["seed"]), hparams=rec["hparams"],
-                          max_steps=None if rec["max_steps"] is None else int(rec["max_steps"]),
-                          max_seconds=rec["max_seconds"])
-
-
 def _plans(results_dir: Path) -> dict[str, tuple[str, str]]:
     """identity -> (workload/size, submission) of every planned trial."""
-    from optbench.sweep.tuning import PLANS_DIR
+    from optbench.sweep.engine import PLANS_DIR
 
     out: dict[str, tuple[str, str]] = {}
     for path in sorted((results_dir / PLANS_DIR).glob("*.json")):
@@ -61,7 +55,7 @@ def sweep_status(results_dir: Path) -> list[Line]:
     state: dict[str, str] = {}
     where: dict[str, tuple[str, str]] = _plans(results_dir)
     for rec in found.trials.to_dict("records"):
-        ident = _identity(rec)
+        ident = record_identity(rec)
         where.setdefault(ident, (f"{rec['workload']}/{rec['size']}", rec["submission"]))
         outcome = rec["outcome"]
         new = "interrupted" if outcome == "interrupted" else ("failed" if outcome in FAILED else "done")

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 
 from optbench.sweep import claims
 from optbench.cli import main
-from optbench.parallel.executors import ClusterOptions, submit, wait
 from optbench.engine.prepared import TrialConfig, prepare
+from optbench.parallel.executors import ClusterOptions, Submitit, logs_dir, wait_for
+from optbench.sweep.engine import JOB_FN, Planned, job_of, prepare_planned
 from optbench.plugins.registry import load_submission, load_workload
 from optbench.sweep.status import sweep_status
 
@@ -78,8 +79,11 @@ def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoint(tmp_path: 
     cfg = TrialConfig(device="cpu", max_steps=1500, eval_every_steps=100, checkpoint_every=0.05, resume=True)
     trials = {}
     for name in ("whole", "preempted"):
-        prep = prepare(load_workload("linreg"), load_submission("adamw"), cfg, results_dir=tmp_path / name)
-        (job,) = submit([prep], ClusterOptions(executor="local", time_limit=10), results_dir=tmp_path / name)
+        planned = Planned(workload="linreg", submission="adamw", config=cfg)
+        prep = prepare_planned(planned, tmp_path / name)
+        tasks = Submitit(ClusterOptions(executor="local", time_limit=10), logs=logs_dir(tmp_path / name))
+        tasks.run([job_of(planned, prep)], JOB_FN, lambda *done: None)  # returns once submitted (no wait)
+        (job,) = tasks.jobs
         trials[name] = (prep, job)
     prep, job = trials["preempted"]
     deadline = time.monotonic() + 120
@@ -88,7 +92,7 @@ def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoint(tmp_path: 
         time.sleep(0.02)
     time.sleep(0.2)
     preempt(job)
-    wait([trials["whole"][1], job])
+    wait_for([trials["whole"][1], job])
     (whole,), (resumed,) = results(tmp_path / "whole"), results(tmp_path / "preempted")
     record = json.loads(pq.read_schema(resumed).metadata[b"optbench"])
     assert record["resumes"] == 1 and record["outcome"] != "error"
@@ -97,7 +101,7 @@ def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoint(tmp_path: 
 
 
 def test_status_tells_running_interrupted_and_pending_apart(tmp_path: Path) -> None:
-    from optbench.sweep.tuning import write_plan
+    from optbench.sweep.engine import write_plan
 
     preps = [prepare(load_workload("linreg"), load_submission("sgd"),
                      TrialConfig(device="cpu", seed=s, max_steps=5, resume=True), results_dir=tmp_path)

@@ -1,0 +1,205 @@
+"""The commands that run trials, ``run`` and ``tune``, and how a sweep's progress is printed.
+
+Each command builds a plan of trials and hands it to the one sweep engine (:func:`optbench.sweep.engine.run_plan`);
+the printers here are the engine's reporters: a progress bar while a trial runs in this process, then one paragraph
+(``run``) or one line (``tune``) per trial as it ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from optbench.console import console as _console
+from optbench.console import escape
+from optbench.errors import UsageError
+from optbench.plugins.hparams import parse_assignments
+from optbench.store import paths
+
+
+class ProgressBar:
+    """A rich progress bar for one trial: step, loss, metric against its target, elapsed and remaining time.
+
+    The runner reports steps only where a stretch of steps ends (every step on a CPU, every ``--sync-every`` on a
+    GPU), so the bar never makes the device wait; redraws are limited to ten a second.
+    """
+
+    def __init__(self, title: str, metric: str, *, target: float | None = None, goal: str = "min") -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.metric = escape(metric)
+        self.goal = f" (target {'<=' if goal == 'min' else '>='} {target:g})" if target is not None else ""
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+            TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            console=_console(stderr=True), transient=False,
+        )
+        self.task = self.progress.add_task(escape(title), total=None, info="")
+        self.by_steps = True
+        self.last = f"  {self.metric} -{self.goal}"
+        self.drawn = 0.0
+
+    def __enter__(self) -> ProgressBar:
+        return self  # drawn from started() on: nothing shows for a trial that fails its set-up
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def started(self, *, max_steps: int | None, max_seconds: float | None) -> None:
+        self.progress.start()
+        self.by_steps = max_steps is not None
+        self.progress.update(self.task, total=max_steps if self.by_steps else max_seconds)
+
+    def stepped(self, *, step: int, loss: float, timed_seconds: float) -> None:
+        import time
+
+        now = time.monotonic()
+        if now - self.drawn < 0.1:  # formatting every step of a fast CPU trial would cost more than the step
+            return
+        self.drawn = now
+        done = step if self.by_steps else timed_seconds
+        self.progress.update(self.task, completed=done, info=f"step {step}  loss {loss:.4g}{self.last}")
+
+    def evaluated(self, row: Any, *, reached: bool) -> None:
+        mark = " [green]reached[/green]" if reached else ""
+        self.last = f"  {self.metric} {row.metric_value:.4g}{self.goal}{mark}"
+        self.progress.update(self.task, info=f"step {row.step}  loss {row.train_loss:.4g}{self.last}")
+
+
+def given_hparams(opt_args: Sequence[str], hparams_file: Path | None) -> dict[str, Any]:
+    """The hyperparameters a user gave: the ``--hparams`` JSON file, overridden by ``--opt-arg`` values."""
+    from optbench.plugins.hparams import load_file
+
+    given: Any = {} if hparams_file is None else load_file(hparams_file, what="hyperparameters file")
+    if not isinstance(given, dict):
+        raise UsageError(f"{str(hparams_file)!r} must hold a JSON object of hyperparameters")
+    return {**given, **parse_assignments(opt_args)}
+
+
+def run(*, workload: str, opts: Sequence[str], hparams: Mapping[str, Any], seeds: Sequence[int],
+        study: str | None, trial: Any, execution: Any, results_dir: Path | None, quiet: bool) -> int:
+    """``optbench run``: one trial per (submission, seed), through the sweep engine (claimed, skipped when already
+    recorded, run here, in worker processes or as cluster tasks, on ``--nproc`` ranks each).
+
+    Returns the exit code: 0, or 1 when a trial crashed or a result had to be kept outside the results directory.
+    Every trial is prepared (validated) and the results directory proven writable before the first one starts.
+    """
+    from dataclasses import replace
+
+    from optbench.plugins.hparams import check_prefixes
+    from optbench.sweep.engine import Planned, run_plan
+
+    check_prefixes(hparams, opts)  # NAME.key=VALUE: NAME must be one of this command's -s
+    base = replace(trial, hparams=dict(hparams), study=study, data_dir=paths.data_dir(trial.data_dir))
+    plan = [Planned(workload=workload, submission=s, config=replace(base, seed=seed)) for s in opts for seed in seeds]
+    printer = TrialPrinter(quiet=quiet)
+    result = run_plan(plan, results_dir=paths.results_dir(results_dir), execution=execution, reporter=printer)
+    return printer.exit_code(result)
+
+
+class TrialPrinter:
+    """Prints a sweep's trials as they end (the engine's reporter): a paragraph per trial, a progress bar while a
+    trial runs in this process, warnings for results kept elsewhere and crashed trials; plan notes on stderr.
+    ``quiet`` drops the progress bars and the notes, never a trial's result."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.console, self.err = _console(), _console(stderr=True)
+        self.bar: ProgressBar | None = None
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[dim]{escape(text)}[/dim]")
+
+    def observer(self, prep: Any) -> ProgressBar | None:
+        if self.quiet:
+            return None
+        metric = prep.workload.obj.metric
+        self.bar = ProgressBar(prep.title, metric.name, target=prep.target, goal=metric.goal.value)
+        return self.bar.__enter__()
+
+    def done(self, outcome: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+        if outcome.status == "crashed":
+            self.err.print("[red]crashed[/red] " + escape(f"{outcome.prep.title}: {outcome.reason}"))
+        elif outcome.path is not None:
+            rec, _ = outcome.read()
+            was = {"recorded": " (recorded earlier: not run again)", "elsewhere": " (run by another process)"}
+            self.console.print(summary(rec, outcome.path) + escape(was.get(outcome.status, "")))
+        elif outcome.status == "elsewhere":
+            self.console.print(escape(f"{outcome.prep.title}: claimed by another process"))
+        if outcome.note:
+            self.err.print(f"[red]warning[/red] {escape(outcome.note)}")
+
+    @staticmethod
+    def exit_code(result: Any) -> int:
+        """1 when a trial crashed or a result was kept outside the results directory (not a clean run), else 0."""
+        return 1 if any(o.status == "crashed" or o.note for o in result.outcomes) else 0
+
+
+def summary(rec: Mapping[str, Any], path: Path) -> str:
+    """The one-paragraph outcome of a trial, from its record (user-derived names escaped)."""
+    colour = {"reached": "green", "missed": "yellow"}.get(rec["outcome"], "red")
+    head = escape(f"{rec['workload']}/{rec['size']} {rec['submission']} seed {rec['seed']}: ")
+    head = f"[{colour}]{rec['outcome']}[/{colour}] {head}"
+    if rec["outcome"] == "reached":
+        head += escape(f"{rec['metric_name']} {'<=' if rec['metric_goal'] == 'min' else '>='} {rec['target']:g} "
+                       f"after {rec['time_to_target']:.2f} s timed, {rec['steps_to_target']} steps, "
+                       f"{rec['examples_to_target']} examples")
+    else:
+        best = "n/a" if rec["best_metric"] is None else f"{rec['best_metric']:.4g}"
+        tail = f"best {rec['metric_name']} {best} (target {rec['target']:g}) in {rec['total_steps']} steps"
+        if rec["error"] and rec["error"].strip():
+            tail += f"; {rec['error'].strip().splitlines()[-1]}"
+        head += escape(tail)
+    return f"{head}\n  -> {escape(path)}"
+
+
+class TunePrinter:
+    """Prints a tune's progress, one line per trial (the reporter :func:`optbench.sweep.tuning.tune` calls)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.console, self.quiet = _console(), quiet
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[dim]{escape(text)}[/dim]")
+
+    def finished(self, trial: Any, done: Any) -> None:
+        if self.quiet:
+            return
+        colour = {"reached": "green", "missed": "yellow"}.get(done.outcome, "red")
+        lr = trial.hparams.get("lr")
+        where = f"{trial.submission} {trial.study} trial {trial.trial}" + (f" lr={lr:.3g}" if isinstance(
+            lr, (int, float)) else "")
+        what = (f"{done.time_to_target:.3g} s, {done.steps_to_target} steps" if done.outcome == "reached" else
+                f"best {done.metric_name} " + ("n/a" if done.best_metric is None else f"{done.best_metric:.4g}"))
+        self.console.print(f"[{colour}]{done.outcome}[/{colour}] {escape(where)}: {escape(what)}")
+
+    def crashed(self, trial: Any, reason: str) -> None:
+        self.console.print("[red]crashed[/red] "
+                           + escape(f"{trial.submission} {trial.study} trial {trial.trial}: {reason}"))
+
+
+def tune(*, spec: Any, execution: Any, results_dir: Path | None, quiet: bool) -> int:
+    """``optbench tune``: every planned trial not yet recorded, through the sweep engine; returns 1 when a trial
+    crashed, else 0."""
+    from dataclasses import replace
+
+    from optbench.sweep.tuning import tune as run_tune
+
+    spec = replace(spec, trial=replace(spec.trial, data_dir=paths.data_dir(spec.trial.data_dir)))
+    out = paths.results_dir(results_dir)
+    result = run_tune(spec, results_dir=out, execution=execution, reporter=TunePrinter(quiet))
+    console = _console()
+    console.print(escape(f"{len(result.finished)} trials run, {len(result.skipped)} skipped (already recorded or "
+                         f"claimed by another process), {len(result.crashed)} crashed -> {out}"))
+    if result.submitted:
+        console.print(escape(f"{len(result.submitted)} trials submitted; 'optbench status --results-dir {out}' "
+                             "shows where they stand"))
+    if result.crashed:
+        console.print("[red]crashed trials were not recorded; run the same command again to retry them[/red]")
+        return 1
+    return 0
