@@ -20,7 +20,8 @@ from optbench.cli import main
 from optbench.report.figures import contrast, plot_curves, plot_outcomes, plot_sensitivity, representative_runs
 from optbench.report.html import build_report
 from optbench.report.pages import PLAIN_TEXT
-from optbench.store.reader import read_results, with_workload_key
+from optbench.store.reader import read_results
+from optbench.store.units import with_workload_key
 from optbench.store.writer import write_trial
 from optbench.scoring.profiles import leaderboard, pooled_run_and_tune
 from tests.test_report import _trial

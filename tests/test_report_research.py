@@ -85,7 +85,7 @@ def test_no_section_without_its_data(tmp_path: Path) -> None:
     for seed in range(2):
         _trial(tmp_path, workload="linreg", sub="adamw", study=f"s{seed}", seed=seed, rate=0.5, lr=0.01)
     loaded = read_results(tmp_path)
-    assert research_sections(loaded, loaded.scoring_trials()) == []
+    assert research_sections(loaded, loaded.all_trials()) == []
     _invoke("report", "--results-dir", str(tmp_path), "--out", str(tmp_path / "r"))
     page = (tmp_path / "r" / "index.html").read_text()
     assert "Batch-size sweeps" not in page and "Curvature and noise" not in page
@@ -106,7 +106,7 @@ def test_sweeps_are_grouped_by_what_they_hold_fixed(tmp_path: Path) -> None:
             _sweep_trial(tmp_path, batch=batch, lr=0.01, seed=seed, steps=steps + 10 * seed, schedule="constant")
             _sweep_trial(tmp_path, batch=batch, lr=0.03, seed=seed, steps=None, schedule="constant")
     _sweep_trial(tmp_path, batch=8, lr=0.01, seed=0, steps=50, schedule="cosine")  # another sweep, one batch size
-    sweeps = batch_sweeps(read_results(tmp_path, cache=False).scoring_trials())
+    sweeps = batch_sweeps(read_results(tmp_path, cache=False).all_trials())
     assert list(sweeps) == [("linreg/tiny", "sgd")]  # the cosine trial is no sweep and is not pooled into this one
     summary = summarize_cbs(sweeps[("linreg/tiny", "sgd")])
     assert [(r.batch_size, r.best_lr, r.steps) for r in summary.rows] == [(8, 0.01, 805), (16, 0.01, 425),
@@ -114,5 +114,5 @@ def test_sweeps_are_grouped_by_what_they_hold_fixed(tmp_path: Path) -> None:
     assert summary.critical_batch_size == 16  # 425 <= 1.2 * 402.5; 305 > 1.2 * 201.25
     for batch in (8, 16):  # a second cosine sweep: both are shown, each labelled by what differs
         _sweep_trial(tmp_path, batch=batch, lr=0.01, seed=1, steps=400 // (batch // 8), schedule="cosine")
-    labels = sorted(batch_sweeps(read_results(tmp_path, cache=False).scoring_trials()))
+    labels = sorted(batch_sweeps(read_results(tmp_path, cache=False).all_trials()))
     assert labels == [("linreg/tiny", "sgd (schedule=constant)"), ("linreg/tiny", "sgd (schedule=cosine)")]

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from optbench.report.pages import esc, html_table, plain_log_ticks, safe_name
 from optbench.report.plots import Plot
+from optbench.report.sections import Section
 from optbench.scoring.profiles import parse_hparams
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,16 +41,6 @@ DIAGNOSTIC_KEYS = ("sharpness", "eos_threshold", "preconditioned_sharpness", "ad
                    "noise_scale")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Section:
-    """One section of the page: a title, a note, an HTML table (escaped) and its plots (drawn with the report's)."""
-
-    title: str
-    note: str
-    table_html: str
-    plots: tuple[Plot, ...]
-
-
 def _lr(hparams: dict) -> float:
     """A trial's learning rate (NaN if it has none or a non-number): ``hparams`` as :func:`parse_hparams` decodes
     it (the reader already refused files whose hparams are not a JSON object)."""
@@ -62,7 +52,7 @@ def batch_sweeps(trials: pd.DataFrame) -> dict[tuple[str, str], list[CbsRun]]:
     """(workload, submission) -> its trials as :class:`optbench.recipes.research.CbsRun`, for every pair whose trials ran
     at two or more configured batch sizes with the same other hyperparameters (a sweep holds them fixed and varies
     the batch size and learning rate; pairs with several such sweeps get one each, labelled by what differs).
-    ``trials``: the scoring trials (``workload`` is the workload key)."""
+    ``trials``: every trial (:meth:`~optbench.store.reader.ResultSet.all_trials`; ``workload`` is the workload key)."""
     if "base_batch_size" not in trials.columns or trials.empty:
         return {}
     known = trials[trials["base_batch_size"].notna() & trials["outcome"].isin(SWEEP_OUTCOMES)]
@@ -227,6 +217,8 @@ def _g(x: float) -> str:
 
 
 def research_sections(loaded: ResultSet, trials: pd.DataFrame) -> list[Section]:
-    """Every research section the results support, in page order."""
+    """Every research section the results support, in page order, for ``optbench report`` to hand to
+    :func:`optbench.report.html.build_report`. ``trials``: every trial, research ones included
+    (:meth:`optbench.store.reader.ResultSet.all_trials`): these sections read research trials on purpose."""
     found = [cbs_section(trials), diagnostics_section(loaded, trials)]
     return [s for s in found if s is not None]

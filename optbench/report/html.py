@@ -6,8 +6,10 @@ paired tests of every submission against the best one, the plots, and the proven
 external asset: CSS is inline and every plot is embedded as a base64 PNG (the SVG files beside it are linked for
 papers). Every string that comes from results (names, hyperparameters, versions) goes through :func:`html.escape`.
 
-Research sections (``cbs-<workload>-<submission>``, ``diagnostics-<workload>``, each with a table) appear only
-where the results hold a batch-size sweep or trials run with ``--diagnostics`` (:mod:`optbench.recipes.sections`).
+Only comparable trials are ranked (:mod:`optbench.store.units`: research recipes' trials left out, a workload's
+trials at different batch sizes or targets scored as separate units); the page says what was left out or split.
+More sections come from the caller as :class:`~optbench.report.sections.Section` data: ``optbench report`` hands
+in the research sections (batch-size sweeps, curvature; :mod:`optbench.recipes.sections`), which read every trial.
 
 References:
   Dahl et al., "Benchmarking Neural Network Training Algorithms", arXiv:2306.07179 (2023), section 4.
@@ -19,19 +21,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from optbench.errors import UsageError
 from optbench.report.pages import PLAIN_TEXT, esc
-from optbench.report.sections import (PAIRED_LEGEND, figure_html, leaderboard_html, page_warnings, paired_html,
-                                      paired_rows, provenance_html, report_plots)
+from optbench.report.sections import (PAIRED_LEGEND, Section, figure_html, leaderboard_html, page_warnings,
+                                      paired_html, paired_rows, provenance_html, report_plots, section_html)
 from optbench.store.fsutil import ensure_writable_dir
 
 if TYPE_CHECKING:  # pragma: no cover
+    from optbench.report.plots import Plot, Saved
     from optbench.scoring.profiles import Leaderboard
     from optbench.store.reader import ResultSet
+    from optbench.store.units import Units
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,7 +74,8 @@ window.addEventListener('load', function () {
 
 
 def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float = 4.0, hparam: str = "lr",
-                 level: float = 0.9, n_boot: int = 1000, source: str = "", plot_cache: Path | None = None) -> Report:
+                 level: float = 0.9, n_boot: int = 1000, source: str = "", plot_cache: Path | None = None,
+                 sections: Sequence[Section] = ()) -> Report:
     """Write plots (PNG + SVG) and ``index.html`` for the results in ``loaded``.
 
     Args:
@@ -83,9 +89,13 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
       source: where the results came from, shown on the page.
       plot_cache: a folder of plots drawn before, reused where their inputs are the same
         (:mod:`optbench.report.plots`); None draws every plot.
+      sections: more sections, after the plots (``optbench report`` hands in the research sections of
+        :mod:`optbench.recipes.sections`); their plots are drawn with the page's.
     Returns:
-      The :class:`Report`. Results of ``run`` and ``tune`` pooled on one workload and submission get one
-      ``warning:`` line on stderr (:func:`optbench.report.render.warn_pooled`) and a warning on the page.
+      The :class:`Report`. Only comparable trials are ranked (:mod:`optbench.store.units`): research trials left
+      out and workloads split by setting get one ``note:`` line each on stderr, pooled ``run`` and ``tune``
+      results a ``warning:`` line (:mod:`optbench.report.render`), and the page repeats them. With no trial to
+      rank, the page holds the other sections and says why there is no leaderboard.
     Raises:
       UsageError: no results, a bad measure, matplotlib missing, ``out`` not writable (checked before any plot), or
         a write that fails part way.
@@ -97,46 +107,93 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
     except ImportError:
         raise UsageError("optbench report needs matplotlib: pip install matplotlib") from None
     from optbench.report import render
-    from optbench.report.plots import render_all
-    from optbench.recipes.sections import research_sections
-    from optbench.scoring.profiles import leaderboard
-    from optbench.scoring.stats import score_ci, time_cis
 
     if loaded.trials.empty:
         raise UsageError("no results to report; run e.g. 'optbench run' or 'optbench tune' first")
     out = ensure_writable_dir(Path(out), what="report directory")  # before any work is spent on plots
-    trials = loaded.scoring_trials()
-    render.warn_pooled(trials)  # on stderr now, and on the page among its warnings
-    board = leaderboard(trials, by=by, r_max=r_max)
-    s_ci = score_ci(trials, by=by, r_max=r_max, level=level, n_boot=n_boot)
-    t_ci = time_cis(trials, by=by, level=level, n_boot=n_boot)
-    paired = paired_rows(trials, board, by=by)
+    units = loaded.units()
+    render.note_units(units)  # on stderr now, and on the page among its warnings
+    scored = None
+    if not units.trials.empty:
+        render.warn_pooled(units.trials)
+        scored = _score(units.trials, by=by, r_max=r_max, level=level, n_boot=n_boot)
     with rc_context(PLAIN_TEXT):
-        plots = report_plots(loaded, trials, board, by=by, hparam=hparam)
-        sections = research_sections(loaded, trials)  # batch-size sweeps, diagnostics: only where results have them
+        plots = [] if scored is None else report_plots(loaded, units.trials, scored.board, by=by, hparam=hparam)
         try:
-            every = [*plots, *(p for sec in sections for p in sec.plots)]
-            saved = {s.name: s for s in render_all(every, out, cache=plot_cache)}
-            blocks = [figure_html(saved[p.name]) for p in plots if p.name in saved]
-            research = [f'<h2>{esc(sec.title)}</h2>\n<p class="note">{esc(sec.note)}</p>\n{sec.table_html}\n'
-                        + "".join(figure_html(saved[p.name]) for p in sec.plots if p.name in saved)
-                        for sec in sections]
-            images = [f for s in saved.values() for f in (s.png, s.svg)]
+            saved = _draw([*plots, *(p for sec in sections for p in sec.plots)], out, cache=plot_cache)
+            ranked = _nothing_ranked(units) if scored is None else _ranked_html(
+                scored, [figure_html(saved[p.name]) for p in plots if p.name in saved], level=level)
             index = out / "index.html"
-            index.write_text(_page(loaded, trials, board, s_ci, t_ci, paired, blocks, level=level, source=source,
-                                   research="\n".join(research)), encoding="utf-8")
+            index.write_text(_page(loaded, units, ranked, source=source, research="\n".join(
+                section_html(sec, saved) for sec in sections)), encoding="utf-8")
         except OSError as exc:  # the disk filled up, or the folder went away, while writing
             raise UsageError(f"cannot write the report in {str(out)!r}: {exc.strerror or exc}") from None
-    return Report(index=index, images=tuple(images))
+    return Report(index=index, images=tuple(f for s in saved.values() for f in (s.png, s.svg)))
 
 
-def _page(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, s_ci: pd.DataFrame, t_ci: pd.DataFrame,
-          paired: list[dict[str, Any]], figures: list[str], *, level: float, source: str, research: str = "") -> str:
-    from optbench import __version__
+@dataclass(frozen=True, kw_only=True, eq=False)
+class _Scored:
+    """The numbers of the ranked part of the page."""
+
+    board: Leaderboard
+    score_ci: pd.DataFrame
+    time_ci: pd.DataFrame
+    paired: list[dict[str, Any]]
+
+
+def _score(trials: pd.DataFrame, *, by: str, r_max: float, level: float, n_boot: int) -> _Scored:
+    """Leaderboard, bootstrap intervals and paired tests of the ranked trials."""
+    from optbench.scoring.profiles import leaderboard
+    from optbench.scoring.stats import score_ci, time_cis
+
+    board = leaderboard(trials, by=by, r_max=r_max)
+    return _Scored(board=board, score_ci=score_ci(trials, by=by, r_max=r_max, level=level, n_boot=n_boot),
+                   time_ci=time_cis(trials, by=by, level=level, n_boot=n_boot),
+                   paired=paired_rows(trials, board, by=by))
+
+
+def _draw(plots: list[Plot], out: Path, *, cache: Path | None) -> dict[str, Saved]:
+    """Every plot drawn (or copied from ``cache``) into ``out``, by name."""
+    from optbench.report.plots import render_all
+
+    return {s.name: s for s in render_all(plots, out, cache=cache)}
+
+
+def _nothing_ranked(units: Units) -> str:
+    """The leaderboard's place on a page whose trials are all research trials."""
+    text = units.nothing_ranked()
+    return f'<h2>Leaderboard</h2>\n<p class="note">{esc(text[0].upper() + text[1:])}.</p>\n'
+
+
+def _ranked_html(scored: _Scored, figures: list[str], *, level: float) -> str:
+    """Leaderboard, paired tests and plots: the part of the page about the ranked trials."""
     from optbench.report import render
 
+    board = scored.board
+    return f"""<h2>Leaderboard</h2>
+<p class="note">{esc(render.header(board))} {esc(render.outcome_legend())}
+Intervals: {level:.0%} bootstrap percentile intervals over studies
+(scores: every cell resampled, the whole leaderboard recomputed per replicate).</p>
+{leaderboard_html(board, scored.score_ci, scored.time_ci)}
+<h2>Paired tests against the best submission</h2>
+<p class="note">Per workload, a paired sign-flip test on matched studies (a study's best trial; for
+<code>optbench run</code> results a study is one seed). p-value: evidence that A reaches the target faster than B.
+Speed-up: median over pairs of t_B / t_A. Seeds needed: matched studies for a paired test to detect the observed
+speed-up with power 0.8 at alpha 0.05.</p>
+<p class="note" id="paired-legend">{esc(PAIRED_LEGEND)}</p>
+{paired_html(scored.paired)}
+<h2>Plots</h2>
+{''.join(figures)}
+"""
+
+
+def _page(loaded: ResultSet, units: Units, ranked: str, *, source: str, research: str) -> str:
+    """The whole page: summary and warnings, the ranked part, the handed-in sections, the provenance."""
+    from optbench import __version__
+
+    trials = loaded.all_trials()  # provenance and counts of every trial, ranked or not
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    warn = "".join(f'<p class="warn">{esc(w)}</p>' for w in page_warnings(loaded, trials))
+    warn = "".join(f'<p class="warn">{esc(w)}</p>' for w in page_warnings(loaded, units))
     summary = (f"{len(trials)} trials, {trials['workload'].nunique()} workload(s), "
                f"{trials['submission'].nunique()} submission(s); generated {now} by optbench {__version__}"
                + (f" from {source}" if source else ""))
@@ -147,21 +204,7 @@ def _page(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, s_ci: pd.
 <h1>optbench report</h1>
 <p class="note">{esc(summary)}</p>
 {warn}
-<h2>Leaderboard</h2>
-<p class="note">{esc(render.header(board))} {esc(render.outcome_legend())}
-Intervals: {level:.0%} bootstrap percentile intervals over studies
-(scores: every cell resampled, the whole leaderboard recomputed per replicate).</p>
-{leaderboard_html(board, s_ci, t_ci)}
-<h2>Paired tests against the best submission</h2>
-<p class="note">Per workload, a paired sign-flip test on matched studies (a study's best trial; for
-<code>optbench run</code> results a study is one seed). p-value: evidence that A reaches the target faster than B.
-Speed-up: median over pairs of t_B / t_A. Seeds needed: matched studies for a paired test to detect the observed
-speed-up with power 0.8 at alpha 0.05.</p>
-<p class="note" id="paired-legend">{esc(PAIRED_LEGEND)}</p>
-{paired_html(paired)}
-<h2>Plots</h2>
-{''.join(figures)}
-{research}
+{ranked}{research}
 <h2>Provenance</h2>
 <p class="note">What produced every result: engine version and code hash, git commit, framework, device, and where
 each plugin came from.</p>

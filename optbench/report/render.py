@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from optbench.store.reader import ResultSet
     from optbench.scoring.profiles import Leaderboard
+    from optbench.store.reader import ResultSet
+    from optbench.store.units import Units
 
 UNITS = {"time": "s", "steps": "steps", "examples": "examples", "tokens": "tokens"}
 
@@ -202,6 +203,33 @@ def warn_pooled(trials: pd.DataFrame, console: Any = None) -> None:
     (console or make_console(stderr=True)).print(f"warning: {escape(text)}", soft_wrap=True)
 
 
+def note_units(units: Units, console: Any = None) -> None:
+    """Print each of the units' notes (research trials left out, workloads split by setting) as one ``note:`` line
+    on stderr: what is ranked is never silently less, or other, than what was read."""
+    from optbench.console import console as make_console
+    from optbench.console import escape
+
+    for text in units.notes():
+        (console or make_console(stderr=True)).print(f"note: {escape(text)}", soft_wrap=True)
+
+
+def ranked_trials(loaded: ResultSet) -> pd.DataFrame:
+    """The trials ``score`` ranks (:meth:`optbench.store.reader.ResultSet.scoring_trials`), with their notes and the
+    pooled-studies warning printed on stderr.
+
+    Raises:
+      UsageError: every trial is a research trial, so there is nothing to rank.
+    """
+    from optbench.errors import UsageError
+
+    units = loaded.units()
+    if units.trials.empty:
+        raise UsageError(units.nothing_ranked())
+    note_units(units)
+    warn_pooled(units.trials)
+    return units.trials
+
+
 def print_leaderboard(loaded: ResultSet, *, by: str, fmt: str, reference: str | None, r_max: float, algoperf: bool,
                       with_ci: bool, console: Any = None) -> None:
     """Score the loaded results and print them in ``fmt`` (table|markdown|latex|csv|json)."""
@@ -209,8 +237,7 @@ def print_leaderboard(loaded: ResultSet, *, by: str, fmt: str, reference: str | 
 
     from optbench.scoring.profiles import leaderboard
 
-    trials = loaded.scoring_trials()
-    warn_pooled(trials)
+    trials = ranked_trials(loaded)
     board = leaderboard(trials, by=by, r_max=r_max, reference=reference, algoperf=algoperf)
     ci = None
     if with_ci:
@@ -243,8 +270,7 @@ def print_sensitivity(loaded: ResultSet, *, hparam: str, by: str, fmt: str) -> N
 
     from optbench.scoring.stats import sensitivity
 
-    trials = loaded.scoring_trials()
-    warn_pooled(trials)
+    trials = ranked_trials(loaded)
     table = sensitivity(trials, hparam=hparam, by=by)
     if fmt == "table":
         from rich.markup import escape

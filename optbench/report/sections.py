@@ -2,12 +2,14 @@
 
 The leaderboard (scores with bootstrap intervals, times to target with intervals, outcome counts), paired tests of
 every submission against the best one, the plots of curves and sensitivity (:func:`report_plots`), and the
-provenance of every result; :mod:`optbench.report.html` puts them on one page.
+provenance of every result; :mod:`optbench.report.html` puts them on one page. A :class:`Section` is one more
+section the report's caller hands in (a research recipe's, made a layer above: the report imports no recipe).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -21,9 +23,27 @@ if TYPE_CHECKING:  # pragma: no cover
     from optbench.report.plots import Plot, Saved
     from optbench.scoring.profiles import Leaderboard
     from optbench.store.reader import ResultSet
+    from optbench.store.units import Units
 
 PROVENANCE = ("optbench_version", "code_hash", "git_commit", "torch_version", "python_version", "device",
               "device_name", "cpu_model")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    """One section of the page from the report's caller: a title, a note, an HTML table (escaped by its maker) and
+    its plots (drawn with the report's own, after them)."""
+
+    title: str
+    note: str
+    table_html: str
+    plots: tuple[Plot, ...]
+
+
+def section_html(section: Section, saved: dict[str, Saved]) -> str:
+    """A handed-in section: its heading, note, table and the figures of its plots that were drawn."""
+    return (f'<h2>{esc(section.title)}</h2>\n<p class="note">{esc(section.note)}</p>\n{section.table_html}\n'
+            + "".join(figure_html(saved[p.name]) for p in section.plots if p.name in saved))
 
 
 def _fmt(v: float, by: str) -> str:
@@ -150,10 +170,15 @@ def _hashable(value: Any) -> Any:
     return str(value) if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def page_warnings(loaded: ResultSet, trials: pd.DataFrame) -> list[str]:
+def page_warnings(loaded: ResultSet, units: Units) -> list[str]:
+    """The page's warnings: files skipped, what the ranking left out or split, pooled studies, mixed code versions
+    or devices among the ranked trials."""
     from optbench.report.render import pooled_warning
 
-    out = [f"skipped {p.splitlines()[0]}" for p in loaded.problems]
+    out = [f"skipped {p.splitlines()[0]}" for p in loaded.problems] + units.notes()
+    trials = units.trials
+    if trials.empty:
+        return out
     pooled = pooled_warning(trials)
     if pooled:
         out.append(pooled)
@@ -172,10 +197,10 @@ _DIAMONDS = (" Diamonds: the leaderboard's median {by} to target (median over st
 
 
 def report_plots(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *, by: str, hparam: str) -> list[Plot]:
-    """Every plot of the report, to be drawn (by :func:`optbench.report.plots.render_all`)."""
+    """Every plot of the ranked trials (``trials``, :meth:`optbench.store.reader.ResultSet.scoring_trials`), to be
+    drawn (by :func:`optbench.report.plots.render_all`)."""
     from optbench.report import render
     from optbench.report.plots import Plot
-    from optbench.store.reader import with_workload_key
     from optbench.scoring.stats import sensitivity
 
     colors = colors_for(list(board.scores.index))
@@ -187,7 +212,7 @@ def report_plots(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *,
              draw=plot_outcomes, args=(board,)),
     ]
     runs = representative_runs(trials, by=by)
-    evals = with_workload_key(loaded.evals_of(runs["run_id"].tolist()))  # only the curves that are drawn
+    evals = loaded.units().evals(loaded.evals_of(runs["run_id"].tolist()))  # only the curves that are drawn
     try:
         sens = sensitivity(trials, hparam=hparam, by=by)
     except UsageError:

@@ -19,6 +19,7 @@ from optbench import SCHEMA_VERSION
 from optbench.store.checks import eval_schema, stat_key, summarize
 from optbench.store.fsutil import atomic_file, clean_stale_temporaries, is_dir, is_valid_text, printable
 from optbench.store.records import EVAL_COLUMNS, TRIAL_COLUMNS, TrialRecord, trial_path
+from optbench.store.units import Units, scoring_units, with_workload_key, workload_key
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -232,12 +233,6 @@ def _deduplicate(root: Path, read: list[tuple[Path, dict[str, Any]]],
     return kept
 
 
-def with_workload_key(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` as scoring wants it: a workload is a workload at one size, ``workload`` = ``workload_key``
-    ("linreg/tiny"). The one place where that rename happens."""
-    return frame.assign(workload=frame["workload_key"])
-
-
 class ResultSet:
     """What :func:`read_results` found: one row per trial, the files they came from, and the files it skipped.
 
@@ -251,6 +246,7 @@ class ResultSet:
         self.paths = tuple(paths)  # paths[i] holds trials.iloc[i]
         self.problems = problems
         self._evals: pd.DataFrame | None = None
+        self._units: Units | None = None
 
     @property
     def evals(self) -> pd.DataFrame:
@@ -267,8 +263,20 @@ class ResultSet:
         rows = [i for i, r in enumerate(self.trials["run_id"]) if r in wanted]
         return self._read_evals(rows)
 
+    def units(self) -> Units:
+        """The comparable trials and the notes on what was left out or split (:func:`optbench.store.units.
+        scoring_units`), worked out once."""
+        if self._units is None:
+            self._units = scoring_units(self.trials)
+        return self._units
+
     def scoring_trials(self) -> pd.DataFrame:
-        """The trials table with ``workload`` = ``workload_key`` (see :func:`with_workload_key`)."""
+        """The trials a leaderboard ranks, ``workload`` = the unit each is ranked under (:meth:`units`)."""
+        return self.units().trials
+
+    def all_trials(self) -> pd.DataFrame:
+        """Every trial, research ones included, with ``workload`` = ``workload_key`` (none split): what the
+        report's research sections read."""
         return with_workload_key(self.trials)
 
     def _read_evals(self, rows: Sequence[int]) -> pd.DataFrame:
@@ -285,7 +293,7 @@ class ResultSet:
             frame = pd.DataFrame(columns=list(EVAL_COLUMNS))
             source = pd.DataFrame(columns=list(EVAL_KEYS))
         out = pd.concat([frame, source], axis=1)
-        out["workload_key"] = out["workload"].astype(str) + "/" + out["size"].astype(str)
+        out["workload_key"] = workload_key(out)
         return out
 
 
@@ -299,9 +307,9 @@ def read_results(root: Path, *, cache: bool = True) -> ResultSet:
     cache is a shortcut, never the source of truth: deleting it is harmless.
 
     Returns:
-      ``trials`` has the :class:`TrialRecord` columns plus ``workload_key`` ("<workload>/<size>", the unit of
-      scoring); ``evals`` has the :class:`EvalRow` columns plus :data:`EVAL_KEYS` and workload_key (taken from the
-      trial's metadata).
+      ``trials`` has the :class:`TrialRecord` columns plus ``workload_key`` ("<workload>/<size>"; the units scoring
+      ranks are made from it by :mod:`optbench.store.units`); ``evals`` has the :class:`EvalRow` columns plus
+      :data:`EVAL_KEYS` and workload_key (taken from the trial's metadata).
     """
     import pandas as pd
 
@@ -318,7 +326,7 @@ def read_results(root: Path, *, cache: bool = True) -> ResultSet:
                 read.append((path, value))
     read = _deduplicate(root, read, problems)
     trials = pd.DataFrame([meta for _, meta in read], columns=list(TRIAL_COLUMNS))
-    trials["workload_key"] = trials["workload"] + "/" + trials["size"]
+    trials["workload_key"] = workload_key(trials)
     for col in ("time_to_target", "steps_to_target", "examples_to_target", "tokens_to_target", "best_metric",
                 "target", "total_timed_seconds"):
         trials[col] = pd.to_numeric(trials[col], errors="coerce").astype(float)
