@@ -15,10 +15,10 @@ seconds AlgoPerf scores), ``accumulated_submission_time``, ``accumulated_eval_ti
 source) or ``--target WORKLOAD=VALUE``.
 
 Each trial becomes one optbench trial (:class:`~optbench.store.records.TrialRecord` + one
-:class:`~optbench.store.records.EvalRow` per evaluation) with ``timed_seconds = score``, size ``algoperf-<rules>``, and
+:class:`~optbench.store.records.EvalRow` per evaluation) with ``timed_seconds = score``, size ``algoperf-<rules>``,
 origins marked ``algoperf-import``, ``study_kind`` ``"algoperf"`` (ranked like optbench's own runs and tunes) and
-``varies`` naming the hyperparameters the trials of its study differ in. Its run id is a hash of the log's path and bytes, so importing the same tree
-again rewrites the same files instead of adding duplicates. Examples and tokens are not logged by AlgoPerf: they are
+``varies`` naming the hyperparameters the trials of its study differ in. Its run id is a hash of the log's path and
+bytes, so importing the same tree again rewrites the same files instead of adding duplicates. Examples and tokens are not logged by AlgoPerf: they are
 left empty, so ``optbench score --by examples`` refuses imported results while ``--by time`` and ``--by steps``
 work. ``optbench score --algoperf`` then applies AlgoPerf's discretisation of the profile integral.
 
