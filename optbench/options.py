@@ -17,7 +17,7 @@ from typing import Any
 
 from optbench.errors import UsageError
 
-KINDS = ("int", "float", "flag", "switch", "text", "dir", "file", "choice", "multi")
+KINDS = ("int", "float", "flag", "switch", "text", "dir", "file", "choice", "ints", "floats")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,7 +28,9 @@ class Option:
       flag: the long flag (``--max-steps``); the field's name is the parameter it fills.
       help: the help text.
       kind: ``int``, ``float`` (finite), ``flag`` (a switch, off by default), ``switch`` (``--x/--no-x``, unset by
-        default), ``text``, ``dir`` (a folder path), ``file`` (a file path), ``choice`` or ``multi`` (repeatable text).
+        default), ``text``, ``dir`` (a folder path), ``file`` (a file path), ``choice``, or ``ints`` / ``floats``
+        (comma-separated numbers, e.g. ``8,16,32``, each within the bounds).
+      multiple: the option is repeatable; the field holds a tuple of values of ``kind``.
       low, high: the bounds of a number (inclusive, except ``low`` of a float when ``low_open``).
       choices: the accepted values of a ``choice``.
       short: a one-letter alias (``-w``); metavar, show_default: as click's.
@@ -44,11 +46,19 @@ class Option:
     metavar: str | None = None
     show_default: bool = False
     short: str | None = None
+    multiple: bool = False
 
     def check(self, value: Any) -> Any:
         """``value`` validated (None passes: "not given"); a :class:`UsageError` naming the flag otherwise."""
         if value is None:
             return None
+        if self.multiple:
+            return tuple(self._one(v) for v in value)
+        return self._one(value)
+
+    def _one(self, value: Any) -> Any:
+        if self.kind in ("ints", "floats"):
+            return self._numbers(value)
         if self.kind == "int":
             return bounded_int(value, what=self.flag, low=int(self.low if self.low is not None else -2**63),
                                high=int(self.high if self.high is not None else 2**63 - 1))
@@ -59,11 +69,29 @@ class Option:
             if not isinstance(value, bool):
                 raise UsageError(f"{self.flag} must be true or false, got {value!r}")
             return value
-        if self.kind == "multi":
-            return tuple(value)
         if self.kind == "choice" and value not in self.choices:
             raise UsageError(f"{self.flag} must be one of {', '.join(self.choices)}, got {value!r}")
         return value
+
+
+    def _numbers(self, value: Any) -> tuple[Any, ...]:
+        """A comma-separated list (or a sequence) of numbers, each within the bounds; at least one."""
+        one = Option(flag=self.flag, help=self.help, kind=self.kind[:-1], low=self.low, high=self.high,
+                     low_open=self.low_open)
+        items = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
+        items = [x for x in items if x != ""]
+        if not items:
+            raise UsageError(f"{self.flag} needs comma-separated numbers, e.g. {_example(self.kind)}")
+        cast = int if self.kind == "ints" else float
+        try:
+            return tuple(one.check(cast(x) if isinstance(x, str) else x) for x in items)
+        except ValueError:
+            raise UsageError(f"{self.flag} needs comma-separated numbers, e.g. {_example(self.kind)}; "
+                             f"got {value!r}") from None
+
+
+def _example(kind: str) -> str:
+    return "16,32,64" if kind == "ints" else "0.003,0.01,0.03"
 
 
 def option(default: Any, flag: str, help: str, **spec: Any) -> Any:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from optbench.cli import main
 from optbench.recipes.sections import batch_sweeps, research_sections
-from optbench.recipes.research import summarize_cbs
+from optbench.recipes.cbs import summarize_cbs
 from optbench.store.reader import read_results
 from tests.test_report import _trial
 

@@ -34,9 +34,12 @@ def _click_option(name: str, opt: Option, default: Any) -> Callable[[Any], Any]:
     if opt.kind == "switch":
         bare = opt.flag.removeprefix("--")
         return click.option(f"{opt.flag}/--no-{bare}", name, default=default, **common)
-    if opt.kind == "multi":
-        return click.option(*flags, name, multiple=True, default=tuple(default), **common)
+    if opt.kind in ("ints", "floats"):  # typed as text: the field's check parses the list, naming the flag
+        text = None if default is None else ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in default)
+        return click.option(*flags, name, type=click.STRING, default=text, **common)
     kind = click.Choice(list(opt.choices)) if opt.kind == "choice" else _TYPES[opt.kind]
+    if opt.multiple:
+        return click.option(*flags, name, type=kind, multiple=True, default=tuple(default), **common)
     return click.option(*flags, name, type=kind, default=default, **common)
 
 

@@ -176,47 +176,6 @@ class Diagnostics:
             model.train(was_training)
 
 
-class DiagnosedTask:
-    """A task whose ``evaluate`` adds the diagnostics (sharpness, noise scale) to the workload's metrics, so that
-    they land in ``metrics_json`` at every evaluation, off the clock, with no change to the runner. The learning
-    rate is not known here: compare with 2 / ``learning_rate`` from the same row."""
-
-    def __init__(self, inner: Task, diagnostics: Diagnostics) -> None:
-        self.inner, self.diagnostics = inner, diagnostics
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def evaluate(self, model: nn.Module) -> Mapping[str, float]:
-        return {**self.inner.evaluate(model), **self.diagnostics.measure(model)}
-
-
-class DiagnosedWorkload:
-    """``inner`` with :class:`DiagnosedTask` tasks (same name, metric, sizes: results stay comparable)."""
-
-    def __init__(self, inner: Any, *, batch_size: int | None = None, noise_batches: int = 8, iters: int = 20,
-                 seed: int = 0) -> None:
-        self.inner, self.batch_size, self.noise_batches, self.iters, self.seed = inner, batch_size, noise_batches, iters, seed
-        self.name, self.metric, self.sizes = inner.name, inner.metric, inner.sizes
-        self.default_size, self.description = inner.default_size, inner.description
-
-    def setup(self, size: Any, *, device: Any, data_dir: Any) -> DiagnosedTask:
-        task = self.inner.setup(size, device=device, data_dir=data_dir)
-        diag = Diagnostics(task, seed=self.seed, batch_size=self.batch_size or size.batch_size,
-                           noise_batches=self.noise_batches, iters=self.iters)
-        return DiagnosedTask(task, diag)
-
-
-def diagnosed(workload: Any, **options: Any) -> Any:
-    """``workload`` (a :class:`optbench.plugins.registry.Loaded`) measured at every evaluation; options as
-    :class:`DiagnosedWorkload`'s."""
-    from optbench.plugins.registry import Loaded
-
-    return Loaded(name=workload.name, obj=DiagnosedWorkload(workload.obj, **options), origin=workload.origin)
-
-
 def summary(metrics: Mapping[str, float]) -> str:
     """One line of a measurement, for logs."""
     return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())

@@ -1,8 +1,11 @@
-"""Starting a data-parallel ``optbench run``: ``--nproc N`` re-runs the same command under torchrun.
+"""Starting a data-parallel trial: ``--nproc N`` runs each trial on N torchrun processes of this machine.
 
-``optbench run --nproc 2 ARGS`` is ``python -m torch.distributed.run --standalone --nproc_per_node 2 -m optbench run
-ARGS``: torchrun picks a free local port, starts N copies of the command with RANK/WORLD_SIZE/LOCAL_RANK set, and
-each copy trains its share of every batch (:mod:`optbench.parallel.distributed`). Only rank 0 prints and writes.
+:func:`call` runs a job function on the ranks: ``python -m torch.distributed.run --standalone --nproc_per_node N -m
+optbench.parallel.launch FN JOB OUT``. torchrun picks a free local port and starts N processes with RANK,
+WORLD_SIZE and LOCAL_RANK set; each runs ``FN(job)`` and trains its share of every batch
+(:mod:`optbench.parallel.distributed`); rank 0 alone prints and writes the result, and hands its return value back
+in ``OUT``. One torchrun per trial: a trial whose rank failed leaves its process group behind with its processes,
+and the next trial starts a fresh one.
 """
 
 from __future__ import annotations
@@ -15,38 +18,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 
+INTERRUPTED = 130  # the exit code of ranks stopped by Ctrl-C
+
+
 def rank() -> int:
     """This process's torchrun rank (0 outside torchrun), read without importing torch (the rank's environment is
     checked fully when the trial starts, :func:`optbench.parallel.distributed.world`)."""
     raw = os.environ.get("RANK", "0")
     return int(raw) if raw.isdigit() else 0
-
-
-def without_nproc(args: Sequence[str]) -> list[str]:
-    """``args`` without ``--nproc N`` / ``--nproc=N`` (the copies torchrun starts must not start torchrun)."""
-    out: list[str] = []
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
-
-
-def torchrun_command(nproc: int, args: Sequence[str]) -> list[str]:
-    """The torchrun command line that runs ``optbench ARGS`` on ``nproc`` local processes."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "optbench", *args]
-
-
-def torchrun(nproc: int, args: Sequence[str]) -> int:
-    """Run ``optbench ARGS`` under torchrun on ``nproc`` processes; returns its exit code."""
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # torchrun's default is 1
-    return subprocess.call(torchrun_command(nproc, args), env=env)
 
 
 @contextlib.contextmanager
@@ -87,8 +66,6 @@ def call(fn: str, job: Mapping[str, Any], *, nproc: int) -> Any:
         raise KeyboardInterrupt
     raise RuntimeError(f"its {nproc} torchrun processes exited with code {code} before rank 0 recorded a result")
 
-
-INTERRUPTED = 130
 
 
 def _rank_main(argv: Sequence[str]) -> int:

@@ -157,7 +157,7 @@ def steps_at_equal_examples(hparams: Mapping[str, Any], *, step_hint: int, twin_
 
 def seesaw_loaded(loaded: Any) -> Any:
     """A loaded submission run with Seesaw, recorded as ``seesaw_<name>``, and its step-decay twin
-    ``<name>_step``: (seesaw, twin), for a harness option or :func:`optbench.recipes.research.run_seesaw`.
+    ``<name>_step``: (seesaw, twin), for a harness option or the ``seesaw`` recipe (:mod:`optbench.recipes.seesaw`).
 
     Raises:
       ValueError: the submission takes no schedule or already sets its batch size.

@@ -3,7 +3,7 @@
 * **Batch-size sweeps**: every workload and submission whose trials ran at two or more configured batch sizes
   (``TrialRecord.base_batch_size``; ``optbench cbs`` writes such a sweep, so do runs with ``--batch-size``):
   steps to target against batch size at each batch size's best learning rate, perfect linear scaling and the
-  critical batch size, by the definition :meth:`optbench.recipes.research.CbsSummary.definition` states (the same table
+  critical batch size, by the definition :meth:`optbench.recipes.cbs.CbsSummary.definition` states (the same table
   ``optbench cbs`` prints, computed by the same function).
 * **Curvature and noise**: every trial run with ``--diagnostics``: the training loss's top Hessian eigenvalue
   (and Adam's preconditioned one) at each evaluation beside its edge-of-stability threshold 2/lr, and the gradient
@@ -31,7 +31,7 @@ from optbench.scoring.profiles import parse_hparams
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from optbench.recipes.research import CbsRun, CbsSummary
+    from optbench.recipes.cbs import CbsRun, CbsSummary
     from optbench.store.reader import ResultSet
 
 # Outcomes that say something about steps to target; an error, OOM, timeout or interruption says nothing.
@@ -49,7 +49,7 @@ def _lr(hparams: dict) -> float:
 
 
 def batch_sweeps(trials: pd.DataFrame) -> dict[tuple[str, str], list[CbsRun]]:
-    """(workload, submission) -> its trials as :class:`optbench.recipes.research.CbsRun`, for every pair whose trials ran
+    """(workload, submission) -> its trials as :class:`optbench.recipes.cbs.CbsRun`, for every pair whose trials ran
     at two or more configured batch sizes with the same other hyperparameters (a sweep holds them fixed and varies
     the batch size and learning rate; pairs with several such sweeps get one each, labelled by what differs).
     ``trials``: every trial (:meth:`~optbench.store.reader.ResultSet.all_trials`; ``workload`` is the workload key)."""
@@ -81,7 +81,7 @@ def _difference(rest: str, others: list[str]) -> str:
 
 
 def _cbs_runs(g: pd.DataFrame) -> list[CbsRun]:
-    from optbench.recipes.research import CbsRun
+    from optbench.recipes.cbs import CbsRun
 
     return [
             CbsRun(batch_size=int(r.base_batch_size), lr=r.sweep_lr, seed=int(r.seed),
@@ -92,7 +92,7 @@ def _cbs_runs(g: pd.DataFrame) -> list[CbsRun]:
 
 
 def _cbs_table(summaries: list[tuple[str, str, CbsSummary]]) -> str:
-    from optbench.recipes.research import CBS_HEADERS, cbs_cells
+    from optbench.recipes.cbs import CBS_HEADERS, cbs_cells
 
     rows = [[esc(w), esc(s), *map(esc, cbs_cells(r)), "yes" if r.batch_size == summary.critical_batch_size else ""]
             for w, s, summary in summaries for r in summary.rows]
@@ -101,7 +101,7 @@ def _cbs_table(summaries: list[tuple[str, str, CbsSummary]]) -> str:
 
 def cbs_section(trials: pd.DataFrame) -> Section | None:
     """The batch-size section, or None when no workload and submission ran at two batch sizes."""
-    from optbench.recipes.research import plot_cbs, summarize_cbs
+    from optbench.recipes.cbs import plot_cbs, summarize_cbs
 
     sweeps = batch_sweeps(trials)
     if not sweeps:

@@ -88,7 +88,7 @@ class Execution:
     array_parallelism: int = option(256, "--array-parallelism", "Tasks of the job array running at once.",
                                     kind="int", low=1, high=10**6, show_default=True)
     slurm_args: tuple[str, ...] = option((), "--slurm-arg", "Another sbatch parameter (repeatable), e.g. "
-                                         "account=mylab or qos=high.", kind="multi", metavar="KEY=VALUE")
+                                         "account=mylab or qos=high.", kind="text", multiple=True, metavar="KEY=VALUE")
     wait: bool | None = option(None, "--wait", "Wait for the tasks to end [default: wait for local, return after "
                                "submitting to SLURM].", kind="switch")
 

@@ -72,7 +72,7 @@ class TuneSpec:
     workload: str = option("linreg", "--workload", "Workload to tune on.", kind="text", short="-w",
                            show_default=True)
     submissions: tuple[str, ...] = option(("adamw",), "--opt", "Submission (repeatable): each is tuned over its own "
-                                          "search space.", kind="multi", short="-s", show_default=True)
+                                          "search space.", kind="text", multiple=True, short="-s", show_default=True)
     search_space: Path | None = option(
         None, "--search-space", "AlgoPerf-format search-space JSON, or a JSON list of fixed configurations (trial i "
         "uses configuration i) [default: the submission's own search space].", kind="file")

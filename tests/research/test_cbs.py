@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.recipes.research import CbsRun, fit_steps_model, summarize_cbs
+from optbench.recipes.cbs import CbsRun, fit_steps_model, summarize_cbs
 from optbench.store.reader import read_results
 
 
@@ -80,7 +80,7 @@ def test_bad_sweeps_fail_in_one_line_before_any_trial(tmp_path, args):
 
 
 def test_sensitivity_table_counts_the_good_basin():
-    from optbench.recipes.research import sensitivity_markdown
+    from optbench.recipes.cbs import sensitivity_markdown
 
     sweeps = {"a": _runs({(32, 0.01): [100, 120], (32, 0.03): [140], (32, 0.1): [None]}),
               "b": _runs({(32, 0.01): [300], (32, 0.03): [100], (32, 0.1): [200]})}

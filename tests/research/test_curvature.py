@@ -5,16 +5,17 @@ stability (sharpness ~ 2/lr), diagnostics land in metrics_json without changing 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.engine.diagnostics import Diagnostics, diagnosed
+from optbench.engine.diagnostics import Diagnostics
 from optbench_workloads.teacher import teacher
 from optbench.plugins.registry import check_workload, load_submission, load_workload
-from optbench.recipes.research import stability_threshold
+from optbench.recipes.curvature import stability_threshold
 from optbench.engine.runner import TrialConfig, run_trial
 
 
@@ -48,7 +49,7 @@ def test_diagnostics_go_into_metrics_json_and_leave_training_alone(results):
     cfg = TrialConfig(max_steps=40, eval_every_steps=20, hparams={"lr": 0.5, "momentum": 0.0, "schedule": "constant",
                                                                   "warmup_frac": 0.0})
     plain = run_trial(load_workload("teacher"), sgd, cfg, results_dir=results)
-    measured = run_trial(diagnosed(load_workload("teacher"), noise_batches=4, iters=5), sgd, cfg,
+    measured = run_trial(load_workload("teacher"), sgd, replace(cfg, diagnostics=True, noise_batches=4, iters=5),
                          results_dir=results)
     assert [r.train_loss for r in measured.rows] == [r.train_loss for r in plain.rows]
     assert [r.metric_value for r in measured.rows] == [r.metric_value for r in plain.rows]

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from optbench.plugins.registry import load_submission, load_workload
-from optbench.recipes.research import retarget
 from optbench.engine.runner import TrialConfig, run_trial
 from optbench.schedules import Scheduled, StepDecay
 from optbench.plugins.seesaw import Seesaw, halvings, seesaw_submission, serial_steps
@@ -94,14 +93,15 @@ def test_seesaw_refuses_what_it_cannot_wrap():
 
 
 def test_on_linreg_seesaw_matches_the_twin_at_equal_examples_in_fewer_serial_steps(results):
-    workload = retarget(load_workload("linreg"), "tiny", 0.0)  # never reached: both run their whole budget
-    twin_steps = 1500
+    workload = load_workload("linreg")
+    twin_steps = 1500  # both run their whole budget
     twin = run_trial(workload, load_submission("optbench_submissions.seesaw:sgd_step"),
-                     TrialConfig(max_steps=twin_steps, eval_every_steps=16), results_dir=results)
+                     TrialConfig(max_steps=twin_steps, eval_every_steps=16, full_budget=True), results_dir=results)
     sub = load_submission("optbench_submissions.seesaw:seesaw_sgd")
     probe = sub.obj.create(torch.nn.Linear(2, 1), dict(sub.obj.defaults), twin_info := _info())
     steps = serial_steps(probe, twin_steps)
-    seesaw = run_trial(workload, sub, TrialConfig(max_steps=steps, eval_every_steps=8), results_dir=results)
+    seesaw = run_trial(workload, sub, TrialConfig(max_steps=steps, eval_every_steps=8, full_budget=True),
+                       results_dir=results)
     assert steps < 0.75 * twin_steps  # milestones at 50% and 75%: 750 + 188 + 94 serial steps
     assert seesaw.rows[-1].examples == pytest.approx(twin.rows[-1].examples, rel=0.01)
     assert max(r.batch_size for r in seesaw.rows) == 4 * twin_info.batch_size

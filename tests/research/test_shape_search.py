@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.recipes.research import SHAPE_SPACE, rank_shapes, sample_shapes
+from optbench.recipes.shapes import SHAPE_SPACE, rank_shapes, sample_shapes
 from optbench.schedules import from_hparams
 
 
@@ -58,8 +58,8 @@ def test_shape_search_runs_trials_over_schedules_of_the_given_length(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [(["-s", "dog"], "takes no schedule hyperparameter"),
-                                               (["--lrs", "0"], "--lrs needs positive"),
-                                               (["--steps", "0"], "--steps must be in"),
+                                               (["--lrs", "0"], "--lrs must be a finite number > 0"),
+                                               (["--steps", "0"], "--steps must be an integer >= 1"),
                                                (["--size", "huge"], "has no size 'huge'")])
 def test_bad_searches_fail_in_one_line(tmp_path, args, message):
     r = CliRunner().invoke(main, ["shape-search", "--results-dir", str(tmp_path / "r"), "--out", str(tmp_path / "o"),

@@ -1,0 +1,157 @@
+"""What the research-recipe commands do: plan, run through the one sweep engine, analyse, write, print.
+
+Every recipe goes the same way (:func:`_sweep`): its planner (:mod:`optbench.recipes`) turns the options into a
+plan of trials; the sweep engine prepares them all, skips what is recorded, claims and runs the rest where the
+execution options say; the recipe's analysis reads the results back from the store and writes its tables and plots
+under ``--out`` (default ``<results>/recipes/<recipe>/``). Running a finished recipe again trains nothing and
+writes the same outputs; trials without a result (crashed, or still running in another process) are named and
+left out of the tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from optbench.commands.trials import TrialPrinter
+from optbench.console import console as _console
+from optbench.console import escape
+from optbench.store import paths
+
+
+class SweepPrinter(TrialPrinter):
+    """A recipe's progress: one line per trial as it ends (its coordinates, and steps to target or the outcome)."""
+
+    def observer(self, prep: Any) -> None:
+        return None  # many short trials: a line each, no progress bar
+
+    def done(self, outcome: Any) -> None:
+        if outcome.status == "crashed" or outcome.note or outcome.path is None:
+            super().done(outcome)
+            return
+        if self.quiet:
+            return
+        rec, _ = outcome.read()
+        what = f"{rec['steps_to_target']} steps" if rec["outcome"] == "reached" else rec["outcome"]
+        where = " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in outcome.planned.tags.items()
+                         if not isinstance(v, dict))
+        seed = "" if "seed" in outcome.planned.tags else f" seed {rec['seed']}"
+        was = " (recorded earlier)" if outcome.status == "recorded" else ""
+        self.console.print(escape(f"{rec['submission']} {where}{seed}: {what}{was}"))
+
+
+def _sweep(plan: Sequence[Any], *, execution: Any, results_dir: Path | None, quiet: bool) -> tuple[Any, Path]:
+    """Run ``plan`` through the sweep engine; (its result, the results directory). Trials without a result are said
+    in one line each (they are left out of the analysis)."""
+    from optbench.sweep.engine import run_plan
+
+    root = paths.results_dir(results_dir)
+    printer = SweepPrinter(quiet=quiet)
+    result = run_plan(plan, results_dir=root, execution=execution, reporter=printer)
+    missing = [o for o in result.outcomes if o.path is None]
+    if missing:
+        _console(stderr=True).print(escape(f"{len(missing)} of {len(plan)} trials have no result yet "
+                                           f"({', '.join(sorted({o.status for o in missing}))}); the tables leave "
+                                           "them out: run the same command again to complete them"))
+    return result, root
+
+
+def _base(trial: Any, hparams: Any) -> Any:
+    """The trial options every trial of a recipe shares, with the recipe's ``-o`` hyperparameters."""
+    return replace(trial, hparams=dict(hparams), data_dir=paths.data_dir(trial.data_dir))
+
+
+def _wrote(*files: Path) -> None:
+    _console().print(escape("wrote " + ", ".join(str(f) for f in files)))
+
+
+def cbs(*, spec: Any, hparams: Any, trial: Any, execution: Any, results_dir: Path | None, out: Path | None,
+        quiet: bool) -> None:
+    """``optbench cbs``: the batch-size sweep, its table (with the critical batch size), every trial and the plot."""
+    from optbench.recipes import cbs as recipe
+    from optbench.recipes.common import output_dir
+
+    plan = recipe.plan_cbs(spec, _base(trial, hparams))
+    result, root = _sweep(plan, execution=execution, results_dir=results_dir, quiet=quiet)
+    runs = recipe.cbs_runs(result)
+    summary = recipe.summarize_cbs(runs, max_overhead=spec.max_overhead)
+    title = f"critical batch size: {spec.submission} on {spec.workload}" + (f"/{trial.size}" if trial.size else "")
+    files = recipe.write_cbs(summary, runs, output_dir(root, "cbs", out), title=title)
+    _console().print(escape(recipe.cbs_markdown(summary)))
+    _wrote(*files)
+
+
+def lr_sweep(*, spec: Any, opts: Sequence[str], hparams: Any, trial: Any, execution: Any,
+             results_dir: Path | None, out: Path | None, quiet: bool) -> None:
+    """``optbench lr-sweep``: steps to target of each submission at every learning rate, at one batch size."""
+    from optbench.engine.prepared import resolve_size
+    from optbench.plugins.registry import load_workload
+    from optbench.recipes import cbs as recipe
+    from optbench.recipes.common import output_dir, write_text
+
+    b = trial.batch_size or resolve_size(load_workload(spec.workload).obj, trial.size).batch_size
+    plan = recipe.plan_lr_sweep(opts, replace(spec, batch_sizes=(b,)), _base(trial, hparams))
+    result, root = _sweep(plan, execution=execution, results_dir=results_dir, quiet=quiet)
+    text = recipe.sensitivity_markdown(recipe.lr_sweep_runs(result))
+    md = write_text(output_dir(root, "lr-sweep", out) / "lr-sweep.md",
+                    f"# Steps to target against learning rate on {spec.workload} (batch {b})\n\n{text}")
+    _console().print(escape(text))
+    _wrote(md)
+
+
+def shape_search(*, spec: Any, hparams: Any, trial: Any, execution: Any, results_dir: Path | None,
+                 out: Path | None, quiet: bool) -> None:
+    """``optbench shape-search``: the ranking of schedule shapes (each at its best learning rate) and their plot."""
+    from optbench.plugins.registry import load_workload
+    from optbench.recipes import shapes as recipe
+    from optbench.recipes.common import output_dir
+
+    plan = recipe.plan_shapes(spec, _base(trial, hparams))
+    result, root = _sweep(plan, execution=execution, results_dir=results_dir, quiet=quiet)
+    metric = load_workload(spec.workload).obj.metric
+    ranked = recipe.rank_shapes(recipe.shape_results(result), goal=metric.goal.value)
+    steps = plan[0].config.max_steps
+    title = f"schedule shapes: {spec.submission} on {spec.workload}, {steps} steps"
+    files = recipe.write_shapes(ranked, output_dir(root, "shape-search", out), steps=steps, metric=metric.name,
+                                title=title)
+    _console().print(escape(recipe.shapes_markdown(ranked[:10], metric=metric.name)))
+    _wrote(*files)
+
+
+def curvature(*, spec: Any, hparams: Any, trial: Any, execution: Any, results_dir: Path | None,
+              out: Path | None, quiet: bool) -> None:
+    """``optbench curvature``: every evaluation's sharpness against its stability threshold, table and plot."""
+    from optbench.plugins.registry import load_workload
+    from optbench.recipes import curvature as recipe
+    from optbench.recipes.common import output_dir
+
+    plan = recipe.plan_curvature(spec, _base(trial, hparams))
+    result, root = _sweep(plan, execution=execution, results_dir=results_dir, quiet=quiet)
+    points = recipe.curvature_points(result)
+    metric = load_workload(spec.workload).obj.metric.name
+    files = recipe.write_curvature(points, output_dir(root, "curvature", out), metric=metric,
+                                   title=f"sharpness of {spec.submission} on {spec.workload}")
+    _console().print(escape(recipe.curvature_markdown(points, metric=metric)))
+    _wrote(*files)
+
+
+def seesaw(*, spec: Any, hparams: Any, trial: Any, execution: Any, results_dir: Path | None, out: Path | None,
+           quiet: bool) -> None:
+    """``optbench seesaw``: Seesaw against its step-decay twin per seed, and the paired ratios."""
+    from optbench.errors import UsageError
+    from optbench.plugins.registry import load_workload
+    from optbench.recipes import seesaw as recipe
+    from optbench.recipes.common import output_dir, write_text
+
+    plan = recipe.plan_seesaw(spec, _base(trial, hparams))
+    result, root = _sweep(plan, execution=execution, results_dir=results_dir, quiet=quiet)
+    pairs = recipe.seesaw_pairs(result)
+    if not pairs:
+        raise UsageError("no seed has both of its trials recorded yet; run the same command again")
+    text = recipe.seesaw_markdown(pairs, metric=load_workload(spec.workload).obj.metric.name)
+    md = write_text(output_dir(root, "seesaw", out) / "seesaw.md",
+                    f"# Seesaw vs step decay: {spec.submission} on {spec.workload}\n\n{text}")
+    _console().print(escape(text))
+    _wrote(md)

@@ -1,0 +1,127 @@
+"""``optbench seesaw``: Seesaw against its step-decay twin at equal examples, one pair of trials per seed.
+
+The twin (variant ``step``, recorded as ``<name>_step``) runs ``twin_steps`` steps of step decay; Seesaw (variant
+``seesaw``, ``seesaw_<name>``) replaces each learning-rate cut by a smaller cut and a batch-size increase, and runs
+the serial steps that see the same examples. Both run their whole budget; steps and examples to the target are
+read from their evaluations afterwards.
+
+References:
+  Meterez et al., "Seesaw: accelerating training by balancing learning rate and batch size scheduling" (2025).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from optbench.engine.prepared import MAX_STEPS, TrialConfig
+from optbench.errors import UsageError
+from optbench.options import option
+from optbench.recipes.common import median_interval
+from optbench.sweep.engine import Planned, SweepResult
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSummary:
+    """What one trial of a Seesaw comparison gave: serial steps and examples run, the tail-mean metric (over the
+    evaluations in the last ``tail`` of the examples), and steps/examples to the workload's target (None: missed)."""
+
+    steps: int
+    examples: int
+    tail_metric: float
+    final_metric: float
+    steps_to_target: int | None
+    examples_to_target: int | None
+
+
+def summarize_rows(rows: Sequence[Any], *, target: float, goal: str, tail: float = 0.1) -> RunSummary:
+    """A :class:`RunSummary` of evaluation rows (``EvalRow``)."""
+    from optbench.api import reached
+
+    last = rows[-1]
+    vals = [r.metric_value for r in rows if r.examples >= (1.0 - tail) * last.examples]
+    hit = next((r for r in rows if reached(r.metric_value, target, goal)), None)
+    return RunSummary(steps=last.step, examples=last.examples, tail_metric=sum(vals) / len(vals),
+                      final_metric=last.metric_value, steps_to_target=hit.step if hit else None,
+                      examples_to_target=hit.examples if hit else None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeesawSpec:
+    """Seesaw against its step-decay twin, at equal examples, one pair of trials per seed; the target (for steps and
+    examples to target), evaluation period and the rest are the trials' options."""
+
+    workload: str = option("linreg", "--workload", "Workload.", kind="text", short="-w", show_default=True)
+    submission: str = option("sgd", "--opt", "A scheduled submission.", kind="text", short="-s", show_default=True)
+    seeds: tuple[int, ...] = option((0, 1, 2), "--seed", "Seed (repeatable): one twin and one Seesaw trial each.",
+                                    kind="int", low=0, high=2**63 - 1, multiple=True, show_default=True)
+    twin_steps: int | None = option(None, "--twin-steps", "Steps of the twin [default: the size's step_hint].",
+                                    kind="int", low=1, high=MAX_STEPS)
+
+
+def plan_seesaw(spec: SeesawSpec, base: TrialConfig) -> list[Planned]:
+    """Per seed, the twin for ``twin_steps`` and Seesaw for the serial steps that see the same examples (study
+    ``seesaw-seed<N>``; tags ``seed`` and ``arm``)."""
+    from optbench.engine.prepared import resolve_size
+    from optbench.plugins.registry import load_submission, load_workload
+    from optbench.plugins.seesaw import SEESAW_DEFAULTS, steps_at_equal_examples
+    from optbench.plugins.variants import apply_variant
+
+    size = resolve_size(load_workload(spec.workload).obj, base.size)
+    seesaw = apply_variant(load_submission(spec.submission), "seesaw").obj
+    twin_steps = spec.twin_steps or size.step_hint
+    try:
+        serial = steps_at_equal_examples({**seesaw.defaults, **base.hparams}, step_hint=size.step_hint,
+                                         twin_steps=twin_steps)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    base = replace(base, full_budget=True, study_kind="seesaw", varies=("schedule", "batch_size"))
+    twin_hp = {k: v for k, v in base.hparams.items() if k not in SEESAW_DEFAULTS}
+    plan = []
+    for seed in spec.seeds:
+        common = replace(base, seed=seed, study=f"seesaw-seed{seed}")
+        plan.append(Planned(workload=spec.workload, submission=spec.submission, tags={"seed": seed, "arm": "twin"},
+                            config=replace(common, hparams=twin_hp, max_steps=twin_steps, variant="step")))
+        plan.append(Planned(workload=spec.workload, submission=spec.submission, tags={"seed": seed, "arm": "seesaw"},
+                            config=replace(common, max_steps=serial, variant="seesaw")))
+    return plan
+
+
+def seesaw_pairs(result: SweepResult) -> list[tuple[int, RunSummary, RunSummary]]:
+    """(seed, twin, seesaw) for every seed whose two trials are recorded, each summarised against its target."""
+    arms: dict[int, dict[str, RunSummary]] = {}
+    for o in result.results():
+        rec, rows = o.read()
+        if len(rows):
+            arms.setdefault(o.planned.tags["seed"], {})[o.planned.tags["arm"]] = summarize_rows(
+                list(rows.itertuples()), target=rec["target"], goal=rec["metric_goal"])
+    return [(seed, a["twin"], a["seesaw"]) for seed, a in arms.items() if len(a) == 2]
+
+
+def seesaw_markdown(pairs: Sequence[tuple[int, RunSummary, RunSummary]], *, metric: str) -> str:
+    """Per seed and summed up: serial steps, examples, tail-mean metric, steps and examples to target, and the
+    median paired ratio Seesaw / twin of the tail metric with its bootstrap interval over seeds."""
+    def opt(x: int | None) -> str:
+        return "missed" if x is None else str(x)
+
+    lines = [f"| seed | run | serial steps | examples | tail-mean {metric} | final {metric} | steps to target | "
+             "examples to target |", "|---|---|---|---|---|---|---|---|"]
+    for seed, a, b in pairs:
+        for name, r in (("twin (step decay)", a), ("seesaw", b)):
+            lines.append(f"| {seed} | {name} | {r.steps} | {r.examples} | {r.tail_metric:.4g} | {r.final_metric:.4g} | "
+                         f"{opt(r.steps_to_target)} | {opt(r.examples_to_target)} |")
+    ratio = median_interval([b.tail_metric / a.tail_metric for _, a, b in pairs])
+    steps = median_interval([b.steps_to_target / a.steps_to_target if a.steps_to_target and b.steps_to_target
+                             else math.nan for _, a, b in pairs if a.steps_to_target and b.steps_to_target])
+    lines += ["", f"Seesaw / twin, tail-mean {metric} at equal examples: median {ratio[0]:.3f} "
+              f"(90% bootstrap interval over seeds {ratio[1]:.3f}-{ratio[2]:.3f}); serial steps "
+              f"{pairs[0][2].steps} vs {pairs[0][1].steps} ({pairs[0][2].steps / pairs[0][1].steps:.0%})."]
+    if not math.isnan(steps[0]):
+        n = sum(1 for _, a, b in pairs if a.steps_to_target and b.steps_to_target)
+        ci = f"interval {steps[1]:.3f}-{steps[2]:.3f}" if not math.isnan(steps[1]) else "no interval"
+        lines.append(f"Seesaw / twin, steps to the target: median {steps[0]:.3f} ({ci}; {n} seed(s) where both reached).")
+    return "\n".join(lines) + "\n"
+
+
