@@ -31,7 +31,7 @@ import torch
 
 from optbench.engine.prepared import TrialConfig, prepare
 from optbench.plugins.registry import load_submission, load_workload
-from optbench.engine.runner import TrialLoop, derive_seed
+from optbench.engine.loop import TrialLoop, derive_seed
 from optbench_workloads.lm import LMTask
 
 

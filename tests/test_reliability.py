@@ -155,15 +155,15 @@ def test_a_path_longer_than_the_file_system_allows_is_one_line(command, tmp_path
         one_line_usage_error(r)
 
 
-def test_prepared_trial_holds_validated_values_and_pickles(results):
-    import pickle
-
+def test_prepared_trial_holds_validated_values_and_travels_as_json(results):
     w, s = load_workload("linreg"), load_submission("adamw")
-    prep = prepare(w, s, TrialConfig(seed=MAX_SEED, hparams={"batch_size": 64.0, "lr": 0.01}), results_dir=results)
+    cfg = TrialConfig(seed=MAX_SEED, hparams={"batch_size": 64.0, "lr": 0.01})
+    prep = prepare(w, s, cfg, results_dir=results)
     assert prep.batch_size == 64 and isinstance(prep.batch_size, int) and prep.hparams["lr"] == 0.01
     assert prep.study == f"seed{MAX_SEED}" and json.loads(prep.hparams_json)["lr"] == 0.01
-    again = pickle.loads(pickle.dumps(prep))  # how it travels to a worker process
-    assert again.identity() == prep.identity() and again.info == prep.info and again.size is prep.size
+    # how it travels to a worker process: its config as JSON, prepared again there
+    again = prepare(w, s, TrialConfig.from_json(json.loads(json.dumps(cfg.to_json()))), results_dir=results)
+    assert again.identity() == prep.identity() and again.info == prep.info and again.size == prep.size
 
 
 # ------------------------------------------------------------------------------------------------------ faults

@@ -12,7 +12,6 @@ Enforced by tests/test_layering.py (see docs/ARCHITECTURE.md).
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path

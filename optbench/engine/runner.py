@@ -8,7 +8,7 @@ exploding loss is ``diverged``, an exception in plugin code ``error`` (traceback
 runs: :func:`optbench.engine.prepared.prepare` validates every value once, and the runner consumes the
 :class:`~optbench.engine.prepared.PreparedTrial` it returns.
 
-One step (all timed; nothing waits for the device)::
+The loop itself is :class:`optbench.engine.loop.TrialLoop`; one step (all timed; nothing waits for the device)::
 
     batch = task.next_batch(batch_size, data_gen)           # the global batch, on every rank
     for micro_batch, w in this rank's share, cut into micro-batches:   # optbench.engine.stepping
@@ -23,70 +23,34 @@ With one process and no micro-batch size this is exactly ``task.loss(model, batc
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import math
 import os
 import signal
 import tempfile
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
-from optbench import SCHEMA_VERSION
-
+from optbench.api import Submission, Workload
 from optbench.engine import checkpoints
-
-from optbench.parallel import distributed
-
-from optbench.store import provenance
-from optbench.api import Capability, Submission, Task, Workload
-from optbench.engine.batches import accumulation_steps
-from optbench.engine.clock import Clock
-from optbench.parallel.executors import preempted
-from optbench.parallel.distributed import Group, PeerFailed
+from optbench.engine.loop import Observer, Stop, TrialLoop, TrialTimeout, classify, derive_seed
+from optbench.engine.prepared import PreparedTrial, TrialConfig, prepare, resolve_device, resolve_size
+from optbench.engine.record import record_of
 from optbench.errors import TrialAborted, UsageError
-from optbench.engine.prepared import MAX_BATCH, PreparedTrial, TrialConfig, prepare, resolve_device, resolve_size
+from optbench.parallel import distributed
+from optbench.parallel.distributed import Group, PeerFailed
+from optbench.parallel.executors import preempted
 from optbench.plugins.registry import Loaded
 from optbench.store.records import EvalRow, TrialRecord, trial_path
-from optbench.store.records import best as best_value
 from optbench.store.writer import write_trial
-from optbench.engine.state import TrialState
-from optbench.engine.stepping import Stepper
 
 __all__ = ["TrialConfig", "PreparedTrial", "TrialResult", "prepare", "resolve_device", "resolve_size", "run_trial",
            "run_prepared", "derive_seed"]
-
-
-class Observer(Protocol):
-    """Receives progress (the CLI draws a progress bar from it). All calls are made off the clock."""
-
-    def started(self, *, max_steps: int | None, max_seconds: float | None) -> None: ...
-
-    def stepped(self, *, step: int, loss: float, timed_seconds: float) -> None: ...
-
-    def evaluated(self, row: EvalRow, *, reached: bool) -> None: ...
-
-
-class _Stop(Exception):
-    """Internal: ends the loop with an outcome."""
-
-    def __init__(self, outcome: str, reason: str | None = None) -> None:
-        super().__init__(outcome)
-        self.outcome, self.reason = outcome, reason
-
-
-class TrialTimeout(BaseException):
-    """Raised into the trial by the wall-clock deadline. A BaseException, so that plugin code catching
-    ``Exception`` cannot swallow it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,282 +61,6 @@ class TrialResult:
     rows: list[EvalRow]
     path: Path | None  # None on the ranks other than 0 of a data-parallel trial (rank 0 writes)
     note: str | None = None
-
-
-def derive_seed(seed: int, purpose: str) -> int:
-    """An independent 63-bit seed for one purpose ("init", "data"...) derived from the trial's seed."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
-
-
-def classify(exc: BaseException) -> str:
-    """``oom`` for out-of-memory errors (CUDA or host), ``error`` for anything else."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return "oom"
-    if isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower():
-        return "oom"
-    return "error"
-
-
-class TrialLoop:
-    """The loop of one trial; its mutable state lives in :attr:`state` so that it can be saved and restored.
-
-    Steps are timed in stretches (:mod:`optbench.engine.clock`): nothing in :meth:`step` waits for the device. Every
-    ``prep.sync_every`` steps, and wherever an evaluation or the step budget falls, the loop halts the clock,
-    reads the stretch's training losses in one transfer (divergence, the progress bar), checks the seconds budget
-    and the evaluation period, and starts the next stretch.
-    """
-
-    def __init__(self, *, prep: PreparedTrial, task: Task, observer: Observer | None, wall_start: float,
-                 group: Group | None = None) -> None:
-        self.prep, self.task, self.observer, self.group = prep, task, observer, group
-        self.world = group.world if group is not None else distributed.World()  # as run_prepared found it
-        self.wall_start = wall_start  # perf_counter() when the trial began (set-up included, as --timeout counts)
-        self.metric = prep.workload.obj.metric
-        self.caps = prep.submission.obj.capabilities
-        device = torch.device(prep.device)
-        torch.manual_seed(derive_seed(prep.seed, "torch"))
-        model = task.init_model(torch.Generator().manual_seed(derive_seed(prep.seed, "init")))
-        updater = prep.submission.obj.create(model, prep.hparams, prep.info)
-        # The submission and the checkpoints see the plain module; only forward passes go through the compiled one.
-        self.forward_model = torch.compile(model) if prep.compile else model
-        data_device = device if device.type == "cuda" else torch.device("cpu")
-        self.state = TrialState(
-            model=model, updater=updater,
-            data_gen=torch.Generator(device=data_device).manual_seed(derive_seed(prep.seed, "data")),
-            sample_gen=torch.Generator(device=data_device).manual_seed(derive_seed(prep.seed, "sample")),
-            clock=Clock(device=device, waiter=group.sync if group is not None else None),
-        )
-        self.stepper = Stepper(task=task, model=self.forward_model, params_of=model, micro=prep.micro_batch_size,
-                               world=self.world, group=group, sample_gen=self.state.sample_gen)
-        self.pending: list[torch.Tensor] = []  # this stretch's step losses (0-d, on the device), not yet read
-        self.diagnostics = None
-        if prep.diagnostics:
-            from optbench.engine.diagnostics import Diagnostics
-
-            self.diagnostics = Diagnostics(task, seed=derive_seed(prep.seed, "diagnostics"),
-                                           batch_size=prep.hvp_batch or prep.batch_size,
-                                           noise_batches=prep.noise_batches, iters=prep.iters)
-
-    # ----- one step -------------------------------------------------------------------------------------------
-    def batch_size(self) -> int:
-        if Capability.BATCH_SCHEDULE in self.caps:
-            bs = self.state.updater.batch_size(self.state.counters.step + 1)  # type: ignore[attr-defined]
-            if isinstance(bs, bool) or not isinstance(bs, int) or not 1 <= bs <= MAX_BATCH:
-                raise ValueError(f"the submission's batch_size() returned {bs!r}; expected an int in 1..{MAX_BATCH}")
-            return bs
-        return self.prep.batch_size
-
-    def step(self) -> None:
-        """One update step, queued on the device without waiting for it; its loss joins :attr:`pending`."""
-        st = self.state
-        bs = self.batch_size()
-        batch = self.task.next_batch(bs, st.data_gen)
-        loss = self.stepper.backward(batch)
-        if Capability.CLOSURE in self.caps or Capability.SAMPLED_LOSS in self.caps:
-            st.updater.step(self.stepper.closure(batch))
-        else:
-            st.updater.step()
-        st.updater.zero_grad(set_to_none=True)
-        examples, tokens = self.task.counts(batch)
-        c = st.counters
-        c.step += 1
-        c.examples += examples
-        c.tokens += tokens
-        c.last_batch_size = bs
-        self.pending.append(loss)
-
-    def read_losses(self) -> float:
-        """Read the pending step losses (one transfer; summed over ranks), fold them into the counters and check
-        each for divergence; returns the latest. Call with the clock halted."""
-        if not self.pending:
-            return math.nan
-        values = torch.stack(self.pending).to(torch.float64)  # (S,) this rank's shares of the S steps' losses
-        if self.group is not None:
-            losses = self.group.to_host(self.group.reduce_values(values))
-        else:
-            losses = values.tolist()
-        self.pending.clear()
-        c = self.state.counters
-        first_step = c.step - len(losses) + 1
-        for i, value in enumerate(losses):
-            c.loss_sum += value
-            c.loss_count += 1
-            if c.initial_loss is None:
-                c.initial_loss = value
-            self.check_divergence(value, step=first_step + i)
-        return losses[-1]
-
-    # ----- evaluation -----------------------------------------------------------------------------------------
-    def eval_due(self) -> bool:
-        c, p = self.state.counters, self.prep.period
-        if p.steps is not None and c.step - c.last_eval_step >= p.steps:
-            return True
-        return p.seconds is not None and self.state.clock.timed - c.last_eval_timed >= p.seconds
-
-    def budget_spent(self) -> bool:
-        c, b = self.state.counters, self.prep.budget
-        return (b.max_steps is not None and c.step >= b.max_steps) or (
-            b.max_seconds is not None and self.state.clock.timed >= b.max_seconds)
-
-    def sync_due(self) -> bool:
-        """Whether this step ends a stretch: every ``sync_every`` steps, and where the step period or the step
-        budget falls (both known without reading the device)."""
-        c, p, b = self.state.counters, self.prep.period, self.prep.budget
-        return (c.step % self.prep.sync_every == 0
-                or (p.steps is not None and c.step - c.last_eval_step >= p.steps)
-                or (b.max_steps is not None and c.step >= b.max_steps))
-
-    def measure(self) -> dict[str, float]:
-        """The workload's validation metrics; with several ranks, rank 0's values, so every rank decides alike."""
-        st = self.state
-        st.model.eval()
-        with torch.no_grad():
-            metrics = {str(k): float(v) for k, v in dict(self.task.evaluate(st.model)).items()}
-        st.model.train()
-        if self.group is not None:
-            keys = sorted(metrics)
-            values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.group.comm_device)
-            metrics = dict(zip(keys, self.group.to_host(self.group.broadcast(values, src=0))))
-        return metrics
-
-    def evaluate(self) -> EvalRow:
-        """Evaluate (untimed; the submission's eval-parameter swap is timed, as AlgoPerf's prepare_for_eval)."""
-        st, c = self.state, self.state.counters
-        lr = float((getattr(st.updater, "param_groups", None) or [{}])[0].get("lr", math.nan))
-        diag: dict[str, float] = {}
-        if self.diagnostics is not None:  # at the training weights, before any evaluation swap; untimed
-            with st.clock.paused():
-                diag = self.diagnostics.measure(st.model, lr=lr if math.isfinite(lr) else None, updater=st.updater)
-        swap = st.updater.eval_params() if Capability.EVAL_PARAMS in self.caps else None  # type: ignore[attr-defined]
-        if swap is not None:
-            with st.clock.timing():
-                swap.__enter__()
-        try:
-            with st.clock.paused():
-                metrics = self.measure()
-        finally:
-            if swap is not None:
-                with st.clock.timing():
-                    swap.__exit__(None, None, None)
-        if self.metric.name not in metrics:
-            raise RuntimeError(f"workload {self.prep.workload.name!r} evaluate() returned no {self.metric.name!r}")
-        metrics.update(diag)
-        row = EvalRow(
-            step=c.step, examples=c.examples, tokens=c.tokens, timed_seconds=st.clock.timed,
-            eval_seconds=st.clock.untimed, wall_seconds=time.perf_counter() - self.wall_start,
-            train_loss=c.loss_sum / c.loss_count if c.loss_count else math.nan,
-            metric_value=float(metrics[self.metric.name]), learning_rate=lr,
-            batch_size=c.last_batch_size or self.batch_size(), metrics_json=json.dumps(metrics),
-        )
-        st.rows.append(row)
-        c.last_eval_step, c.last_eval_timed, c.loss_sum, c.loss_count = c.step, st.clock.timed, 0.0, 0
-        return row
-
-    def check_divergence(self, loss: float, *, step: int) -> None:
-        c = self.state.counters
-        if not math.isfinite(loss):
-            raise _Stop("diverged", f"training loss became {loss} at step {step}")
-        ref = abs(c.initial_loss or 0.0)
-        if ref > 0 and loss > self.prep.divergence_factor * ref:
-            raise _Stop("diverged", f"training loss {loss:.4g} exceeded {self.prep.divergence_factor:g}x its first "
-                                    f"value {ref:.4g} at step {step}")
-
-    # ----- the loop -------------------------------------------------------------------------------------------
-    def warm_up(self) -> None:
-        """Run ``warmup_steps`` steps off the clock, then restore the state exactly (only caches stay warm)."""
-        if self.prep.warmup_steps <= 0:
-            return
-        snap = self.state.snapshot()
-        for _ in range(self.prep.warmup_steps):
-            self.step()
-        self.state.clock.sync()
-        self.pending.clear()
-        self.state.load_state_dict(snap)
-
-    def after_eval(self, row: EvalRow) -> bool:
-        hit = self.metric.reached(row.metric_value, self.prep.target)
-        if self.observer:
-            self.observer.evaluated(row, reached=hit)
-        legacy = self.prep.checkpoint_every is None and not self.prep.owns_checkpoint  # an explicit file, saved here
-        if self.prep.checkpoint is not None and legacy and self.world.is_main:
-            self.save_checkpoint()
-        if not hit and not math.isfinite(row.metric_value):
-            raise _Stop("diverged", f"validation {self.metric.name} became {row.metric_value}")
-        return hit and not self.prep.full_budget  # a full-budget trial goes on past the target
-
-    def spent_outcome(self) -> str:
-        """The outcome of a trial whose budget is spent: ``reached`` when a full-budget trial met the target on the
-        way (derived from its rows, so a resumed trial says the same), else ``missed``."""
-        if self.prep.full_budget and any(self.metric.reached(r.metric_value, self.prep.target)
-                                         for r in self.state.rows):
-            return "reached"
-        return "missed"
-
-    def run(self) -> tuple[str, str | None]:
-        """Train until the target, the budget, divergence or the timeout; return (outcome, reason)."""
-        if self.observer:
-            self.observer.started(max_steps=self.prep.budget.max_steps, max_seconds=self.prep.budget.max_seconds)
-        if not self.state.rows:  # step 0: the starting point, off the clock
-            if self.after_eval(self.evaluate()):
-                return "reached", None
-        clock = self.state.clock
-        clock.run()
-        while True:
-            self.step()
-            if self.sync_due():
-                outcome = self.checkpoint_stretch()
-                if outcome is not None:
-                    return outcome, None
-                clock.run()
-            if self.prep.timeout is not None and time.perf_counter() - self.wall_start > self.prep.timeout:
-                raise TrialTimeout()  # where the deadline's signal cannot reach (not the main thread)
-
-    def checkpoint_stretch(self) -> str | None:
-        """End of a stretch: halt the clock, read the losses, agree on the clock across ranks, evaluate if due.
-        Returns ``reached`` or ``missed`` when the trial ends here, else None."""
-        clock = self.state.clock
-        clock.halt()
-        try:
-            loss = self.read_losses()
-        except _Stop:
-            self._final_eval_quietly()
-            raise
-        if self.group is not None:
-            clock.timed = self.group.agree_max(clock.timed)
-        if self.observer:
-            self.observer.stepped(step=self.state.counters.step, loss=loss, timed_seconds=clock.timed)
-        spent = self.budget_spent()
-        if (spent or self.eval_due()) and self.after_eval(self.evaluate()):
-            return "reached"
-        if spent:
-            return self.spent_outcome()
-        self.maybe_checkpoint()  # only where the loop goes on: a resumed trial starts with its next step
-        return None
-
-    def save_checkpoint(self) -> None:
-        """Save the whole state (untimed; rank 0 only: every rank holds the same state)."""
-        with self.state.clock.paused():
-            checkpoints.save(self.state, self.prep.checkpoint, self.prep.checkpoint_key())
-
-    def maybe_checkpoint(self) -> None:
-        """At the end of a stretch: a checkpoint when ``checkpoint_every`` timed seconds have passed since the last,
-        else a note of the timed seconds reached (what a kill now would lose)."""
-        prep, st = self.prep, self.state
-        if prep.checkpoint is None or prep.checkpoint_every is None or not self.world.is_main:
-            return
-        if st.clock.timed - st.counters.last_checkpoint_timed >= prep.checkpoint_every:
-            self.save_checkpoint()
-        else:
-            checkpoints.note_progress(prep.checkpoint, st.clock.timed)
-
-    def _final_eval_quietly(self) -> None:
-        """After divergence, record where the model ended if the workload can still evaluate it."""
-        try:
-            row = self.evaluate()
-            if self.observer:
-                self.observer.evaluated(row, reached=False)
-        except Exception:  # a NaN model may not evaluate; the outcome is already known
-            pass
 
 
 @contextlib.contextmanager
@@ -401,12 +89,6 @@ def deadline(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _to_target(rows: list[EvalRow], metric_goal: str, target: float) -> EvalRow | None:
-    from optbench.api import reached
-
-    return next((r for r in rows if reached(r.metric_value, target, metric_goal)), None)
-
-
 def run_trial(workload: Loaded[Workload], submission: Loaded[Submission], cfg: TrialConfig, *,
               results_dir: Path, observer: Observer | None = None) -> TrialResult:
     """Prepare and run one trial (the library's one-call entry point); see :func:`run_prepared`.
@@ -432,8 +114,9 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
 
     Under torchrun every rank calls this with the same trial; rank 0 alone writes the result (the others return
     it with ``path`` None). A rank whose trial fails tells the others, which stop at their next collective; rank 0
-    records the failing rank's outcome. The process group cannot be used again, so a next trial of the same command
-    raises :class:`TrialAborted` on every rank (the CLI then exits with code 1).
+    records the failing rank's outcome. The process group cannot be used again, so a next trial of the same process
+    raises :class:`TrialAborted` on every rank (the sweep engine starts one torchrun per trial, so this happens
+    only under a torchrun started by hand).
 
     Args:
       prep: the trial, validated by :func:`optbench.engine.prepared.prepare`.
@@ -448,17 +131,55 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
         if done is not None:  # finished, then killed before its checkpoint was discarded: do not train it again
             checkpoints.discard(prep.checkpoint)
             return _recorded(done)
-    outcome, reason, loop, interrupted, group = "error", None, None, False, None
     wall_start = time.perf_counter()
     here = distributed.world()
-    if here.size > 1:
-        if Group.broken:
-            raise TrialAborted(f"not running {prep.title}: an earlier trial of this command failed on one rank, and "
-                               "its process group cannot be reused; run the remaining trials again")
-        if prep.device.startswith("cuda"):
-            torch.cuda.set_device(torch.device(prep.device))
-        group = Group(here, torch.device(prep.device), trial_index=_TRIALS_STARTED)
-        observer = observer if here.is_main else None
+    group = _join_group(prep, here)
+    observer = observer if here.is_main else None
+    ended = _train(prep, observer=observer, group=group, wall_start=wall_start)
+    if group is not None and ended.outcome in ("error", "oom", "timeout", "interrupted") and not Group.broken:
+        group.fail(ended.outcome, ended.reason)  # the peers stop at their next collective
+    rows = ended.loop.state.rows if ended.loop is not None else []
+    record = record_of(prep, ended.outcome, ended.reason, ended.loop, group)
+    path, note = _write_settling_checkpoint(prep, record, rows, trained=ended.loop is not None) if here.is_main \
+        else (None, None)
+    if ended.interrupted:
+        raise KeyboardInterrupt
+    if group is not None and Group.broken:
+        group.finished_recording(wait=not here.is_main)  # the launcher must not tear rank 0 down mid-write
+    return TrialResult(record=record, rows=rows, path=path, note=note)
+
+
+def _join_group(prep: PreparedTrial, here: distributed.World) -> Group | None:
+    """The process group of a trial on several torchrun ranks (None for one process).
+
+    Raises:
+      TrialAborted: an earlier trial of this process broke the group (a rank failed): it cannot be reused.
+    """
+    if here.size == 1:
+        return None
+    if Group.broken:
+        raise TrialAborted(f"not running {prep.title}: an earlier trial of this command failed on one rank, and "
+                           "its process group cannot be reused; run the remaining trials again")
+    if prep.device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(prep.device))
+    return Group(here, torch.device(prep.device), trial_index=_TRIALS_STARTED)
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """How a trial's training ended: its outcome, the reason, and the loop (None when set-up failed)."""
+
+    outcome: str
+    reason: str | None
+    loop: TrialLoop | None
+    interrupted: bool = False  # Ctrl-C here: recorded, then re-raised to stop the command
+
+
+def _train(prep: PreparedTrial, *, observer: Observer | None, group: Group | None, wall_start: float) -> _Ended:
+    """Set up and run the loop (resumed from the trial's checkpoint when there is one); every way it ends is an
+    outcome, except bad input found before the first step (a :class:`UsageError`) and a preemption (re-raised for
+    submitit to requeue the task)."""
+    loop: TrialLoop | None = None
     try:
         with deadline(prep.timeout):
             task = prep.workload.obj.setup(prep.size, device=torch.device(prep.device), data_dir=prep.data_dir)
@@ -467,51 +188,54 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
                 checkpoints.load(loop.state, prep.checkpoint, prep.checkpoint_key())
             else:
                 loop.warm_up()
-            outcome, reason = loop.run()
-    except _Stop as stop:
-        outcome, reason = stop.outcome, stop.reason
+            return _Ended(*loop.run(), loop)
+    except Stop as stop:
+        return _Ended(stop.outcome, stop.reason, loop)
     except TrialTimeout:
-        outcome, reason = "timeout", f"wall-clock limit of {prep.timeout:g} s exceeded"
+        return _Ended("timeout", f"wall-clock limit of {prep.timeout:g} s exceeded", loop)
     except PeerFailed as peer:
-        outcome, reason = peer.outcome, f"rank {peer.rank} of {here.size}: {peer.reason or peer.outcome}"
+        return _Ended(peer.outcome, f"rank {peer.rank} of {distributed.world().size}: {peer.reason or peer.outcome}",
+                      loop)
     except UsageError:
         if loop is None or not loop.state.counters.step:
             raise  # found in set-up, before any training: bad input, nothing to record
-        outcome, reason = "error", _traceback()
+        return _Ended("error", _traceback(), loop)
     except KeyboardInterrupt:
-        outcome, reason, interrupted = "interrupted", "stopped by the user (Ctrl-C)", True
+        return _Ended("interrupted", "stopped by the user (Ctrl-C)", loop, interrupted=True)
     except BaseException as exc:  # plugin code failed (SystemExit too): the trial's outcome, not a crash
         if preempted():
             raise  # submitit's preemption exit: the task is requeued and resumes from the trial's checkpoint
-        outcome, reason = classify(exc), _traceback()
-        if prep.timeout is not None and time.perf_counter() - wall_start >= prep.timeout:
-            # The deadline's exception can come back wrapped (torch re-raises errors from inside its C++ calls
-            # as RuntimeError): past the deadline, whatever ended the trial is the timeout.
-            outcome = "timeout"
-        if prep.device.startswith("cuda"):
-            torch.cuda.empty_cache()
-    if group is not None and outcome in ("error", "oom", "timeout", "interrupted") and not Group.broken:
-        group.fail(outcome, reason)  # the peers stop at their next collective
-    rows = loop.state.rows if loop is not None else []
-    record = _record(prep, outcome, reason, loop, group)
-    # Only a trial that saved a checkpoint has one to retire (most short tune trials never save one).
-    final = (prep.owns_checkpoint and here.is_main and outcome != "interrupted" and loop is not None
-             and prep.checkpoint.exists())
+        return _Ended(_failure_outcome(prep, exc, wall_start), _traceback(), loop)
+
+
+def _failure_outcome(prep: PreparedTrial, exc: BaseException, wall_start: float) -> str:
+    """``oom`` or ``error`` for what a plugin raised; ``timeout`` past the deadline, whatever ended the trial (the
+    deadline's exception can come back wrapped: torch re-raises errors from inside its C++ calls as RuntimeError)."""
+    outcome = classify(exc)
+    if prep.timeout is not None and time.perf_counter() - wall_start >= prep.timeout:
+        outcome = "timeout"
+    if prep.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return outcome
+
+
+def _write_settling_checkpoint(prep: PreparedTrial, record: TrialRecord, rows: list[EvalRow], *,
+                               trained: bool) -> tuple[Path, str | None]:
+    """Write the result (rank 0), and settle the trial's own checkpoint around it: a finished trial's checkpoint is
+    marked finishing before the write and discarded after it; an interrupted trial's keeps a note of its record,
+    deleted once the resumed trial finishes."""
+    final = (prep.owns_checkpoint and record.outcome != "interrupted" and trained and prep.checkpoint.exists())
     if final:
         checkpoints.finishing(prep.checkpoint, trial_path(prep.results_dir, record))
-    path, note = _write(prep, record, rows) if here.is_main else (None, None)
+    path, note = _write(prep, record, rows)
     if final:
         checkpoints.discard(prep.checkpoint)  # the result is written: nothing left to resume
-    elif prep.owns_checkpoint and here.is_main and path is not None and note is None:
-        if outcome == "interrupted":  # superseded by the trial's final result, once it is resumed and finishes
+    elif prep.owns_checkpoint and note is None:
+        if record.outcome == "interrupted":  # superseded by the trial's final result, once it is resumed and finishes
             checkpoints.note_interrupted(prep.checkpoint, path)
         else:  # finished without ever saving a checkpoint (interrupted before the first one, then run again)
             checkpoints.retire_interrupted(prep.checkpoint)
-    if interrupted:
-        raise KeyboardInterrupt
-    if group is not None and Group.broken:
-        group.finished_recording(wait=not here.is_main)  # the launcher must not tear rank 0 down mid-write
-    return TrialResult(record=record, rows=rows, path=path, note=note)
+    return path, note
 
 
 def _recorded(path: Path) -> TrialResult:
@@ -549,38 +273,3 @@ def _write(prep: PreparedTrial, record: TrialRecord, rows: list[EvalRow]) -> tup
         return path, f"could not write to {str(prep.results_dir)!r} ({first}); the result was kept at {str(path)!r}"
     raise UsageError(f"could not write the result of {prep.title} to {str(prep.results_dir)!r} ({first}) "
                      f"nor to any rescue directory; outcome {record.outcome}, best {record.best_metric}")
-
-
-def _record(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLoop | None,
-            group: Group | None = None) -> TrialRecord:
-    """The trial's metadata from what was prepared and where the loop ended."""
-    w = prep.workload.obj
-    goal = w.metric.goal.value
-    rows = loop.state.rows if loop is not None else []
-    hit = _to_target(rows, goal, prep.target) if outcome == "reached" else None
-    best = best_value([r.metric_value for r in rows], goal)
-    prov = provenance.collect(prep.device)
-    now = datetime.now(timezone.utc)
-    return TrialRecord(
-        schema_version=SCHEMA_VERSION, run_id=f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
-        created_at=now.isoformat(timespec="seconds"), workload=w.name, size=prep.size.name,
-        workload_origin=f"{prep.workload.origin.distribution}=={prep.workload.origin.version}",
-        submission=prep.submission.label,
-        submission_origin=f"{prep.submission.origin.distribution}=={prep.submission.origin.version}",
-        hparams=prep.hparams_json, seed=prep.seed, study=prep.study, trial=prep.trial, outcome=outcome,
-        metric_name=w.metric.name, metric_goal=goal, target=prep.target,
-        time_to_target=hit.timed_seconds if hit else None, steps_to_target=hit.step if hit else None,
-        examples_to_target=hit.examples if hit else None, tokens_to_target=hit.tokens if hit else None,
-        best_metric=best, total_steps=loop.state.counters.step if loop else 0,
-        total_timed_seconds=loop.state.clock.timed if loop else 0.0, max_steps=prep.budget.max_steps,
-        max_seconds=prep.budget.max_seconds, error=reason, **prov.as_dict(),
-        compiled=prep.compile, micro_batch_size=prep.micro_batch_size,
-        accumulation_steps=accumulation_steps(prep.batch_size, world_size=prep.world_size,
-                                              micro=prep.micro_batch_size),
-        world_size=prep.world_size, dist_backend=group.backend if group is not None else "",
-        device_names=group.names if group is not None else prov.device_name,
-        sync_every=prep.sync_every, resumes=loop.state.counters.resumes if loop else 0,
-        lost_seconds=loop.state.counters.lost_seconds if loop else 0.0,
-        step_hint=prep.info.step_hint, base_batch_size=prep.batch_size, diagnostics=prep.diagnostics,
-        study_kind=prep.study_kind, varies=",".join(prep.varies),
-    )

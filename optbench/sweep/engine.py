@@ -21,11 +21,12 @@ Nothing here prints: progress goes to a :class:`Reporter` the command layer pass
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -220,20 +221,33 @@ def _prep_of(job: Mapping[str, Any]) -> PreparedTrial:
 
 def run_job(job: Mapping[str, Any], observer: Any = None) -> dict[str, Any] | None:
     """Claim one trial and train it (in this process, or on ``nproc`` torchrun ranks); None when another process
-    holds it or has finished it. Runs in whatever process the executor gives it."""
+    holds it or has finished it. Runs in whatever process the executor gives it.
+
+    A results directory that can no longer hold claims (removed or made unwritable mid-sweep) does not stop the
+    trial: it trains unclaimed and the runner keeps its result in a rescue directory, saying where; nothing
+    computed is lost."""
     from optbench.parallel.launch import call
 
     results_dir, identity = Path(job["results_dir"]), job["identity"]
-    with claims.claimed(results_dir, identity) as claim:
+    try:
+        claim = claims.try_claim(results_dir, identity)
         if claim is None:
             return None
+    except OSError:
+        claim = None
+    try:
         if job["nproc"] > 1:
             value = call("optbench.sweep.engine:train", job, nproc=job["nproc"])
         else:
             value = train(job, observer=observer)
-        if value.get("path"):
-            claim.done(Path(value["path"]))
+        if claim is not None and value.get("path"):
+            with contextlib.suppress(OSError):  # the result counts; a claims folder gone with its directory not
+                claim.done(Path(value["path"]))
         return value
+    finally:
+        if claim is not None:
+            with contextlib.suppress(OSError):
+                claim.release()
 
 
 def train(job: Mapping[str, Any], observer: Any = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import torch
 
 from optbench.engine.prepared import TrialConfig, prepare
 from optbench.plugins.registry import load_submission, load_workload
-from optbench.engine.runner import TrialLoop
+from optbench.engine.loop import TrialLoop
 from optbench_workloads.lm import LMTask
 
 CPU = torch.device("cpu")

@@ -15,7 +15,7 @@ import torch
 
 from tests.scale.helpers import make_loop
 
-HARNESS = ("optbench/engine/runner.py", "optbench/engine/stepping.py", "optbench/engine/clock.py", "optbench/engine/batches.py",
+HARNESS = ("optbench/engine/runner.py", "optbench/engine/loop.py", "optbench/engine/stepping.py", "optbench/engine/clock.py", "optbench/engine/batches.py",
            "optbench/parallel/distributed.py", "optbench/engine/state.py")
 READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
 
@@ -73,11 +73,11 @@ def test_a_trial_syncs_once_per_stretch_and_evaluation(tmp_path: Path) -> None:
 
 
 def test_divergence_is_found_at_the_end_of_the_stretch_and_names_its_step(tmp_path: Path) -> None:
-    from optbench.engine.runner import _Stop
+    from optbench.engine.loop import Stop
 
     loop = make_loop("linreg", "sgd", tmp=tmp_path, hparams={"lr": 1e6}, batch_size=16, sync_every=10,
                      max_steps=100)
-    with pytest.raises(_Stop) as stop:
+    with pytest.raises(Stop) as stop:
         loop.run()
     assert stop.value.outcome == "diverged"
     step = int(stop.value.reason.rsplit("step ", 1)[1])

@@ -1,0 +1,55 @@
+"""A trial's record: everything about it but its curve, built from what was prepared and where its loop ended."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from optbench import SCHEMA_VERSION
+from optbench.api import reached
+from optbench.engine.batches import accumulation_steps
+from optbench.engine.loop import TrialLoop
+from optbench.engine.prepared import PreparedTrial
+from optbench.parallel.distributed import Group
+from optbench.store import provenance
+from optbench.store.records import EvalRow, TrialRecord
+from optbench.store.records import best as best_value
+
+
+def _to_target(rows: list[EvalRow], metric_goal: str, target: float) -> EvalRow | None:
+    return next((r for r in rows if reached(r.metric_value, target, metric_goal)), None)
+
+
+def record_of(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLoop | None,
+            group: Group | None = None) -> TrialRecord:
+    """The trial's metadata from what was prepared and where the loop ended."""
+    w = prep.workload.obj
+    goal = w.metric.goal.value
+    rows = loop.state.rows if loop is not None else []
+    hit = _to_target(rows, goal, prep.target) if outcome == "reached" else None
+    best = best_value([r.metric_value for r in rows], goal)
+    prov = provenance.collect(prep.device)
+    now = datetime.now(timezone.utc)
+    return TrialRecord(
+        schema_version=SCHEMA_VERSION, run_id=f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
+        created_at=now.isoformat(timespec="seconds"), workload=w.name, size=prep.size.name,
+        workload_origin=f"{prep.workload.origin.distribution}=={prep.workload.origin.version}",
+        submission=prep.submission.label,
+        submission_origin=f"{prep.submission.origin.distribution}=={prep.submission.origin.version}",
+        hparams=prep.hparams_json, seed=prep.seed, study=prep.study, trial=prep.trial, outcome=outcome,
+        metric_name=w.metric.name, metric_goal=goal, target=prep.target,
+        time_to_target=hit.timed_seconds if hit else None, steps_to_target=hit.step if hit else None,
+        examples_to_target=hit.examples if hit else None, tokens_to_target=hit.tokens if hit else None,
+        best_metric=best, total_steps=loop.state.counters.step if loop else 0,
+        total_timed_seconds=loop.state.clock.timed if loop else 0.0, max_steps=prep.budget.max_steps,
+        max_seconds=prep.budget.max_seconds, error=reason, **prov.as_dict(),
+        compiled=prep.compile, micro_batch_size=prep.micro_batch_size,
+        accumulation_steps=accumulation_steps(prep.batch_size, world_size=prep.world_size,
+                                              micro=prep.micro_batch_size),
+        world_size=prep.world_size, dist_backend=group.backend if group is not None else "",
+        device_names=group.names if group is not None else prov.device_name,
+        sync_every=prep.sync_every, resumes=loop.state.counters.resumes if loop else 0,
+        lost_seconds=loop.state.counters.lost_seconds if loop else 0.0,
+        step_hint=prep.info.step_hint, base_batch_size=prep.batch_size, diagnostics=prep.diagnostics,
+        study_kind=prep.study_kind, varies=",".join(prep.varies),
+    )
