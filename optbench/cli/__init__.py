@@ -139,9 +139,9 @@ def run(workload: str, opts: tuple[str, ...], hparams: dict[str, Any], seeds: tu
 def score(results_dir: Path | None, by: str, fmt: str, reference: str | None, r_max: float, algoperf: bool,
           with_ci: bool, hparam: str | None) -> None:
     """Score every trial under the results directory: time to target, performance profiles, leaderboard."""
-    from optbench import commands
+    from optbench.commands import results
 
-    commands.score(results_dir=results_dir, by=by, fmt=fmt, reference=reference, r_max=r_max,
+    results.score(results_dir=results_dir, by=by, fmt=fmt, reference=reference, r_max=r_max,
                    algoperf=algoperf, with_ci=with_ci, hparam=hparam)
 
 
@@ -150,9 +150,9 @@ def score(results_dir: Path | None, by: str, fmt: str, reference: str | None, r_
 def list_(what: str) -> None:
     """List workloads and submissions compactly, or show one plugin in detail (a workload's sizes, targets, budgets
     and how each target was chosen; a submission's defaults, capabilities, paper and search space)."""
-    from optbench import commands
+    from optbench.commands import plugins
 
-    commands.list_plugins(what)
+    plugins.list_plugins(what)
 
 
 @main.command(name="check-plugin")
@@ -166,9 +166,9 @@ def check_plugin(spec: str, skip: tuple[str, ...], opt_args: tuple[str, ...]) ->
 
     Exit code 0 when every check passes, 1 when any fails, 2 when SPEC cannot be loaded.
     """
-    from optbench import commands
+    from optbench.commands import plugins
 
-    raise SystemExit(commands.check_plugin(spec, skip=skip, opt_args=opt_args))
+    raise SystemExit(plugins.check_plugin(spec, skip=skip, opt_args=opt_args))
 
 
 @main.command()

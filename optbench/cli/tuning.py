@@ -51,9 +51,9 @@ def tune(spec: TuneSpec, results_dir: Path | None, quiet: bool, trial: TrialConf
 @click.option("--hparam", default="lr", show_default=True, help="Hyperparameter of the sensitivity plots.")
 def report(results_dir: Path | None, out: Path, by: str, r_max: float, hparam: str) -> None:
     """Write a self-contained HTML report (leaderboard, paired tests, plots, provenance) and PNG/SVG plots."""
-    from optbench import commands
+    from optbench.commands import results
 
-    commands.report(results_dir=results_dir, out=out, by=by, r_max=r_max, hparam=hparam)
+    results.report(results_dir=results_dir, out=out, by=by, r_max=r_max, hparam=hparam)
 
 
 @click.group(name="import")
@@ -72,9 +72,9 @@ def import_() -> None:
 def algoperf(directory: Path, results_dir: Path | None, rules: str, targets: tuple[str, ...],
              submission: str | None) -> None:
     """Import AlgoPerf trial logs (<workload>_<framework>/trial_<n>/eval_measurements.csv) under DIRECTORY."""
-    from optbench import commands
+    from optbench.commands import results
 
-    commands.import_algoperf(directory, results_dir=results_dir, rules=rules, targets=targets,
+    results.import_algoperf(directory, results_dir=results_dir, rules=rules, targets=targets,
                              submission=submission)
 
 
