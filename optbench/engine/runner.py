@@ -8,16 +8,8 @@ exploding loss is ``diverged``, an exception in plugin code ``error`` (traceback
 runs: :func:`optbench.engine.prepared.prepare` validates every value once, and the runner consumes the
 :class:`~optbench.engine.prepared.PreparedTrial` it returns.
 
-The loop itself is :class:`optbench.engine.loop.TrialLoop`; one step (all timed; nothing waits for the device)::
-
-    batch = task.next_batch(batch_size, data_gen)           # the global batch, on every rank
-    for micro_batch, w in this rank's share, cut into micro-batches:   # optbench.engine.stepping
-        (w * task.loss(model, micro_batch)).backward()      # w = the micro-batch's share of the batch's tokens
-    all-reduce the gradients over ranks                     # only under torchrun
-    updater.step(closure)        # closure only for submissions that declare Capability.CLOSURE / SAMPLED_LOSS
-    updater.zero_grad()
-
-With one process and no micro-batch size this is exactly ``task.loss(model, batch).backward()``.
+The loop itself, and what one step does, is :class:`optbench.engine.loop.TrialLoop`; the record a trial leaves is
+built by :func:`optbench.engine.record.record_of`.
 """
 
 from __future__ import annotations
