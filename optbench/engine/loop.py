@@ -110,6 +110,7 @@ class TrialLoop:
 
             self.diagnostics = Diagnostics(task, seed=derive_seed(prep.seed, "diagnostics"),
                                            batch_size=prep.hvp_batch or prep.batch_size,
+                                           micro_batch_size=prep.micro_batch_size,
                                            noise_batches=prep.noise_batches, iters=prep.iters)
 
     # ----- one step -------------------------------------------------------------------------------------------
