@@ -42,20 +42,24 @@ class SweepPrinter(TrialPrinter):
         self.console.print(escape(f"{rec['submission']} {where}{seed}: {what}{was}"))
 
 
-def _sweep(plan: Sequence[Any], *, execution: Any, results_dir: Path | None, quiet: bool) -> tuple[Any, Path]:
-    """Run ``plan`` through the sweep engine; (its result, the results directory). Trials without a result are said
-    in one line each (they are left out of the analysis)."""
+def _sweep(plan: Sequence[Any], recipe: str, *, execution: Any, results_dir: Path | None, out: Path | None,
+           quiet: bool) -> tuple[Any, Path]:
+    """Run ``plan`` through the sweep engine, waiting for trials another process runs: (its result, the folder the
+    recipe writes to, proven writable before any trial trains). Trials that still have no result (crashed) are
+    said in one line (the tables leave them out)."""
+    from optbench.recipes.common import output_dir
     from optbench.sweep.engine import run_plan
 
     root = paths.results_dir(results_dir)
-    printer = SweepPrinter(quiet=quiet)
-    result = run_plan(plan, results_dir=root, execution=execution, reporter=printer)
+    folder = output_dir(root, recipe, out)
+    result = run_plan(plan, results_dir=root, execution=execution, reporter=SweepPrinter(quiet=quiet), wait=True,
+                      outputs=[folder])
     missing = [o for o in result.outcomes if o.path is None]
     if missing:
-        _console(stderr=True).print(escape(f"{len(missing)} of {len(plan)} trials have no result yet "
+        _console(stderr=True).print(escape(f"{len(missing)} of {len(plan)} trials have no result "
                                            f"({', '.join(sorted({o.status for o in missing}))}); the tables leave "
-                                           "them out: run the same command again to complete them"))
-    return result, root
+                                           "them out: run the same command again to retry them"))
+    return result, folder
 
 
 def _base(trial: Any, hparams: Any) -> Any:
@@ -71,14 +75,13 @@ def cbs(*, spec: Any, hparams: Any, trial: Any, execution: Any, results_dir: Pat
         quiet: bool) -> None:
     """``optbench cbs``: the batch-size sweep, its table (with the critical batch size), every trial and the plot."""
     from optbench.recipes import cbs as recipe
-    from optbench.recipes.common import output_dir
 
     plan = recipe.plan_cbs(spec, _base(trial, hparams))
-    result, root = _sweep(plan, execution=execution, results_dir=results_dir, quiet=quiet)
+    result, folder = _sweep(plan, "cbs", execution=execution, results_dir=results_dir, out=out, quiet=quiet)
     runs = recipe.cbs_runs(result)
     summary = recipe.summarize_cbs(runs, max_overhead=spec.max_overhead)
     title = f"critical batch size: {spec.submission} on {spec.workload}" + (f"/{trial.size}" if trial.size else "")
-    files = recipe.write_cbs(summary, runs, output_dir(root, "cbs", out), title=title)
+    files = recipe.write_cbs(summary, runs, folder, title=title)
     _console().print(escape(recipe.cbs_markdown(summary)))
     _wrote(*files)
 
@@ -89,13 +92,13 @@ def lr_sweep(*, spec: Any, opts: Sequence[str], hparams: Any, trial: Any, execut
     from optbench.engine.prepared import resolve_size
     from optbench.plugins.registry import load_workload
     from optbench.recipes import cbs as recipe
-    from optbench.recipes.common import output_dir, write_text
+    from optbench.recipes.common import write_text
 
     b = trial.batch_size or resolve_size(load_workload(spec.workload).obj, trial.size).batch_size
     plan = recipe.plan_lr_sweep(opts, replace(spec, batch_sizes=(b,)), _base(trial, hparams))
-    result, root = _sweep(plan, execution=execution, results_dir=results_dir, quiet=quiet)
+    result, folder = _sweep(plan, "lr-sweep", execution=execution, results_dir=results_dir, out=out, quiet=quiet)
     text = recipe.sensitivity_markdown(recipe.lr_sweep_runs(result))
-    md = write_text(output_dir(root, "lr-sweep", out) / "lr-sweep.md",
+    md = write_text(folder / "lr-sweep.md",
                     f"# Steps to target against learning rate on {spec.workload} (batch {b})\n\n{text}")
     _console().print(escape(text))
     _wrote(md)
@@ -106,16 +109,14 @@ def shape_search(*, spec: Any, hparams: Any, trial: Any, execution: Any, results
     """``optbench shape-search``: the ranking of schedule shapes (each at its best learning rate) and their plot."""
     from optbench.plugins.registry import load_workload
     from optbench.recipes import shapes as recipe
-    from optbench.recipes.common import output_dir
 
     plan = recipe.plan_shapes(spec, _base(trial, hparams))
-    result, root = _sweep(plan, execution=execution, results_dir=results_dir, quiet=quiet)
+    result, folder = _sweep(plan, "shape-search", execution=execution, results_dir=results_dir, out=out, quiet=quiet)
     metric = load_workload(spec.workload).obj.metric
     ranked = recipe.rank_shapes(recipe.shape_results(result), goal=metric.goal.value)
     steps = plan[0].config.max_steps
     title = f"schedule shapes: {spec.submission} on {spec.workload}, {steps} steps"
-    files = recipe.write_shapes(ranked, output_dir(root, "shape-search", out), steps=steps, metric=metric.name,
-                                title=title)
+    files = recipe.write_shapes(ranked, folder, steps=steps, metric=metric.name, title=title)
     _console().print(escape(recipe.shapes_markdown(ranked[:10], metric=metric.name)))
     _wrote(*files)
 
@@ -125,13 +126,12 @@ def curvature(*, spec: Any, hparams: Any, trial: Any, execution: Any, results_di
     """``optbench curvature``: every evaluation's sharpness against its stability threshold, table and plot."""
     from optbench.plugins.registry import load_workload
     from optbench.recipes import curvature as recipe
-    from optbench.recipes.common import output_dir
 
     plan = recipe.plan_curvature(spec, _base(trial, hparams))
-    result, root = _sweep(plan, execution=execution, results_dir=results_dir, quiet=quiet)
+    result, folder = _sweep(plan, "curvature", execution=execution, results_dir=results_dir, out=out, quiet=quiet)
     points = recipe.curvature_points(result)
     metric = load_workload(spec.workload).obj.metric.name
-    files = recipe.write_curvature(points, output_dir(root, "curvature", out), metric=metric,
+    files = recipe.write_curvature(points, folder, metric=metric,
                                    title=f"sharpness of {spec.submission} on {spec.workload}")
     _console().print(escape(recipe.curvature_markdown(points, metric=metric)))
     _wrote(*files)
@@ -143,15 +143,15 @@ def seesaw(*, spec: Any, hparams: Any, trial: Any, execution: Any, results_dir: 
     from optbench.errors import UsageError
     from optbench.plugins.registry import load_workload
     from optbench.recipes import seesaw as recipe
-    from optbench.recipes.common import output_dir, write_text
+    from optbench.recipes.common import write_text
 
     plan = recipe.plan_seesaw(spec, _base(trial, hparams))
-    result, root = _sweep(plan, execution=execution, results_dir=results_dir, quiet=quiet)
+    result, folder = _sweep(plan, "seesaw", execution=execution, results_dir=results_dir, out=out, quiet=quiet)
     pairs = recipe.seesaw_pairs(result)
     if not pairs:
         raise UsageError("no seed has both of its trials recorded yet; run the same command again")
     text = recipe.seesaw_markdown(pairs, metric=load_workload(spec.workload).obj.metric.name)
-    md = write_text(output_dir(root, "seesaw", out) / "seesaw.md",
+    md = write_text(folder / "seesaw.md",
                     f"# Seesaw vs step decay: {spec.submission} on {spec.workload}\n\n{text}")
     _console().print(escape(text))
     _wrote(md)

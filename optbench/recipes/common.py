@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from optbench.errors import UsageError
 from optbench.report.pages import plain_text
-from optbench.store.fsutil import atomic_file, ensure_writable_dir
+from optbench.store.fsutil import atomic_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -26,9 +26,8 @@ RECIPES_DIR = "recipes"  # under the results directory: each recipe's outputs, u
 
 def output_dir(results_dir: Path, recipe: str, out: Path | None) -> Path:
     """Where ``recipe`` writes its tables and plots: ``out``, else ``<results>/recipes/<recipe>/`` (never the working
-    directory by default); proven writable (one line naming it otherwise)."""
-    folder = Path(out) if out is not None else Path(results_dir) / RECIPES_DIR / recipe
-    return ensure_writable_dir(folder, what="--out directory")
+    directory by default). The sweep proves it writable before any trial trains."""
+    return Path(out) if out is not None else Path(results_dir) / RECIPES_DIR / recipe
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -25,8 +25,9 @@ import contextlib
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -320,12 +321,15 @@ def write_plan(results_dir: Path, preps: Sequence[PreparedTrial]) -> Path:
 # ------------------------------------------------------------------------------------------------- running
 
 
-def prepare_plan(plan: Sequence[Planned], results_dir: Path) -> list[PreparedTrial]:
-    """Every trial of ``plan`` prepared, its data present and its destination writable, before any trains.
+def prepare_plan(plan: Sequence[Planned], results_dir: Path, outputs: Sequence[Path] = ()) -> list[PreparedTrial]:
+    """Every trial of ``plan`` prepared, its data present, its destination and the sweep's ``outputs`` folders
+    (a recipe's tables) writable, before any trains.
 
     Raises:
       UsageError: an empty plan, or any trial's bad value, missing dataset or unwritable folder.
     """
+    from optbench.store.fsutil import ensure_writable_dir
+
     if not plan:
         raise UsageError("the plan has no trial")
     plugins = _Plugins()
@@ -333,12 +337,18 @@ def prepare_plan(plan: Sequence[Planned], results_dir: Path) -> list[PreparedTri
     for name, size in {(p.workload.name, p.size.name): p for p in preps}.items():
         check_data(size.size, size.data_dir)
     check_destination(results_dir, preps)
+    for folder in outputs:
+        ensure_writable_dir(Path(folder), what="--out directory")
     return preps
 
 
 def run_plan(plan: Sequence[Planned], *, results_dir: Path, execution: Execution = Execution(),
-             reporter: Reporter | None = None) -> SweepResult:
+             reporter: Reporter | None = None, wait: bool = False, outputs: Sequence[Path] = ()) -> SweepResult:
     """Run every trial of ``plan`` that is not recorded yet (see the module docstring); one outcome per trial.
+
+    With ``wait``, trials another live process holds are waited for (and taken over when their owner dies), so
+    that every trial has a result when this returns: what a recipe, whose tables need all of them, asks for.
+    ``outputs``: folders the caller writes to afterwards, proven writable with everything else before any trial.
 
     Raises:
       UsageError: bad input, found before any trial trains; a trial recorded under another budget.
@@ -349,44 +359,97 @@ def run_plan(plan: Sequence[Planned], *, results_dir: Path, execution: Execution
         from optbench.parallel.executors import check_available
 
         check_available(execution.cluster)  # a login node without sbatch answers at once
-    preps = prepare_plan(plan, results_dir)
-    write_plan(results_dir, preps)
-    finished, budgets = ({}, {}) if _ranks_by_hand() else recorded(results_dir)  # ranks must agree: no skip
-    outcomes: list[Outcome | None] = [None] * len(plan)
-    todo: list[int] = []
-    for i, (p, prep) in enumerate(zip(plan, preps)):
-        path = finished.get(prep.identity())
-        if path is not None:
-            outcomes[i] = Outcome(planned=p, prep=prep, status="recorded", path=path)
-            continue
-        other = budgets.get((prep.workload.obj.name, prep.size.name, prep.submission.label, prep.study, prep.trial,
-                             prep.seed, prep.hparams_json, float(prep.target)))
-        if other is not None:
-            raise UsageError(f"{results_dir} already holds {prep.submission.label} {prep.study} trial {prep.trial} "
-                             f"with another budget {other}; use another --results-dir to run under a different "
-                             "budget")
-        todo.append(i)
-    nproc = _nproc(execution)
-    jobs = [job_of(plan[i], preps[i], nproc) for i in todo]
-    if reporter:
-        reporter.note(_plan_line(len(plan), len(plan) - len(todo), len(todo), execution))
-    for i in range(len(plan)):
-        if outcomes[i] is not None and reporter:
-            reporter.done(outcomes[i])  # type: ignore[arg-type]
+    sweep = _Sweep(plan, prepare_plan(plan, results_dir, outputs), results_dir, execution, reporter)
+    write_plan(results_dir, sweep.preps)
+    todo = sweep.skip_recorded()
+    sweep.note(_plan_line(len(plan), len(plan) - len(todo), len(todo), execution))
+    sweep.report([i for i in range(len(plan)) if i not in set(todo)])
+    sweep.execute(todo)
+    if wait:
+        sweep.await_others()
+    return SweepResult(outcomes=sweep.final())
 
-    def done(k: int, value: Any, reason: str | None) -> None:
-        i = todo[k]
-        outcomes[i] = _outcome(plan[i], preps[i], value, reason, results_dir)
-        if reporter:
-            reporter.done(outcomes[i])  # type: ignore[arg-type]
 
-    if jobs and _ranks_by_hand():  # every rank of a torchrun started by hand trains every trial, unclaimed
-        _executor(Execution(), preps, todo, reporter).run(jobs, "optbench.sweep.engine:train", done)
-    elif jobs:
-        _executor(execution, preps, todo, reporter).run(jobs, JOB_FN, done)
-    final = tuple(o if o is not None else Outcome(planned=plan[i], prep=preps[i], status="submitted")
-                  for i, o in enumerate(outcomes))
-    return SweepResult(outcomes=final)
+class _Sweep:
+    """One call of :func:`run_plan`: the prepared plan and what became of each trial so far."""
+
+    def __init__(self, plan: Sequence[Planned], preps: Sequence[PreparedTrial], results_dir: Path,
+                 execution: Execution, reporter: Reporter | None) -> None:
+        self.plan, self.preps, self.results_dir = list(plan), list(preps), results_dir
+        self.execution, self.reporter = execution, reporter
+        self.outcomes: list[Outcome | None] = [None] * len(plan)
+
+    def note(self, text: str) -> None:
+        if self.reporter:
+            self.reporter.note(text)
+
+    def report(self, indices: Sequence[int]) -> None:
+        for i in indices:
+            if self.reporter and self.outcomes[i] is not None:
+                self.reporter.done(self.outcomes[i])  # type: ignore[arg-type]
+
+    def skip_recorded(self) -> list[int]:
+        """File the trials whose result is recorded; the indices of the others (to run). Under a torchrun started
+        by hand nothing is skipped: the ranks must agree on what they train."""
+        finished, budgets = ({}, {}) if _ranks_by_hand() else recorded(self.results_dir)
+        todo = []
+        for i, (p, prep) in enumerate(zip(self.plan, self.preps)):
+            path = finished.get(prep.identity())
+            if path is not None:
+                self.outcomes[i] = Outcome(planned=p, prep=prep, status="recorded", path=path)
+                continue
+            other = budgets.get((prep.workload.obj.name, prep.size.name, prep.submission.label, prep.study,
+                                 prep.trial, prep.seed, prep.hparams_json, float(prep.target)))
+            if other is not None:
+                raise UsageError(f"{self.results_dir} already holds {prep.submission.label} {prep.study} trial "
+                                 f"{prep.trial} with another budget {other}; use another --results-dir to run under "
+                                 "a different budget")
+            todo.append(i)
+        return todo
+
+    def execute(self, todo: Sequence[int]) -> None:
+        """Hand the trials ``todo`` to the executor; each is filed as it ends."""
+        if not todo:
+            return
+        nproc = _nproc(self.execution)
+        jobs = [job_of(self.plan[i], self.preps[i], nproc) for i in todo]
+
+        def done(k: int, value: Any, reason: str | None) -> None:
+            i = todo[k]
+            self.outcomes[i] = _outcome(self.plan[i], self.preps[i], value, reason, self.results_dir)
+            self.report([i])
+
+        if _ranks_by_hand():  # every rank of a torchrun started by hand trains every trial, unclaimed
+            _executor(Execution(), self.preps, todo, self.reporter).run(jobs, "optbench.sweep.engine:train", done)
+        else:
+            _executor(self.execution, self.preps, todo, self.reporter).run(jobs, JOB_FN, done)
+
+    def await_others(self, poll: float = 0.5) -> None:
+        """Wait for the trials another process holds: file each once its result appears; run again (claimed
+        afresh) those whose owner ended without one."""
+        pending = [i for i, o in enumerate(self.outcomes) if o is not None and o.status == "elsewhere" and
+                   o.path is None]
+        if pending:
+            self.note(f"waiting for {len(pending)} trials another process is training")
+        while pending:
+            time.sleep(poll)
+            retry = []
+            for i in pending:
+                identity = self.preps[i].identity()
+                path = claims.result_of(self.results_dir, identity)
+                if path is not None:
+                    self.outcomes[i] = replace(self.outcomes[i], path=path)  # type: ignore[arg-type]
+                    self.report([i])
+                elif not claims.claimed_elsewhere(self.results_dir, identity):
+                    retry.append(i)
+            self.execute(retry)
+            pending = [i for i in pending if self.outcomes[i].path is None  # type: ignore[union-attr]
+                       and self.outcomes[i].status == "elsewhere"]  # type: ignore[union-attr]
+
+    def final(self) -> tuple[Outcome, ...]:
+        """Every outcome; trials never filed were submitted to a cluster without waiting."""
+        return tuple(o if o is not None else Outcome(planned=self.plan[i], prep=self.preps[i], status="submitted")
+                     for i, o in enumerate(self.outcomes))
 
 
 def _ranks_by_hand() -> bool:
