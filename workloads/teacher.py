@@ -8,8 +8,8 @@ inputs x ~ N(0, I_d), targets from a fixed random two-layer tanh teacher (normal
 MLP of width ``width``, loss 0.5 * mean((f(x) - y)^2). ``next_batch`` returns the whole data set when the batch size
 is at least ``n`` (gradient descent; the default), else a random subset (SGD). The metric is the full-data loss.
 
-Use it as ``-w teacher`` (a module:attribute plugin spec); with :func:`optbench.engine.diagnostics.diagnosed`
-(``optbench curvature``) every evaluation also records the sharpness.
+Use it as ``-w teacher``; with ``--diagnostics`` (or ``optbench curvature``) every evaluation also records the
+sharpness (:mod:`optbench.engine.diagnostics`).
 """
 
 from __future__ import annotations
@@ -75,7 +75,10 @@ class TeacherTask:
 
     def sampled_loss(self, model: nn.Module, batch: TeacherBatch, generator: torch.Generator) -> torch.Tensor:
         pred = model(batch.x).squeeze(-1)
-        return 0.5 * (pred - (pred.detach() + torch.randn(pred.shape, generator=generator))).pow(2).mean()
+        # Drawn where the generator lives (the trial's device: a device-less randn would be a CPU draw, which a
+        # CUDA generator refuses), then moved to the predictions (a no-op when they share it).
+        noise = torch.randn(pred.shape, generator=generator, device=generator.device).to(pred.device)
+        return 0.5 * (pred - (pred.detach() + noise)).pow(2).mean()
 
     def evaluate(self, model: nn.Module) -> Mapping[str, float]:
         return {"loss": float(self.loss(model, TeacherBatch(x=self.x, y=self.y)).detach())}
