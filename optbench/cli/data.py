@@ -13,7 +13,10 @@ from typing import Any
 
 import click
 
+from optbench.cli.options import config_options
 from optbench.data.catalog import DATASETS, USER_SOURCE
+from optbench.data.text import TextOptions
+from optbench.data.user import OwnText
 from optbench.store.fsutil import is_file
 
 _DATA_DIR_HELP = "Data directory [default: $OPTBENCH_DATA or ~/.cache/optbench]."
@@ -30,37 +33,18 @@ def data() -> None:
     prepared."""
 
 
-_FILE = click.Path(dir_okay=False, path_type=Path)
-
 
 @data.command()
 @click.argument("name", metavar="NAME")
 @_data_dir_option
-@click.option("--tokens", type=click.IntRange(min=1), default=None,
-              help="Text: train tokens to write (C4 downloads only the shards they need) "
-                   "[default: all for wikitext103 and your own text, 100M for c4].")
-@click.option("--vocab-size", type=click.IntRange(min=257), default=8192, show_default=True,
-              help="Text: vocabulary of the byte-level BPE trained when GPT-2's tokenizer is not available.")
-@click.option("--tokenizer", type=click.Choice(["auto", "gpt2", "bpe"]), default="auto", show_default=True,
-              help="Text: auto = GPT-2 via tiktoken if it loads offline, else train a BPE.")
+@config_options(TextOptions, param="text")
 @click.option("--mirror", metavar="URL", envvar="OPTBENCH_MIRROR", default=None,
               help="Replace the base URL (scheme+host+path) of every source file [env: OPTBENCH_MIRROR].")
 @click.option("--force", is_flag=True, help="Prepare again even if an identical preparation exists (text: replace "
                                           "your corpus prepared from other files).")
-@click.option("--name", "text_name", default=None, help="NAME 'text': the name of your dataset.")
-@click.option("--train", type=_FILE, default=None, help="NAME 'text': the training text (UTF-8).")
-@click.option("--valid", type=_FILE, default=None, help="NAME 'text': the validation text (UTF-8).")
-@click.option("--test", type=_FILE, default=None, help="NAME 'text': the test text (optional).")
-@click.option("--archive", type=_FILE, default=None,
-              help="NAME 'text': a zip or tar with train.txt, valid.txt [, test.txt] instead of the files.")
-@click.option("--sha256", metavar="HEX", default=None, help="NAME 'text': the sha256 the --archive must have.")
-@click.option("--documents", type=click.Choice(["headings", "paragraphs", "lines", "file"]), default="headings",
-              show_default=True,
-              help="NAME 'text': documents are WikiText '= Title =' articles, blank-line-separated paragraphs, "
-                   "non-blank lines, or whole files.")
-def prepare(name: str, data_dir: Path | None, tokens: int | None, vocab_size: int, tokenizer: str,
-            mirror: str | None, force: bool, text_name: str | None, train: Path | None, valid: Path | None,
-            test: Path | None, archive: Path | None, sha256: str | None, documents: str) -> None:
+@config_options(OwnText, param="own")
+def prepare(name: str, data_dir: Path | None, text: TextOptions, mirror: str | None, force: bool,
+            own: OwnText) -> None:
     """Download NAME, verify its checksum and write it in the form workloads read (see docs/DATA.md).
 
     \b
@@ -70,29 +54,25 @@ def prepare(name: str, data_dir: Path | None, tokens: int | None, vocab_size: in
       optbench run -w optbench_workloads.lm:lm --size tiny@mycorpus
     """
     from optbench import data as datasets
-    from optbench.data.text import TextOptions
     from optbench.errors import UsageError
 
-    options = TextOptions(tokens=tokens, vocab_size=vocab_size, tokenizer=tokenizer)
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    own = {"--name": text_name, "--train": train, "--valid": valid, "--test": test, "--archive": archive,
-           "--sha256": sha256, "--documents": None if documents == "headings" else documents}
     if name == "text":
-        if text_name is None:
+        if own.dataset is None:
             raise UsageError("optbench data prepare text needs --name NAME (what workloads call your corpus)")
         if mirror and os.environ.get("OPTBENCH_MIRROR") != mirror:
             raise UsageError("--mirror applies to published datasets; your own text is read from its files")
         manifest = datasets.prepare_user_text(
-            text_name, train=train, valid=valid, test=test, archive=archive, sha256=sha256, data_dir=data_dir,
-            text=options, documents=documents, force=force, log=log)
-        name = text_name
+            own.dataset, train=own.train, valid=own.valid, test=own.test, archive=own.archive, sha256=own.sha256,
+            data_dir=data_dir, text=text, documents=own.documents, force=force, log=log)
+        name = own.dataset
     else:
-        given = [flag for flag, value in own.items() if value is not None]
+        given = own.given()
         if given:
             verb = "applies" if len(given) == 1 else "apply"
             raise UsageError(f"{', '.join(given)} {verb} to 'optbench data prepare text' (your own corpus), not to "
                              f"{name}")
-        manifest = datasets.prepare(name, data_dir=data_dir, mirror=mirror, text=options, force=force,
+        manifest = datasets.prepare(name, data_dir=data_dir, mirror=mirror, text=text, force=force,
                                     progress=sys.stderr.isatty(), log=log)
     click.echo(f"{name}: {contents(manifest)} in {datasets.dataset_dir(name, data_dir)}")
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from optbench.data.catalog import MANIFEST, MANIFEST_VERSION, TextSpec
 from optbench.data.download import Downloaded, Fetcher, atomic_file, hash_file, write_json
 from optbench.errors import UsageError
+from optbench.options import option
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -59,9 +60,13 @@ class TextOptions:
       tokenizer: ``"auto"`` (GPT-2 if available offline, else BPE), ``"gpt2"`` or ``"bpe"``.
     """
 
-    tokens: int | None = None
-    vocab_size: int = 8192
-    tokenizer: str = "auto"
+    tokens: int | None = option(None, "--tokens", "Text: train tokens to write (C4 downloads only the shards they need) "
+                                "[default: all for wikitext103 and your own text, 100M for c4].", kind="int",
+                                low=1, high=2**62)
+    vocab_size: int = option(8192, "--vocab-size", "Text: vocabulary of the byte-level BPE trained when GPT-2's "
+                             "tokenizer is not available.", kind="int", low=MIN_VOCAB, high=2**32, show_default=True)
+    tokenizer: str = option("auto", "--tokenizer", "Text: auto = GPT-2 via tiktoken if it loads offline, else train a "
+                            "BPE.", kind="choice", choices=TOKENIZERS, show_default=True)
 
     def __post_init__(self) -> None:
         if self.tokens is not None and self.tokens <= 0:

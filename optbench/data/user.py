@@ -30,11 +30,36 @@ from typing import IO, TYPE_CHECKING, Any
 
 from optbench.data.catalog import DATASETS, MANIFEST, MANIFEST_VERSION, USER_SOURCE
 from optbench.errors import UsageError
+from optbench.options import option
 
 if TYPE_CHECKING:  # pragma: no cover
     from optbench.data.text import TextOptions
 
 DOCUMENTS = ("headings", "paragraphs", "lines", "file")  # how a file is cut into documents (each followed by end-of-text)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OwnText:
+    """The options of ``optbench data prepare text``: your own corpus, and how it is cut into documents (declared
+    once: the command line is generated from these fields)."""
+
+    dataset: str | None = option(None, "--name", "NAME 'text': the name of your dataset.", kind="text")
+    train: Path | None = option(None, "--train", "NAME 'text': the training text (UTF-8).", kind="file")
+    valid: Path | None = option(None, "--valid", "NAME 'text': the validation text (UTF-8).", kind="file")
+    test: Path | None = option(None, "--test", "NAME 'text': the test text (optional).", kind="file")
+    archive: Path | None = option(None, "--archive", "NAME 'text': a zip or tar with train.txt, valid.txt [, test.txt] "
+                                  "instead of the files.", kind="file")
+    sha256: str | None = option(None, "--sha256", "NAME 'text': the sha256 the --archive must have.", kind="text",
+                                metavar="HEX")
+    documents: str = option("headings", "--documents", "NAME 'text': documents are WikiText '= Title =' articles, "
+                            "blank-line-separated paragraphs, non-blank lines, or whole files.", kind="choice",
+                            choices=DOCUMENTS, show_default=True)
+
+    def given(self) -> list[str]:
+        """The flags given (a non-default documents mode counts): they apply to your own text only."""
+        from dataclasses import fields
+
+        return [f.metadata["option"].flag for f in fields(self) if getattr(self, f.name) != f.default]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _RESERVED = frozenset({"downloads", "text"})  # the download cache; the CLI's keyword for this route
 _MEMBER = re.compile(r"(?:wiki\.)?(train|valid|val|test)\.(?:txt|raw)")  # archive members, WikiText's names too
