@@ -467,7 +467,7 @@ def _nproc(execution: Execution) -> int:
 
 
 def _plan_line(planned: int, skipped: int, todo: int, execution: Execution) -> str:
-    line = f"{planned} trials planned, {skipped} already recorded, {todo} to run"
+    line = f"{planned} trial{'s' if planned != 1 else ''} planned, {skipped} already recorded, {todo} to run"
     if execution.cluster is not None:
         return line + f" as {execution.cluster.executor} tasks"
     if execution.jobs > 1 and todo > 1:
