@@ -4,10 +4,17 @@ any prepared text dataset, your own included (``--size tiny@NAME``, uncalibrated
 Data (prepared by ``optbench data prepare wikitext103`` / ``c4``): each split is one flat file of token ids with an
 end-of-text id after every document. Training batches are packed nanoGPT-style: B windows of T + 1 consecutive
 tokens at offsets drawn uniformly with the trial's generator (inputs = window[:-1], targets = window[1:]); windows
-cross document boundaries, the end-of-text token marks them. Sampling is stateless, so a resumed trial draws the
-same batches. A train file that fits (at most ``RESIDENT_MAX_TOKENS``) lives on the device as int32 and a batch is
-one gather there; a larger one stays a memory map and each batch is gathered on the host, pinned and copied
-asynchronously.
+cross document boundaries, the end-of-text token marks them. A train file that fits (at most
+``RESIDENT_MAX_TOKENS``) lives on the device as int32 and a batch is one gather there; a larger one stays a memory
+map and each batch is gathered on the host, pinned and copied asynchronously (:class:`MappedTokens`).
+
+Data order: the offsets are a function of the trial's data generator's state only (seeded from the trial's seed),
+so a resumed trial, which restores that state, draws the same batches. A resident file, and any file on the CPU,
+draws them with ``torch.randint`` from the generator itself. A memory-mapped file with a CUDA generator draws them
+on the host, so that no step waits for the device to learn where to read: NumPy's PCG64 seeded by a hash of the
+generator's seed and Philox offset (both host-side values), after which the offset is advanced by one Philox block
+so that the next batch draws anew (:func:`host_offsets`). The two routes give different batches for one seed on
+CUDA (each is deterministic); on the CPU they are the same, and the batches are those of earlier versions.
 
 Validation: the first K non-overlapping windows of ``val.bin`` (window i covers tokens [iT, iT + T]; every one of
 the K T target tokens is predicted once), K per size. Metric: mean cross-entropy in nats per token (``val_loss``,
@@ -38,7 +45,7 @@ from torch import nn
 from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
 from optbench.errors import DataMissingError, UsageError
 from optbench_workloads._gpt import GPTConfig, build_gpt
-from optbench_workloads._loss import head_cross_entropy, sample_targets
+from optbench_workloads._loss import check_fp32_head, head_cross_entropy, sample_targets
 
 RESIDENT_MAX_TOKENS = 1 << 30  # int32 on the device: at most 4 GiB; larger train files are read from a memory map
 
@@ -110,7 +117,7 @@ class TokenBatch:
 
 
 class ResidentTokens:
-    """A token file held on the device as int32; a batch of windows is one gather."""
+    """A token file held on the device as int32; a batch of windows is one gather there."""
 
     def __init__(self, tokens: Any, device: torch.device) -> None:
         import numpy as np
@@ -121,14 +128,47 @@ class ResidentTokens:
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
-    def windows(self, offsets: torch.Tensor, length: int) -> torch.Tensor:
-        """Rows ``tokens[o : o + length]`` for each offset; (B,) -> (B, length) int64 on the device."""
+    def draw(self, batch_size: int, length: int, generator: torch.Generator) -> torch.Tensor:
+        """``batch_size`` windows of ``length`` tokens at offsets drawn from ``generator`` on its device:
+        (B, length) int64 on the device."""
+        high = len(self) - length + 1  # last valid start + 1
+        offsets = torch.randint(0, high, (batch_size,), generator=generator, device=generator.device)  # (B,)
         idx = offsets.to(self.device)[:, None] + torch.arange(length, device=self.device)  # (B, L)
         return self.tokens[idx].long()
 
 
+PHILOX_BLOCK = 4  # a CUDA generator's offset moves in multiples of 4 (one Philox draw of four 32-bit numbers)
+
+
+def host_offsets(generator: torch.Generator, high: int, count: int) -> Any:
+    """``count`` offsets uniform in [0, high), drawn on the host: (count,) int64 NumPy array.
+
+    A CPU generator draws them itself (``torch.randint``: the stream of the resident route). A device generator's
+    stream lives on the device, where reading it would stall the host every step; its seed and Philox offset are
+    host-side values, so the offsets come from a NumPy generator seeded by both, and the offset then moves on by one
+    Philox block: a function of the generator's state alone, which checkpoints save and restore.
+    """
+    import hashlib
+
+    import numpy as np
+
+    if generator.device.type == "cpu":
+        return torch.randint(0, high, (count,), generator=generator, device=generator.device).numpy()
+    offset = generator.get_offset()
+    key = hashlib.sha256(f"{generator.initial_seed()}:{offset}".encode()).digest()[:8]
+    generator.set_offset(offset + PHILOX_BLOCK)
+    return np.random.default_rng(int.from_bytes(key, "little")).integers(0, high, count, dtype=np.int64)
+
+
 class MappedTokens:
-    """A token file too large for the device: windows are gathered from the memory map on the host."""
+    """A token file too large for the device: each batch is gathered from the memory map on the host, then copied.
+
+    Per step, with nothing waiting for the device: offsets drawn on the host (:func:`host_offsets`), B contiguous
+    slices of the map copied into one (B, L) int32 array (half the bytes of int64 rows on the bus; ids
+    fit: vocabularies are below 2^31), pinned on CUDA and copied asynchronously, widened to int64 on the device.
+    PyTorch's caching host allocator keeps a pinned block from reuse until its copy has completed, so the buffer of
+    one step is never overwritten while the device still reads it.
+    """
 
     def __init__(self, tokens: Any, device: torch.device) -> None:
         self.tokens, self.device = tokens, device
@@ -136,16 +176,18 @@ class MappedTokens:
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
-    def windows(self, offsets: torch.Tensor, length: int) -> torch.Tensor:
-        """Rows ``tokens[o : o + length]``; gathered on the host, pinned and copied without blocking on CUDA."""
+    def draw(self, batch_size: int, length: int, generator: torch.Generator) -> torch.Tensor:
+        """Like :meth:`ResidentTokens.draw`: (B, length) int64 on the device."""
         import numpy as np
 
-        offs = offsets.cpu().numpy()  # (B,); one small sync when the generator lives on the GPU
-        rows = np.stack([np.asarray(self.tokens[o:o + length], dtype=np.int64) for o in offs])  # (B, L)
+        offsets = host_offsets(generator, len(self) - length + 1, batch_size)  # (B,) on the host
+        rows = np.empty((batch_size, length), dtype=np.int32)  # (B, L)
+        for i, o in enumerate(offsets.tolist()):  # a NumPy array: no tensor is read here
+            rows[i] = self.tokens[o:o + length]
         host = torch.from_numpy(rows)
         if self.device.type == "cuda":
             host = host.pin_memory()
-        return host.to(self.device, non_blocking=True)
+        return host.to(self.device, non_blocking=True).long()
 
 
 def token_source(tokens: Any, device: torch.device, *, max_tokens: int | None) -> ResidentTokens | MappedTokens:
@@ -223,6 +265,8 @@ class LMTask:
         )
         self.seq_len = self.cfg.seq_len
         self.autocast = bool(opts.get("autocast", False)) and device.type == "cuda"
+        if self.autocast:
+            check_fp32_head(device)  # decided here, off the clock and outside any compiled graph
         self.eval_batch_size = int(opts.get("eval_batch_size", 32))
         self.train = token_source(train, device, max_tokens=opts.get("max_train_tokens"))
         if len(self.train) < self.seq_len + 1:
@@ -246,9 +290,7 @@ class LMTask:
         return build_gpt(self.cfg, generator).to(self.device)
 
     def next_batch(self, batch_size: int, generator: torch.Generator) -> TokenBatch:
-        high = len(self.train) - self.seq_len  # last valid start + 1 for a window of T + 1 tokens
-        offsets = torch.randint(0, high, (batch_size,), generator=generator, device=generator.device)
-        window = self.train.windows(offsets, self.seq_len + 1)  # (B, T + 1)
+        window = self.train.draw(batch_size, self.seq_len + 1, generator)  # (B, T + 1)
         return TokenBatch(inputs=window[:, :-1], targets=window[:, 1:])
 
     def loss(self, model: nn.Module, batch: TokenBatch) -> torch.Tensor:
