@@ -34,6 +34,7 @@ from torch import nn
 
 from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
 from optbench.errors import UsageError
+from optbench_workloads._loss import gumbel_max
 from optbench_workloads._resnet import build_model
 
 # Per-channel statistics of the CIFAR-10 training images (RGB, pixel values in [0, 1]).
@@ -186,8 +187,7 @@ class CifarTask:
     def sampled_loss(self, model: nn.Module, batch: ImageBatch, generator: torch.Generator) -> torch.Tensor:
         # Labels drawn from the model's own softmax (Sophia's Gauss-Newton-Bartlett estimator); no smoothing.
         logits = self._logits(model, batch.x)
-        probs = torch.softmax(logits.detach(), dim=-1)
-        y = torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(1).to(logits.device)
+        y = gumbel_max(logits.detach(), generator)  # (B,): a sample of softmax(logits), no host read (multinomial's)
         return F.cross_entropy(logits, y)
 
     def evaluate(self, model: nn.Module) -> Mapping[str, float]:
