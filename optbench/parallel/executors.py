@@ -6,8 +6,10 @@ without pickling live objects. The sweep engine above passes its own function; n
 job's return value, or why it has none, comes back through ``done(index, value, reason)``:
 
 - :class:`Inline` runs the jobs in this process, one after another (a progress bar can be drawn; Ctrl-C stops).
-- :class:`Pool` runs them in ``jobs`` spawned worker processes sharing the cores; a dead worker fails only the
-  jobs in flight (reported, not recorded: a re-run retries them) and the queue continues in a fresh pool.
+- :class:`Pool` runs them in ``jobs`` spawned worker processes sharing the cores, and on a machine with GPUs each
+  worker on its own GPU(s) (``CUDA_VISIBLE_DEVICES``, round robin when there are more workers than GPUs); a dead
+  worker fails only the jobs in flight (reported, not recorded: a re-run retries them) and the queue continues in
+  a fresh pool.
 - :class:`Submitit` submits one task per job as a SLURM job array, or as local processes through the same code
   path (submitit, facebookincubator/submitit). A preempted or timed-out task is requeued (:meth:`Task.checkpoint`)
   and the job starts again; the trial's own checkpoint holds its progress. submitit's pickled results are never
@@ -81,11 +83,36 @@ class Inline:
             done(k, value, None)
 
 
-def _init_worker(threads: int) -> None:
-    """Worker start-up: share the cores between the workers instead of each taking them all."""
+def _init_worker(threads: int, gpus: Any = None) -> None:
+    """Worker start-up: share the cores between the workers instead of each taking them all, and take the next GPU
+    assignment from ``gpus`` (a queue of ``CUDA_VISIBLE_DEVICES`` values, one per worker; None without GPUs)
+    before anything initialises CUDA, so that ``--device cuda`` (or ``auto``) in this worker is its own GPU."""
+    if gpus is not None:
+        try:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpus.get(timeout=30)
+        except Exception:  # no assignment left (never expected): the worker sees every GPU, as without a queue
+            pass
     import torch
 
     torch.set_num_threads(threads)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may hand out, as ``CUDA_VISIBLE_DEVICES`` entries (indices or UUIDs)."""
+    import torch
+
+    count = torch.cuda.device_count()
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return listed[:count]
+    return [str(i) for i in range(count)]
+
+
+def gpu_assignments(workers: int, gpus: Sequence[str], per_worker: int = 1) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` of each worker: worker k takes ``per_worker`` consecutive GPUs from k * per_worker,
+    wrapping around (several workers share a GPU only when there are more workers than GPUs)."""
+    per = max(1, min(per_worker, len(gpus)))
+    return [",".join(gpus[(k * per + j) % len(gpus)] for j in range(per)) for k in range(workers)]
 
 
 def _call(fn: str, job: Mapping[str, Any]) -> Any:
@@ -96,10 +123,11 @@ class Pool:
     """At most ``workers`` jobs in flight in spawned processes, so that when a worker dies we know which jobs were
     running: a dead worker breaks the whole pool, every job in flight fails (those that had finished keep their
     value), and the queued jobs continue in a fresh pool. On a usage error the running jobs finish and queued
-    ones are dropped."""
+    ones are dropped. Where GPUs are visible each worker sees only its own ``gpus_per_worker`` of them
+    (:func:`gpu_assignments`): a trial on ``cuda`` there is alone on its GPU unless workers outnumber GPUs."""
 
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
+    def __init__(self, workers: int, *, gpus_per_worker: int = 1) -> None:
+        self.workers, self.gpus_per_worker = workers, gpus_per_worker
 
     def run(self, jobs: Sequence[Mapping[str, Any]], fn: str, done: Done) -> None:
         import multiprocessing
@@ -108,9 +136,10 @@ class Pool:
         workers = max(1, min(self.workers, len(jobs)))
         queue = deque(enumerate(jobs))
         threads = max(1, cores() // workers)
+        context = multiprocessing.get_context("spawn")
         while queue:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(threads,))
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                                       initargs=(threads, self._gpu_queue(context, workers)))
             running: dict[Any, int] = {}
             try:
                 broken = False
@@ -127,6 +156,16 @@ class Pool:
                         _collect(fut, running.pop(fut), done)
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _gpu_queue(self, context: Any, workers: int) -> Any:
+        """A queue holding each worker's ``CUDA_VISIBLE_DEVICES`` (None when no GPU is visible)."""
+        gpus = visible_gpus()
+        if not gpus:
+            return None
+        queue = context.Queue()
+        for assignment in gpu_assignments(workers, gpus, self.gpus_per_worker):
+            queue.put(assignment)
+        return queue
 
 
 def _fill(pool: Any, queue: deque[tuple[int, Mapping[str, Any]]], running: dict[Any, int], workers: int,

@@ -491,7 +491,7 @@ def _executor(execution: Execution, preps: Sequence[PreparedTrial], todo: Sequen
 
         return executors.Submitit(execution.cluster, logs=logs, on_submit=submitted)
     if execution.jobs > 1:
-        return executors.Pool(execution.jobs)
+        return executors.Pool(execution.jobs, gpus_per_worker=execution.nproc)
     observer: Callable[[int], Mapping[str, Any]] | None = None
     if reporter is not None and execution.nproc == 1:
         observer = lambda k: {"observer": reporter.observer(preps[todo[k]])}  # noqa: E731
