@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Trials the tests start without naming a device run on the CPU, with a GPU visible too (their expected outcomes,
+# records and timings are the CPU's); a test of a CUDA path names its device. Set before optbench is imported: the
+# --device default is read from it (optbench.engine.prepared.DEVICE_ENV), here and in every subprocess.
+os.environ.setdefault("OPTBENCH_DEVICE", "cpu")
 
 PLUGINS = Path(__file__).parent / "plugins"
 

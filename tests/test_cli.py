@@ -7,9 +7,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from optbench.cli import main
+
+# A GPU the machine does not have: none at all here on CI; with GPUs visible (the GPU check), a hundredth one.
+NO_SUCH_GPU = ((["run", "--device", "cuda:99"], "this machine has") if torch.cuda.is_available()
+               else (["run", "--device", "cuda"], "no CUDA GPU"))
 
 
 def invoke(*args: str):
@@ -64,7 +69,7 @@ def test_score_formats(results, fmt, needle):
     (["run", "--opt", "no.such.module:Thing"], "failed to import"),
     (["run", "--opt", "tests/plugins/broken_plugin.py:x"], "broken on purpose"),
     (["run", "--opt", "tests/plugins/bad_optimizers.py:not_a_submission"], "does not fit the API"),
-    (["run", "--device", "cuda"], "no CUDA GPU"),
+    NO_SUCH_GPU,
     (["run", "--max-steps", "0"], "--max-steps"),
     (["run", "--bogus"], "No such option"),
     (["score", "--by", "furlongs"], "furlongs"),

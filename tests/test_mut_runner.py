@@ -471,7 +471,8 @@ class _TypeTask(LinRegTask):
     seen: list
 
     def loss(self, model, batch):
-        self.seen.append(("loss", type(model).__name__))
+        compiled = getattr(model, "compiled", None)  # the compiled module, inside its dynamic-batch wrapper
+        self.seen.append(("loss", type(compiled if compiled is not None else model).__name__))
         return super().loss(model, batch)
 
     def evaluate(self, model):

@@ -7,7 +7,10 @@ size, submission and their versions, merged hyperparameters, seed, study, trial)
 (:meth:`optbench.engine.prepared.PreparedTrial.checkpoint_key`); a checkpoint whose key differs is refused with a one-line
 reason, never loaded. Beside it, ``<name>.progress`` holds the timed seconds the trial had reached (rewritten at most
 ten times a second of wall clock): after a kill, the timed seconds past the checkpoint are the work lost, added up in
-the trial's counters and recorded on its result. A trial stopped by Ctrl-C is recorded as ``interrupted`` and noted
+the trial's counters and recorded on its result. A checkpoint that cannot be resumed (unreadable, another trial's,
+another device type's or device count's, a generator state that does not fit) is refused in one line
+(:class:`UnusableCheckpoint`, a usage error: the command stops before training) and left exactly as it was: hours
+of training are never discarded because a resume failed. A trial stopped by Ctrl-C is recorded as ``interrupted`` and noted
 in ``<name>.interrupted``; when it is resumed and finishes, its final result supersedes that record, which is
 deleted, so a resumed trial counts once in ``score``, ``report`` and ``status``.
 """
@@ -23,10 +26,14 @@ import torch
 
 from optbench.errors import UsageError
 from optbench.store.fsutil import atomic_file
-from optbench.engine.state import TrialState
+from optbench.engine.state import ForeignState, TrialState
 
 FORMAT = 1
 HEARTBEAT_EVERY = 0.1  # seconds of wall clock between progress notes (each one small atomic write)
+
+
+class UnusableCheckpoint(UsageError):
+    """The trial's checkpoint cannot be resumed here; it is kept untouched (the message says why and what to do)."""
 
 
 def progress_path(path: Path) -> Path:
@@ -45,25 +52,50 @@ def load(state: TrialState, path: Path, key: dict[str, Any]) -> None:
     """Resume ``state`` from ``path``: check the key, restore, and count the resume and the seconds it lost.
 
     Raises:
-      UsageError: the file is not a checkpoint of this format, or belongs to another trial or code version.
+      UnusableCheckpoint: the file is not a checkpoint of this format, belongs to another trial, code version,
+        device type or device count, or holds a state this trial cannot take; the file is left as it was.
     """
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated by a crash outside the atomic rename, or not a checkpoint at all
-        raise UsageError(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}); delete it to start the "
-                         "trial afresh") from None
-    if not isinstance(saved, dict) or saved.get("format") != FORMAT or not isinstance(saved.get("key"), dict):
-        raise UsageError(f"{str(path)!r} is not an optbench checkpoint of format {FORMAT}; delete it to start afresh")
+    saved = _read(path)
     theirs = saved["key"]
     differ = sorted(k for k in set(key) | set(theirs) if key.get(k) != theirs.get(k))
     if differ:
-        raise UsageError(f"checkpoint {str(path)!r} belongs to another trial or code version (differs in "
-                         f"{', '.join(differ)}); delete it, or run the code and trial that wrote it")
-    state.load_state_dict(saved["state"])
+        raise UnusableCheckpoint(f"checkpoint {str(path)!r} belongs to another trial or code version (differs in "
+                                 f"{_differences(differ, key, theirs)}); it was kept: run the code and trial that "
+                                 "wrote it, or delete it to start afresh")
+    try:
+        state.load_state_dict(saved["state"])
+    except Exception as exc:  # ForeignState, a model or updater state that does not fit: nothing to train from
+        raise UnusableCheckpoint(f"checkpoint {str(path)!r} cannot be resumed here ({_one_line(exc)}); it was "
+                                 "kept: resume it where it was written, or delete it to start afresh") from None
     reached = _progress(path)
     c = state.counters
     c.resumes += 1
     c.lost_seconds += max(0.0, reached - state.clock.timed) if reached is not None else 0.0
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The checkpoint's contents, checked for the format (a dict with a key dict and a state)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated by a crash outside the atomic rename, or not a checkpoint at all
+        raise UnusableCheckpoint(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}); delete it to "
+                                 "start the trial afresh") from None
+    if (not isinstance(saved, dict) or saved.get("format") != FORMAT or not isinstance(saved.get("key"), dict)
+            or not isinstance(saved.get("state"), dict)):
+        raise UnusableCheckpoint(f"{str(path)!r} is not an optbench checkpoint of format {FORMAT}; delete it to "
+                                 "start afresh")
+    return saved
+
+
+def _differences(names: list[str], mine: dict[str, Any], theirs: dict[str, Any]) -> str:
+    """``names``, with both values for the settings of where a trial runs (``device_type: cuda here, cpu saved``)."""
+    shown = ("device_type", "device_count", "deterministic", "matmul_precision")
+    return ", ".join(f"{n}: {mine.get(n)} here, {theirs.get(n)} saved" if n in shown else n for n in names)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 _last_note: dict[Path, float] = {}

@@ -26,6 +26,7 @@ import torch
 
 from optbench.api import Capability, Task
 from optbench.engine import checkpoints
+from optbench.engine.backends import CompileWatch, compile_model
 from optbench.engine.clock import Clock
 from optbench.engine.prepared import MAX_BATCH, PreparedTrial
 from optbench.engine.state import TrialState
@@ -93,14 +94,15 @@ class TrialLoop:
         model = task.init_model(torch.Generator().manual_seed(derive_seed(prep.seed, "init")))
         updater = prep.submission.obj.create(model, prep.hparams, prep.info)
         # The submission and the checkpoints see the plain module; only forward passes go through the compiled one.
-        self.forward_model = torch.compile(model) if prep.compile else model
+        self.forward_model = compile_model(model) if prep.compile else model
         data_device = device if device.type == "cuda" else torch.device("cpu")
         self.state = TrialState(
             model=model, updater=updater,
             data_gen=torch.Generator(device=data_device).manual_seed(derive_seed(prep.seed, "data")),
             sample_gen=torch.Generator(device=data_device).manual_seed(derive_seed(prep.seed, "sample")),
-            clock=Clock(device=device, waiter=group.sync if group is not None else None),
+            clock=Clock(device=device, waiter=group.sync if group is not None else None), device=device,
         )
+        self.began = False  # resumed from the checkpoint, or warmed up afresh: see begin()
         self.stepper = Stepper(task=task, model=self.forward_model, params_of=model, micro=prep.micro_batch_size,
                                world=self.world, group=group, sample_gen=self.state.sample_gen)
         self.pending: list[torch.Tensor] = []  # this stretch's step losses (0-d, on the device), not yet read
@@ -238,8 +240,26 @@ class TrialLoop:
                                     f"value {ref:.4g} at step {step}")
 
     # ----- the loop -------------------------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Resume from the trial's checkpoint when there is one, else run the warm-up steps.
+
+        Raises:
+          checkpoints.UnusableCheckpoint: the checkpoint cannot be resumed here (it is left as it was).
+        """
+        prep = self.prep
+        if prep.checkpoint is not None and prep.resume and prep.checkpoint.exists():
+            checkpoints.load(self.state, prep.checkpoint, prep.checkpoint_key())
+        else:
+            self.warm_up()
+        self.began = True
+
+    def watch_compiles(self) -> CompileWatch:
+        """A context counting what ``--compile`` compiles while it is open into the trial's counters."""
+        return CompileWatch(lambda: self.state.counters)
+
     def warm_up(self) -> None:
-        """Run ``warmup_steps`` steps off the clock, then restore the state exactly (only caches stay warm)."""
+        """Run ``warmup_steps`` steps off the clock, then restore the state exactly (only caches stay warm, and the
+        counts of what they compiled)."""
         if self.prep.warmup_steps <= 0:
             return
         snap = self.state.snapshot()
@@ -247,7 +267,9 @@ class TrialLoop:
             self.step()
         self.state.clock.sync()
         self.pending.clear()
+        warmed = self.state.counters
         self.state.load_state_dict(snap)
+        self.state.counters.keep_compiles(warmed)
 
     def after_eval(self, row: EvalRow) -> bool:
         hit = self.metric.reached(row.metric_value, self.prep.target)

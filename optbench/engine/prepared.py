@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -44,6 +45,7 @@ MAX_NAME = 200  # characters of a study, trial or plugin name (they become file 
 DEFAULT_CHECKPOINT_EVERY = 600.0  # timed seconds between checkpoints of a long trial, unless given
 LONG_TRIAL_SECONDS = 3600.0  # a budget of at least this many timed seconds checkpoints by default
 SYNC_EVERY_GPU = 20  # steps between loss reads on a GPU: the launch queue never drains within a stretch
+DEVICE_ENV = "OPTBENCH_DEVICE"  # the default --device (the test suite sets cpu: its trials run as on CI, GPU or not)
 
 
 def text(value: Any, *, what: str) -> str:
@@ -98,8 +100,14 @@ class TrialConfig:
         scale, into ``metrics_json`` (:mod:`optbench.engine.diagnostics`).
       step_hint: the schedule's horizon in steps (default: the size's ``step_hint``; give ``max_steps`` with a
         shortened budget so that the run still decays its learning rate instead of ending in its warm-up).
-      compile: run the model's forward under ``torch.compile``. Compilation happens in the first steps and is timed
-        (as in AlgoPerf), unless ``warmup_steps`` take it off the clock.
+      compile: run the model's forward under ``torch.compile``, its batch dimension dynamic (one graph for every
+        batch size). Compilation happens in the first steps and is timed (as in AlgoPerf), unless ``warmup_steps``
+        take it off the clock; its seconds and recompilations are recorded.
+      deterministic: deterministic algorithms, cuBLAS's fixed workspace and math attention
+        (:class:`optbench.engine.backends.TrialSettings`): on CUDA, the same trial run twice, or interrupted and
+        resumed, is then bit-identical (on the CPU it always is).
+      tf32: fp32 matmuls and convolutions on CUDA in TensorFloat-32 (default: on, as AlgoPerf runs on its A100s)
+        or in full fp32; recorded as ``matmul_precision``.
       micro_batch_size: examples per forward/backward pass on one process (default: the size's); the batch is
         accumulated over ceil(batch / processes / micro) passes with the same gradient.
       sync_every: read the training losses (divergence, progress) every this many steps; the only per-step-free
@@ -122,8 +130,9 @@ class TrialConfig:
                               kind="text")
     hparams: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
-    device: str = option("auto", "--device", "auto (CUDA where available, else CPU), cpu, cuda or cuda:N.",
-                         kind="text", show_default=True)
+    device: str = option(os.environ.get(DEVICE_ENV) or "auto", "--device", "auto (CUDA where available, else CPU), "
+                         "cpu, cuda or cuda:N [default: $OPTBENCH_DEVICE, else auto].", kind="text",
+                         show_default=True)
     study: str | None = None
     trial: str = "0"
     data_dir: Path | None = option(None, "--data-dir", "Prepared datasets [default: ~/.cache/optbench or "
@@ -164,6 +173,14 @@ class TrialConfig:
                                "caches / compilation).", kind="int", low=0, high=MAX_WARMUP_STEPS, show_default=True)
     compile: bool = option(False, "--compile", "Run the model under torch.compile (compilation is timed unless "
                            "--warmup-steps).", kind="flag")
+    deterministic: bool = option(
+        False, "--deterministic", "Deterministic algorithms (torch.use_deterministic_algorithms, cuBLAS's fixed "
+        "workspace, math attention): a CUDA trial run twice or resumed is bit-identical (CPU trials always are); "
+        "slower, and an operation without a deterministic kernel ends the trial as error. Recorded.", kind="flag")
+    tf32: bool | None = option(
+        None, "--tf32", "fp32 matmuls and convolutions on CUDA in TensorFloat-32 (--tf32) or full fp32 (--no-tf32) "
+        "[default: TF32, as AlgoPerf runs on its A100s]; recorded as matmul_precision (CPU matmuls are always "
+        "full fp32).", kind="switch")
     diagnostics: bool = option(False, "--diagnostics", "At every evaluation (untimed): top Hessian eigenvalue beside "
                                "2/lr, preconditioned sharpness, gradient noise scale, into metrics_json.", kind="flag")
     hvp_batch: int | None = option(None, "--hvp-batch", "Diagnostics: examples of the fixed batch the sharpness is "
@@ -215,6 +232,7 @@ class PreparedTrial:
       timeout, warmup_steps, divergence_factor, compile, checkpoint, data_dir: as in :class:`TrialConfig`,
         validated.
       results_dir: where the result goes.
+      deterministic, tf32: the torch settings the trial runs under (see :class:`TrialConfig`).
       micro_batch_size: examples per forward/backward pass on one process (None: the rank's whole share).
       world_size: processes training the trial together (torchrun's WORLD_SIZE; 1 without torchrun).
       sync_every: steps between reads of the training losses (see :class:`TrialConfig`).
@@ -256,6 +274,8 @@ class PreparedTrial:
     full_budget: bool = False
     study_kind: str = "run"
     varies: tuple[str, ...] = ()
+    deterministic: bool = False
+    tf32: bool = True
 
     @property
     def batch_size(self) -> int:
@@ -277,16 +297,22 @@ class PreparedTrial:
                               target=self.size.target)
 
     def checkpoint_key(self) -> dict[str, Any]:
-        """What a checkpoint must match to be resumed: the trial (not its budget: a budget may be extended) and the
-        versions of the code that wrote it (the engine's release and both plugins' distributions). Not the source
-        hash: an edit of the report code must not strand a day of training."""
+        """What a checkpoint must match to be resumed: the trial (not its budget: a budget may be extended), the
+        versions of the code that wrote it (the engine's release and both plugins' distributions), where it ran
+        (the device type and the number of devices: a state saved on CUDA holds CUDA generators, and a trial's
+        batches split over its ranks) and the torch settings that make it reproducible. Not the source hash: an
+        edit of the report code must not strand a day of training."""
         import optbench
+
+        from optbench.engine.backends import matmul_precision
 
         return {"workload": self.workload.obj.name, "size": self.size.name, "submission": self.submission.label,
                 "workload_origin": f"{self.workload.origin.distribution}=={self.workload.origin.version}",
                 "submission_origin": f"{self.submission.origin.distribution}=={self.submission.origin.version}",
                 "hparams": self.hparams_json, "seed": self.seed, "study": self.study, "trial": self.trial,
-                "optbench": optbench.__version__}
+                "optbench": optbench.__version__, "device_type": self.device.split(":")[0],
+                "device_count": self.world_size, "deterministic": self.deterministic,
+                "matmul_precision": matmul_precision(self.device, self.tf32)}
 
 
 def resolve_size(workload: Workload, name: str | None) -> Size:
@@ -368,6 +394,13 @@ def _extras(cfg: TrialConfig) -> dict[str, Any]:
             "varies": tuple(text(v, what="a varied setting") for v in cfg.varies)}
 
 
+def _torch_settings(cfg: TrialConfig) -> dict[str, Any]:
+    """``--deterministic`` and ``--tf32``, validated (TF32 on unless ``--no-tf32``)."""
+    tf32 = check(TrialConfig, "tf32", cfg.tf32)
+    return {"deterministic": check(TrialConfig, "deterministic", cfg.deterministic),
+            "tf32": True if tf32 is None else tf32}
+
+
 def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: TrialConfig, *,
             results_dir: Path) -> PreparedTrial:
     """Resolve and validate everything about one trial.
@@ -426,7 +459,7 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
         warmup_steps=warmup, divergence_factor=factor, compile=bool(cfg.compile), checkpoint=cfg.checkpoint,
         data_dir=cfg.data_dir, results_dir=Path(results_dir), micro_batch_size=micro, world_size=here.size,
         sync_every=sync_every, checkpoint_every=every, resume=bool(cfg.resume) or cfg.checkpoint is not None,
-        **_extras(cfg),
+        **_extras(cfg), **_torch_settings(cfg),
     )
     if cfg.checkpoint is None and (every is not None or cfg.resume):
         prep = replace(prep, checkpoint=checkpoint_path(Path(results_dir), prep.identity()), owns_checkpoint=True)

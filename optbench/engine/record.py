@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from optbench import SCHEMA_VERSION
 from optbench.api import reached
+from optbench.engine.backends import matmul_precision
 from optbench.engine.batches import accumulation_steps
 from optbench.engine.loop import TrialLoop
 from optbench.engine.prepared import PreparedTrial
@@ -51,5 +52,14 @@ def record_of(prep: PreparedTrial, outcome: str, reason: str | None, loop: Trial
         sync_every=prep.sync_every, resumes=loop.state.counters.resumes if loop else 0,
         lost_seconds=loop.state.counters.lost_seconds if loop else 0.0,
         step_hint=prep.info.step_hint, base_batch_size=prep.batch_size, diagnostics=prep.diagnostics,
-        study_kind=prep.study_kind, varies=",".join(prep.varies),
+        study_kind=prep.study_kind, varies=",".join(prep.varies), deterministic=prep.deterministic,
+        matmul_precision=matmul_precision(prep.device, prep.tf32), **_compiled(prep, loop),
     )
+
+
+def _compiled(prep: PreparedTrial, loop: TrialLoop | None) -> dict[str, float | int | None]:
+    """What ``--compile`` cost the trial (None when it was off)."""
+    if not prep.compile:
+        return {"compile_seconds": None, "recompiles": None}
+    c = loop.state.counters if loop is not None else None
+    return {"compile_seconds": c.compile_seconds if c else 0.0, "recompiles": c.recompiles if c else 0}

@@ -30,6 +30,7 @@ import torch
 
 from optbench.api import Submission, Workload
 from optbench.engine import checkpoints
+from optbench.engine.backends import TrialSettings
 from optbench.engine.loop import Observer, Stop, TrialLoop, TrialTimeout, classify, derive_seed
 from optbench.engine.prepared import PreparedTrial, TrialConfig, prepare, resolve_device, resolve_size
 from optbench.engine.record import record_of
@@ -132,8 +133,8 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
         group.fail(ended.outcome, ended.reason)  # the peers stop at their next collective
     rows = ended.loop.state.rows if ended.loop is not None else []
     record = record_of(prep, ended.outcome, ended.reason, ended.loop, group)
-    path, note = _write_settling_checkpoint(prep, record, rows, trained=ended.loop is not None) if here.is_main \
-        else (None, None)
+    began = ended.loop is not None and ended.loop.began  # resumed or started afresh: the checkpoint is this run's
+    path, note = _write_settling_checkpoint(prep, record, rows, trained=began) if here.is_main else (None, None)
     if ended.interrupted:
         raise KeyboardInterrupt
     if group is not None and Group.broken:
@@ -168,19 +169,19 @@ class _Ended:
 
 
 def _train(prep: PreparedTrial, *, observer: Observer | None, group: Group | None, wall_start: float) -> _Ended:
-    """Set up and run the loop (resumed from the trial's checkpoint when there is one); every way it ends is an
-    outcome, except bad input found before the first step (a :class:`UsageError`) and a preemption (re-raised for
-    submitit to requeue the task)."""
+    """Set up and run the loop (resumed from the trial's checkpoint when there is one) under the trial's torch
+    settings; every way it ends is an outcome, except bad input found before the first step (a :class:`UsageError`:
+    a checkpoint that cannot be resumed is one, and is kept) and a preemption (re-raised for submitit to requeue the
+    task)."""
     loop: TrialLoop | None = None
     try:
-        with deadline(prep.timeout):
+        with deadline(prep.timeout), TrialSettings(device=torch.device(prep.device), deterministic=prep.deterministic,
+                                                   tf32=prep.tf32):
             task = prep.workload.obj.setup(prep.size, device=torch.device(prep.device), data_dir=prep.data_dir)
             loop = TrialLoop(prep=prep, task=task, observer=observer, wall_start=wall_start, group=group)
-            if prep.checkpoint is not None and prep.resume and prep.checkpoint.exists():
-                checkpoints.load(loop.state, prep.checkpoint, prep.checkpoint_key())
-            else:
-                loop.warm_up()
-            return _Ended(*loop.run(), loop)
+            with loop.watch_compiles():
+                loop.begin()
+                return _Ended(*loop.run(), loop)
     except Stop as stop:
         return _Ended(stop.outcome, stop.reason, loop)
     except TrialTimeout:
@@ -188,6 +189,8 @@ def _train(prep: PreparedTrial, *, observer: Observer | None, group: Group | Non
     except PeerFailed as peer:
         return _Ended(peer.outcome, f"rank {peer.rank} of {distributed.world().size}: {peer.reason or peer.outcome}",
                       loop)
+    except checkpoints.UnusableCheckpoint:
+        raise  # the command stops in one line; the checkpoint stays as it was
     except UsageError:
         if loop is None or not loop.state.counters.step:
             raise  # found in set-up, before any training: bad input, nothing to record
@@ -215,7 +218,8 @@ def _write_settling_checkpoint(prep: PreparedTrial, record: TrialRecord, rows: l
                                trained: bool) -> tuple[Path, str | None]:
     """Write the result (rank 0), and settle the trial's own checkpoint around it: a finished trial's checkpoint is
     marked finishing before the write and discarded after it; an interrupted trial's keeps a note of its record,
-    deleted once the resumed trial finishes."""
+    deleted once the resumed trial finishes. A checkpoint the trial never got to resume (``trained`` False: the
+    deadline or Ctrl-C came during set-up or the load) is left as it was, with its notes."""
     final = (prep.owns_checkpoint and record.outcome != "interrupted" and trained and prep.checkpoint.exists())
     if final:
         checkpoints.finishing(prep.checkpoint, trial_path(prep.results_dir, record))
@@ -225,7 +229,7 @@ def _write_settling_checkpoint(prep: PreparedTrial, record: TrialRecord, rows: l
     elif prep.owns_checkpoint and note is None:
         if record.outcome == "interrupted":  # superseded by the trial's final result, once it is resumed and finishes
             checkpoints.note_interrupted(prep.checkpoint, path)
-        else:  # finished without ever saving a checkpoint (interrupted before the first one, then run again)
+        elif not prep.checkpoint.exists():  # finished without ever saving one (interrupted before the first, rerun)
             checkpoints.retire_interrupted(prep.checkpoint)
     return path, note
 

@@ -11,7 +11,9 @@ of the global batch's tokens, w_i = n_i / N, before ``backward()``, so the accum
 and one rank nothing is weighted or reduced: the step is exactly ``loss = task.loss(model, batch); loss.backward()``.
 
 Nothing here reads a value back from the device: the step's loss stays a 0-d device tensor until the runner reads
-a stretch of them at once.
+a stretch of them at once. With several ranks, each micro-batch starts with :meth:`Group.check_peers` (one round trip
+to the rendezvous store, host only, no device work): a rank whose peer failed stops at its next micro-batch instead
+of queueing work behind a collective that will never complete (see :mod:`optbench.parallel.distributed`).
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class Stepper:
         (the global loss is the sum of the ranks' shares), a 0-d tensor still on the device."""
         total: torch.Tensor | None = None
         for mb, weight in self.plan(batch):
+            if self.group is not None:
+                self.group.check_peers()
             loss = self.task.sampled_loss(self.model, mb, self.sample_gen) if sampled else self.task.loss(self.model, mb)
             if weight is not None:
                 loss = loss * weight

@@ -9,12 +9,26 @@ whatever the world size and however unevenly the batch divides.
 Why not ``DistributedDataParallel``: DDP waits for its gradient buckets inside the autograd engine, where a rank
 blocked on a dead peer cannot be woken before the process group's timeout (tens of minutes). Here every collective
 is launched asynchronously and waited on by :meth:`Group.wait`, which (gloo) polls the work and the peers' failure
-flag in the rendezvous store, or (NCCL) only orders the streams (no host stall; failures are seen at the next
-synchronised point, :meth:`Group.sync`). A rank that raises posts its outcome to the store (:meth:`Group.fail`);
-the others see it within milliseconds at their next wait, raise :class:`PeerFailed`, and rank 0 records the trial
-with the failing rank's outcome and reason. A process group with an abandoned collective cannot be reused, so the
-command then ends (:attr:`Group.broken`). The cost: gradients are reduced after the backward pass rather than
-overlapped with it (DDP's bucketing), which matters on many GPUs with slow links and not on one node's NVLink.
+flag in the rendezvous store, or (NCCL) only orders the streams (no host stall). A rank that raises posts its
+outcome to the store (:meth:`Group.fail`); the others raise :class:`PeerFailed`, and rank 0 records the trial with
+the failing rank's outcome and reason. A process group with an abandoned collective cannot be reused, so the command
+then ends (:attr:`Group.broken`). The cost: gradients are reduced after the backward pass rather than overlapped with
+it (DDP's bucketing), which matters on many GPUs with slow links and not on one node's NVLink.
+
+Where a failure is seen, on NCCL. The host runs ahead of the GPU and never waits for it inside a stretch, so a
+collective whose peer died does not stop the host: it blocks the GPU's stream, and the host keeps queueing work
+behind it. The check is therefore on the host, out of band: every micro-batch starts with :meth:`Group.check_peers`,
+one round trip to the rendezvous store (about 20 us on one node; no device work, no synchronisation), so a rank
+whose peer failed at step k raises :class:`PeerFailed` at its next micro-batch, within a step or two, not at the
+stretch end. (An all-reduce of a failure flag would not do: it is one more collective the dead peer never joins.)
+One case the host check cannot reach: if the host has queued so much work behind the hung collective that the
+launch queue is full (a large model's micro-batch is about a thousand kernels, near the queue's depth), it blocks
+inside a kernel launch, where no Python runs. The backstop for that is the NCCL collective timeout
+(:data:`COLLECTIVE_TIMEOUT`, minutes instead of torch's ten or our former thirty) with asynchronous error handling
+in its clean-up-only mode (``TORCH_NCCL_ASYNC_ERROR_HANDLING=2`` unless set): the watchdog aborts the communicator,
+the hung kernel returns, the host runs again, sees the flag and records; the failed rank waits that long for rank 0
+to record (:meth:`Group.finished_recording`) before it exits and the launcher tears the group down. On gloo the
+waits poll the store as well, so a failure is seen inside the collective that waits for the dead peer.
 
 Not under torchrun (no ``WORLD_SIZE`` above 1 in the environment), :func:`world` is one rank and nothing here is
 used: the single-process path has no collectives at all.
@@ -33,7 +47,12 @@ import torch
 
 from optbench.errors import UsageError
 
-GROUP_TIMEOUT = timedelta(minutes=30)  # backstop only: failures are detected through the store in milliseconds
+# Backstop only (failures are seen through the store at the next micro-batch): a collective still pending after
+# this long fails. Long enough for the legitimate skew between ranks (rank 0 writing a checkpoint, one rank loading
+# its data or compiling more slowly), short enough that a host blocked behind a dead peer's collective records the
+# trial within minutes.
+COLLECTIVE_TIMEOUT = timedelta(minutes=5)
+RECORD_WAIT = 60.0  # seconds a failed rank waits for rank 0 to record the trial (NCCL: plus COLLECTIVE_TIMEOUT)
 _POLL_START, _POLL_MAX = 5e-5, 2e-3  # seconds between polls of a pending collective (exponential back-off)
 
 
@@ -111,7 +130,9 @@ class Group:
         self.world, self.device = w, device
         self.backend = "nccl" if device.type == "cuda" else "gloo"
         if not dist.is_initialized():
-            dist.init_process_group(backend=self.backend, timeout=GROUP_TIMEOUT)
+            if self.backend == "nccl":  # on a timeout, abort the communicators but keep the process: rank 0 records
+                os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
+            dist.init_process_group(backend=self.backend, timeout=COLLECTIVE_TIMEOUT)
         elif dist.get_backend() != self.backend:
             raise UsageError(f"this process group uses {dist.get_backend()}; a trial on {device} needs "
                              f"{self.backend}: run one device type per torchrun")
@@ -130,15 +151,19 @@ class Group:
             pass
 
     def check_peers(self) -> None:
-        """Raise :class:`PeerFailed` if a peer has posted its failure."""
+        """Raise :class:`PeerFailed` if a peer has posted its failure (one store round trip; no device work)."""
         if self.store.check([self.key]):
             Group.broken = True
             msg = json.loads(self.store.get(self.key))
             raise PeerFailed(int(msg["rank"]), str(msg["outcome"]), msg.get("reason"))
 
-    def finished_recording(self, *, wait: bool, seconds: float = 60.0) -> None:
+    def finished_recording(self, *, wait: bool, seconds: float | None = None) -> None:
         """After a failure: rank 0 says it has written the result (``wait=False``); the other ranks wait for that
-        (at most ``seconds``) before exiting, so that the launcher's teardown cannot kill rank 0 mid-write."""
+        (at most ``seconds``: by default :data:`RECORD_WAIT`, plus the collective timeout on NCCL, after which a rank
+        0 blocked behind the failed collective runs again) before exiting, so that the launcher's teardown cannot
+        kill rank 0 mid-write."""
+        if seconds is None:
+            seconds = RECORD_WAIT + (COLLECTIVE_TIMEOUT.total_seconds() if self.backend == "nccl" else 0.0)
         key = f"{self.key}/recorded"
         try:
             if not wait:

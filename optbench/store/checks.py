@@ -14,12 +14,14 @@ from typing import Any
 
 from optbench import READABLE_SCHEMA_VERSIONS
 from optbench.store.fsutil import is_valid_text, printable
-from optbench.store.records import EVAL_COLUMNS, GOALS, OUTCOMES, TRIAL_COLUMNS, EvalRow, TrialRecord
+from optbench.store.records import (EVAL_COLUMNS, GOALS, MATMUL_PRECISIONS, OUTCOMES, TRIAL_COLUMNS, EvalRow,
+                                    TrialRecord)
 from optbench.store.writer import arrow_schema
 
 _INT64 = 2**63
 _NON_NEGATIVE = ("time_to_target", "steps_to_target", "examples_to_target", "tokens_to_target", "total_steps",
-                 "total_timed_seconds")  # scoring refuses negative or non-finite measures: not ours then
+                 "total_timed_seconds",  # scoring refuses negative or non-finite measures: not ours then
+                 "compile_seconds", "recompiles")
 _FINITE = ("target", *_NON_NEGATIVE)
 
 
@@ -92,6 +94,8 @@ def check_meta(meta: Any) -> dict[str, Any]:
         raise ValueError("a reached trial without time_to_target or steps_to_target")  # scoring needs both
     if out["metric_goal"] not in GOALS:
         raise ValueError(f"metric_goal {out['metric_goal']!r} is not 'min' or 'max'")
+    if out["matmul_precision"] not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul_precision {printable(repr(out['matmul_precision']))[:40]} is not tf32 or fp32")
     try:
         hparams = json.loads(out["hparams"])
     except (ValueError, RecursionError):

@@ -18,6 +18,7 @@ from typing import Any
 
 # "interrupted": stopped by Ctrl-C; scored as not reached, and a re-run of the same tune runs the trial again.
 OUTCOMES = ("reached", "missed", "diverged", "error", "oom", "timeout", "interrupted")
+MATMUL_PRECISIONS = ("", "tf32", "fp32")  # TrialRecord.matmul_precision ("": a file from before the field)
 GOALS = ("min", "max")  # a metric's direction, as TrialRecord.metric_goal and optbench.api.Goal spell it
 
 # What kind of study produced a trial (TrialRecord.study_kind). Runs, tunes and imported AlgoPerf logs are
@@ -124,6 +125,10 @@ class TrialRecord:
     diagnostics: bool = False  # sharpness and noise scale measured at every evaluation (in metrics_json)
     study_kind: str = "run"  # what produced the trial: one of STUDY_KINDS ("run" for a file from before this field)
     varies: str = ""  # what that study varies across its trials, comma-separated ("batch_size,lr"); "" for a run
+    deterministic: bool = False  # --deterministic: deterministic algorithms, cuBLAS workspace, math attention
+    matmul_precision: str = ""  # fp32 matmuls in "tf32" (CUDA with TF32 on) or "fp32"; "" for a file from before
+    compile_seconds: float | None = None  # seconds torch.compile spent compiling (None: not compiled, or older file)
+    recompiles: int | None = None  # graphs compiled again for a shape or value the first did not cover (likewise)
 
 
 TRIAL_COLUMNS = tuple(f.name for f in fields(TrialRecord))

@@ -79,9 +79,12 @@ def test_two_gloo_ranks_train_the_lm_as_one_process(tmp_path: Path) -> None:
 
 
 def test_a_raising_rank_ends_the_trial_on_both_ranks_as_an_error(tmp_path: Path) -> None:
+    # rank 1 raises in its third step; one stretch holds the whole budget (--sync-every 1000), so rank 0 stopping
+    # within a step of it (its recorded steps) shows the failure seen within steps, not at the stretch end
     start = time.monotonic()
     done = optbench(["run", "-w", "linreg", "-s", f"{FAULTY}:RaisingOnRank1", "--nproc", "2", "--device", "cpu",
-                     "--max-steps", "50", "--quiet", "--results-dir", str(tmp_path)], timeout=120)
+                     "--max-steps", "50", "--sync-every", "1000", "--quiet", "--results-dir", str(tmp_path)],
+                    timeout=120)
     assert time.monotonic() - start < 90  # both processes ended: torchrun returned
     assert done.returncode == 0, done.stderr[-3000:]  # the failure is the trial's outcome, recorded as data
     assert "Traceback" not in done.stderr
@@ -89,6 +92,63 @@ def test_a_raising_rank_ends_the_trial_on_both_ranks_as_an_error(tmp_path: Path)
     assert record["outcome"] == "error" and "rank 1 of 2" in record["error"]
     assert "rank 1 broke on purpose" in record["error"]
     assert "rank 1 broke on purpose" in done.stdout  # rank 0's summary of the trial
+    assert 2 <= record["total_steps"] <= 4, record["total_steps"]  # step 3 failed on rank 1: rank 0 stopped by 4
+
+
+# ----- NCCL-style waits, on one gloo process -------------------------------------------------------------------
+# On NCCL, Group.wait only orders the streams: a collective that a dead peer never joins does not stop the host,
+# and no wait looks at the store. A world of one gloo process whose group takes NCCL's waits (its collectives
+# complete at once) is that situation on a CPU: the only place a peer's failure can be seen within a stretch is the
+# check each micro-batch starts with.
+
+
+@pytest.fixture
+def nccl_style_group(monkeypatch):
+    """A real :class:`Group` over an in-process gloo world of one, waiting as on NCCL (no polling of the store)."""
+    import torch
+    import torch.distributed as dist
+
+    from optbench.parallel.distributed import Group, World
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    monkeypatch.setattr(Group, "broken", False)
+    try:
+        group = Group(World(rank=0, size=1), torch.device("cpu"), trial_index=1)
+        group.backend = "nccl"  # Group.wait: work.wait() only; Group.sync on a CPU: one look at the store
+        yield group
+    finally:
+        dist.destroy_process_group()
+
+
+def _fail_peer_after(loop, group, steps: int) -> None:
+    """Post a peer's failure (as rank 1's Group.fail would) when the loop's updater has taken ``steps`` steps."""
+    inner = loop.state.updater.step
+    taken = [0]
+
+    def step(*args, **kwargs):
+        out = inner(*args, **kwargs)
+        taken[0] += 1
+        if taken[0] == steps:
+            group.store.set(group.key, json.dumps({"rank": 1, "outcome": "error", "reason": "gone"}))
+        return out
+
+    loop.state.updater.step = step
+
+
+@pytest.mark.parametrize("micro", [None, 8])
+def test_a_peer_failure_is_seen_at_the_next_step_not_at_the_stretch_end(tmp_path, nccl_style_group, micro):
+    from optbench.parallel.distributed import PeerFailed
+    from tests.scale.helpers import make_loop
+
+    loop = make_loop("linreg", "adamw", tmp=tmp_path, max_steps=200, sync_every=1000, batch_size=32,
+                     micro_batch_size=micro)
+    loop.group = loop.stepper.group = nccl_style_group
+    loop.state.clock.waiter = nccl_style_group.sync
+    _fail_peer_after(loop, nccl_style_group, steps=5)
+    with pytest.raises(PeerFailed) as failed:
+        loop.run()
+    assert failed.value.rank == 1 and failed.value.outcome == "error"
+    assert loop.state.counters.step == 5  # stopped at the first micro-batch of step 6, 195 steps before the stretch end
 
 
 def test_after_a_rank_failed_the_next_trial_runs_in_a_fresh_group(tmp_path: Path) -> None:
