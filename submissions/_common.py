@@ -66,17 +66,64 @@ def groups_with_grads(param_groups: list[dict[str, Any]]) -> Iterator[tuple[dict
             yield group, params
 
 
+def device_scalar(value: float | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``value`` as a 0-d float64 tensor on ``device``, for optimizer scalars that must not leave the device.
+
+    A float (a fresh optimizer's default) is filled in on the device (``torch.full``: no host-to-device copy, which
+    from pageable memory would wait for the device); a tensor is returned as it is once it is there
+    (:meth:`Float32StateOptimizer.load_state_dict` puts a loaded one back on its parameters' device).
+    """
+    if torch.is_tensor(value):
+        return value.to(device=device, dtype=torch.float64)
+    return torch.full((), float(value), dtype=torch.float64, device=device)
+
+
+def foreach_scalar(value: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """A 0-d device scalar as a ``torch._foreach_*`` op on ``tensors`` wants it: in their dtype when they are
+    float32 or float64, else float32.
+
+    CUDA's foreach kernels take a scalar tensor on their fast path (one launch for the whole list) only in the
+    list's own dtype; any other runs one kernel per tensor. A Python float is rounded to float32 for a float32 list
+    too, so the product is the same. Half-precision lists keep a float32 scalar (1 - lr wd rounded to bf16 is 1)
+    and take the per-tensor path, as they did with a Python float.
+    """
+    dtype = tensors[0].dtype if tensors and tensors[0].dtype in (torch.float32, torch.float64) else torch.float32
+    return value.to(dtype)
+
+
+def foreach_add_scalar_(tensors: list[torch.Tensor], value: torch.Tensor) -> None:
+    """``tensors[i] += value`` for a 0-d device ``value`` (:func:`foreach_scalar`), with no host read.
+
+    ``torch._foreach_add_(tensors, value)`` binds a 0-d tensor to the Scalar overload, which reads it with
+    ``.item()``; the Tensor overload is named explicitly.
+    """
+    torch.ops.aten._foreach_add_.Tensor(tensors, foreach_scalar(value, tensors))
+
+
+def flat_sum(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of every element of ``tensors``: one concatenation and one reduction (0-d, their dtype), instead of
+    a reduction kernel per tensor and a stack (hundreds of launches on a GPT)."""
+    return torch.cat([t.reshape(-1) for t in tensors]).sum()
+
+
 class Float32StateOptimizer(torch.optim.Optimizer):
     """Base of optimizers that keep float32 state for low-precision (bf16/fp16) parameters.
 
     ``torch.optim.Optimizer.load_state_dict`` casts every floating state tensor except ``step`` to its parameter's
     dtype, which would silently turn the float32 moments of a bf16 parameter into bf16 on resume; this base puts the
     saved tensors back in the dtype they were saved in, so a resumed trial continues bit for bit (checked by the
-    conformance suite's ``state_dict`` check, for float32 and bfloat16 parameters).
+    conformance suite's ``state_dict`` check, for float32 and bfloat16 parameters). Tensors held in the param
+    groups (the device scalars of D-Adaptation, Prodigy and DoG) are put back on their parameters' device.
     """
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
+        for group in self.param_groups:  # 0-d device scalars (:func:`device_scalar`) come back on the CPU
+            if group["params"]:
+                device = group["params"][0].device
+                for key, value in group.items():
+                    if torch.is_tensor(value) and key != "params":
+                        group[key] = value.to(device)
         params = [p for g in self.param_groups for p in g["params"]]
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         for i, p in zip(saved_ids, params):

@@ -1,11 +1,11 @@
 """Matrix helpers shared by the matrix-preconditioned submissions (SOAP, Shampoo, Muon): the 2-D view of a
-parameter, stacked gradients and state for batched linear algebra, the update itself, and the AdamW step for the
-parameters those methods route away (scalars, vectors, embeddings)."""
+parameter, stacked gradients and state for batched linear algebra, decompositions batched by matrix size, the
+update itself, and the AdamW step for the parameters those methods route away (scalars, vectors, embeddings)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -39,6 +39,32 @@ def stack_grads(params: list[torch.Tensor], shape: tuple[int, int], dtype: torch
     if len(params) == 1:
         return params[0].grad.reshape(1, *shape).to(dtype)
     return torch.stack([p.grad.reshape(shape) for p in params]).to(dtype)
+
+
+def batched_by_size(fn: Callable[[torch.Tensor], torch.Tensor], mats: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``fn`` of each (B_i, d, d) stack in ``mats``, with one call of ``fn`` per distinct (d, dtype, device).
+
+    The stacks of one size are concatenated along the batch, decomposed together and split back. Why: the factors of
+    a model come in few sizes but many shape buckets (a GPT block's d x d factors sit in every one of its matrices'
+    buckets), and ``torch.linalg.eigh`` checks its solver's status with one host read per call on CUDA; batched by
+    size, a refresh reads once per size instead of once per bucket and side.
+
+    Args:
+      fn: maps a (B, d, d) batch to a (B, ...) result, each matrix independently (eigh, an inverse root, qr).
+      mats: (B_i, d_i, d_i) stacks.
+    Returns:
+      ``fn``'s result for each stack, in the order of ``mats`` (views into one result per size).
+    """
+    sizes: dict[tuple[Any, ...], list[int]] = {}
+    for i, m in enumerate(mats):
+        sizes.setdefault((m.shape[-1], m.dtype, m.device), []).append(i)
+    out: list[torch.Tensor] = [mats[0]] * len(mats)  # every slot is filled below
+    for idx in sizes.values():
+        parts = [mats[i] for i in idx]
+        whole = fn(parts[0] if len(parts) == 1 else torch.cat(parts))  # (sum B_i, ...)
+        for i, part in zip(idx, whole.split([m.shape[0] for m in parts])):
+            out[i] = part
+    return out
 
 
 def apply_update(params: list[torch.Tensor], updates: list[torch.Tensor], *, alpha: float, decay: float) -> None:
@@ -140,5 +166,8 @@ class StackedState:
         for i, st in enumerate(states):
             for k in keys:
                 st[k] = stacks[k][i]
+        members = set(ids)
+        for old in [t for t, (old_ids, _) in self._stacks.items() if members.intersection(old_ids)]:
+            del self._stacks[old]  # its parameters' state now lives in the new stack: free the old one
         self._stacks[tag] = (ids, stacks)
         return stacks

@@ -24,7 +24,12 @@ moves by ~d_0 gamma; d grows from the second step on. Weight decay is decoupled 
 Schedule: D-Adaptation is run with the usual warmup + cosine schedule on the multiplier gamma (paper's experiments,
 AlgoPerf practice), so ``with_schedule`` wraps it with lr = 1.0. The reference's defaults (d_0 1e-6, betas (0.9,
 0.999), eps 1e-8, no bias correction) reach the linreg tiny target at steps 450-750 (seeds 0-5; d settles near
-0.008). One host sync per step reads the two global sums (the reference syncs once per parameter).
+0.008).
+
+On a GPU nothing is read back to the host: d and r are 0-d float64 tensors on the parameters' device (Python's
+max/min become torch.maximum/minimum, the "no estimate yet" branch a torch.where), so the step's arithmetic is the
+equations' in float64 as before, and the queue never drains (the reference code reads its sums once per parameter).
+The sums take one concatenation and reduction and one ``_foreach_norm`` per group, not a kernel per parameter.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ from optbench.errors import UsageError
 from optbench_submissions._common import (
     SCHEDULE_DEFAULTS,
     Float32StateOptimizer,
+    device_scalar,
+    flat_sum,
+    foreach_scalar,
     groups_with_grads,
     run_closure,
     search_space_file,
@@ -50,7 +58,8 @@ from optbench_submissions._common import (
 
 
 class DAdaptAdam(Float32StateOptimizer):
-    """Adam with the D-Adaptation step size; d, r and the step count live in every param group (identical copies).
+    """Adam with the D-Adaptation step size; d, r (0-d float64 device tensors once stepped) and the step count live in
+    every param group (identical copies).
 
     Args:
       params: parameters or parameter groups (all groups share one lr multiplier and one d).
@@ -93,53 +102,58 @@ class DAdaptAdam(Float32StateOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = run_closure(closure)
+        work = [(group, params, [self._init_state(p) for p in params])
+                for group, params in groups_with_grads(self.param_groups)]
+        if not work:
+            return loss
         first = self.param_groups[0]
         beta1, beta2 = first["betas"]
         sqrt_b2 = math.sqrt(beta2)
-        k, d = first["k"], first["d"]
+        k = first["k"]
+        device = work[0][1][0].device
+        d, numerator = device_scalar(first["d"], device), device_scalar(first["numerator"], device)  # 0-d float64
         lr = max(g["lr"] for g in self.param_groups)
         bc = math.sqrt(1 - beta2 ** (k + 1)) / (1 - beta1 ** (k + 1)) if first["bias_correction"] else 1.0
-        dlr = d * lr * bc
+        dlr = d * lr * bc  # lam_k, 0-d float64 on the device
 
-        work = []  # (group, params, states, grads) of this step
-        inner, l1 = [], []  # per-group 0-d tensors: lam <g, s / (sqrt(v) + eps)> and ||s_new||_1
-        for group, params in groups_with_grads(self.param_groups):
-            states = [self._init_state(p) for p in params]
+        inner, l1 = [], []  # per group, 0-d: <g, s / (sqrt(v) + eps)> (without lam) and ||s_new||_1
+        for group, params, states in work:
             m, v, s = ([st[key] for st in states] for key in ("exp_avg", "exp_avg_sq", "s"))
             grads = [p.grad.to(st["s"].dtype) for p, st in zip(params, states)]
-            denom = torch._foreach_sqrt(v)
-            torch._foreach_add_(denom, group["eps"])
-            s_scaled = torch._foreach_div(s, denom)
-            inner.append(dlr * torch.stack([torch.sum(gi * si) for gi, si in zip(grads, s_scaled)]).sum())
-            torch._foreach_lerp_(m, torch._foreach_mul(grads, dlr), 1 - beta1)  # beta1 m + (1 - beta1) lam g
+            inner.append(flat_sum(torch._foreach_mul(grads, self._preconditioned(s, v, group["eps"]))))
+            lam_g = torch._foreach_mul(grads, foreach_scalar(dlr, grads))  # lam g
+            torch._foreach_lerp_(m, lam_g, 1 - beta1)  # beta1 m + (1 - beta1) lam g
             torch._foreach_mul_(v, beta2)
             torch._foreach_addcmul_(v, grads, grads, 1 - beta2)
             torch._foreach_mul_(s, sqrt_b2)
-            torch._foreach_add_(s, grads, alpha=dlr * (1 - sqrt_b2))
-            l1.append(torch.stack([si.abs().sum() for si in s]).sum())
-            work.append((group, params, states))
-        if not work:
-            return loss
+            torch._foreach_add_(s, torch._foreach_mul(grads, foreach_scalar(dlr * (1 - sqrt_b2), grads)))
+            l1.append(torch.stack(torch._foreach_norm(s, ord=1)).sum())
+        inner_sum = dlr * torch.stack(inner).sum().double()
+        l1_sum = torch.stack(l1).sum().double()
 
-        inner_sum, l1_sum = (float(x) for x in torch.stack([torch.stack(inner).sum(), torch.stack(l1).sum()])
-                             .double().tolist())  # the step's one host sync
-        numerator = sqrt_b2 * first["numerator"] + (1 - sqrt_b2) * inner_sum
-        if lr > 0 and l1_sum > 0:
+        # The d estimate stays on the device (0-d float64): nothing is read back to the host.
+        numerator = sqrt_b2 * numerator + (1 - sqrt_b2) * inner_sum
+        if lr > 0:
             d_hat = numerator / ((1 - sqrt_b2) * l1_sum)
-            d = max(d, min(d_hat, d * first["growth_rate"]))
-
-        for group in self.param_groups:
+            grown = torch.maximum(d, torch.minimum(d_hat, d * first["growth_rate"]))
+            d = torch.where(l1_sum > 0, grown, d)  # ||s||_1 = 0 (the first step): no estimate yet
+        for group in self.param_groups:  # new tensors, never updated in place: a saved state_dict keeps its values
             group["numerator"], group["d"], group["k"] = numerator, d, k + 1
         for group, params, states in work:
             if group["weight_decay"] != 0:
-                torch._foreach_mul_(params, 1 - group["weight_decay"] * dlr)
-            m = [st["exp_avg"] for st in states]
+                torch._foreach_mul_(params, foreach_scalar(1 - group["weight_decay"] * dlr, params))
             denom = torch._foreach_sqrt([st["exp_avg_sq"] for st in states])
             torch._foreach_add_(denom, group["eps"])
-            for p, u in zip(params, torch._foreach_div(m, denom)):
-                p.sub_(u)  # computed in float32, rounded once into a bf16 parameter
+            # computed in float32, rounded once into a bf16 parameter
+            torch._foreach_sub_(params, torch._foreach_div([st["exp_avg"] for st in states], denom))
         return loss
 
+    @staticmethod
+    def _preconditioned(s: list[torch.Tensor], v: list[torch.Tensor], eps: float) -> list[torch.Tensor]:
+        """s / (sqrt(v) + eps) with this step's s and v (before their update)."""
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_add_(denom, eps)
+        return torch._foreach_div(s, denom)
 
 
 

@@ -29,13 +29,14 @@ c = lr = 2, not the paper's 1: on linreg tiny, c = 1 misses the target within th
 only reaches 0.007 at step 500 and 0.013 at 3000 where SGD's good lr is 0.01-0.02), c = 1.5 reaches it at ~1950,
 c = 2 at ~1750 (seeds 0-2). At c = 2 eta_t settles near 0.018, the edge of SGD's stability on that problem
 (2 / (lambda_max + tr H / B) ~ 0.019): the raw iterate has bursts the average absorbs, so keep averaging on with
-c > 1. Per-model DoG reads its two global norms with one host sync per step; LDoG keeps its per-tensor rbar and G
-as tensors and does not sync.
+c > 1. Neither reads anything back to the host in a step: DoG keeps rbar and G as 0-d float64 tensors on the
+parameters' device (the same float64 arithmetic as Python floats, max as torch.maximum), LDoG per tensor in its state;
+the norms take one ``_foreach_norm``, the update one ``_foreach_mul`` and ``_foreach_sub_``, the average one
+``_foreach_lerp_``. Only with eps = 0, where the first G can be 0, is it checked, once, at the first step.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -45,7 +46,14 @@ from torch import nn
 
 from optbench.api import Capability, SubmissionSpec, TrialInfo, named_params
 from optbench.errors import UsageError
-from optbench_submissions._common import Float32StateOptimizer, groups_with_grads, run_closure, search_space_file
+from optbench_submissions._common import (
+    Float32StateOptimizer,
+    device_scalar,
+    foreach_scalar,
+    groups_with_grads,
+    run_closure,
+    search_space_file,
+)
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -54,8 +62,8 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
 
 
 def _sq_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """(n,) squared L2 norms of ``tensors``, accumulated in float32 at least."""
-    return torch.stack([_wide(t).pow(2).sum() for t in tensors])
+    """(n,) squared L2 norms of ``tensors``, taken in float32 at least, by one ``_foreach_norm``."""
+    return torch.stack(torch._foreach_norm([_wide(t) for t in tensors])).square()
 
 
 def _dist_sq(params: list[torch.Tensor], x0: list[torch.Tensor]) -> torch.Tensor:
@@ -67,8 +75,8 @@ class DoG(Float32StateOptimizer):
     """DoG (``layerwise=False``) or LDoG (``layerwise=True``).
 
     State: per parameter ``x0`` (the starting point) and ``avg`` (the average, with ``average > 0``); for LDoG also
-    ``rbar`` and ``G`` (0-d tensors, float32 at least); for DoG the group holds ``rbar`` and ``G`` as floats; ``k``
-    counts the group's steps.
+    ``rbar`` and ``G`` (0-d tensors, float32 at least); for DoG the group holds ``rbar`` and ``G`` (0-d float64 tensors
+    on the parameters' device once stepped); ``k`` counts the group's steps.
 
     Args:
       params: parameters or parameter groups (DoG's norms run over one group).
@@ -108,15 +116,12 @@ class DoG(Float32StateOptimizer):
             grads = [p.grad for p in params]
             if group["weight_decay"] != 0:
                 grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            if group["layerwise"]:
-                etas = self._ldog_etas(group, params, grads, first)
+            if group["layerwise"]:  # one 0-d eta per tensor (float32 at least: it does not promote g's dtype)
+                steps = torch._foreach_mul(grads, self._ldog_etas(group, params, grads, first))  # eta_i g_i
             else:
-                etas = [self._dog_eta(group, params, grads, first)] * len(params)
-            for p, g, eta in zip(params, grads, etas):
-                if torch.is_tensor(eta):
-                    p.sub_(g * eta)  # a 0-d eta does not promote: the product keeps g's dtype
-                else:
-                    p.add_(g, alpha=-eta)
+                eta = self._dog_eta(group, params, grads, first)
+                steps = torch._foreach_mul(grads, foreach_scalar(eta, grads))  # eta g
+            torch._foreach_sub_(params, steps)
             group["k"] += 1
             if group["average"] > 0:
                 self._update_average(group, params)
@@ -126,12 +131,12 @@ class DoG(Float32StateOptimizer):
         """xbar_t = (1 - w) xbar_{t-1} + w x_t with w = (1 + gamma) / (t + gamma), t = 1, 2, ... (xbar_1 = x_1)."""
         gamma, t = group["average"], group["k"]
         w = (1 + gamma) / (t + gamma)
+        have = [p for p in params if "avg" in self.state[p]]
+        if have:  # one foreach lerp, not a kernel per parameter
+            torch._foreach_lerp_([self.state[p]["avg"] for p in have], [_wide(p) for p in have], w)
         for p in params:
-            st = self.state[p]
-            if "avg" not in st:
-                st["avg"] = _wide(p.detach()).clone()
-            else:
-                st["avg"].lerp_(_wide(p), w)
+            if "avg" not in self.state[p]:
+                self.state[p]["avg"] = _wide(p.detach()).clone()
 
     @contextmanager
     def eval_params(self) -> Iterator[None]:
@@ -155,23 +160,32 @@ class DoG(Float32StateOptimizer):
                     p.copy_(x)
 
     def _dog_eta(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor],
-                 first: bool) -> float:
-        """eta_t for the whole group: norms over all of its parameters (one host sync)."""
+                 first: bool) -> torch.Tensor:
+        """eta_t for the whole group, norms over all of its parameters: 0-d float64 on the device.
+
+        rbar and G live in the group as 0-d float64 device tensors (a fresh group's floats are filled in at its first
+        step), so the step reads nothing back to the host.
+        """
+        device = params[0].device
         x0 = [self.state[p]["x0"] for p in params]
-        g_sq = _sq_norms(grads).sum()
+        g_sq = _sq_norms(grads).sum().double()
         if first:
-            x_sq = _sq_norms(x0).sum()
-            x_norm, g_sq = (float(v) for v in torch.stack([x_sq, g_sq]).double().tolist())
-            group["rbar"] = group["reps_rel"] * (1 + math.sqrt(x_norm))
-            group["G"] = g_sq + group["eps"]
+            x_norm = _sq_norms(x0).sum().double().sqrt()
+            rbar = group["reps_rel"] * (1 + x_norm)
+            G = g_sq + group["eps"]
+            if group["eps"] <= 0:  # only then can G be 0: checked once, at the first step (one host read)
+                self._check_first_gradient(G)
         else:
-            dist_sq = _dist_sq(params, x0).sum()
-            dist_sq, g_sq = (float(v) for v in torch.stack([dist_sq, g_sq]).double().tolist())
-            group["rbar"] = max(group["rbar"], math.sqrt(dist_sq))
-            group["G"] = group["G"] + g_sq
-        if group["G"] <= 0:
+            dist = _dist_sq(params, x0).sum().double().sqrt()
+            rbar = torch.maximum(device_scalar(group["rbar"], device), dist)
+            G = device_scalar(group["G"], device) + g_sq
+        group["rbar"], group["G"] = rbar, G  # new tensors, never updated in place (a saved state_dict keeps them)
+        return group["lr"] * rbar / G.sqrt()
+
+    @staticmethod
+    def _check_first_gradient(G: torch.Tensor) -> None:
+        if not bool(G > 0):
             raise RuntimeError("DoG needs a nonzero first gradient (sum of squared gradients is 0)")
-        return group["lr"] * group["rbar"] / math.sqrt(group["G"])
 
     def _ldog_etas(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor],
                    first: bool) -> list[torch.Tensor]:
@@ -184,11 +198,10 @@ class DoG(Float32StateOptimizer):
             dist = _dist_sq(params, [self.state[p]["x0"] for p in params]).sqrt()
             r = torch.maximum(torch.stack([self.state[p]["rbar"] for p in params]), dist)
             G = torch.stack([self.state[p]["G"] for p in params]) + g_sq
-        for i, p in enumerate(params):
-            self.state[p]["rbar"], self.state[p]["G"] = r[i].clone(), G[i].clone()
-        eta = group["lr"] * r / G.sqrt()
+        for p, r_i, g_i in zip(params, r.unbind(), G.unbind()):  # views of r and G: no copy kernel per parameter
+            self.state[p]["rbar"], self.state[p]["G"] = r_i, g_i
+        eta = group["lr"] * r / G.sqrt()  # (n,)
         return list(eta.unbind())
-
 
 
 

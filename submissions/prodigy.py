@@ -25,7 +25,11 @@ Schedule: Prodigy is used with a warmup + cosine schedule on gamma (paper's expe
 cosine annealing), so ``with_schedule`` wraps it with lr = 1.0. Defaults are the reference's (d_coef 1, d_0 1e-6,
 betas (0.9, 0.999)) except ``safeguard_warmup`` = True, the authors' advice for runs with warmup (the small gamma of
 warmup otherwise deflates ||s|| and inflates d_hat). On linreg tiny they reach the target at steps 900-1300
-(seeds 0-5; d settles near 0.004, a little below AdamW's good lr of 0.01). One host sync per step.
+(seeds 0-5; d settles near 0.004, a little below AdamW's good lr of 0.01).
+
+On a GPU nothing is read back to the host: d, d_max and r are 0-d float64 tensors on the parameters' device (the
+rule's max/min and its branches as torch.maximum/minimum/where), the same float64 arithmetic as the reference's
+Python floats; the sums take one concatenation and reduction and one ``_foreach_norm`` per group.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ from optbench.errors import UsageError
 from optbench_submissions._common import (
     SCHEDULE_DEFAULTS,
     Float32StateOptimizer,
+    device_scalar,
+    flat_sum,
+    foreach_add_scalar_,
+    foreach_scalar,
     groups_with_grads,
     run_closure,
     search_space_file,
@@ -51,7 +59,8 @@ from optbench_submissions._common import (
 
 
 class Prodigy(Float32StateOptimizer):
-    """Adam with the Prodigy step size; d, d_max, r and the step count live in every group (identical copies).
+    """Adam with the Prodigy step size; d, d_max, r (0-d float64 device tensors once stepped) and the step count live
+    in every group (identical copies).
 
     Args:
       params: parameters or parameter groups (all groups share one lr multiplier and one d).
@@ -103,55 +112,59 @@ class Prodigy(Float32StateOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = run_closure(closure)
+        work = [(group, params, [self._init_state(p) for p in params])
+                for group, params in groups_with_grads(self.param_groups)]
+        if not work:
+            return loss
         first = self.param_groups[0]
         beta1, beta2 = first["betas"]
-        beta3, k, d = first["beta3"], first["k"], first["d"]
+        beta3, k = first["beta3"], first["k"]
+        device = work[0][1][0].device
+        d, d_max, numerator = (device_scalar(first[key], device) for key in ("d", "d_max", "numerator"))  # 0-d f64
         lr = max(g["lr"] for g in self.param_groups)
         bc = math.sqrt(1 - beta2 ** (k + 1)) / (1 - beta1 ** (k + 1)) if first["bias_correction"] else 1.0
         dlr = d * lr * bc  # gamma_k d_k
         s_coef = d * d if first["safeguard_warmup"] else d * dlr
 
-        work = []
-        inner, l1 = [], []  # per-group 0-d tensors: gamma d^2 <g, x0 - x> and ||s_new||_1
-        for group, params in groups_with_grads(self.param_groups):
-            states = [self._init_state(p) for p in params]
+        inner, l1 = [], []  # per group, 0-d: <g, x0 - x> (without gamma d^2) and ||s_new||_1
+        for _, params, states in work:
             m, v, s = ([st[key] for st in states] for key in ("exp_avg", "exp_avg_sq", "s"))
             grads = [p.grad.to(st["s"].dtype) for p, st in zip(params, states)]
             moved = torch._foreach_sub([st["p0"] for st in states], [p.to(st["p0"].dtype) for p, st in
                                                                        zip(params, states)])  # x_0 - x_k
-            inner.append(d * dlr * torch.stack([torch.sum(gi * mi) for gi, mi in zip(grads, moved)]).sum())
-            torch._foreach_lerp_(m, torch._foreach_mul(grads, d), 1 - beta1)  # beta1 m + (1 - beta1) d g
+            torch._foreach_mul_(moved, grads)
+            inner.append(flat_sum(moved))
+            d_g = torch._foreach_mul(grads, foreach_scalar(d, grads))
+            torch._foreach_lerp_(m, d_g, 1 - beta1)  # beta1 m + (1 - beta1) d g
             torch._foreach_mul_(v, beta2)
-            torch._foreach_addcmul_(v, grads, grads, (1 - beta2) * d * d)
+            torch._foreach_addcmul_(v, grads, torch._foreach_mul(grads, foreach_scalar((1 - beta2) * d * d, grads)))
             torch._foreach_mul_(s, beta3)
-            torch._foreach_add_(s, grads, alpha=s_coef)
-            l1.append(torch.stack([si.abs().sum() for si in s]).sum())
-            work.append((group, params, states))
-        if not work:
-            return loss
+            torch._foreach_add_(s, torch._foreach_mul(grads, foreach_scalar(s_coef, grads)))
+            l1.append(torch.stack(torch._foreach_norm(s, ord=1)).sum())
+        inner_sum = d * dlr * torch.stack(inner).sum().double()
+        l1_sum = torch.stack(l1).sum().double()
 
-        inner_sum, l1_sum = (float(x) for x in torch.stack([torch.stack(inner).sum(), torch.stack(l1).sum()])
-                             .double().tolist())  # the step's one host sync
-        numerator = beta3 * first["numerator"] + inner_sum
-        d_new, d_max = d, first["d_max"]
-        if lr > 0 and l1_sum > 0:
+        # d, d_max and r stay on the device (0-d float64): nothing is read back to the host.
+        numerator = beta3 * numerator + inner_sum
+        d_new = d
+        if lr > 0:
             d_hat = first["d_coef"] * numerator / l1_sum
-            if d == first["d0"]:
-                d_new = max(d, d_hat)  # the first increase is never capped (reference)
-            d_max = max(d_max, d_hat)
-            d_new = min(d_max, d_new * first["growth_rate"])
-
-        for group in self.param_groups:
+            rise = torch.where(d == first["d0"], torch.maximum(d, d_hat), d)  # the first increase is never capped
+            grown_max = torch.maximum(d_max, d_hat)
+            grown = torch.minimum(grown_max, rise * first["growth_rate"])
+            estimated = l1_sum > 0  # ||s||_1 = 0: no estimate
+            d_new, d_max = torch.where(estimated, grown, d), torch.where(estimated, grown_max, d_max)
+        for group in self.param_groups:  # new tensors, never updated in place: a saved state_dict keeps its values
             group["numerator"], group["d"], group["d_max"], group["k"] = numerator, d_new, d_max, k + 1
         for group, params, states in work:
             if group["weight_decay"] != 0:
-                torch._foreach_mul_(params, 1 - group["weight_decay"] * dlr)
+                torch._foreach_mul_(params, foreach_scalar(1 - group["weight_decay"] * dlr, params))
             denom = torch._foreach_sqrt([st["exp_avg_sq"] for st in states])
-            torch._foreach_add_(denom, d * group["eps"])
-            for p, u in zip(params, torch._foreach_div([st["exp_avg"] for st in states], denom)):
-                p.add_(u, alpha=-dlr)  # computed in float32, rounded once into a bf16 parameter
+            foreach_add_scalar_(denom, d * group["eps"])
+            update = torch._foreach_div([st["exp_avg"] for st in states], denom)
+            torch._foreach_mul_(update, foreach_scalar(dlr, update))
+            torch._foreach_sub_(params, update)  # computed in float32, rounded once into a bf16 parameter
         return loss
-
 
 
 

@@ -33,14 +33,19 @@ training step costs about 1.2x AdamW's: the factor updates (2 m n (m + n) flops 
 much again) and the eigendecompositions every 10 steps (a third of the optimizer's time) are all per matrix.
 
 1-D parameters (biases, norm gains), and matrices with both sides above ``max_precond_dim``, take AdamW steps with
-(lr, b1, b2, eps, weight_decay). Matrices of equal shape are stacked and processed with batched matmul / eigh, the
-stacked state persisting between steps (see ``optbench_submissions._linalg.StackedState``); state is float32 for
-bfloat16 parameters.
+(lr, b1, b2, eps, weight_decay). Matrices of equal shape (and step count) are stacked and processed with batched
+matmuls, the stacked state persisting between steps (see ``optbench_submissions._linalg.StackedState``); state is
+float32 for bfloat16 parameters. At a refresh the factors due are decomposed across buckets, one batched eigh per
+factor size (``optbench_submissions._linalg.batched_by_size``): on a GPT the d x d factors of every block's matrices
+go in one call. On CUDA each ``torch.linalg.eigh`` call reads its solver's status back to the host (there is no
+``eigh_ex``; the read is also what lets a failed float32 decomposition fall back to float64), so a refresh step
+waits for the device once per factor size, every ``precondition_frequency`` steps, and no other step does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -55,7 +60,14 @@ from optbench_submissions._common import (
     state_dtype,
     with_schedule,
 )
-from optbench_submissions._linalg import StackedState, adamw_step, apply_update, matrix_shape, stack_grads
+from optbench_submissions._linalg import (
+    StackedState,
+    adamw_step,
+    apply_update,
+    batched_by_size,
+    matrix_shape,
+    stack_grads,
+)
 
 
 def inverse_root(f: torch.Tensor, exponent: float, matrix_eps: float) -> torch.Tensor:
@@ -76,6 +88,19 @@ def inverse_root(f: torch.Tensor, exponent: float, matrix_eps: float) -> torch.T
     damp = matrix_eps * lam.amax(dim=-1, keepdim=True).clamp_min(1e-30)  # an all-zero factor stays finite
     scale = (lam + damp).pow(-exponent)  # (B, d)
     return torch.bmm(u * scale.unsqueeze(1), u.mT)
+
+
+@dataclass(frozen=True)
+class _Bucket:
+    """One step of a bucket of equally shaped matrices at one step count, between its passes."""
+
+    params: list[torch.Tensor]
+    stacks: dict[str, torch.Tensor]  # key -> (B, ...) stacked state (StackedState)
+    grad: torch.Tensor  # (B, m, n)
+    t: int  # the step count after this step
+    left: bool  # whether the rows have a factor
+    right: bool
+    due: bool  # whether the roots are recomputed at this step
 
 
 class Shampoo(Float32StateOptimizer):
@@ -139,9 +164,13 @@ class Shampoo(Float32StateOptimizer):
             if vectors:
                 adamw_step(vectors, [self.state[p] for p in vectors], lr=group["lr"], betas=group["betas"],
                            eps=group["eps"], weight_decay=group["weight_decay"])
-            for (shape, dtype, _, _), params in buckets.items():
-                tag = (gi, shape, dtype, tuple(id(p) for p in params))
-                self._update_matrices(params, shape, dtype, group, tag=tag)
+            # Three passes over the buckets, so that the roots due at this step are taken together, batched by
+            # factor size across buckets (see optbench_submissions._linalg.batched_by_size).
+            steps = [self._accumulate(params, shape, dtype, group, tag=(gi, shape, dtype, tuple(map(id, params))))
+                     for (shape, dtype, _, _), params in buckets.items()]
+            self._refresh_roots([b for b in steps if b.due], group)
+            for b in steps:
+                self._update(b, group)
         return loss
 
     def _sides(self, shape: tuple[int, int], group: Mapping[str, Any]) -> tuple[bool, bool]:
@@ -161,9 +190,9 @@ class Shampoo(Float32StateOptimizer):
                 st[f"GG_{side}"] = torch.zeros(d, d, dtype=dtype, device=p.device)
                 st[f"P_{side}"] = torch.eye(d, dtype=dtype, device=p.device)
 
-    def _update_matrices(self, params: list[torch.Tensor], shape: tuple[int, int], dtype: torch.dtype,
-                         group: Mapping[str, Any], *, tag: Any) -> None:
-        """One step for equally shaped matrices at the same step count, batched."""
+    def _accumulate(self, params: list[torch.Tensor], shape: tuple[int, int], dtype: torch.dtype,
+                    group: Mapping[str, Any], *, tag: Any) -> _Bucket:
+        """Count the step and add G G^T, G^T G to the factors of a bucket of equal matrices at one step count."""
         states = [self.state[p] for p in params]
         left, right = self._sides(shape, group)
         keys = ["exp_avg", "graft_sq"] + (["GG_L", "P_L"] if left else []) + (["GG_R", "P_R"] if right else [])
@@ -172,30 +201,43 @@ class Shampoo(Float32StateOptimizer):
         for st in states:
             st["step"] += 1
         t = states[0]["step"]
-        beta1, beta2 = group["betas"]
         sb = group["shampoo_beta"]
         start = group["start_preconditioning_step"]
-
-        # Factors (sb = 1: plain sums, Gupta et al.), then roots when due.
+        # sb = 1: plain sums (Gupta et al.)
         if left:
             s["GG_L"].baddbmm_(g, g.mT, beta=sb, alpha=1.0 if sb == 1 else 1 - sb)
         if right:
             s["GG_R"].baddbmm_(g.mT, g, beta=sb, alpha=1.0 if sb == 1 else 1 - sb)
-        if t >= start and (t == start or t % group["precondition_frequency"] == 0):
-            for side, on in (("L", left), ("R", right)):
-                if on:
-                    s[f"P_{side}"].copy_(inverse_root(s[f"GG_{side}"], group["exponent"], group["matrix_eps"]))
+        due = t >= start and (t == start or t % group["precondition_frequency"] == 0)
+        return _Bucket(params=params, stacks=s, grad=g, t=t, left=left, right=right, due=due)
 
+    @staticmethod
+    def _refresh_roots(buckets: list[_Bucket], group: Mapping[str, Any]) -> None:
+        """P = F^-e for every factor of the buckets due, one batched eigh per factor size (and dtype, device)."""
+        pairs = [(b.stacks[f"GG_{side}"], b.stacks[f"P_{side}"]) for b in buckets
+                 for side, on in (("L", b.left), ("R", b.right)) if on]
+        if not pairs:
+            return
+        roots = batched_by_size(lambda f: inverse_root(f, group["exponent"], group["matrix_eps"]),
+                                [f for f, _ in pairs])
+        for (_, root), new in zip(pairs, roots):
+            root.copy_(new)
+
+    @staticmethod
+    def _update(b: _Bucket, group: Mapping[str, Any]) -> None:
+        """The grafted, momentum-averaged step of one bucket, with its roots as they are now."""
+        s, g, t = b.stacks, b.grad, b.t
+        beta1, beta2 = group["betas"]
         # The grafting step: Adam without momentum.
         v = s["graft_sq"]
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         adam = v.div(1 - beta2**t).sqrt_().add_(group["eps"])
         torch.div(g, adam, out=adam)  # (B, m, n)
-        if t >= start:
+        if t >= group["start_preconditioning_step"]:
             direction = g
-            if left:
+            if b.left:
                 direction = torch.bmm(s["P_L"], direction)
-            if right:
+            if b.right:
                 direction = torch.bmm(direction, s["P_R"])
             adam_norm = torch.linalg.vector_norm(adam, dim=(1, 2), keepdim=True)  # (B, 1, 1)
             shampoo_norm = torch.linalg.vector_norm(direction, dim=(1, 2), keepdim=True)
@@ -205,7 +247,7 @@ class Shampoo(Float32StateOptimizer):
         m = s["exp_avg"]
         m.lerp_(direction, 1 - beta1)
         lr = group["lr"]
-        apply_update(params, list(m.unbind(0)), alpha=-lr / (1 - beta1**t), decay=1 - lr * group["weight_decay"])
+        apply_update(b.params, list(m.unbind(0)), alpha=-lr / (1 - beta1**t), decay=1 - lr * group["weight_decay"])
 
 
 DEFAULTS: Mapping[str, Any] = {

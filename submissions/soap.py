@@ -55,6 +55,13 @@ Performance: matrices of equal shape are stacked and processed with batched matm
 tensors are kept between steps, and each parameter's state entries are *views* of them (see :class:`StackedState`),
 so ``state_dict()`` still holds ordinary per-parameter tensors while a step copies nothing but the gradients. State is
 float32 for bfloat16/float16 parameters (and float64 for float64 ones); the step is rounded once into the parameter.
+A bucket holds matrices of one shape *and one Adam step count* (they differ only for parameters whose first gradient
+came later), so its bias corrections and its refresh are the bucket's, and no per-matrix step or index tensor is
+made from host data inside a step (on CUDA, a blocking copy from pageable memory waits for the device).
+
+Host reads on CUDA: the default QR refresh reads nothing back; ``torch.linalg.eigh`` reads its solver's status once
+per call, which happens at the first step (initialisation: one batched eigh per factor size across every bucket,
+``optbench_submissions._linalg.batched_by_size``) and, with ``refresh="eigh"`` only, at each refresh.
 """
 
 from __future__ import annotations
@@ -74,7 +81,14 @@ from optbench_submissions._common import (
     state_dtype,
     with_schedule,
 )
-from optbench_submissions._linalg import StackedState, adamw_step, apply_update, matrix_shape, stack_grads
+from optbench_submissions._linalg import (
+    StackedState,
+    adamw_step,
+    apply_update,
+    batched_by_size,
+    matrix_shape,
+    stack_grads,
+)
 
 REFRESH_MODES = ("qr", "eigh")
 
@@ -152,6 +166,7 @@ class SOAP(Float32StateOptimizer):
         loss = run_closure(closure)
         for gi, group in enumerate(self.param_groups):
             vectors: list[torch.Tensor] = []
+            fresh: dict[tuple[Any, ...], list[torch.Tensor]] = {}
             buckets: dict[tuple[Any, ...], list[torch.Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
@@ -159,19 +174,20 @@ class SOAP(Float32StateOptimizer):
                 shape = matrix_shape(p)
                 if shape is None or min(shape) > group["max_precond_dim"]:
                     vectors.append(p)
+                elif not self.state[p]:
+                    fresh.setdefault((shape, state_dtype(p), p.device), []).append(p)
                 else:
-                    buckets.setdefault((shape, state_dtype(p), p.device), []).append(p)
+                    # Equal shape and equal Adam step count: one batched update whose bias corrections and refresh
+                    # are the bucket's (the count differs only for parameters whose first gradient came later).
+                    key = (shape, state_dtype(p), p.device, self.state[p]["step"])
+                    buckets.setdefault(key, []).append(p)
             if vectors:
                 adamw_step(vectors, [self.state[p] for p in vectors], lr=group["lr"], betas=group["betas"],
                            eps=group["eps"], weight_decay=group["weight_decay"])
-            for (shape, dtype, _), params in buckets.items():
-                fresh = [p for p in params if not self.state[p]]
-                if fresh:
-                    self._init_matrices(fresh, shape, dtype, group)
-                fresh_ids = {id(p) for p in fresh}
-                ready = [p for p in params if id(p) not in fresh_ids]
-                if ready:
-                    self._update_matrices(ready, shape, dtype, group, tag=(gi, shape, dtype, ready[0].device))
+            if fresh:
+                self._init_matrices(list(fresh.items()), group)
+            for (shape, dtype, _, _), params in buckets.items():
+                self._update_matrices(params, shape, dtype, group, tag=(gi, shape, dtype, tuple(map(id, params))))
         return loss
 
     def _sides(self, shape: tuple[int, int], group: Mapping[str, Any]) -> tuple[bool, bool]:
@@ -181,26 +197,31 @@ class SOAP(Float32StateOptimizer):
             return shape[0] <= shape[1], shape[0] > shape[1]
         return left, right
 
-    def _init_matrices(self, params: list[torch.Tensor], shape: tuple[int, int], dtype: torch.dtype,
+    def _init_matrices(self, buckets: list[tuple[tuple[Any, ...], list[torch.Tensor]]],
                        group: Mapping[str, Any]) -> None:
-        """SOAP's first step: factors from the first gradient, bases by eigh, zero moments; no parameter update."""
-        g = stack_grads(params, shape, dtype)  # (B, m, n)
+        """SOAP's first step: factors from the first gradient, bases by eigh, zero moments; no parameter update.
+
+        The eigendecompositions of every bucket are batched by factor size (one eigh per size, not per bucket side).
+        """
         sb = group["shampoo_beta"]
-        left, right = self._sides(shape, group)
-        factors = {}
-        if left:
-            factors["L"] = torch.bmm(g, g.mT).mul_(1 - sb)  # (B, m, m)
-        if right:
-            factors["R"] = torch.bmm(g.mT, g).mul_(1 - sb)  # (B, n, n)
-        bases = {side: eigh_descending(f) for side, f in factors.items()}
-        for i, p in enumerate(params):
-            st = self.state[p]
-            st["step"] = 0  # Adam steps taken; the initialisation step is not one
-            st["exp_avg"] = torch.zeros(shape, dtype=dtype, device=p.device)
-            st["exp_avg_sq"] = torch.zeros(shape, dtype=dtype, device=p.device)
-            for side, f in factors.items():
-                st[f"GG_{side}"] = f[i].clone()
-                st[f"Q_{side}"] = bases[side][i].clone()
+        factors: list[tuple[list[torch.Tensor], str, torch.Tensor]] = []  # (params, side, (B, d, d) factor)
+        for (shape, dtype, _), params in buckets:
+            g = stack_grads(params, shape, dtype)  # (B, m, n)
+            left, right = self._sides(shape, group)
+            if left:
+                factors.append((params, "L", torch.bmm(g, g.mT).mul_(1 - sb)))  # (B, m, m)
+            if right:
+                factors.append((params, "R", torch.bmm(g.mT, g).mul_(1 - sb)))  # (B, n, n)
+            for p in params:
+                st = self.state[p]
+                st["step"] = 0  # Adam steps taken; the initialisation step is not one
+                st["exp_avg"] = torch.zeros(shape, dtype=dtype, device=p.device)
+                st["exp_avg_sq"] = torch.zeros(shape, dtype=dtype, device=p.device)
+        bases = batched_by_size(eigh_descending, [f for _, _, f in factors])
+        for (params, side, f), q in zip(factors, bases):
+            for i, p in enumerate(params):
+                self.state[p][f"GG_{side}"] = f[i].clone()
+                self.state[p][f"Q_{side}"] = q[i].clone()
 
     def _update_matrices(self, params: list[torch.Tensor], shape: tuple[int, int], dtype: torch.dtype,
                          group: Mapping[str, Any], *, tag: Any) -> None:
@@ -215,66 +236,41 @@ class SOAP(Float32StateOptimizer):
         lr, eps, sb = group["lr"], group["eps"], group["shampoo_beta"]
         for st in states:
             st["step"] += 1
-        steps = [st["step"] for st in states]
+        t = states[0]["step"]  # the bucket's (buckets are keyed by step count)
 
         g_rot = _rotate(g, ql, qr)  # (B, m, n) gradient in the eigenbasis
         m, v = s["exp_avg"], s["exp_avg_sq"]
         m.lerp_(g_rot, 1 - beta1)
         v.mul_(beta2).addcmul_(g_rot, g_rot, value=1 - beta2)
-        bc1, bc2 = self._bias_corrections(steps, beta1, beta2, like=v)
-        upd = v.div(bc2).sqrt_().add_(eps)
-        torch.div(m, upd, out=upd)  # (B, m, n): Adam's direction in the eigenbasis, before 1 / bc1
-        alpha = -lr
-        if isinstance(bc1, float):
-            alpha /= bc1
-        else:
-            upd.div_(bc1)
+        upd = v.div(1 - beta2**t).sqrt_().add_(eps)
+        torch.div(m, upd, out=upd)  # (B, m, n): Adam's direction in the eigenbasis, before 1 / (1 - beta1^t)
         upd = _unrotate(upd, ql, qr)
-        apply_update(params, list(upd.unbind(0)), alpha=alpha, decay=1 - lr * group["weight_decay"])
+        apply_update(params, list(upd.unbind(0)), alpha=-lr / (1 - beta1**t), decay=1 - lr * group["weight_decay"])
 
         if left:
             s["GG_L"].baddbmm_(g, g.mT, beta=sb, alpha=1 - sb)
         if right:
             s["GG_R"].baddbmm_(g.mT, g, beta=sb, alpha=1 - sb)
-        due = [i for i, t in enumerate(steps) if t % group["precondition_frequency"] == 0]
-        if due:
-            self._refresh(s, due, left, right, exact=group["refresh"] == "eigh")
+        if t % group["precondition_frequency"] == 0:
+            self._refresh(s, left, right, exact=group["refresh"] == "eigh")
 
     @staticmethod
-    def _bias_corrections(steps: list[int], beta1: float, beta2: float,
-                          like: torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:
-        """(1 - beta1^t, 1 - beta2^t): floats when the bucket shares t, else (B, 1, 1) tensors."""
-        if len(set(steps)) == 1:
-            return 1 - beta1 ** steps[0], 1 - beta2 ** steps[0]
-        t = torch.tensor(steps, dtype=like.dtype, device=like.device).view(-1, 1, 1)
-        return 1 - beta1**t, 1 - beta2**t
-
-    @staticmethod
-    def _refresh(s: dict[str, torch.Tensor], due: list[int], left: bool, right: bool, *, exact: bool) -> None:
-        """Refresh the bases of the matrices ``due`` (indices into the stack) in place.
+    def _refresh(s: dict[str, torch.Tensor], left: bool, right: bool, *, exact: bool) -> None:
+        """Refresh the bases of a whole bucket in place.
 
         The first moment goes back to parameter coordinates with the old bases and into the new ones; the second
         moment is re-ordered to follow the eigenvalue order of each side (SOAP's reference code).
         """
-        whole = len(due) == s["exp_avg"].shape[0]
-        idx = None if whole else torch.tensor(due, device=s["exp_avg"].device)
-
-        def pick(x: torch.Tensor) -> torch.Tensor:
-            return x if idx is None else x.index_select(0, idx)
-
-        def put(dst: torch.Tensor, src: torch.Tensor) -> None:
-            dst.copy_(src) if idx is None else dst.index_copy_(0, idx, src)
-
-        ql, qr = (pick(s["Q_L"]) if left else None), (pick(s["Q_R"]) if right else None)
-        m_orig = _unrotate(pick(s["exp_avg"]), ql, qr)  # (b, m, n) in parameter coordinates
-        v = pick(s["exp_avg_sq"])
+        ql, qr = (s["Q_L"] if left else None), (s["Q_R"] if right else None)
+        m_orig = _unrotate(s["exp_avg"], ql, qr)  # (B, m, n) in parameter coordinates
+        v = s["exp_avg_sq"]
         new = {}
         for side, q, dim in (("L", ql, 1), ("R", qr, 2)):
             if q is None:
                 continue
-            f = pick(s[f"GG_{side}"])  # (b, d, d)
+            f = s[f"GG_{side}"]  # (B, d, d)
             fq = torch.bmm(f, q)
-            est = (q * fq).sum(dim=1)  # (b, d): diag(Q^T F Q), the eigenvalue estimates of the old basis
+            est = (q * fq).sum(dim=1)  # (B, d): diag(Q^T F Q), the eigenvalue estimates of the old basis
             order = est.argsort(dim=-1, descending=True)
             # Rows (L) or columns (R) of V follow the order. gather with an expanded index: take_along_dim would
             # also normalise negative indices, a full extra pass over the index.
@@ -284,9 +280,10 @@ class SOAP(Float32StateOptimizer):
             else:
                 fq = fq.gather(2, order.unsqueeze(1).expand_as(fq))  # F Q[:, order]
                 new[side] = torch.linalg.qr(fq).Q
-            put(s[f"Q_{side}"], new[side])
-        put(s["exp_avg_sq"], v)
-        put(s["exp_avg"], _rotate(m_orig, new.get("L"), new.get("R")))
+        for side, q in new.items():  # after both sides: the old bases are read above
+            s[f"Q_{side}"].copy_(q)
+        s["exp_avg_sq"].copy_(v)
+        s["exp_avg"].copy_(_rotate(m_orig, new.get("L"), new.get("R")))
 
 
 DEFAULTS: Mapping[str, Any] = {

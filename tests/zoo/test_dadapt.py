@@ -147,3 +147,22 @@ def test_bf16_parameters_keep_float32_state_and_round_trip() -> None:
 def test_bad_input_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         dadapt.create(torch.nn.Linear(3, 1), {**dadapt.defaults, "d0": 0.0}, short_info())
+
+
+def test_d_stays_on_the_parameters_device_and_is_put_back_there_on_load() -> None:
+    """d and the numerator are 0-d float64 tensors on the parameters' device (meta here, the only other device of a
+    CPU machine: any read of them would raise), never read back by a step; a state dict loaded from the CPU, as
+    checkpoints are, puts them back on the parameters' device."""
+    params = [torch.nn.Parameter(torch.empty(3, 2, device="meta"))]
+    opt = DAdaptAdam(params, weight_decay=0.1)
+    for _ in range(2):
+        params[0].grad = torch.empty(3, 2, device="meta")
+        opt.step()
+    group = opt.param_groups[0]
+    for key in ("d", "numerator"):
+        assert group[key].device.type == "meta" and group[key].dtype == torch.float64 and group[key].dim() == 0
+    saved = opt.state_dict()
+    saved["param_groups"][0].update(d=torch.tensor(0.5, dtype=torch.float64), numerator=torch.tensor(0.25))
+    again = DAdaptAdam([torch.nn.Parameter(torch.empty(3, 2, device="meta"))], weight_decay=0.1)
+    again.load_state_dict(saved)
+    assert {again.param_groups[0][key].device.type for key in ("d", "numerator")} == {"meta"}

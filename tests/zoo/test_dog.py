@@ -178,3 +178,29 @@ def test_specs_and_bad_input() -> None:
     assert ldog.create(model, dict(ldog.defaults), short_info()).param_groups[0]["layerwise"] is True
     with pytest.raises(UsageError):
         dog.create(model, {**dog.defaults, "reps_rel": 0.0}, short_info())
+
+
+def test_rbar_and_g_stay_on_the_parameters_device_and_are_put_back_there_on_load() -> None:
+    """DoG's rbar and G are 0-d float64 tensors on the parameters' device (meta here: any read would raise), never
+    read back by a step; a state dict loaded from the CPU puts them back on the parameters' device."""
+    params = [torch.nn.Parameter(torch.empty(3, 2, device="meta"))]
+    opt = DoG(params, weight_decay=0.1, average=8.0)
+    for _ in range(3):
+        params[0].grad = torch.empty(3, 2, device="meta")
+        opt.step()
+    group = opt.param_groups[0]
+    assert all(group[k].device.type == "meta" and group[k].dtype == torch.float64 for k in ("rbar", "G"))
+    saved = opt.state_dict()
+    saved["param_groups"][0].update(rbar=torch.tensor(0.5, dtype=torch.float64), G=torch.tensor(2.0))
+    again = DoG([torch.nn.Parameter(torch.empty(3, 2, device="meta"))], weight_decay=0.1, average=8.0)
+    again.load_state_dict(saved)
+    assert {again.param_groups[0][k].device.type for k in ("rbar", "G")} == {"meta"}
+
+
+def test_a_zero_first_gradient_is_refused_when_eps_is_zero() -> None:
+    """With eps = 0 the first G can be 0: checked once, at the first step (the only host read DoG makes)."""
+    params = [torch.nn.Parameter(torch.ones(3, dtype=torch.float64))]
+    opt = DoG(params, eps=0.0)
+    params[0].grad = torch.zeros(3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="nonzero first gradient"):
+        opt.step()

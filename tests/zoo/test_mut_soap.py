@@ -34,9 +34,9 @@ from tests.zoo.test_soap import _grads, _params, _run, _soap_matrix  # noqa: E40
 
 @pytest.mark.parametrize("refresh", ["eigh", "qr"])
 def test_refresh_of_part_of_a_bucket_matches_the_reference(refresh):
-    """Three (2, 3) matrices in one bucket, the middle one a step behind: at every second step only some of the
-    bucket is due for a refresh (the index_select / index_copy path). Each must follow its own float64 reference;
-    2 of 3 due is also len(due) == m, which a whole-bucket test on the wrong axis would mistake for all."""
+    """Three (2, 3) matrices, the middle one a step behind: at every second step only some of them are due for a
+    refresh (the late one sits in a bucket of its own: buckets are keyed by step count). Each must follow its own
+    float64 reference."""
     shapes = [(2, 3)] * 3
     params = _params(shapes, seed=5)
     theta0 = [p.detach().numpy().copy() for p in params]
@@ -164,9 +164,9 @@ def test_boundary_hyperparameters_are_accepted():
 
 
 def test_state_and_step_tensors_stay_on_the_parameters_device():
-    """On the meta device (the only non-CPU device a CPU machine has): the zero moments, the per-matrix bias
-    corrections of a bucket whose step counts differ, and the refresh index of a partly due bucket must all be made
-    on the parameters' device; a tensor left on the default device (CPU) fails to mix with them."""
+    """On the meta device (the only non-CPU device a CPU machine has): the zero moments and the state of matrices
+    whose step counts differ (and so whose refreshes fall on different steps) must all be made on the parameters'
+    device; a tensor left on the default device (CPU) fails to mix with them."""
     params = [nn.Parameter(torch.empty(3, 4, device="meta")) for _ in range(3)]
     opt = SOAP(params, precondition_frequency=2, max_precond_dim=8)
     for k in range(5):

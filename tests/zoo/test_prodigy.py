@@ -157,3 +157,21 @@ def test_bf16_parameters_keep_float32_state_and_round_trip() -> None:
 def test_bad_input_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         prodigy.create(torch.nn.Linear(3, 1), {**prodigy.defaults, "d_coef": 0.0}, short_info())
+
+
+def test_d_stays_on_the_parameters_device_and_is_put_back_there_on_load() -> None:
+    """d, d_max and r are 0-d float64 tensors on the parameters' device (meta here: any read would raise), never
+    read back by a step; a state dict loaded from the CPU puts them back on the parameters' device."""
+    params = [torch.nn.Parameter(torch.empty(3, 2, device="meta"))]
+    opt = Prodigy(params, weight_decay=0.1, growth_rate=2.0)
+    for _ in range(2):
+        params[0].grad = torch.empty(3, 2, device="meta")
+        opt.step()
+    keys = ("d", "d_max", "numerator")
+    group = opt.param_groups[0]
+    assert all(group[k].device.type == "meta" and group[k].dtype == torch.float64 and group[k].dim() == 0 for k in keys)
+    saved = opt.state_dict()
+    saved["param_groups"][0].update({k: torch.tensor(0.5, dtype=torch.float64) for k in keys})
+    again = Prodigy([torch.nn.Parameter(torch.empty(3, 2, device="meta"))], weight_decay=0.1, growth_rate=2.0)
+    again.load_state_dict(saved)
+    assert {again.param_groups[0][k].device.type for k in keys} == {"meta"}

@@ -261,3 +261,29 @@ def test_parameters_that_start_later_get_their_own_bias_correction() -> None:
         else:
             want = _adamw_vector(th, gs, **HP)
         np.testing.assert_allclose(p.detach().numpy(), want, rtol=1e-9, atol=1e-10, err_msg=f"param {i} {shapes[i]}")
+
+
+def test_first_step_decomposes_once_per_factor_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The initialising eigendecompositions are batched across buckets by factor size: two (4, 4) matrices, a (3, 3)
+    and a (4, 9) one (its 9 columns above max_precond_dim) have five factors of size 4 and two of size 3: two eigh
+    calls (on CUDA, two host reads of the solver's status instead of five), and each matrix still follows its
+    float64 reference (full-rank factors from the first gradient on, as SHAPES)."""
+    import optbench_submissions.soap as soap_module
+
+    shapes = [(4, 4), (3, 3), (4, 9), (4, 4)]
+    params = _params(shapes, seed=4)
+    theta0 = [p.detach().numpy().copy() for p in params]
+    batches = []
+    eigh = soap_module.eigh_descending
+
+    def counted(a: torch.Tensor) -> torch.Tensor:
+        batches.append(tuple(a.shape))
+        return eigh(a)
+
+    monkeypatch.setattr(soap_module, "eigh_descending", counted)
+    grads = _grads(5, shapes, seed=5)
+    _run(SOAP(params, precondition_frequency=2, **HP), params, grads)
+    assert sorted(batches) == [(2, 3, 3), (5, 4, 4)]
+    for i, (p, th) in enumerate(zip(params, theta0)):
+        want = _soap_matrix(th, [g[i] for g in grads], freq=2, exact=False, **HP)
+        np.testing.assert_allclose(p.detach().numpy(), want, rtol=1e-9, atol=1e-10, err_msg=f"param {i}")
