@@ -139,14 +139,15 @@ def compile_model(model: nn.Module) -> nn.Module:
 class CompileWatch:
     """Context manager: counts the compilations Dynamo starts while it is open, the recompilations among them (a
     frame compiled again after its first graph stopped matching: a new shape, a specialised value), and the
-    seconds spent compiling, into ``into`` (an object with ``compiles``, ``recompiles`` and ``compile_seconds``
-    attributes, read when each compilation ends, so that a state restored meanwhile receives them).
+    seconds spent compiling, into ``into()``: an object with ``compiles``, ``recompiles`` and ``compile_seconds``
+    (the trial's counters), looked up when each compilation ends, so that a state restored meanwhile (a
+    checkpoint loaded, warm-up steps undone) receives them.
 
-    Uses ``torch._dynamo.callback_handler``; on a torch without it nothing is counted.
+    Uses ``torch._dynamo.callback_handler``; on a torch without it nothing is counted (:func:`compiles_counted`).
     """
 
     def __init__(self, into: Any) -> None:
-        self.into = into  # a callable returning the object to add to (the trial's current counters)
+        self.into = into
         self.started: float | None = None
 
     def __enter__(self) -> CompileWatch:
@@ -185,6 +186,11 @@ class CompileWatch:
 def _handler() -> Any:
     callback = getattr(torch._dynamo, "callback_handler", None)
     return callback if hasattr(callback, "register_start_callback") else None
+
+
+def compiles_counted() -> bool:
+    """Whether this torch lets :class:`CompileWatch` count compilations (else the record says None, not 0)."""
+    return _handler() is not None
 
 
 def _trigger(args: tuple[Any, ...]) -> str:

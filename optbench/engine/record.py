@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from optbench import SCHEMA_VERSION
 from optbench.api import reached
-from optbench.engine.backends import matmul_precision
+from optbench.engine.backends import compiles_counted, matmul_precision
 from optbench.engine.batches import accumulation_steps
 from optbench.engine.loop import TrialLoop
 from optbench.engine.prepared import PreparedTrial
@@ -59,7 +59,7 @@ def record_of(prep: PreparedTrial, outcome: str, reason: str | None, loop: Trial
 
 def _compiled(prep: PreparedTrial, loop: TrialLoop | None) -> dict[str, float | int | None]:
     """What ``--compile`` cost the trial (None when it was off)."""
-    if not prep.compile:
+    if not prep.compile or not compiles_counted():
         return {"compile_seconds": None, "recompiles": None}
     c = loop.state.counters if loop is not None else None
     return {"compile_seconds": c.compile_seconds if c else 0.0, "recompiles": c.recompiles if c else 0}
