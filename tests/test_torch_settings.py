@@ -26,7 +26,7 @@ def _flags() -> dict:
     return {"algorithms": torch.are_deterministic_algorithms_enabled(),
             "cudnn": (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark),
             "flash": torch.backends.cuda.flash_sdp_enabled(), "efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
-            "matmul": torch.backends.cuda.matmul.fp32_precision, "conv": torch.backends.cudnn.conv.fp32_precision}
+            "matmul": torch.backends.cuda.matmul.allow_tf32, "conv": torch.backends.cudnn.allow_tf32}
 
 
 def test_deterministic_is_in_force_during_the_trial_and_undone_after(monkeypatch):
@@ -46,7 +46,11 @@ def test_tf32_is_set_explicitly_on_cuda_and_undone_after(tf32, mode):
     before = _flags()
     with TrialSettings(device=CUDA, deterministic=False, tf32=tf32):
         inside = _flags()
-    assert (inside["matmul"], inside["conv"]) == (mode, mode)
+        newer = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+                 torch.backends.cudnn.rnn.fp32_precision)
+        torch.get_float32_matmul_precision()  # consistent settings: no "mix of the legacy and new APIs" error
+    assert (inside["matmul"], inside["conv"]) == (tf32, tf32)
+    assert newer == (mode, mode, mode) or (not tf32 and newer[0] == "ieee")  # torch 2.9+'s view of the same
     assert not inside["algorithms"] and _flags() == before
 
 

@@ -70,33 +70,20 @@ class TrialSettings:
             _restore_fp32_precision(self.saved["precision"])
 
 
-def _new_precision_api() -> bool:
-    """Whether this torch sets TF32 through ``fp32_precision`` (2.9 and later; mixing it with the older
-    ``allow_tf32`` flags is an error there)."""
-    return hasattr(torch.backends.cuda.matmul, "fp32_precision")
-
-
-def _fp32_precision() -> tuple[Any, Any]:
-    if _new_precision_api():
-        return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+def _fp32_precision() -> tuple[bool, bool]:
+    """Whether fp32 matmuls and cuDNN convolutions may use TF32. Read and written through the ``allow_tf32`` flags:
+    on torch 2.9 and later they set the newer ``fp32_precision`` settings consistently (setting only some of those
+    instead leaves a mix that the ``allow_tf32`` getters, which Inductor reads, refuse with an error)."""
     return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
 
 
 def _set_fp32_precision(*, tf32: bool) -> None:
-    if _new_precision_api():
-        mode = "tf32" if tf32 else "ieee"
-        torch.backends.cuda.matmul.fp32_precision = mode
-        torch.backends.cudnn.conv.fp32_precision = mode
-    else:  # pragma: no cover - torch before 2.9
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
 
 
-def _restore_fp32_precision(saved: tuple[Any, Any]) -> None:
-    if _new_precision_api():
-        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
-    else:  # pragma: no cover - torch before 2.9
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+def _restore_fp32_precision(saved: tuple[bool, bool]) -> None:
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def matmul_precision(device: str, tf32: bool) -> str:
