@@ -38,9 +38,9 @@ from optbench.parallel.executors import EXECUTORS, ClusterOptions
 from optbench.sweep import claims
 
 PLANS_DIR = ".plans"  # under the results directory: what each sweep planned, for `optbench status`
-JOB_FN = "optbench.sweep.engine:run_job"
+JOB_FN = "optbench.sweep.engine:run_job"  # what every executor runs, by import path (no pickled objects)
 MAX_JOBS = 1024  # worker processes of one sweep
-MAX_NPROC = 1024  # processes of one data-parallel trial  # what every executor runs, by import path (no pickled objects)
+MAX_NPROC = 1024  # processes of one data-parallel trial
 
 
 @dataclass(frozen=True, kw_only=True)
