@@ -50,14 +50,17 @@ class TrialSettings:
             self.saved["precision"] = _fp32_precision()
             _set_fp32_precision(tf32=self.tf32)
         if self.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-
-            self.attention = sdpa_kernel([SDPBackend.MATH])
-            self.attention.__enter__()
+            self._deterministic()
         return self
+
+    def _deterministic(self) -> None:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        self.attention = sdpa_kernel([SDPBackend.MATH])
+        self.attention.__enter__()
 
     def __exit__(self, *exc: object) -> None:
         if self.attention is not None:
