@@ -40,7 +40,9 @@ sampled-label loss, reads the new grads as g_hat, and puts the real gradients ba
 loop estimates after steps k, 2k, ...; here the estimate comes first at step 1 so that no update runs with h = 0.
 Without a closure (a plain ``loss.backward(); opt.step()`` loop) h is never estimated: h stays 0 and every update is
 lr * sign(m) (the clip saturates), i.e. signed momentum. The paper's gradient clipping at norm 1 belongs to its GPT
-training loop, not the optimizer, and is not done here.
+training loop, not the optimizer, and is not done here. Nothing in a step is read back to the host: the workloads
+draw the sampled labels on the device (Gumbel-max, ``optbench_workloads._loss.gumbel_max``), and the estimate and the
+update are foreach ops over each group.
 """
 
 from __future__ import annotations
@@ -124,11 +126,13 @@ class SophiaG(Float32StateOptimizer):
                 sampled_loss = closure(sampled=True)
             for group in self.param_groups:
                 beta2, scale = group["betas"][1], group["hess_batch"]
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    g_hat = p.grad.to(state_dtype(p))
-                    self._init_state(p)["hessian"].mul_(beta2).addcmul_(g_hat, g_hat, value=(1 - beta2) * scale)
+                estimated = [p for p in group["params"] if p.grad is not None]
+                if not estimated:
+                    continue
+                h = [self._init_state(p)["hessian"] for p in estimated]
+                g_hat = [p.grad.to(state_dtype(p)) for p in estimated]
+                torch._foreach_mul_(h, beta2)  # one foreach launch for the group, not two kernels per parameter
+                torch._foreach_addcmul_(h, g_hat, g_hat, (1 - beta2) * scale)
         finally:
             for p, g in zip(params, real):
                 p.grad = g
@@ -162,8 +166,7 @@ class SophiaG(Float32StateOptimizer):
             ratio = torch._foreach_div(torch._foreach_abs(m), denom)
             torch._foreach_clamp_max_(ratio, 1.0)  # clip(m / max(rho h, eps), 1) = sign(m) * min(|m| / ..., 1)
             torch._foreach_mul_(ratio, torch._foreach_sign(m))
-            for p, u in zip(params, ratio):
-                p.add_(u, alpha=-lr)  # computed in float32, rounded once into a bf16 parameter
+            torch._foreach_add_(params, ratio, alpha=-lr)  # in float32, rounded once into a bf16 parameter
         return None
 
 
