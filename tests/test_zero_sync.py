@@ -504,3 +504,16 @@ def test_head_logits_reach_the_loss_unrounded_under_autocast() -> None:
     want = (g16 @ w.detach().bfloat16()).float(), (g16.T @ h.detach().bfloat16()).float()
     for got, ref in zip(torch.autograd.grad(plain, (h, w)), want):
         torch.testing.assert_close(got, ref, rtol=1e-2, atol=1e-5)
+
+
+def test_the_decoders_logits_are_the_ones_its_loss_sees_under_autocast() -> None:
+    """E1: ``GPT(tokens)`` gives float32 logits under a bf16 autocast, and its loss is their cross-entropy."""
+    from optbench_workloads._gpt import GPTConfig, build_gpt
+
+    model = build_gpt(GPTConfig(vocab_size=40, seq_len=8, n_layer=1, n_head=2, d_model=16),
+                      torch.Generator().manual_seed(0))
+    x = torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(x), model(x, x)
+    assert logits.dtype == torch.float32 and logits.shape == (2, 8, 40)
+    torch.testing.assert_close(F.cross_entropy(logits.flatten(0, 1), x.reshape(-1)), loss, rtol=1e-6, atol=0)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optbench_workloads._loss import head_cross_entropy
+from optbench_workloads._loss import head_cross_entropy, head_inputs, head_logits
 
 INIT_STD = 0.02
 
@@ -206,11 +206,12 @@ class GPT(nn.Module):
           targets: (B, T) ids to predict, or None.
           reduction: ``mean`` (per token) or ``sum`` of the loss.
         Returns:
-          (B, T, V) logits, position t seeing tokens 0..t only; with ``targets`` the 0-d float32 loss.
+          (B, T, V) float32 logits (never rounded to bf16 under autocast: :func:`head_logits`), position t seeing
+          tokens 0..t only; with ``targets`` the 0-d float32 loss.
         """
         h = self.features(tokens)  # (B, T, d)
-        if targets is None:
-            return F.linear(h, self.embed.weight)  # tied head: (B, T, d) x (V, d)^T -> (B, T, V)
+        if targets is None:  # tied head: (B T, d) x (V, d)^T -> (B, T, V) float32, as the loss sees them
+            return head_logits(*head_inputs(h.flatten(0, 1), self.embed.weight)).unflatten(0, h.shape[:2])
         return head_cross_entropy(h.flatten(0, 1), self.embed.weight, targets.reshape(-1), reduction=reduction)
 
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
