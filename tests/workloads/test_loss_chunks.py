@@ -65,3 +65,20 @@ def test_sampled_targets_follow_the_heads_distribution() -> None:
     ids = sample_targets(h, w, torch.Generator().manual_seed(0), rows=333)
     freq = torch.bincount(ids, minlength=3).float() / len(ids)
     assert torch.allclose(freq, torch.tensor([0.25, 0.25, 0.5]), atol=0.03)
+
+
+def test_checkpointed_chunks_do_not_stash_the_generators(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a chunk draws no random numbers: saving and restoring every generator around each one is pure cost
+    import optbench_workloads._loss as loss
+
+    seen: list[dict] = []
+    real = loss.checkpoint
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loss, "checkpoint", spy)
+    h = torch.randn(10, 8, requires_grad=True)
+    head_cross_entropy(h, torch.randn(50, 8), torch.randint(0, 50, (10,)), rows=4).backward()
+    assert len(seen) == 3 and all(k.get("preserve_rng_state") is False for k in seen)
