@@ -70,6 +70,24 @@ class GPTConfig:
             raise ValueError("rotary positions need an even head dimension")
 
 
+def flops_per_sequence(*, n_layer: int, d_model: int, seq_len: int, vocab_size: int, mlp_ratio: int = 4) -> int:
+    """Model FLOPs of one training sequence (forward + backward), by PaLM's model-FLOPs formula.
+
+    Chowdhery et al., "PaLM", 2022, appendix B (as nanoGPT and torchtitan report MFU)::
+
+        per token: 6 N + 12 L H Q T,   N = L (4 + 2 r) d^2 + V d,   per sequence: T x that
+
+    Assumptions: every weight matrix costs 2 FLOPs per parameter per token forward and twice that backward (input and
+    weight gradients), so forward + backward = 3 x forward; N counts the blocks' matrices (qkv 3 d^2, output d^2,
+    MLP 2 r d^2) and the head V d (tied to the embedding, but a real matmul), and excludes the embedding lookups
+    (gathers, no FLOPs) and the norm gains; attention scores and their weighted sum are 2 x 2 T d per token and
+    layer forward over the full T x T (H Q = d; the causal mask's skipped half is counted, as PaLM does). Left out:
+    softmax, norms, activations, rotary, the loss (a few percent at the tiny size, under 1% at paper size).
+    """
+    n = n_layer * (4 + 2 * mlp_ratio) * d_model**2 + vocab_size * d_model
+    return seq_len * (6 * n + 12 * n_layer * d_model * seq_len)
+
+
 class RMSNorm(nn.Module):
     """y = x / sqrt(mean(x^2) + eps) * g over the last dimension (no mean subtraction, no bias)."""
 

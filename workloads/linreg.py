@@ -141,6 +141,12 @@ class LinRegTask:
         excess = float((self.lam64 * (w - self.w_star64) ** 2).sum())
         return {"excess_risk": excess, "val_loss": 0.5 * (excess + self.sigma**2)}
 
+    def flops_per_example(self) -> float:
+        """Exactly 4 d per example: the forward <x, w> is d multiplies and d adds (2 d), and backward is the weight
+        gradient x (pred - y), another 2 d; no input gradient is computed (the data need none), so the usual
+        "backward = 2 x forward" (6 d) would overcount. FlopCounterMode counts the same two matmuls (tested)."""
+        return 4.0 * self.dim
+
     def counts(self, batch: LinRegBatch) -> tuple[int, int]:
         n = int(batch.x.shape[0])
         return n, n

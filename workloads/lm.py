@@ -44,7 +44,7 @@ from torch import nn
 
 from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
 from optbench.errors import DataMissingError, UsageError
-from optbench_workloads._gpt import GPTConfig, build_gpt
+from optbench_workloads._gpt import GPTConfig, build_gpt, flops_per_sequence
 from optbench_workloads._loss import check_fp32_head, head_cross_entropy, sample_targets
 
 RESIDENT_MAX_TOKENS = 1 << 30  # int32 on the device: at most 4 GiB; larger train files are read from a memory map
@@ -315,6 +315,12 @@ class LMTask:
         if not math.isfinite(val_loss):
             return {"val_loss": math.nan, "val_perplexity": math.nan}
         return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 700.0))}
+
+    def flops_per_example(self) -> float:
+        """Model FLOPs per training sequence (PaLM's formula: :func:`optbench_workloads._gpt.flops_per_sequence`)."""
+        c = self.cfg
+        return float(flops_per_sequence(n_layer=c.n_layer, d_model=c.d_model, seq_len=c.seq_len,
+                                        vocab_size=c.vocab_size, mlp_ratio=c.mlp_ratio))
 
     def counts(self, batch: TokenBatch) -> tuple[int, int]:
         return int(batch.inputs.shape[0]), int(batch.inputs.numel())

@@ -125,7 +125,7 @@ def run(workload: str, opts: tuple[str, ...], hparams: dict[str, Any], seeds: tu
 
 @main.command()
 @results_dir_option
-@click.option("--by", type=click.Choice(["time", "steps", "examples", "tokens"]), default="time",
+@click.option("--by", type=click.Choice(["time", "steps", "examples", "tokens", "flops"]), default="time",
               show_default=True, help="Measure to score: timed seconds, or hardware-independent counts.")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "latex", "csv", "json"]), default="table",
               show_default=True)

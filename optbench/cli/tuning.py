@@ -44,7 +44,7 @@ def tune(spec: TuneSpec, results_dir: Path | None, quiet: bool, trial: TrialConf
 @results_dir_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
               show_default=True, help="Where index.html and the PNG/SVG plots go.")
-@click.option("--by", type=click.Choice(["time", "steps", "examples", "tokens"]), default="time",
+@click.option("--by", type=click.Choice(["time", "steps", "examples", "tokens", "flops"]), default="time",
               show_default=True, help="Measure to score.")
 @click.option("--r-max", type=click.FloatRange(min=1, min_open=True), default=4.0, show_default=True,
               help="Largest performance ratio of the profiles.")

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -28,6 +29,7 @@ from optbench.api import Capability, Task
 from optbench.engine import checkpoints
 from optbench.engine.backends import CompileWatch, compile_model
 from optbench.engine.clock import Clock
+from optbench.engine.flops import FlopCounts, OptimizerTimer, count_trial
 from optbench.engine.prepared import MAX_BATCH, PreparedTrial
 from optbench.engine.state import TrialState
 from optbench.engine.stepping import Stepper
@@ -106,6 +108,9 @@ class TrialLoop:
         self.stepper = Stepper(task=task, model=self.forward_model, params_of=model, micro=prep.micro_batch_size,
                                world=self.world, group=group, sample_gen=self.state.sample_gen)
         self.pending: list[torch.Tensor] = []  # this stretch's step losses (0-d, on the device), not yet read
+        self.flops: FlopCounts | None = None  # counted at trial start (begin)
+        self.opt_timer = OptimizerTimer(device)  # the optimizer step's seconds (optimizer_share)
+        self.timed_from = 0.0  # the clock's timed seconds when this run's steps began (a resume starts past 0)
         self.diagnostics = None
         if prep.diagnostics:
             from optbench.engine.diagnostics import Diagnostics
@@ -130,10 +135,12 @@ class TrialLoop:
         bs = self.batch_size()
         batch = self.task.next_batch(bs, st.data_gen)
         loss = self.stepper.backward(batch)
+        self.opt_timer.start()
         if Capability.CLOSURE in self.caps or Capability.SAMPLED_LOSS in self.caps:
             st.updater.step(self.stepper.closure(batch))
         else:
             st.updater.step()
+        self.opt_timer.stop()
         st.updater.zero_grad(set_to_none=True)
         examples, tokens = self.task.counts(batch)
         c = st.counters
@@ -247,11 +254,45 @@ class TrialLoop:
           checkpoints.UnusableCheckpoint: the checkpoint cannot be resumed here (it is left as it was).
         """
         prep = self.prep
+        self.count_flops()
         if prep.checkpoint is not None and prep.resume and prep.checkpoint.exists():
             checkpoints.load(self.state, prep.checkpoint, prep.checkpoint_key())
         else:
             self.warm_up()
+        self.opt_timer.reset()
+        self.timed_from = self.state.clock.timed
         self.began = True
+
+    def count_flops(self) -> None:
+        """Count the model's FLOPs per example and the optimizer's per step, untimed, on copies
+        (:mod:`optbench.engine.flops`): the trial's state and random streams are untouched."""
+        closure = None
+        if Capability.CLOSURE in self.caps or Capability.SAMPLED_LOSS in self.caps:
+            closure = self._counting_closure
+        with self.state.clock.paused():
+            self.flops = count_trial(self.task, self.state.model, self.state.updater, hparams=self.prep.hparams,
+                                     device=self.state.device, closure=closure)
+
+    def _counting_closure(self, model: torch.nn.Module) -> Callable[..., torch.Tensor]:
+        """A ``step(closure)`` argument over ``model`` (a copy) on a batch of the count's own generator."""
+        from optbench.engine.flops import COUNT_BATCH, _generator
+
+        gen = _generator(self.state.device)
+        batch = self.task.next_batch(COUNT_BATCH, gen)
+
+        def closure(sampled: bool = False) -> torch.Tensor:
+            model.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                loss = self.task.sampled_loss(model, batch, gen) if sampled else self.task.loss(model, batch)
+                loss.backward()
+            return loss.detach()
+
+        return closure
+
+    def optimizer_share(self) -> float | None:
+        """The optimizer step's share of this run's timed seconds (read at a stretch's end or after the loop)."""
+        self.opt_timer.collect()
+        return self.opt_timer.share(self.state.clock.timed - self.timed_from)
 
     def watch_compiles(self) -> CompileWatch:
         """A context counting what ``--compile`` compiles while it is open into the trial's counters."""
@@ -314,6 +355,7 @@ class TrialLoop:
         Returns ``reached`` or ``missed`` when the trial ends here, else None."""
         clock = self.state.clock
         clock.halt()
+        self.opt_timer.collect()  # the halt synchronised: every event of the stretch has completed
         try:
             loss = self.read_losses()
         except Stop:

@@ -9,6 +9,7 @@ from optbench import SCHEMA_VERSION
 from optbench.api import reached
 from optbench.engine.backends import compiles_counted, matmul_precision
 from optbench.engine.batches import accumulation_steps
+from optbench.engine.flops import mfu
 from optbench.engine.loop import TrialLoop
 from optbench.engine.prepared import PreparedTrial
 from optbench.parallel.distributed import Group
@@ -54,6 +55,7 @@ def record_of(prep: PreparedTrial, outcome: str, reason: str | None, loop: Trial
         step_hint=prep.info.step_hint, base_batch_size=prep.batch_size, diagnostics=prep.diagnostics,
         study_kind=prep.study_kind, varies=",".join(prep.varies), deterministic=prep.deterministic,
         matmul_precision=matmul_precision(prep.device, prep.tf32), **_compiled(prep, loop),
+        **_flops(prep, loop, hit, prov.device_name),
     )
 
 
@@ -63,3 +65,22 @@ def _compiled(prep: PreparedTrial, loop: TrialLoop | None) -> dict[str, float | 
         return {"compile_seconds": None, "recompiles": None}
     c = loop.state.counters if loop is not None else None
     return {"compile_seconds": c.compile_seconds if c else 0.0, "recompiles": c.recompiles if c else 0}
+
+
+def _flops(prep: PreparedTrial, loop: TrialLoop | None, hit: EvalRow | None,
+           device_name: str) -> dict[str, float | None]:
+    """FLOPs counted at trial start, to the target and in all, MFU, and the optimizer's share of the timed seconds."""
+    counts = loop.flops if loop is not None else None
+    if counts is None:
+        return {}
+    c, timed = loop.state.counters, loop.state.clock.timed
+    try:
+        share = loop.optimizer_share()
+    except RuntimeError:  # ended mid-stretch (an error): its last events may never have run
+        share = None
+    return {"model_flops_per_example": counts.model_per_example, "optimizer_flops_per_step": counts.optimizer_per_step,
+            "flops_to_target": counts.total(hit.examples, hit.step) if hit else None,
+            "total_flops": counts.total(c.examples, c.step),
+            "mfu": mfu(counts.model_per_example, c.examples, timed, device_name=device_name,
+                       world_size=prep.world_size) if prep.device.startswith("cuda") else None,
+            "optimizer_share": share}

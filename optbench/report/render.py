@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from optbench.store.reader import ResultSet
     from optbench.store.units import Units
 
-UNITS = {"time": "s", "steps": "steps", "examples": "examples", "tokens": "tokens"}
+UNITS = {"time": "s", "steps": "steps", "examples": "examples", "tokens": "tokens", "flops": "FLOPs"}
 
 # One letter per trial outcome (results.OUTCOMES), and what it means: the legend printed under every table that
 # uses the letters, and the reason a miss gives. "E" is a capital so that an error stands out among the letters.

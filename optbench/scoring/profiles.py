@@ -40,6 +40,9 @@ TRIAL_MEASURES = {
     "steps": "steps_to_target",
     "examples": "examples_to_target",
     "tokens": "tokens_to_target",
+    # model FLOPs x examples + optimizer FLOPs x steps (optbench.engine.flops): hardware-independent, like tokens,
+    # and the one measure that charges a dearer optimizer step (SOAP, Shampoo, Muon) for its cost
+    "flops": "flops_to_target",
 }
 EVAL_MEASURES = {"time": "timed_seconds", "steps": "step", "examples": "examples", "tokens": "tokens"}
 TRIAL_COLUMNS = ("workload", "submission", "study", "trial", "seed", "outcome", "metric_goal", "target")

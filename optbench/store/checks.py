@@ -21,7 +21,8 @@ from optbench.store.writer import arrow_schema
 _INT64 = 2**63
 _NON_NEGATIVE = ("time_to_target", "steps_to_target", "examples_to_target", "tokens_to_target", "total_steps",
                  "total_timed_seconds",  # scoring refuses negative or non-finite measures: not ours then
-                 "compile_seconds", "recompiles")
+                 "compile_seconds", "recompiles", "model_flops_per_example", "optimizer_flops_per_step",
+                 "flops_to_target", "total_flops", "mfu", "optimizer_share")
 _FINITE = ("target", *_NON_NEGATIVE)
 
 

@@ -129,6 +129,13 @@ class TrialRecord:
     matmul_precision: str = ""  # fp32 matmuls in "tf32" (CUDA with TF32 on) or "fp32"; "" for a file from before
     compile_seconds: float | None = None  # seconds torch.compile spent compiling (None: not compiled, or older file)
     recompiles: int | None = None  # graphs compiled again for a shape or value the first did not cover (likewise)
+    # FLOPs (optbench.engine.flops; None: not counted, or a file from before these fields)
+    model_flops_per_example: float | None = None  # forward+backward FLOPs per training example (analytic or counted)
+    optimizer_flops_per_step: float | None = None  # one optimizer step's FLOPs, periodic refreshes amortised
+    flops_to_target: float | None = None  # model x examples + optimizer x steps to the target (None: missed)
+    total_flops: float | None = None  # the same over the whole trial
+    mfu: float | None = None  # model FLOPs per timed second / the GPU's dense bf16 peak (None: not a known GPU)
+    optimizer_share: float | None = None  # the optimizer step's share of the timed seconds (None: not measured)
 
 
 TRIAL_COLUMNS = tuple(f.name for f in fields(TrialRecord))
