@@ -167,6 +167,11 @@ class Task(Protocol):
     # Optional: ``slice_batch(batch, start, stop)`` returns examples [start, stop) of a batch, for batches the
     # harness cannot cut itself (see optbench.engine.batches). ``loss`` must be a mean over the batch's tokens: the harness
     # weights the micro-batches of an accumulated step (and the ranks' shares) by their token counts.
+    #
+    # Optional: ``flops_per_example() -> float`` returns the model's forward+backward FLOPs per training example
+    # (analytic: the LMs use PaLM's formula, linreg its exact count). Without it the harness counts them once at
+    # trial start with ``torch.utils.flop_counter.FlopCounterMode`` on one batch through a copy of the model
+    # (optbench.engine.flops); either way they go on the record (model_flops_per_example, flops_to_target, mfu).
 
 
 @runtime_checkable
@@ -182,6 +187,9 @@ class Workload(Protocol):
     def setup(self, size: Size, *, device: torch.device, data_dir: Path | None) -> Task:
         """Load data (raising :class:`optbench.errors.DataMissingError` if not prepared) and return the Task."""
         ...
+
+    # Optional: ``flops_per_example(size) -> float | None``, the same count as ``Task.flops_per_example`` without
+    # loading data, for ``optbench list NAME`` (None or absent: "counted at trial start").
 
 
 class Capability(str, Enum):

@@ -161,6 +161,10 @@ class LinReg:
     default_size = "tiny"
     description = "online linear regression, power-law spectrum (alpha) and source (beta); exact excess risk"
 
+    def flops_per_example(self, size: Size) -> float:
+        """Model FLOPs per example at ``size``: exactly 4 d (see :meth:`LinRegTask.flops_per_example`)."""
+        return 4.0 * int(size.options["dim"])
+
     def setup(self, size: Size, *, device: torch.device, data_dir: Path | None = None) -> LinRegTask:
         return LinRegTask(size, device)
 

@@ -336,6 +336,14 @@ class LanguageModel:
         self.name, self.dataset, self.description = name, dataset, description
         self.sizes: Mapping[str, Size] = sizes
 
+    def flops_per_example(self, size: Size) -> float | None:
+        """Model FLOPs per sequence at ``size`` (PaLM's formula), None when the vocabulary is the dataset's own."""
+        o = size.options
+        if "vocab" not in o:
+            return None
+        return float(flops_per_sequence(n_layer=int(o["n_layer"]), d_model=int(o["d_model"]),
+                                        seq_len=int(o["seq_len"]), vocab_size=int(o["vocab"])))
+
     def setup(self, size: Size, *, device: torch.device, data_dir: Path | None = None) -> LMTask:
         """Open the token files (DataMissingError if not prepared or prepared unlike the size needs)."""
         from optbench.data import load_tokens, read_manifest

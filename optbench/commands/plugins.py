@@ -96,6 +96,14 @@ def _budget(b: Any) -> str:
                                    f"{b.max_seconds:g} s" if b.max_seconds else "") if x)
 
 
+def _flops(workload: Any, size: Any) -> str:
+    """A size's model FLOPs per example where the workload says them cheaply (``flops_per_example(size)``),
+    else when they are known: counted on one batch when a trial starts (optbench.engine.flops)."""
+    analytic = getattr(workload, "flops_per_example", None)
+    value = analytic(size) if callable(analytic) else None
+    return f"{value:.3g}" if value is not None else "counted at trial start"
+
+
 def _workload_details(item: Any) -> None:
     from rich.table import Table
 
@@ -104,8 +112,8 @@ def _workload_details(item: Any) -> None:
     console.print(escape(f"metric {w.metric.name} ({'lower' if w.metric.goal.value == 'min' else 'higher'} is "
                          f"better); from {item.origin.distribution} {item.origin.version}"))
     table = Table(title=escape(f"{w.name} sizes"))
-    table.caption = "batch (micro-batch); hint: the schedule's step_hint"
-    for col in ("size", "target", "budget", "batch", "hint", "eval", "data"):
+    table.caption = "batch (micro-batch); hint: the schedule's step_hint; FLOPs/example: model forward+backward"
+    for col in ("size", "target", "budget", "batch", "hint", "eval", "data", "FLOPs/example"):
         table.add_column(col)
     for name, sz in w.sizes.items():
         period = sz.eval_every
@@ -113,7 +121,8 @@ def _workload_details(item: Any) -> None:
                                         f"{period.seconds:g} s" if period.seconds else "") if x)
         batch = f"{sz.batch_size}" + (f" ({sz.micro_batch_size})" if sz.micro_batch_size else "")
         table.add_row(*map(escape, (name + (" (default)" if name == w.default_size else ""), f"{sz.target:g}",
-                                    _budget(sz.budget), batch, sz.step_hint, every, sz.dataset or "-")))
+                                    _budget(sz.budget), batch, sz.step_hint, every, sz.dataset or "-",
+                                    _flops(w, sz))))
     console.print(table)
     console.print("How each target was chosen:")
     for name, sz in w.sizes.items():

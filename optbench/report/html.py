@@ -81,7 +81,7 @@ def build_report(loaded: ResultSet, *, out: Path, by: str = "time", r_max: float
     Args:
       loaded: what :func:`optbench.store.reader.read_results` returned.
       out: output directory (created).
-      by: measure to score (``time``, ``steps``, ``examples``, ``tokens``).
+      by: measure to score (``time``, ``steps``, ``examples``, ``tokens``, ``flops``: model + optimizer FLOPs).
       r_max: upper end of the performance profiles.
       hparam: hyperparameter of the sensitivity plots.
       level: confidence level of the bootstrap intervals.

@@ -186,7 +186,7 @@ def page_warnings(loaded: ResultSet, units: Units) -> list[str]:
         n = trials[col].nunique()
         if n > 1:
             out.append(f"results come from {n} different {what}: timed seconds may not be comparable "
-                       "(see Provenance; --by steps is hardware-independent)")
+                       "(see Provenance; --by steps and --by flops are hardware-independent)")
     return out
 
 
