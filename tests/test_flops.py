@@ -213,3 +213,22 @@ def test_list_shows_flops_per_example_per_size():
     assert "counted at trial start" in out.output
     assert load_workload("wikitext").obj.flops_per_example(load_workload("wikitext").obj.sizes["paper"]) == \
         pytest.approx(8.75e11, rel=0.01)  # GPT-2 small: (6 x 124M + 113M) FLOPs per token x 1024 tokens
+
+
+def test_report_has_a_compute_section_scored_by_flops(tmp_path):
+    from optbench.report.html import build_report
+    from optbench.store.reader import read_results
+
+    _linreg(tmp_path / "res", max_steps=3000)
+    _linreg(tmp_path / "res", "sgd", max_steps=3000)
+    build_report(read_results(tmp_path / "res"), out=tmp_path / "out", by="flops", n_boot=20)
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert '<table id="compute">' in page and "optimizer_flops_per_step" in page and "by flops" in page
+
+
+def test_compute_section_is_left_out_for_older_results():
+    from optbench.report.sections import compute_html
+
+    old = pd.DataFrame({"workload": ["w"], "submission": ["s"], "model_flops_per_example": [None],
+                        "optimizer_flops_per_step": [None], "optimizer_share": [None], "mfu": [None]})
+    assert compute_html(old) == ""

@@ -28,8 +28,9 @@ import pandas as pd
 
 from optbench.errors import UsageError
 from optbench.report.pages import PLAIN_TEXT, esc
-from optbench.report.sections import (PAIRED_LEGEND, Section, figure_html, leaderboard_html, page_warnings,
-                                      paired_html, paired_rows, provenance_html, report_plots, section_html)
+from optbench.report.sections import (PAIRED_LEGEND, Section, compute_html, figure_html, leaderboard_html,
+                                      page_warnings, paired_html, paired_rows, provenance_html, report_plots,
+                                      section_html)
 from optbench.store.fsutil import ensure_writable_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -204,7 +205,7 @@ def _page(loaded: ResultSet, units: Units, ranked: str, *, source: str, research
 <h1>optbench report</h1>
 <p class="note">{esc(summary)}</p>
 {warn}
-{ranked}{research}
+{ranked}{compute_html(trials)}{research}
 <h2>Provenance</h2>
 <p class="note">What produced every result: engine version and code hash, git commit, framework, device, and where
 each plugin came from.</p>

@@ -135,6 +135,27 @@ PAIRED_LEGEND = (
     "unknown.")
 
 
+COMPUTE = ("model_flops_per_example", "optimizer_flops_per_step", "optimizer_share", "mfu")
+
+
+def compute_html(trials: pd.DataFrame) -> str:
+    """Where the compute goes, per workload and submission (medians over trials): model FLOPs per example,
+    optimizer FLOPs per step, the optimizer step's share of the timed seconds, MFU; "" when nothing was counted
+    (results from before these fields)."""
+    present = [c for c in COMPUTE if c in trials.columns]
+    if not present or trials[present].isna().all().all():
+        return ""
+    table = trials.groupby(["workload", "submission"], sort=True)[present].median()
+    rows = [[esc(w), esc(s)] + ["n/a" if pd.isna(r[c]) else (f"{r[c]:.1%}" if c in ("optimizer_share", "mfu")
+                                                              else f"{r[c]:.3g}") for c in present]
+            for (w, s), r in table.iterrows()]
+    note = ("Medians over trials. FLOPs: model forward+backward per example and one optimizer step, counted at "
+            "trial start (--by flops scores their sum to the target); optimizer share: the update step's share of "
+            "the timed seconds; MFU: model FLOPs per timed second over the GPU's dense bf16 peak.")
+    return (f'<h2>Compute</h2>\n<p class="note">{esc(note)}</p>\n'
+            + html_table(["workload", "submission", *present], rows, table_id="compute", left=2))
+
+
 def provenance_html(trials: pd.DataFrame) -> str:
     env = trials.groupby(list(PROVENANCE), dropna=False).agg(
         trials=("run_id", "size"), workloads=("workload", lambda x: ", ".join(sorted(set(map(str, x))))),
