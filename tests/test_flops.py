@@ -177,7 +177,11 @@ def test_score_by_flops_on_the_command_line(tmp_path):
     _linreg(tmp_path, "sgd", max_steps=3000)
     out = CliRunner().invoke(main, ["score", "--results-dir", str(tmp_path), "--by", "flops", "--format", "json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["by"] == "flops"
+    payload = json.loads(out.output)
+    assert payload["by"] == "flops" and set(payload["optimizer_share"]) == {"adamw", "sgd"}
+    assert all(0 < v < 1 for v in payload["optimizer_share"].values())
+    table = CliRunner().invoke(main, ["score", "--results-dir", str(tmp_path), "--by", "flops"])
+    assert "optimizer step's share of the timed seconds" in table.output
 
 
 @pytest.mark.parametrize("name,peak", [("NVIDIA H200", 989e12), ("NVIDIA H100 80GB HBM3", 989e12),

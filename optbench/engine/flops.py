@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 COUNT_BATCH = 32  # examples in the batch the model is counted on (FLOPs per example do not depend on it)
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}  # dense bf16 TFLOP/s, from the vendors' data sheets
+_PATCHING = threading.Lock()
 FREQUENCY_KEYS = ("precondition_frequency",)  # hyperparameters naming a periodic refresh, in steps
 
 # FLOPs per output element of a pointwise op: fused multiply-adds count 2 (addcmul, addcdiv: a product, then a
@@ -156,14 +158,15 @@ def twins(model: nn.Module, updater: Any) -> tuple[nn.Module, Any]:
     """Deep copies of (model, updater) together (the copy's state is keyed by the copy's parameters), optimizers
     inside wrappers included with all their attributes."""
     optimizer = torch.optim.Optimizer
-    had = "__deepcopy__" in optimizer.__dict__
-    if not had:
-        optimizer.__deepcopy__ = _whole_copy  # type: ignore[attr-defined]
-    try:
-        return copy.deepcopy((model, updater))
-    finally:
+    with _PATCHING:  # trials in threads of one process: one patch at a time
+        had = "__deepcopy__" in optimizer.__dict__
         if not had:
-            del optimizer.__deepcopy__  # type: ignore[attr-defined]
+            optimizer.__deepcopy__ = _whole_copy  # type: ignore[attr-defined]
+        try:
+            return copy.deepcopy((model, updater))
+        finally:
+            if not had:
+                del optimizer.__deepcopy__  # type: ignore[attr-defined]
 
 
 def optimizer_flops_per_step(model: nn.Module, updater: Any, *, hparams: Mapping[str, Any],

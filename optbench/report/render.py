@@ -230,6 +230,24 @@ def ranked_trials(loaded: ResultSet) -> pd.DataFrame:
     return units.trials
 
 
+def optimizer_shares(trials: Any) -> dict[str, float]:
+    """Median share of the timed seconds each submission's update step took (``optimizer_share``; submissions
+    with no measured trial are left out): "fewer steps but dearer steps" at a glance."""
+    if "optimizer_share" not in trials.columns:
+        return {}
+    medians = trials.groupby("submission", sort=True)["optimizer_share"].median().dropna()
+    return {str(k): float(v) for k, v in medians.items()}
+
+
+def share_note(trials: Any) -> str | None:
+    """One ``note:`` line of :func:`optimizer_shares`, or None when none was measured."""
+    shares = optimizer_shares(trials)
+    if not shares:
+        return None
+    return "note: optimizer step's share of the timed seconds (median): " + ", ".join(
+        f"{k} {v:.0%}" for k, v in shares.items())
+
+
 def print_leaderboard(loaded: ResultSet, *, by: str, fmt: str, reference: str | None, r_max: float, algoperf: bool,
                       with_ci: bool, console: Any = None) -> None:
     """Score the loaded results and print them in ``fmt`` (table|markdown|latex|csv|json)."""
@@ -248,7 +266,13 @@ def print_leaderboard(loaded: ResultSet, *, by: str, fmt: str, reference: str | 
     if fmt == "table":
         from optbench.console import console as make_console
 
-        print_rich(board, data, console or make_console())
+        out = console or make_console()
+        print_rich(board, data, out)
+        share = share_note(trials)
+        if share:
+            from rich.markup import escape
+
+            out.print(escape(share), soft_wrap=True)
     elif fmt == "markdown":
         click.echo(to_markdown(board, data))
     elif fmt == "latex":
@@ -260,7 +284,8 @@ def print_leaderboard(loaded: ResultSet, *, by: str, fmt: str, reference: str | 
     else:
         payload = {"by": board.by, "r_max": board.r_max, "reference": board.reference, "algoperf": board.algoperf,
                    "note": header(board), "legend": outcome_legend(),
-                   "rows": [{k: _json_safe(v) for k, v in r.items()} for r in data]}
+                   "rows": [{k: _json_safe(v) for k, v in r.items()} for r in data],
+                   "optimizer_share": optimizer_shares(trials)}
         click.echo(json.dumps(payload, indent=2))
 
 
