@@ -163,14 +163,23 @@ def linreg_loop(ctx: Ctx, submission: str) -> Any:
 
 # ------------------------------------------------------------------------------------------------ (a) sync audit
 
-def steady_syncs(ctx: Ctx, loop: Any, warm: int, counted: int) -> list[str]:
+def steady_syncs(ctx: Ctx, loop: Any, warm: int, counted: int, *, plant: bool = False) -> list[str]:
     """The synchronising calls inside ``counted`` steady-state steps (after ``warm`` set-up steps), one stretch,
     no loss read: on CUDA what ``torch.cuda.set_sync_debug_mode`` reports (in "error" mode the first raises and
-    ends the count); on the CPU the host reads tests/test_zero_sync.py counts."""
+    ends the count); on the CPU the host reads tests/test_zero_sync.py counts. ``plant``: each counted step also
+    reads a parameter's sum with ``.item()`` (the control: the audit must see it)."""
     loop.state.clock.run()
     for _ in range(warm):
         loop.step()
     ctx.sync()
+    if plant:
+        step, first = loop.step, next(iter(loop.state.model.parameters()))
+
+        def planted() -> Any:
+            first.detach().sum().item()
+            return step()
+
+        loop.step = planted
     if ctx.device.type != "cuda":
         from tests.test_zero_sync import host_counters, host_reads
 
@@ -197,7 +206,7 @@ def steady_syncs(ctx: Ctx, loop: Any, warm: int, counted: int) -> list[str]:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     found += [str(w.message)[:200] for w in caught if "synchroniz" in str(w.message)]
-    assert len(loop.pending) >= counted, "a stretch ended inside the counted steps"
+    assert found or len(loop.pending) >= counted, "a stretch ended inside the counted steps"
     return found
 
 
@@ -221,13 +230,17 @@ def sec_sync_audit(ctx: Ctx) -> dict[str, Any]:
     ]
     counts: dict[str, int] = {}
     first: dict[str, list[str]] = {}
+    control = len(steady_syncs(ctx, linreg_loop(ctx, "adamw"), warm, counted, plant=True))
+    if control == 0:
+        raise PromiseFailed("the audit is blind: a planted .item() in every step was not seen", {"control": 0})
     for name, build in cases:
         found = steady_syncs(ctx, build(), warm, counted)
         counts[name] = len(found)
         if found:
             first[name] = sorted(set(found))[:3]
     fig = {"method": "host reads (TorchDispatchMode)" if ctx.cpu else f"set_sync_debug_mode({ctx.sync_mode!r})",
-           "steps_counted": counted, "syncs": counts, "first": first}
+           "steps_counted": counted, "syncs": counts, "first": first,
+           "control": f"{control} seen of a planted .item() per step (linreg x adamw)"}
     if any(counts.values()):
         raise PromiseFailed(f"synchronising calls inside steady-state steps: {counts}; first: {first}", fig)
     return fig
@@ -436,18 +449,20 @@ def killed_and_resumed(ctx: Ctx, results: Path, study: str, steps: int, extra: t
     args = ("--checkpoint-every", "0.2" if ctx.cpu else "1", *extra)
     workload = "linreg" if ctx.cpu else "wikitext"
     proc = cli(ctx, results, *args, study=study, max_steps=steps, background=True, workload=workload)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if ckpt_dir.exists() and any(p.is_file() and not p.name.startswith(".") and ".tmp" not in p.name
-                                     for p in ckpt_dir.rglob("*")):
-            break
-        time.sleep(0.05)
-    if proc.poll() is not None:
-        raise PromiseFailed(f"{study}: the trial ended (rc {proc.returncode}) before a checkpoint could be "
-                            f"interrupted: {(proc.stdout.read() if proc.stdout else '')[-1500:]}")
-    time.sleep(0.3)  # let the checkpoint's write finish (it is atomic: a rename)
-    proc.kill()
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ckpt_dir.exists() and any(p.is_file() and not p.name.startswith(".") and ".tmp" not in p.name
+                                         for p in ckpt_dir.rglob("*")):
+                break
+            time.sleep(0.05)
+        if proc.poll() is not None:
+            raise PromiseFailed(f"{study}: the trial ended (rc {proc.returncode}) before a checkpoint could be "
+                                f"interrupted: {(proc.stdout.read() if proc.stdout else '')[-1500:]}")
+        time.sleep(0.3)  # let the checkpoint's write finish (it is atomic: a rename)
+    finally:  # killed here also when the section times out
+        proc.kill()
+        proc.wait()
     if records(results, study):
         raise PromiseFailed(f"{study}: the trial finished before the kill")
     again = cli(ctx, results, *args, "--resume", study=study, max_steps=steps, workload=workload)
@@ -578,7 +593,13 @@ def time_limit(seconds: float) -> Iterator[None]:
 def environment(ctx: Ctx) -> dict[str, Any]:
     env: dict[str, Any] = {"torch": torch.__version__, "python": sys.version.split()[0], "device": str(ctx.device),
                            "mode": "cpu dry run" if ctx.cpu else "gpu"}
+    import shutil
+
+    env["gcc"] = shutil.which("gcc") or "none (torch.compile's inductor needs a C compiler)"
     if ctx.device.type == "cuda":
+        with contextlib.suppress(Exception):
+            env["nvidia_smi"] = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                               timeout=20).stdout.strip()
         env.update(gpu=torch.cuda.get_device_name(ctx.device), cuda=torch.version.cuda,
                    allow_tf32=torch.backends.cuda.matmul.allow_tf32,
                    float32_matmul_precision=torch.get_float32_matmul_precision())

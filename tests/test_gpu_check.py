@@ -42,6 +42,7 @@ def test_the_dry_run_passes_every_section_it_can_run(full: tuple[Any, Path]) -> 
         assert set(s) == {"section", "status", "seconds", "figures", "error"}
     by = {s["section"]: s["figures"] for s in report["sections"]}
     assert all(n == 0 for n in by["sync_audit"]["syncs"].values()) and len(by["sync_audit"]["syncs"]) == 5
+    assert by["sync_audit"]["control"].startswith("3 seen")  # not blind: a planted .item() per step is seen
     assert by["harness"]["ratio"] > 0
     assert set(by["optimizer_cost"]["paper_ms"]) == {"adamw", "soap", "shampoo", "muon"}
     assert by["mfu"]["paper"]["N"] > 100_000_000 and by["mfu"]["paper"]["T"] == 1024  # GPT-2 small's shape
