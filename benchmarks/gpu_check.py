@@ -1,6 +1,6 @@
 """One prepared GPU check: every GPU promise of optbench, measured in one call of under 8 minutes on one H200.
 
-    pip install --no-deps --no-index -e .            # over the device's own torch; nothing is fetched
+    python3 -m pip install -q --no-deps --no-build-isolation --no-index -e .   # over the device's own torch
     PYTHONUNBUFFERED=1 python benchmarks/gpu_check.py $OUT/gpu             # on the GPU (default --budget 420 s)
     python benchmarks/gpu_check.py --cpu /tmp/gpu-check                    # the same logic on the CPU, in seconds
 
@@ -613,6 +613,13 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device("cpu" if args.cpu else "cuda")
     if not args.cpu and not torch.cuda.is_available():
         print("no CUDA device: use --cpu for the dry run", file=sys.stderr)
+        return 2
+    try:
+        import optbench_submissions.adamw  # noqa: F401
+        import optbench_workloads.lm  # noqa: F401
+    except ImportError as e:
+        print(f"optbench is not installed ({e}): python3 -m pip install --no-deps --no-build-isolation --no-index "
+              "-e . first", file=sys.stderr)
         return 2
     if args.cpu:
         torch.set_num_threads(min(2, torch.get_num_threads()))
