@@ -372,8 +372,9 @@ def sec_mfu(ctx: Ctx) -> dict[str, Any]:
 def sec_loss_memory(ctx: Ctx) -> dict[str, Any]:
     if ctx.cpu:
         raise Skip("memory figures need CUDA's max_memory_allocated")
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "loss_memory.py"), "--device", "cuda"],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+    out = finish([sys.executable, str(ROOT / "benchmarks" / "loss_memory.py"), "--device", "cuda"])
+    if out.returncode != 0:
+        raise RuntimeError(f"loss_memory.py failed (rc {out.returncode}): {out.stderr[-2000:]}")
     peaks = {}
     for line in out.stdout.splitlines():
         parts = [p.strip() for p in line.split("|")]
@@ -388,6 +389,36 @@ def sec_loss_memory(ctx: Ctx) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ trials via the CLI
 
+def spawn(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[str]:
+    """``cmd`` in its own process group (so that :func:`end` reaches torchrun's workers too); its output captured,
+    or written to ``log`` (a process nobody reads from while it runs must not fill a pipe)."""
+    sink: Any = subprocess.PIPE if log is None else log.open("w")
+    try:
+        return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=sink,
+                                stderr=subprocess.STDOUT if log is not None else subprocess.PIPE, text=True,
+                                start_new_session=True)
+    finally:
+        if log is not None:
+            sink.close()  # the child holds its own copy
+
+
+def end(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL ``proc``'s whole process group (the process and whatever it started), and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def finish(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` to its end; on any exception here (a section's time limit) its process group is killed."""
+    proc = spawn(cmd, env)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        end(proc)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
 def cli(ctx: Ctx, results: Path, *args: str, prefix: tuple[str, ...] = ("-m", "optbench"), study: str = "check",
         max_steps: int, env: dict[str, str] | None = None, background: bool = False,
         workload: str = "wikitext") -> Any:
@@ -399,11 +430,7 @@ def cli(ctx: Ctx, results: Path, *args: str, prefix: tuple[str, ...] = ("-m", "o
            "--eval-every", str(max_steps), "--study", study, "--quiet", *args]
     if workload == "wikitext":
         cmd += ["--data-dir", str(ctx.data_dir())]
-    full_env = {**os.environ, **(env or {})}
-    if background:
-        return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True)
+    return spawn(cmd, env, log=results.parent / f"{results.name}-{study}.log") if background else finish(cmd, env)
 
 
 def records(results: Path, study: str | None = None) -> list[dict[str, Any]]:
@@ -458,11 +485,10 @@ def killed_and_resumed(ctx: Ctx, results: Path, study: str, steps: int, extra: t
             time.sleep(0.05)
         if proc.poll() is not None:
             raise PromiseFailed(f"{study}: the trial ended (rc {proc.returncode}) before a checkpoint could be "
-                                f"interrupted: {(proc.stdout.read() if proc.stdout else '')[-1500:]}")
+                                f"interrupted: {(results.parent / f'{results.name}-{study}.log').read_text()[-1500:]}")
         time.sleep(0.3)  # let the checkpoint's write finish (it is atomic: a rename)
     finally:  # killed here also when the section times out
-        proc.kill()
-        proc.wait()
+        end(proc)
     if records(results, study):
         raise PromiseFailed(f"{study}: the trial finished before the kill")
     again = cli(ctx, results, *args, "--resume", study=study, max_steps=steps, workload=workload)
@@ -528,9 +554,8 @@ def nccl_child(out: Path, cpu: bool) -> None:
 def sec_nccl(ctx: Ctx) -> dict[str, Any]:
     child_out = ctx.work / "nccl.json"
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
-    proc = subprocess.run([*launch, str(Path(__file__).resolve()), "--nccl-child", str(child_out),
-                           *(["--cpu"] if ctx.cpu else []), str(ctx.work / "unused")],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = finish([*launch, str(Path(__file__).resolve()), "--nccl-child", str(child_out),
+                   *(["--cpu"] if ctx.cpu else []), str(ctx.work / "unused")])
     if proc.returncode != 0 or not child_out.exists():
         raise PromiseFailed(f"group under torchrun failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
     fig: dict[str, Any] = {"group": json.loads(child_out.read_text())}
