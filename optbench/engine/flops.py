@@ -12,7 +12,8 @@ same parameters, same eval rows: ``tests/test_flops.py`` pins it).
   counted by :class:`OpCounter`: matmul-like ops as FlopCounterMode counts them, plus every pointwise op (an
   optimizer is mostly pointwise: AdamW is 11 per parameter, see :data:`POINTWISE_WEIGHTS`), plus ``eigh`` (9 n^3)
   and ``qr`` (2 m n^2 - 2/3 n^3) from Golub & Van Loan's operation counts. Reductions and copies count 0.
-  Step 1 (which initialises the state) is not counted: without a refresh frequency the figure is step 2's. Periodic
+  Without a refresh frequency the figure is the first step's (AdamW's or Muon's first step costs what every step
+  does: creating zeroed state counts 0), one plugin call, so that a submission sees one extra step at most. Periodic
   work (SOAP's eigenbasis refresh, Shampoo's roots, every ``precondition_frequency`` = k steps) is amortised by
   counting one whole period after the first, steps k + 1 to 2 k (Shampoo preconditions only from step k on, its
   ``start_preconditioning_step``; a later start shifts the period), and
@@ -22,7 +23,9 @@ same parameters, same eval rows: ``tests/test_flops.py`` pins it).
   peak (:data:`PEAK_TFLOPS`, matched on the device name; per rank), None off such a GPU.
 
 A count that fails (a submission whose step needs something the copy lacks) leaves the fields None, with a warning;
-the trial goes on.
+the trial goes on. The copies isolate everything an object holds; a plugin with process-wide side effects (a
+class-level call counter, a global list) does see the counted calls: one ``step()`` (2 k with a refresh frequency)
+before the trial's first.
 """
 
 from __future__ import annotations
@@ -190,7 +193,6 @@ def optimizer_flops_per_step(model: nn.Module, updater: Any, *, hparams: Mapping
 
     k = next((int(hparams[key]) for key in FREQUENCY_KEYS if key in hparams), None)
     if k is None or k <= 1:
-        one_step()  # step 1 initialises the state (moments, factors): not a steady-state step
         return float(counted(one_step, devices=[device]))
     start = int(hparams.get("start_preconditioning_step") or 0)
     for _ in range(max(k, start)):  # SOAP's initialisation, Shampoo's grafted steps before its first roots
@@ -221,17 +223,24 @@ class FlopCounts:
 
 
 def count_trial(task: Any, model: nn.Module, updater: Any, *, hparams: Mapping[str, Any], device: torch.device,
-                closure: Callable[[nn.Module], Any] | None = None) -> FlopCounts:
-    """Both counts, each None (with a warning) if it fails."""
+                closure: Callable[[nn.Module], Any] | None = None,
+                deadline_passed: Callable[[], bool] = lambda: False) -> FlopCounts:
+    """Both counts, each None (with a warning) if plugin code fails in it; a failure once ``deadline_passed()``
+    (the trial's wall-clock limit interrupted the count, perhaps re-raised as another error) is re-raised, so
+    that the trial ends as ``timeout``. Ctrl-C and the deadline itself are never caught."""
     try:
         per_example: float | None = model_flops_per_example(task, model, device=device)
     except Exception as exc:  # a third-party task the counter cannot run: no FLOPs on its records
+        if deadline_passed():
+            raise
         warnings.warn(f"model FLOPs not counted: {type(exc).__name__}: {exc}", stacklevel=2)
         per_example = None
     try:
         per_step: float | None = optimizer_flops_per_step(model, updater, hparams=hparams, device=device,
                                                            closure=closure)
     except Exception as exc:
+        if deadline_passed():
+            raise
         warnings.warn(f"optimizer FLOPs not counted: {type(exc).__name__}: {exc}", stacklevel=2)
         per_step = None
     return FlopCounts(per_example, per_step)

@@ -271,7 +271,11 @@ class TrialLoop:
             closure = self._counting_closure
         with self.state.clock.paused():
             self.flops = count_trial(self.task, self.state.model, self.state.updater, hparams=self.prep.hparams,
-                                     device=self.state.device, closure=closure)
+                                     device=self.state.device, closure=closure, deadline_passed=self.past_deadline)
+
+    def past_deadline(self) -> bool:
+        """Whether the trial's wall-clock limit (``--timeout``) has passed."""
+        return self.prep.timeout is not None and time.perf_counter() - self.wall_start >= self.prep.timeout
 
     def _counting_closure(self, model: torch.nn.Module) -> Callable[..., torch.Tensor]:
         """A ``step(closure)`` argument over ``model`` (a copy) on a batch of the count's own generator."""
