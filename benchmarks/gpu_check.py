@@ -50,7 +50,8 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-H200_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100/H200 SXM (NVIDIA's datasheet; 1979 with 2:4 sparsity)
+H200_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100/H200 SXM (NVIDIA's datasheet; 1979 with 2:4 sparsity), as
+# optbench.engine.flops.PEAK_TFLOPS["H200"]
 HARNESS_GOAL = 0.98  # optbench trial loop steps/s over the bare loop's
 LOSS_MEMORY_GOAL = 0.25  # chunked/plain peak-memory ratio at most this (the review expects about 0.1)
 RESUME_RTOL = 1e-2  # non-deterministic CUDA: final validation loss of the resumed trial within 1% of the uninterrupted
@@ -321,27 +322,19 @@ def _free(ctx: Ctx) -> None:
 # ------------------------------------------------------------------------------------------------ (h) MFU
 
 def lm_flops_per_token(size: str) -> tuple[float, dict[str, int]]:
-    """PaLM's model FLOPs per token (appendix B): 6N + 12·L·H·Q·T, N the parameters that take part in a matmul
-    (every parameter but the position embeddings; the tied token embedding counted once, as the head), L layers,
-    H heads, Q head dimension, T sequence length. Forward and backward, no recomputation counted."""
+    """PaLM's model FLOPs per token (appendix B), 6N + 12·L·H·Q·T, as the records' MFU counts them
+    (:func:`optbench_workloads._gpt.flops_per_sequence`: N the blocks' matrices and the tied head, no embedding
+    lookups or norm gains; L layers, H heads, Q head dimension, T sequence length; forward and backward, no
+    recomputation counted)."""
     from optbench.plugins.registry import load_workload
-    from optbench_workloads._gpt import GPT, GPTConfig
 
-    opts = load_workload("wikitext").obj.sizes[size].options
-    cfg = GPTConfig(vocab_size=int(opts["vocab"]), seq_len=int(opts["seq_len"]), n_layer=int(opts["n_layer"]),
-                    n_head=int(opts["n_head"]), d_model=int(opts["d_model"]), norm=str(opts.get("norm", "rms")),
-                    pos=str(opts.get("pos", "rope")))
-    with torch.device("meta"):
-        model = GPT(cfg)  # shapes only: no memory, no initialisation
-    seen, n = set(), 0
-    for name, p in model.named_parameters():
-        if id(p) in seen or name.startswith("pos_embed"):
-            continue
-        seen.add(id(p))
-        n += p.numel()
-    q = cfg.d_model // cfg.n_head
-    return 6 * n + 12 * cfg.n_layer * cfg.n_head * q * cfg.seq_len, {
-        "N": n, "L": cfg.n_layer, "H": cfg.n_head, "Q": q, "T": cfg.seq_len}
+    workload = load_workload("wikitext").obj
+    o = workload.sizes[size].options
+    L, d, T, V = int(o["n_layer"]), int(o["d_model"]), int(o["seq_len"]), int(o["vocab"])  # noqa: N806
+    n = L * (4 + 2 * 4) * d * d + V * d
+    per_token = workload.flops_per_example(workload.sizes[size]) / T
+    assert per_token == 6 * n + 12 * L * d * T, "the workload's formula is no longer PaLM's"
+    return per_token, {"N": n, "L": L, "H": int(o["n_head"]), "Q": d // int(o["n_head"]), "T": T}
 
 
 def sec_mfu(ctx: Ctx) -> dict[str, Any]:
