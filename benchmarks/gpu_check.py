@@ -687,6 +687,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{time.monotonic() - start:6.1f} s] {name}: {entry['status']}"
               + (f" -- {str(entry['error']).splitlines()[0][:200]}" if entry["error"] else ""), flush=True)
         _free(ctx)
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)  # the synthetic corpus and the trials' results
     report["total_seconds"] = round(time.monotonic() - start, 2)
     report["failed"] = [s["section"] for s in report["sections"] if s["status"] == "fail"]
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
