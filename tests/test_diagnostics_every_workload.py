@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,9 @@ from optbench_workloads import _loss
 from optbench_workloads.lm import wikitext
 from tests.workloads.test_lm import VOCAB, markov_corpus, write_tokens
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: one thread is faster
+
 SEQ = wikitext.sizes["tiny"].options["seq_len"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Small tensors on a shared 2-core machine: one intra-op thread is faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

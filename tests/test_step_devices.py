@@ -18,7 +18,7 @@ named or inherited, it must be the trial's, and a generator's device must be the
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from optbench.engine.runner import TrialConfig, run_trial
 from optbench.plugins.registry import Loaded, Origin, load_submission, load_workload
 from tests.workloads.test_cifar10 import write_cifar
 from tests.workloads.test_lm import markov_corpus, write_tokens
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: one thread is faster
 
 # Factories whose device is the ``device=`` argument, else the default device.
 MADE = {torch.randn, torch.rand, torch.randint, torch.randperm, torch.zeros, torch.ones, torch.empty, torch.full,
@@ -126,15 +128,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     corpus = markov_corpus(12_000)
     write_tokens(root, "wikitext103", train=corpus[:10_000], val=corpus[10_000:])
     return write_cifar(root, n_train=64, n_val=32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Small tensors on a shared 2-core machine: one intra-op thread is faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class _ClosureSGD(torch.optim.SGD):

@@ -59,6 +59,8 @@ from optbench_workloads import lm
 from optbench_workloads._loss import gumbel_max, head_cross_entropy, head_inputs, head_logits, sample_targets
 from tests.workloads.test_cifar10 import write_cifar
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: one thread is faster
+
 aten = torch.ops.aten
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # on a GPU machine, the real thing
 COUNTED = 11  # steps 2..12
@@ -198,15 +200,6 @@ def host_counters(updater: Any) -> set[int]:
 
 LM_VOCAB = 512  # the tiny LM with a small vocabulary: the same code paths, a tenth of the CPU time
 NARROW = {"widths": (8, 8, 16, 16)}  # cifar10's tiny net, narrowed: the same layers
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Small tensors on a shared 2-core machine: one intra-op thread is faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
