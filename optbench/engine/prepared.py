@@ -95,6 +95,7 @@ class TrialConfig:
       checkpoint_every: save the trial's whole state every this many timed seconds (untimed, at the end of a
         stretch), under ``results/.checkpoints/`` unless ``checkpoint`` names a file.
       resume: continue from the trial's checkpoint under ``results/.checkpoints/`` if there is one.
+      log: live-logging sinks (``jsonl``, ``tensorboard``, ``wandb``; :mod:`optbench.engine.sinks`), off the clock.
       diagnostics: at every evaluation (untimed), the training loss's top Hessian eigenvalue on a fixed batch beside
         2/lr, Adam-family preconditioned sharpness where the updater keeps its moments, and the gradient noise
         scale, into ``metrics_json`` (:mod:`optbench.engine.diagnostics`).
@@ -181,6 +182,11 @@ class TrialConfig:
         None, "--tf32", "fp32 matmuls and convolutions on CUDA in TensorFloat-32 (--tf32) or full fp32 (--no-tf32) "
         "[default: TF32, as AlgoPerf runs on its A100s]; recorded as matmul_precision (CPU matmuls are always "
         "full fp32).", kind="switch")
+    log: tuple[str, ...] = option(
+        (), "--log", "Write the trial's curves live (repeatable): jsonl (results/.logs/<run>.jsonl), tensorboard "
+        "(results/.logs/tensorboard; pip install 'optbench[tensorboard]') or wandb (offline unless WANDB_MODE; pip "
+        "install 'optbench[wandb]'). The Parquet result stays the record.", kind="choice",
+        choices=("jsonl", "tensorboard", "wandb"), multiple=True)
     diagnostics: bool = option(False, "--diagnostics", "At every evaluation (untimed): top Hessian eigenvalue beside "
                                "2/lr, preconditioned sharpness, gradient noise scale, into metrics_json.", kind="flag")
     hvp_batch: int | None = option(None, "--hvp-batch", "Diagnostics: examples of the fixed batch the sharpness is "
@@ -213,6 +219,7 @@ class TrialConfig:
         for key in ("data_dir", "checkpoint"):
             out[key] = None if out[key] is None else Path(out[key])
         out["varies"] = tuple(out["varies"])
+        out["log"] = tuple(out.get("log") or ())
         return cls(**out)
 
 
@@ -238,6 +245,7 @@ class PreparedTrial:
       sync_every: steps between reads of the training losses (see :class:`TrialConfig`).
       checkpoint_every: timed seconds between checkpoints (None: at every evaluation, when ``checkpoint`` is set).
       resume: load ``checkpoint`` when it exists (always for an explicit checkpoint file).
+      log: the live-logging sinks, validated and their extras installed (see :class:`TrialConfig`).
       owns_checkpoint: the checkpoint is the harness's own (under the results directory): removed once the trial
         has ended with a result, kept when it was interrupted.
     """
@@ -276,6 +284,7 @@ class PreparedTrial:
     varies: tuple[str, ...] = ()
     deterministic: bool = False
     tf32: bool = True
+    log: tuple[str, ...] = ()
 
     @property
     def batch_size(self) -> int:
@@ -394,6 +403,16 @@ def _extras(cfg: TrialConfig) -> dict[str, Any]:
             "varies": tuple(text(v, what="a varied setting") for v in cfg.varies)}
 
 
+def _log(cfg: TrialConfig) -> tuple[str, ...]:
+    """``--log`` sinks, each once, in the order given; a sink whose extra is not installed is a usage error now,
+    before any training (:func:`optbench.engine.sinks.check_extras`)."""
+    from optbench.engine.sinks import check_extras
+
+    kinds = tuple(dict.fromkeys(check(TrialConfig, "log", tuple(cfg.log or ())) or ()))
+    check_extras(kinds)
+    return kinds
+
+
 def _torch_settings(cfg: TrialConfig) -> dict[str, Any]:
     """``--deterministic`` and ``--tf32``, validated (TF32 on unless ``--no-tf32``)."""
     tf32 = check(TrialConfig, "tf32", cfg.tf32)
@@ -459,7 +478,7 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
         warmup_steps=warmup, divergence_factor=factor, compile=bool(cfg.compile), checkpoint=cfg.checkpoint,
         data_dir=cfg.data_dir, results_dir=Path(results_dir), micro_batch_size=micro, world_size=here.size,
         sync_every=sync_every, checkpoint_every=every, resume=bool(cfg.resume) or cfg.checkpoint is not None,
-        **_extras(cfg), **_torch_settings(cfg),
+        **_extras(cfg), **_torch_settings(cfg), log=_log(cfg),
     )
     if cfg.checkpoint is None and (every is not None or cfg.resume):
         prep = replace(prep, checkpoint=checkpoint_path(Path(results_dir), prep.identity()), owns_checkpoint=True)

@@ -257,7 +257,17 @@ def train(job: Mapping[str, Any], observer: Any = None) -> dict[str, Any]:
     from optbench.parallel.distributed import world
 
     prep = _prep_of(job)
-    result = run_prepared(prep, observer=observer if world().is_main else None)
+    if not world().is_main:  # rank 0 alone reports progress and writes the live logs
+        result = run_prepared(prep, observer=None)
+        return {"path": None if result.path is None else str(result.path), "note": result.note}
+    from optbench.engine.sinks import Observers, make_sinks
+
+    sinks = make_sinks(prep)  # --log: live curves beside the results, off the clock; a failing sink only warns
+    try:
+        result = run_prepared(prep, observer=Observers(observer, sinks) if sinks is not None else observer)
+    finally:
+        if sinks is not None:
+            sinks.close()
     return {"path": None if result.path is None else str(result.path), "note": result.note}
 
 
