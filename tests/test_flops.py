@@ -212,9 +212,9 @@ def test_list_shows_flops_per_example_per_size():
     from optbench.cli import main
 
     out = CliRunner().invoke(main, ["list", "linreg"], env={"COLUMNS": "200"})
-    assert out.exit_code == 0 and "FLOPs/example" in out.output and "1.02e+03" in out.output  # 4 x 256
+    assert out.exit_code == 0 and "FLOPs: per example" in out.output and "1.02e+03" in out.output  # 4 x 256
     out = CliRunner().invoke(main, ["list", "cifar10"], env={"COLUMNS": "200"})
-    assert "counted at trial start" in out.output
+    assert "counted" in out.output and "at trial start" in out.output
     assert load_workload("wikitext").obj.flops_per_example(load_workload("wikitext").obj.sizes["paper"]) == \
         pytest.approx(8.75e11, rel=0.01)  # GPT-2 small: (6 x 124M + 113M) FLOPs per token x 1024 tokens
 

@@ -101,7 +101,7 @@ def _flops(workload: Any, size: Any) -> str:
     else when they are known: counted on one batch when a trial starts (optbench.engine.flops)."""
     analytic = getattr(workload, "flops_per_example", None)
     value = analytic(size) if callable(analytic) else None
-    return f"{value:.3g}" if value is not None else "counted at trial start"
+    return f"{value:.3g}" if value is not None else "counted"
 
 
 def _workload_details(item: Any) -> None:
@@ -112,8 +112,9 @@ def _workload_details(item: Any) -> None:
     console.print(escape(f"metric {w.metric.name} ({'lower' if w.metric.goal.value == 'min' else 'higher'} is "
                          f"better); from {item.origin.distribution} {item.origin.version}"))
     table = Table(title=escape(f"{w.name} sizes"))
-    table.caption = "batch (micro-batch); hint: the schedule's step_hint; FLOPs/example: model forward+backward"
-    for col in ("size", "target", "budget", "batch", "hint", "eval", "data", "FLOPs/example"):
+    table.caption = ("batch (micro-batch); hint: the schedule's step_hint; FLOPs: per example, forward+backward "
+                     "(counted: with FlopCounterMode at trial start)")
+    for col in ("size", "target", "budget", "batch", "hint", "eval", "data", "FLOPs"):
         table.add_column(col)
     for name, sz in w.sizes.items():
         period = sz.eval_every
@@ -123,7 +124,7 @@ def _workload_details(item: Any) -> None:
         table.add_row(*map(escape, (name + (" (default)" if name == w.default_size else ""), f"{sz.target:g}",
                                     _budget(sz.budget), batch, sz.step_hint, every, sz.dataset or "-",
                                     _flops(w, sz))))
-    console.print(table)
+    console.print(table, width=min(100, console.width))  # a wide terminal: still one readable page
     console.print("How each target was chosen:")
     for name, sz in w.sizes.items():
         console.print(escape(f"  {name}: {sz.note or 'not stated'}"), width=min(100, console.width))
