@@ -189,7 +189,7 @@ class Workload(Protocol):
         ...
 
     # Optional: ``flops_per_example(size) -> float | None``, the same count as ``Task.flops_per_example`` without
-    # loading data, for ``optbench list NAME`` (None or absent: "counted at trial start").
+    # loading data, for ``optbench list NAME`` (None or absent: "counted", by FlopCounterMode at trial start).
 
 
 class Capability(str, Enum):
