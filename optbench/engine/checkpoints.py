@@ -26,7 +26,7 @@ import torch
 
 from optbench.errors import UsageError
 from optbench.store.fsutil import atomic_file
-from optbench.engine.state import ForeignState, TrialState
+from optbench.engine.state import TrialState
 
 FORMAT = 1
 HEARTBEAT_EVERY = 0.1  # seconds of wall clock between progress notes (each one small atomic write)
