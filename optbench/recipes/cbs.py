@@ -254,14 +254,16 @@ def plan_cbs(spec: CbsSpec, base: TrialConfig, *, kind: str = "cbs") -> list[Pla
 
 def cbs_runs(result: SweepResult) -> list[CbsRun]:
     """The sweep's recorded trials (those without a result, crashed or still running elsewhere, are left out)."""
-    runs = []
-    for o in result.results():
-        rec, _ = o.read()
-        tags = o.planned.tags
-        runs.append(CbsRun(batch_size=tags["batch_size"], lr=tags["lr"], seed=tags["seed"],
-                           steps_to_target=rec["steps_to_target"], examples_to_target=rec["examples_to_target"],
-                           outcome=rec["outcome"]))
-    return runs
+    return [_run_of(o) for o in result.results()]
+
+
+def _run_of(outcome: Any) -> CbsRun:
+    """One recorded trial of a sweep as a :class:`CbsRun`: its planned coordinates and what its record says."""
+    rec, _ = outcome.read()
+    tags = outcome.planned.tags
+    return CbsRun(batch_size=tags["batch_size"], lr=tags["lr"], seed=tags["seed"],
+                  steps_to_target=rec["steps_to_target"], examples_to_target=rec["examples_to_target"],
+                  outcome=rec["outcome"])
 
 
 def write_cbs(summary: CbsSummary, runs: Sequence[CbsRun], out: Path, *, title: str) -> tuple[Path, Path, Path]:
@@ -297,11 +299,7 @@ def lr_sweep_runs(result: SweepResult) -> dict[str, list[CbsRun]]:
     """Submission -> its recorded trials, in the order the submissions were given."""
     out: dict[str, list[CbsRun]] = {o.planned.tags["submission"]: [] for o in result.outcomes}
     for o in result.results():
-        rec, _ = o.read()
-        tags = o.planned.tags
-        out[tags["submission"]].append(CbsRun(batch_size=tags["batch_size"], lr=tags["lr"], seed=tags["seed"],
-                                              steps_to_target=rec["steps_to_target"],
-                                              examples_to_target=rec["examples_to_target"], outcome=rec["outcome"]))
+        out[o.planned.tags["submission"]].append(_run_of(o))
     return out
 
 

@@ -408,8 +408,10 @@ class _Sweep:
             if path is not None:
                 self.outcomes[i] = Outcome(planned=p, prep=prep, status="recorded", path=path)
                 continue
-            other = budgets.get((prep.workload.obj.name, prep.size.name, prep.submission.label, prep.study,
-                                 prep.trial, prep.seed, prep.hparams_json, float(prep.target)))
+            other = budgets.get(_without_budget({
+                "workload": prep.workload.obj.name, "size": prep.size.name, "submission": prep.submission.label,
+                "study": prep.study, "trial": prep.trial, "seed": prep.seed, "hparams": prep.hparams_json,
+                "target": prep.target}))
             if other is not None:
                 raise UsageError(f"{self.results_dir} already holds {prep.submission.label} {prep.study} trial "
                                  f"{prep.trial} with another budget {other}; use another --results-dir to run under "
