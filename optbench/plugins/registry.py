@@ -26,8 +26,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-from optbench.api import Submission, SubmissionSpec, TrialInfo, Workload
+from optbench.api import Submission, Workload
 from optbench.errors import PluginError, UsageError
+from optbench.plugins.plain import is_plain_optimizer as is_plain_optimizer  # re-exported: older imports
+from optbench.plugins.plain import optimizer_submission
 
 Kind = Literal["workloads", "submissions"]
 T = TypeVar("T")
@@ -203,67 +205,6 @@ def check_submission(obj: Any, spec: str) -> Submission:
     if not callable(obj.create):
         raise PluginError(f"submission {spec!r}: create must be callable")
     return obj
-
-
-_REQUIRED = object()
-
-
-def optimizer_submission(cls: type, *, name: str) -> SubmissionSpec:
-    """A :class:`SubmissionSpec` for a plain ``torch.optim.Optimizer`` subclass.
-
-    Its hyperparameters are the constructor's keyword arguments (defaults from the signature) plus ``schedule``
-    (default ``constant``: the learning rate the class itself keeps) and, when a schedule is given, that schedule's
-    keys (``-o schedule=cosine -o warmup_frac=0.05``, the built-ins' shape; see optbench/schedules.py). The updater
-    is ``cls(model.parameters(), **hparams)``, wrapped in the schedule over the trial's step_hint. JSON lists become
-    tuples, since torch optimizers take ``betas`` and the like as tuples.
-
-    Args:
-      cls: the optimizer class.
-      name: its spec string, recorded as the submission name.
-    Returns:
-      The submission.
-    """
-    try:
-        sig = inspect.signature(cls.__init__)
-    except (TypeError, ValueError) as exc:
-        raise PluginError(f"submission {name!r}: cannot read the constructor signature: {exc}") from None
-    params = list(sig.parameters.values())[1:]  # drop self
-    if not params:
-        raise PluginError(f"submission {name!r}: the optimizer constructor takes no parameters argument")
-    defaults: dict[str, Any] = {}
-    for p in params[1:]:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        default = p.default
-        if default is p.empty:
-            default = _REQUIRED
-        elif isinstance(default, tuple):
-            default = list(default)
-        elif not isinstance(default, (int, float, str, bool, type(None), list)):
-            continue  # tensors and other objects cannot be set from the command line or stored as JSON
-        defaults[p.name] = default
-    own = dict(defaults)  # the constructor's keywords
-    defaults.setdefault("schedule", "constant")
-
-    def factory(model: Any, hparams: Mapping[str, Any], info: TrialInfo) -> Any:
-        from optbench.schedules import Scheduled, from_hparams
-
-        missing = [k for k, v in hparams.items() if v is _REQUIRED]
-        if missing:
-            raise UsageError(f"submission {name!r} needs {', '.join(missing)} (set with --opt-arg KEY=VALUE)")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in hparams.items() if k in own}
-        opt = cls(model.parameters(), **kwargs)
-        if "schedule" in own or hparams.get("schedule", "constant") == "constant":
-            return opt
-        return Scheduled(opt, from_hparams(hparams, total_steps=info.step_hint))
-
-    factory.plain_optimizer = True  # type: ignore[attr-defined]  # conformance tries a small lr grid on these
-    return SubmissionSpec(name=name, factory=factory, defaults=defaults, paper=f"{cls.__module__}.{cls.__name__}")
-
-
-def is_plain_optimizer(sub: Any) -> bool:
-    """Whether ``sub`` wraps a plain ``torch.optim.Optimizer`` class (see :func:`optbench.plugins.registry.optimizer_submission`)."""
-    return bool(getattr(getattr(sub, "factory", None), "plain_optimizer", False))
 
 
 def load_workload(spec: str) -> Loaded[Workload]:
