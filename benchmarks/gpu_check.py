@@ -90,9 +90,9 @@ class Ctx:
         """A synthetic LM corpus in the prepared format (made once)."""
         root = self.work / "data"
         if not (root / "wikitext103").exists():
-            from benchmarks.synthetic_lm_data import main as write_corpus
+            from optbench.data.synthetic import write_synthetic
 
-            write_corpus(root, 400_000 if self.cpu else 1_500_000)  # small's validation needs 512 x 257 tokens
+            write_synthetic(root, n_tokens=400_000 if self.cpu else 1_500_000)  # small's validation needs 512 x 257 tokens
         return root
 
     def sync(self) -> None:

@@ -52,11 +52,20 @@ def prepare(name: str, data_dir: Path | None, text: TextOptions, mirror: str | N
     trains on it (uncalibrated targets):
       optbench data prepare text --name mycorpus --train train.txt --valid valid.txt
       optbench run -w optbench_workloads.lm:lm --size tiny@mycorpus
+    NAME 'synthetic' writes a synthetic token corpus (no download) standing in for wikitext103 and c4 in a
+    --data-dir of its own, for the LM recipes of docs/RESEARCH.md:
+      optbench data prepare synthetic --data-dir data-synthetic
     """
     from optbench import data as datasets
     from optbench.errors import UsageError
 
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    if name == "synthetic":
+        _only_data_dir(name, text=text, mirror=mirror, force=force, own=own)
+        from optbench.data.synthetic import prepare_synthetic
+
+        click.echo(prepare_synthetic(data_dir, log=log))
+        return
     if name == "text":
         if own.dataset is None:
             raise UsageError("optbench data prepare text needs --name NAME (what workloads call your corpus)")
@@ -75,6 +84,19 @@ def prepare(name: str, data_dir: Path | None, text: TextOptions, mirror: str | N
         manifest = datasets.prepare(name, data_dir=data_dir, mirror=mirror, text=text, force=force,
                                     progress=sys.stderr.isatty(), log=log)
     click.echo(f"{name}: {contents(manifest)} in {datasets.dataset_dir(name, data_dir)}")
+
+
+def _only_data_dir(name: str, *, text: TextOptions, mirror: str | None, force: bool, own: OwnText) -> None:
+    """A usage error naming the options that do not apply to ``name`` (whose only option is --data-dir)."""
+    from optbench.errors import UsageError
+
+    given = [*own.given(), *(["--tokens/--vocab-size/--tokenizer"] if text != TextOptions() else []),
+             *(["--mirror"] if mirror and os.environ.get("OPTBENCH_MIRROR") != mirror else []),
+             *(["--force"] if force else [])]
+    if given:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise UsageError(f"{', '.join(given)} {verb} not to 'optbench data prepare {name}' (its only option is "
+                         "--data-dir; delete a dataset folder to write it again)")
 
 
 @data.command(name="list")

@@ -53,8 +53,8 @@ def _short(args: list[str], tmp: Path) -> list[str]:
 def test_each_command_runs_on_a_few_steps(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the PNGs and tables they write land here
     if "DATA" in args:  # the LM recipes: the synthetic corpus the doc says to write without the real datasets
-        from benchmarks.synthetic_lm_data import main as synthetic_corpus
+        from optbench.data.synthetic import write_synthetic
 
-        synthetic_corpus(tmp_path / "DATA", n_tokens=40_000)
+        write_synthetic(tmp_path / "DATA", n_tokens=40_000)
     res = CliRunner().invoke(main, _short(args, tmp_path))
     assert res.exit_code == 0, res.output[-2000:]

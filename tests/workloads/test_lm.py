@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from optbench.api import Task, TrialInfo
+from optbench.data.synthetic import EOT, VOCAB, markov_corpus, write_tokens  # noqa: F401 (tests import them here)
 from optbench.errors import DataMissingError
 from optbench.plugins.registry import check_workload
 from optbench_submissions.adamw import adamw
@@ -20,8 +20,6 @@ from optbench_workloads import lm
 from optbench_workloads.lm import c4, validation_windows, wikitext
 
 CPU = torch.device("cpu")
-VOCAB = 8192  # the tiers' BPE
-EOT = 0
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -33,37 +31,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def markov_corpus(n: int, *, vocab: int = VOCAB, seed: int = 0) -> np.ndarray:
-    """A learnable token stream: each token follows one of 4 fixed successors of the previous one, with Zipfian
-    starts, and documents (mean length 200) end with EOT."""
-    rng = np.random.default_rng(seed)
-    zipf = 1.0 / np.arange(1, vocab)
-    succ = rng.choice(np.arange(1, vocab), size=(vocab, 4), p=zipf / zipf.sum())
-    pick, ends = rng.integers(0, 4, n), rng.random(n) < 1 / 200
-    out, state = np.empty(n, dtype=np.int64), 1
-    for i in range(n):
-        state = EOT if ends[i] else int(succ[state, pick[i]])
-        out[i] = state
-    return out
-
-
-def write_tokens(root: Path, name: str, *, train: np.ndarray, val: np.ndarray, vocab: int = VOCAB,
-                 kind: str = "bpe", dtype: str = "uint16") -> Path:
-    """Write ``train.bin``/``val.bin`` and a manifest under ``root/name``, as ``optbench data prepare`` does."""
-    folder = root / name
-    folder.mkdir(parents=True)
-    files, splits = {}, {}
-    for split, tokens in (("train", train), ("val", val)):
-        path = folder / f"{split}.bin"
-        tokens.astype(np.dtype(dtype).newbyteorder("<")).tofile(path)
-        files[path.name] = {"bytes": path.stat().st_size}
-        splits[split] = {"file": path.name, "tokens": int(tokens.size)}
-    manifest = {"format_version": 1, "name": name, "kind": "tokens", "dtype": dtype, "byteorder": "little",
-                "tokenizer": {"kind": kind, "vocab_size": vocab, "eot_id": EOT}, "splits": splits, "files": files}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return root
 
 
 @pytest.fixture(scope="module")
