@@ -57,21 +57,24 @@ def _two_subs_many_studies(n: int = 7) -> pd.DataFrame:
                         "B": list(12 * np.exp(0.4 * rng.standard_normal(n)))})
 
 
-def test_time_ci_defaults_are_seed_0_and_2000_replicates():
+def test_time_ci_bootstrap_defaults_are_seed_0_and_2000_replicates():
     trials = _two_subs_many_studies(100)  # many units: the 99% bounds move with the random stream
-    default = stats.time_ci(trials, workload="w", submission="A", level=0.99)
-    assert default == stats.time_ci(trials, workload="w", submission="A", n_boot=2000, seed=0, level=0.99)
+    default = stats.time_ci(trials, workload="w", submission="A", level=0.99, method="bootstrap")
+    assert default == stats.time_ci(trials, workload="w", submission="A", n_boot=2000, seed=0, level=0.99,
+                                    method="bootstrap")
     assert default.level == 0.99 and default.n_units == 100 and default.unit == "seed"
-    other = stats.time_ci(trials, workload="w", submission="A", seed=1, level=0.99)
+    other = stats.time_ci(trials, workload="w", submission="A", seed=1, level=0.99, method="bootstrap")
     assert (other.low, other.high) != (default.low, default.high)
-    assert stats.time_ci(trials, workload="w", submission="A").level == 0.9
+    order = stats.time_ci(trials, workload="w", submission="A")  # the default: order statistics, no randomness
+    assert order.method == "order" and order.requested == 0.9 and order.level >= 0.9
+    assert order == stats.time_ci(trials, workload="w", submission="A", seed=1)
 
 
 def test_time_ci_with_two_studies_has_bounds_and_one_study_keeps_its_fields():
     two = stats.time_ci(seeded_runs({"X": [10.0, 20.0]}), workload="w", submission="X", level=0.8)
-    assert (two.low, two.high, two.n_units, two.level) == (10.0, 20.0, 2, 0.8)
+    assert (two.low, two.high, two.n_units, two.level, two.requested) == (10.0, 20.0, 2, 0.5, 0.8)
     one = stats.time_ci(seeded_runs({"X": [10.0]}), workload="w", submission="X", level=0.7)
-    assert (one.estimate, one.level, one.n_units, one.unit) == (10.0, 0.7, 1, "seed")
+    assert (one.estimate, one.level, one.requested, one.n_units, one.unit) == (10.0, 0.0, 0.7, 1, "seed")
 
 
 def _with_steps(rows: list[dict], steps: list[float]) -> pd.DataFrame:
@@ -103,17 +106,21 @@ def test_n_boot_must_be_positive_named():
 def test_time_cis_draw_one_generator_in_sorted_cell_order():
     trials = pd.concat([_two_subs_many_studies().assign(workload="w2"),
                         _two_subs_many_studies().assign(workload="w1")]).iloc[::-1]
-    cis = stats.time_cis(trials, level=0.8, n_boot=300)
+    boot = {"method": "bootstrap"}
+    cis = stats.time_cis(trials, level=0.8, n_boot=300, **boot)
     assert cis.index.names == ["workload", "submission"]
     assert list(cis.index) == [("w1", "A"), ("w1", "B"), ("w2", "A"), ("w2", "B")]
     rng = np.random.default_rng(0)  # the default seed, shared by the cells in sorted order
     for w, s in cis.index:
-        one = stats.time_ci(trials, workload=w, submission=s, level=0.8, n_boot=300, seed=rng)
+        one = stats.time_ci(trials, workload=w, submission=s, level=0.8, n_boot=300, seed=rng, **boot)
         assert (cis.loc[(w, s), "low"], cis.loc[(w, s), "high"]) == (one.low, one.high)
         assert cis.loc[(w, s), "level"] == 0.8
-    assert stats.time_cis(trials, level=0.8, n_boot=300).equals(cis)  # reproducible
-    assert not stats.time_cis(trials, level=0.8, n_boot=300, seed=1).equals(cis)
-    assert stats.time_cis(trials, level=0.8).equals(stats.time_cis(trials, level=0.8, n_boot=2000, seed=0))
+    assert stats.time_cis(trials, level=0.8, n_boot=300, **boot).equals(cis)  # reproducible
+    assert not stats.time_cis(trials, level=0.8, n_boot=300, seed=1, **boot).equals(cis)
+    assert stats.time_cis(trials, level=0.8, **boot).equals(stats.time_cis(trials, level=0.8, n_boot=2000, seed=0,
+                                                                           **boot))
+    order = stats.time_cis(trials, level=0.8)  # 7 studies: ranks 2 and 6, 87.5% coverage
+    assert (order["level"] == 0.875).all() and (order["method"] == "order").all()
 
 
 # --------------------------------------------------------------------------------------------------- score_ci
@@ -303,7 +310,7 @@ def test_seeds_needed_small_sample_term_is_z_squared_over_two():
 def test_one_replicate_and_one_permutation_are_allowed():
     trials = seeded_runs({"A": [1.0, 2.0, 3.0], "B": [2.0, 3.0, 1.0]})
     assert stats.time_ci(trials, workload="w", submission="A", n_boot=1).n_units == 3
-    assert stats.score_ci(trials, n_boot=1).shape == (2, 3)
+    assert stats.score_ci(trials, n_boot=1).shape == (2, 6)
 
 
 def test_paired_test_exact_p_values_count_the_observed_sign_vector():

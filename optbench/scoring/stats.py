@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -37,18 +37,26 @@ from optbench.scoring.profiles import (
 )
 
 EXACT_MAX_PAIRS = 16  # up to 2**16 sign vectors: enumerate exactly; beyond, Monte Carlo
+# Below this many studies in a cell a bootstrap percentile interval of a median is little more than the sample's
+# range (its coverage falls well short of the nominal level: 2 studies, 50% for any nominal level), so its level is
+# marked nominal wherever it is shown.
+BOOTSTRAP_MIN_UNITS = 10
 
 
 @dataclass(frozen=True, kw_only=True)
 class Interval:
-    """A bootstrap percentile interval.
+    """An interval for a median, with the coverage it actually has.
 
     Attributes:
       estimate: the statistic on the data (median over studies of the best trial; inf = missed).
       low, high: interval bounds (may be inf; NaN when fewer than 2 units).
-      level: nominal coverage, e.g. 0.9.
-      n_units: number of resampled units.
+      level: the coverage the interval achieves: exact (distribution-free) for ``method="order"``, nominal for
+        ``method="bootstrap"``; below ``requested`` when too few units make the requested level unreachable (2 units:
+        at most 50%), 0 with one unit.
+      requested: the coverage asked for, e.g. 0.9.
+      n_units: number of units (studies) the interval is over.
       unit: ``"study"``, or ``"seed"`` when every study holds one trial (then each study is one seed's run).
+      method: ``"order"`` (order statistics of the units, binomial coverage), ``"bootstrap"`` or ``"none"``.
     """
 
     estimate: float
@@ -57,6 +65,69 @@ class Interval:
     level: float
     n_units: int
     unit: str
+    requested: float = math.nan
+    method: str = "order"
+
+    def label(self) -> str:
+        """What the interval covers, for tables and captions: ``75% order-statistic interval, n=3``."""
+        return interval_label(level=self.level, n=self.n_units, method=self.method, requested=self.requested)
+
+
+METHOD_NAMES = {"order": "order-statistic", "bootstrap": "bootstrap", "none": "no"}
+
+
+def interval_label(*, level: float, n: int, method: str = "order", requested: float = math.nan) -> str:
+    """``90% order-statistic interval, n=5``; a level below the requested one says so (``50% (90% unreachable)``)."""
+    if n < 2 or method == "none":
+        return f"no interval, n={n}"
+    short = "" if math.isnan(requested) or level >= requested - 1e-12 else f" ({requested:.0%} unreachable)"
+    return f"{level:.1%}".replace(".0%", "%") + f"{short} {METHOD_NAMES.get(method, method)} interval, n={n}"
+
+
+def order_coverage(n: int, j: int) -> float:
+    """Coverage of ``[x_(j), x_(n+1-j)]`` (1-based order statistics of n iid draws) for the population median:
+    ``P(j <= B <= n-j)`` with ``B ~ Binomial(n, 1/2)``, whatever the (continuous) distribution; with ties it is at
+    least this."""
+    if n < 2 or not 1 <= j <= n // 2:
+        return 0.0
+    return 1.0 - 2.0 * sum(math.comb(n, i) for i in range(j)) / 2.0**n
+
+
+def order_rank(n: int, level: float) -> int:
+    """The 1-based rank j of the narrowest symmetric order-statistic interval whose coverage is at least ``level``;
+    1 (min to max, the widest there is) when no j reaches it. 0 when n < 2 (no interval)."""
+    if n < 2:
+        return 0
+    j = 1
+    while j + 1 <= n // 2 and order_coverage(n, j + 1) >= level - 1e-12:
+        j += 1
+    return j
+
+
+def median_order_interval(values: Sequence[float] | np.ndarray, *, level: float = 0.9) -> Interval:
+    """The median of ``values`` (inf = missed) and its distribution-free order-statistic interval.
+
+    ``[x_(j), x_(n+1-j)]`` covers the population median with probability :func:`order_coverage` (binomial, no
+    assumption on the distribution), so small samples get an honest level instead of a bootstrap's nominal one: with
+    2 values the min-max covers 50%, with 3 values 75%, with 5 values 93.75%. The narrowest j reaching ``level`` is
+    taken; when none does, the min-max, with the lower level it achieves recorded in ``level``.
+
+    Returns:
+      :class:`Interval` with ``unit="value"``; NaN bounds and level 0 for fewer than 2 values.
+    References:
+      Hollander, Wolfe & Chicken, "Nonparametric Statistical Methods" (2014), section 3.6; David & Nagaraja,
+      "Order Statistics" (2003), section 7.1.
+    """
+    _check_level(level)
+    x = np.sort(np.asarray(values, dtype=float))
+    n = len(x)
+    estimate = float(np.median(x)) if n else math.nan
+    j = order_rank(n, level)
+    if j == 0:
+        return Interval(estimate=estimate, low=math.nan, high=math.nan, level=0.0, requested=level, n_units=n,
+                        unit="value", method="none")
+    return Interval(estimate=estimate, low=float(x[j - 1]), high=float(x[n - j]), level=order_coverage(n, j),
+                    requested=level, n_units=n, unit="value", method="order")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,40 +199,47 @@ def time_ci(
     level: float = 0.9,
     n_boot: int = 2000,
     seed: int | np.random.Generator = 0,
+    method: str = "order",
 ) -> Interval:
-    """Bootstrap percentile interval for a submission's aggregated time-to-target on one workload.
+    """Interval for a submission's aggregated time-to-target on one workload (AlgoPerf's statistic: the median over
+    studies of each study's best trial).
 
-    The statistic is AlgoPerf's (median over studies of each study's best trial); the bootstrap resamples studies
-    with replacement. With one trial per study, a study is one seed's run, so this resamples seeds. Misses are
-    +inf, so the upper bound (and the estimate) can be inf, meaning "the data are consistent with not reaching".
+    By default the distribution-free order-statistic interval over studies (:func:`median_order_interval`): its
+    coverage is exact whatever the distribution, so with few studies it says the level it reaches (3 studies: 75%)
+    rather than claim the requested one. ``method="bootstrap"`` resamples studies instead (percentile interval,
+    nominal level; it undercovers with few studies: the min-max of 2 covers 50%, not 90%). With one trial per study a
+    study is one seed's run. Misses are +inf, so the upper bound (and the estimate) can be inf, meaning "the data are
+    consistent with not reaching".
 
     Args:
       trials: the trials table (see :func:`optbench.scoring.profiles.aggregate`).
       workload: workload key, e.g. ``"linreg/tiny"``.
       submission: submission name.
       by: ``"time"``, ``"steps"``, ``"examples"`` or ``"tokens"``.
-      level: nominal coverage of the interval.
-      n_boot: bootstrap replicates.
-      seed: int seed or a numpy Generator.
+      level: requested coverage of the interval.
+      n_boot: bootstrap replicates (``method="bootstrap"``).
+      seed: int seed or a numpy Generator (``method="bootstrap"``).
+      method: ``"order"`` or ``"bootstrap"``.
     Returns:
-      The :class:`Interval`; bounds are NaN when there is only one study (nothing to resample).
+      The :class:`Interval` (``level`` the coverage achieved); bounds are NaN when there is only one study.
     Raises:
       UsageError: no trials for that (workload, submission), or bad arguments.
     References:
-      Efron & Tibshirani 1993, ch. 13; Dahl et al. 2023, section 4.3.
+      Hollander et al. 2014, section 3.6; Efron & Tibshirani 1993, ch. 13; Dahl et al. 2023, section 4.3.
     """
     _check_level(level)
     _check_count(n_boot, "n_boot")
+    if method not in ("order", "bootstrap"):
+        raise UsageError(f"interval method must be 'order' or 'bootstrap', got {method!r}")
     cell = trials[(trials["workload"] == workload) & (trials["submission"] == submission)]
     if cell.empty:
         raise UsageError(f"no trials of {submission!r} on {workload!r}")
     values = study_values(cell, by=by).to_numpy()
-    estimate = float(np.median(values))
-    if len(values) < 2:
-        return Interval(estimate=estimate, low=math.nan, high=math.nan, level=level, n_units=1, unit=_unit(cell))
+    ci = replace(median_order_interval(values, level=level), unit=_unit(cell))
+    if method == "order" or len(values) < 2:
+        return ci
     low, high = _percentile_bounds(_bootstrap_medians(values, n_boot, np.random.default_rng(seed)), level)
-    return Interval(estimate=estimate, low=float(low), high=float(high), level=level, n_units=len(values),
-                    unit=_unit(cell))
+    return replace(ci, low=float(low), high=float(high), level=level, method="bootstrap")
 
 
 def time_cis(
@@ -171,17 +249,19 @@ def time_cis(
     level: float = 0.9,
     n_boot: int = 2000,
     seed: int | np.random.Generator = 0,
+    method: str = "order",
 ) -> pd.DataFrame:
-    """:func:`time_ci` for every (workload, submission) cell, one Generator drawn in sorted cell order.
+    """:func:`time_ci` for every (workload, submission) cell, one Generator drawn in sorted cell order (bootstrap).
 
     Returns:
-      DataFrame indexed by (workload, submission) with ``estimate, low, high, level, n_units, unit``.
+      DataFrame indexed by (workload, submission) with ``estimate, low, high, level, n_units, unit, requested,
+      method`` (``level`` the coverage achieved).
     """
     trial_values(trials, by=by)  # validate once, before looping over cells
     rng = np.random.default_rng(seed)
     rows = {}
     for (w, s), cell in trials.groupby(["workload", "submission"], sort=True):
-        ci = time_ci(cell, workload=w, submission=s, by=by, level=level, n_boot=n_boot, seed=rng)
+        ci = time_ci(cell, workload=w, submission=s, by=by, level=level, n_boot=n_boot, seed=rng, method=method)
         rows[(w, s)] = asdict(ci)
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index = pd.MultiIndex.from_tuples(out.index, names=["workload", "submission"])
@@ -213,7 +293,10 @@ def score_ci(
       n_boot: bootstrap replicates.
       seed: int seed or a numpy Generator.
     Returns:
-      DataFrame indexed by submission (best score first) with ``estimate, low, high``.
+      DataFrame indexed by submission (best score first) with ``estimate, low, high``, ``level`` (the nominal
+      bootstrap level: no exact coverage is known for a score), ``n`` (the fewest studies in any of the
+      submission's cells: the bootstrap is only as sound as its smallest sample; below
+      :data:`BOOTSTRAP_MIN_UNITS` the level is nominal only) and ``method`` (``"bootstrap"``).
     References:
       Efron & Tibshirani 1993, ch. 13; Dahl et al. 2023, section 4.4.
     """
@@ -224,14 +307,18 @@ def score_ci(
     w_pos = {w: i for i, w in enumerate(board.times.index)}
     s_pos = {s: j for j, s in enumerate(board.times.columns)}
     boot = np.full((n_boot, len(w_pos), len(s_pos)), np.inf)  # (B, W, S); absent cells stay missed
+    n_min = dict.fromkeys(s_pos, 0)
     for (w, s), values in study_values(trials, by=by).groupby(level=["workload", "submission"], sort=True):
         if w in w_pos:  # workloads outside an explicit ``workloads`` list are not scored
             boot[:, w_pos[w], s_pos[s]] = _bootstrap_medians(values.to_numpy(), n_boot, rng)
+            n_min[s] = len(values) if n_min[s] == 0 else min(n_min[s], len(values))
     ref = None if reference is None else s_pos[reference]
     scores = scores_from_ratios(ratios_from_times(boot, r_max=r_max, reference=ref), r_max=r_max, algoperf=algoperf)
     low, high = _percentile_bounds(scores, level)  # (S,), (S,)
-    out = pd.DataFrame({"low": low, "high": high}, index=board.times.columns)
-    return out.loc[board.scores.index].assign(estimate=board.scores).loc[:, ["estimate", "low", "high"]]
+    out = pd.DataFrame({"low": low, "high": high, "n": [n_min[s] for s in board.times.columns]},
+                       index=board.times.columns)
+    out = out.loc[board.scores.index].assign(estimate=board.scores, level=level, method="bootstrap")
+    return out.loc[:, ["estimate", "low", "high", "level", "n", "method"]]
 
 
 # ---------------------------------------------------------------------------------------------- paired test
@@ -417,8 +504,96 @@ def seeds_needed(speedup: float, *, sd: float, power: float = 0.8, alpha: float 
     a = alpha / 2 if two_sided else alpha
     z_a, z_b = NormalDist().inv_cdf(1 - a), NormalDist().inv_cdf(power)
     n_t = ((z_a + z_b) * sd / math.log(speedup)) ** 2 + z_a**2 / 2
-    n_min = math.ceil(math.log2(1 / a) - 1e-12)  # exact test: smallest attainable p is 2**-n
-    return max(n_min, math.ceil(n_t / (3 / math.pi)))
+    return max(min_seeds_for(alpha, two_sided=two_sided), math.ceil(n_t / (3 / math.pi)))
+
+
+def smallest_p(n: int, *, two_sided: bool = False) -> float:
+    """The smallest p-value :func:`paired_test` can give with ``n`` informative pairs, exactly: every sign the same
+    is the most extreme of the 2**n sign vectors, so 2**-n one-sided, twice that two-sided (capped at 1)."""
+    if n < 1:
+        return 1.0
+    return min(1.0, (2.0 if two_sided else 1.0) * 2.0**-n)
+
+
+def min_seeds_for(alpha: float = 0.05, *, two_sided: bool = False) -> int:
+    """The fewest matched seeds with which :func:`paired_test` (exact sign-flip on signed ranks; the sign test has
+    the same floor) can give ``p <= alpha`` at all: 5 one-sided and 6 two-sided at alpha = 0.05 (p = 1/32, 1/32).
+    Fewer seeds cannot reach significance whatever the data: a recipe run with fewer says so.
+
+    Raises:
+      UsageError: alpha outside (0, 1).
+    """
+    if not 0 < alpha < 1:
+        raise UsageError(f"alpha must be in (0, 1), got {alpha}")
+    n = 1
+    while smallest_p(n, two_sided=two_sided) > alpha + 1e-15:
+        n += 1
+    return n
+
+
+def significance_note(n_seeds: int, comparisons: Sequence[str], *, alpha: float = 0.05,
+                      two_sided: bool = True) -> str | None:
+    """One line saying which paired comparisons cannot reach ``p <= alpha`` with ``n_seeds`` seeds (and how many
+    would), or None when they can."""
+    need = min_seeds_for(alpha, two_sided=two_sided)
+    if n_seeds >= need or not comparisons:
+        return None
+    side = "two-sided" if two_sided else "one-sided"
+    return (f"with {n_seeds} seed{'' if n_seeds == 1 else 's'} the paired {side} test cannot reach p <= {alpha:g} "
+            f"(smallest possible p = {smallest_p(n_seeds, two_sided=two_sided):.3g}; {need} seeds can): "
+            + ", ".join(comparisons))
+
+
+# ------------------------------------------------------------------------------------------- tuning effort
+
+
+def _trial_order(study: pd.DataFrame) -> pd.DataFrame:
+    """A study's trials in the order they were planned: by trial index when every trial id is a number (``tune``'s
+    ``0, 1, ...``), else by creation time when recorded, else as given."""
+    ids = pd.to_numeric(study["trial"], errors="coerce")
+    if ids.notna().all():
+        return study.assign(_order=ids).sort_values("_order", kind="stable")
+    if "created_at" in study.columns and study["created_at"].notna().all():
+        return study.sort_values("created_at", kind="stable")
+    return study
+
+
+def trials_to_first_reach(trials: pd.DataFrame) -> pd.Series:
+    """Per (workload, submission, study): how many trials the study ran up to and including its first that reached
+    the target (inf when none did), the trials in the order they were planned (:func:`_trial_order`)."""
+    missing = [c for c in ("workload", "submission", "study", "trial", "outcome") if c not in trials.columns]
+    if missing:
+        raise UsageError(f"trials lack column(s): {', '.join(missing)}")
+    out = {}
+    for key, study in trials.groupby(["workload", "submission", "study"], sort=True):
+        reached = (_trial_order(study)["outcome"] == "reached").to_numpy()
+        out[key] = float(np.argmax(reached) + 1) if reached.any() else math.inf
+    index = pd.MultiIndex.from_tuples(list(out), names=["workload", "submission", "study"])
+    return pd.Series(list(out.values()), index=index, dtype=float, name="trials_to_reach")
+
+
+def tuning_effort(trials: pd.DataFrame, *, level: float = 0.9) -> pd.DataFrame:
+    """Tuning effort per workload and submission: the median over studies of the trials a study needed before its
+    first reach (:func:`trials_to_first_reach`; inf = a study that never reached counts as needing more than it
+    had), with its order-statistic interval over studies (:func:`median_order_interval`). The question behind
+    AlgoPerf's two rulesets: how much search a method needs, not only how fast its best trial is.
+
+    Returns:
+      DataFrame indexed by (workload, submission) with ``estimate, low, high, level, requested, n`` (studies),
+      ``reached`` (studies that reached) and ``trials`` (the most trials any study ran).
+    """
+    _check_level(level)
+    per_study = trials_to_first_reach(trials)
+    sizes = trials.groupby(["workload", "submission", "study"], sort=True).size()
+    rows = {}
+    for (w, s), values in per_study.groupby(level=["workload", "submission"], sort=True):
+        ci = median_order_interval(values.to_numpy(), level=level)
+        rows[(w, s)] = {"estimate": ci.estimate, "low": ci.low, "high": ci.high, "level": ci.level,
+                        "requested": level, "n": ci.n_units, "reached": int(np.isfinite(values).sum()),
+                        "trials": int(sizes.loc[(w, s)].max())}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index = pd.MultiIndex.from_tuples(out.index, names=["workload", "submission"])
+    return out
 
 
 # -------------------------------------------------------------------------------------------- sensitivity
