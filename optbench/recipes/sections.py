@@ -8,6 +8,9 @@
 * **Curvature and noise**: every trial run with ``--diagnostics``: the training loss's top Hessian eigenvalue
   (and Adam's preconditioned one) at each evaluation beside its edge-of-stability threshold 2/lr, and the gradient
   noise scale B_simple, one line per trial. Only these trials' evaluation rows are read.
+* **Model-size scaling**: the trials of ``optbench scaling`` ladders: per size and submission the best learning
+  rate's final loss with its interval, FLOPs and the effective compute speedup over the reference, the fitted power
+  laws (:mod:`optbench.recipes.scaling`, the same table the command writes).
 
 References:
   Zhang et al., "How Does Critical Batch Size Scale in Pre-training?", arXiv:2410.21676 (2024).
@@ -216,9 +219,54 @@ def _g(x: float) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):.4g}"
 
 
+def scaling_runs_of(loaded: ResultSet, trials: pd.DataFrame) -> dict[str, list]:
+    """Workload -> the trials of ``optbench scaling`` ladders on it, as :class:`optbench.recipes.scaling.ScalingRun`
+    (their final loss is their last evaluation's metric: only these trials' evaluation rows are read)."""
+    from optbench.recipes.scaling import KIND, run_of
+
+    if "study_kind" not in trials.columns:
+        return {}
+    runs = trials[trials["study_kind"] == KIND]
+    if runs.empty:
+        return {}
+    evals = loaded.evals_of(runs["run_id"].tolist())
+    last = {} if evals.empty else {r["run_id"]: r for r in
+                                   evals.sort_values("step").groupby("run_id").tail(1).to_dict("records")}
+    out: dict[str, list] = {}
+    for rec in runs.to_dict("records"):
+        out.setdefault(str(rec["workload"]), []).append(run_of(rec, last.get(rec["run_id"])))
+    return out
+
+
+def scaling_section(loaded: ResultSet, trials: pd.DataFrame) -> Section | None:
+    """The model-size ladder section (``optbench scaling``), or None when no such trial is recorded: the same
+    table and plots the command writes, with AdamW as the reference where it ran (else the first submission)."""
+    from optbench.recipes.scaling import summarize_scaling
+    from optbench.recipes.scaling_tables import HEADERS, definition, fit_lines, plot_best_lr, plot_loss, row_cells
+
+    ladders = scaling_runs_of(loaded, trials)
+    if not ladders:
+        return None
+    rows, figures, notes = [], [], []
+    for w, runs in sorted(ladders.items()):
+        subs = sorted({r.submission for r in runs})
+        summary = summarize_scaling(runs, reference="adamw" if "adamw" in subs else subs[0])
+        rows += [[esc(w), *map(esc, row_cells(r, reference=summary.reference))] for r in summary.rows]
+        notes += [f"{w}: {line}" for line in fit_lines(summary)]
+        for kind, draw in (("loss", plot_loss), ("lr", plot_best_lr)):
+            what = ("final loss against model FLOPs (best lr, mean over seeds, interval), fits solid over the "
+                    "measured sizes and dashed beyond" if kind == "loss" else "best learning rate against parameters "
+                    "(x: at the grid's edge) with lr*(N) = c N^-d")
+            figures.append(Plot(name=f"scaling-{kind}-{safe_name(w)}", caption=f"{w}: {what}.", draw=draw,
+                                args=(summary,), kwargs=dict(title=str(w))))
+    note = definition(summary) + " Fits: " + "; ".join(notes or ["none (fewer than two sizes)"]) + "."
+    html = html_table(["workload", *map(esc, HEADERS)], rows, table_id="scaling", left=4)
+    return Section(title="Model-size scaling", note=note, table_html=html, plots=tuple(figures))
+
+
 def research_sections(loaded: ResultSet, trials: pd.DataFrame) -> list[Section]:
     """Every research section the results support, in page order, for ``optbench report`` to hand to
     :func:`optbench.report.html.build_report`. ``trials``: every trial, research ones included
     (:meth:`optbench.store.reader.ResultSet.all_trials`): these sections read research trials on purpose."""
-    found = [cbs_section(trials), diagnostics_section(loaded, trials)]
+    found = [cbs_section(trials), diagnostics_section(loaded, trials), scaling_section(loaded, trials)]
     return [s for s in found if s is not None]

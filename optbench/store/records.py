@@ -25,7 +25,7 @@ GOALS = ("min", "max")  # a metric's direction, as TrialRecord.metric_goal and o
 # benchmark results, ranked against each other; the research recipes vary what a benchmark holds fixed (batch size,
 # learning rate, model shape, ...) on purpose, so their trials are no entries of a leaderboard.
 RANKED_KINDS = ("run", "tune", "algoperf")
-RESEARCH_KINDS = ("cbs", "lr-sweep", "shape-search", "curvature", "seesaw")
+RESEARCH_KINDS = ("cbs", "lr-sweep", "shape-search", "curvature", "seesaw", "scaling")
 STUDY_KINDS = (*RANKED_KINDS, *RESEARCH_KINDS)
 
 
