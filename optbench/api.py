@@ -199,6 +199,7 @@ class Capability(str, Enum):
     SAMPLED_LOSS = "sampled_loss"  # closure(sampled=True): labels sampled from the model (Sophia); implies closure
     EVAL_PARAMS = "eval_params"  # updater.eval_params(): context manager, timed enter/exit (Schedule-Free, EMA)
     BATCH_SCHEDULE = "batch_schedule"  # updater.batch_size(step) -> int (Seesaw-style batch-size ramps)
+    OWNS_STEP = "owns_step"  # the updater runs the whole step itself (AlgoPerf submissions): see :class:`OwnsStep`
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,6 +234,32 @@ class EvalParams(Protocol):
     """Optional, with :attr:`Capability.EVAL_PARAMS`: swap in the parameters to evaluate and back."""
 
     def eval_params(self) -> AbstractContextManager[None]: ...
+
+
+class TrainingComplete(Exception):
+    """Raised by an :class:`OwnsStep` updater's ``train_step`` to end training early (AlgoPerf's
+    ``TrainingCompleteError``): the harness evaluates once more, untimed, and the trial ends ``reached`` or
+    ``missed`` with this exception's message as its reason."""
+
+
+class OwnsStep(Protocol):
+    """With :attr:`Capability.OWNS_STEP`: the updater owns the whole step. The harness never runs a forward or
+    backward pass of its own for it, so every timed second of a step is the submission's.
+
+    ``bind(task, metric=..., target=..., period=..., max_seconds=...)`` is called once, untimed, after
+    ``Submission.create`` and before any step or checkpoint load. ``train_step(batches, step=..., timed=..., rows=...)``
+    is one timed step: ``batches`` yields the trial's training batches (drawn from the trial's data generator, so
+    its position is saved), ``step`` counts the steps done, ``timed`` the timed seconds so far (as of the latest
+    stretch's end), ``rows`` the evaluation rows so far. It returns ``(loss, batch)``: the step's training loss as a
+    0-d tensor left on the device (None: not known, nothing checked), and the batch it trained on (counted).
+    ``step``, ``zero_grad`` and ``param_groups`` stay (the harness reads the learning rate from the first group).
+    """
+
+    def bind(self, task: Task, *, metric: Metric, target: float, period: EvalPeriod,
+             max_seconds: float | None) -> None: ...
+
+    def train_step(self, batches: Iterator[Any], *, step: int, timed: float,
+                   rows: list[Any]) -> tuple[torch.Tensor | None, Any]: ...
 
 
 @runtime_checkable

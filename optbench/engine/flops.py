@@ -224,10 +224,11 @@ class FlopCounts:
 
 def count_trial(task: Any, model: nn.Module, updater: Any, *, hparams: Mapping[str, Any], device: torch.device,
                 closure: Callable[[nn.Module], Any] | None = None,
-                deadline_passed: Callable[[], bool] = lambda: False) -> FlopCounts:
+                deadline_passed: Callable[[], bool] = lambda: False, optimizer: bool = True) -> FlopCounts:
     """Both counts, each None (with a warning) if plugin code fails in it; a failure once ``deadline_passed()``
     (the trial's wall-clock limit interrupted the count, perhaps re-raised as another error) is re-raised, so
-    that the trial ends as ``timeout``. Ctrl-C and the deadline itself are never caught."""
+    that the trial ends as ``timeout``. Ctrl-C and the deadline itself are never caught. ``optimizer=False``:
+    the model's count only (a submission that owns its whole step has no optimizer step to count apart)."""
     try:
         per_example: float | None = model_flops_per_example(task, model, device=device)
     except Exception as exc:  # a third-party task the counter cannot run: no FLOPs on its records
@@ -235,6 +236,8 @@ def count_trial(task: Any, model: nn.Module, updater: Any, *, hparams: Mapping[s
             raise
         warnings.warn(f"model FLOPs not counted: {type(exc).__name__}: {exc}", stacklevel=2)
         per_example = None
+    if not optimizer:
+        return FlopCounts(per_example, None)
     try:
         per_step: float | None = optimizer_flops_per_step(model, updater, hparams=hparams, device=device,
                                                            closure=closure)

@@ -9,7 +9,10 @@ One step (all timed; nothing waits for the device)::
     updater.step(closure)        # closure only for submissions that declare Capability.CLOSURE / SAMPLED_LOSS
     updater.zero_grad()
 
-With one process and no micro-batch size this is exactly ``task.loss(model, batch).backward()``. The loop ends by
+With one process and no micro-batch size this is exactly ``task.loss(model, batch).backward()``. A submission with
+``Capability.OWNS_STEP`` (an AlgoPerf file) replaces all of it by ``loss, batch = updater.train_step(batches, ...)``:
+the harness runs no forward or backward of its own, so the step's timed seconds are the submission's; the clock,
+the counters and the rule that nothing waits for the device stay the same. The loop ends by
 raising :class:`Stop` (an outcome) or returning one; :mod:`optbench.engine.runner` turns every way it ends into a
 recorded result.
 """
@@ -25,7 +28,7 @@ from typing import Protocol
 
 import torch
 
-from optbench.api import Capability, Task
+from optbench.api import Capability, Task, TrainingComplete
 from optbench.engine import checkpoints
 from optbench.engine.backends import CompileWatch, compile_model
 from optbench.engine.clock import Clock
@@ -95,6 +98,10 @@ class TrialLoop:
         torch.manual_seed(derive_seed(prep.seed, "torch"))
         model = task.init_model(torch.Generator().manual_seed(derive_seed(prep.seed, "init")))
         updater = prep.submission.obj.create(model, prep.hparams, prep.info)
+        self.owns_step = Capability.OWNS_STEP in self.caps
+        if self.owns_step:  # untimed set-up, as AlgoPerf's init_optimizer_state
+            updater.bind(task, metric=self.metric, target=prep.target, period=prep.period,  # type: ignore[attr-defined]
+                         max_seconds=prep.budget.max_seconds)
         # The submission and the checkpoints see the plain module; only forward passes go through the compiled one.
         self.forward_model = compile_model(model) if prep.compile else model
         data_device = device if device.type == "cuda" else torch.device("cpu")
@@ -133,22 +140,32 @@ class TrialLoop:
         """One update step, queued on the device without waiting for it; its loss joins :attr:`pending`."""
         st = self.state
         bs = self.batch_size()
-        batch = self.task.next_batch(bs, st.data_gen)
-        loss = self.stepper.backward(batch)
-        self.opt_timer.start()
-        if Capability.CLOSURE in self.caps or Capability.SAMPLED_LOSS in self.caps:
-            st.updater.step(self.stepper.closure(batch))
+        if self.owns_step:
+            loss, batch = st.updater.train_step(self.batches(bs), step=st.counters.step,  # type: ignore[attr-defined]
+                                                timed=st.clock.timed, rows=st.rows)
         else:
-            st.updater.step()
-        self.opt_timer.stop()
-        st.updater.zero_grad(set_to_none=True)
+            batch = self.task.next_batch(bs, st.data_gen)
+            loss = self.stepper.backward(batch)
+            self.opt_timer.start()
+            if Capability.CLOSURE in self.caps or Capability.SAMPLED_LOSS in self.caps:
+                st.updater.step(self.stepper.closure(batch))
+            else:
+                st.updater.step()
+            self.opt_timer.stop()
+            st.updater.zero_grad(set_to_none=True)
         examples, tokens = self.task.counts(batch)
         c = st.counters
         c.step += 1
         c.examples += examples
         c.tokens += tokens
         c.last_batch_size = bs
-        self.pending.append(loss)
+        if loss is not None:  # an OWNS_STEP submission may not report one
+            self.pending.append(loss)
+
+    def batches(self, batch_size: int):  # noqa: ANN201  (a generator)
+        """The trial's batch stream for an OWNS_STEP submission: each ``next`` draws from the data generator."""
+        while True:
+            yield self.task.next_batch(batch_size, self.state.data_gen)
 
     def read_losses(self) -> float:
         """Read the pending step losses (one transfer; summed over ranks), fold them into the counters and check
@@ -226,6 +243,8 @@ class TrialLoop:
         if self.metric.name not in metrics:
             raise RuntimeError(f"workload {self.prep.workload.name!r} evaluate() returned no {self.metric.name!r}")
         metrics.update(diag)
+        if self.owns_step:  # what the submission's adapter notes on the record (AlgoPerf: the batch size's source)
+            metrics.update(getattr(st.updater, "eval_notes", {}))
         row = EvalRow(
             step=c.step, examples=c.examples, tokens=c.tokens, timed_seconds=st.clock.timed,
             eval_seconds=st.clock.untimed, wall_seconds=time.perf_counter() - self.wall_start,
@@ -255,6 +274,8 @@ class TrialLoop:
         """
         prep = self.prep
         self.count_flops()
+        if self.owns_step and prep.checkpoint is not None:
+            self.state.updater.state_dict()  # a state no checkpoint can hold: a usage error now, not mid-trial
         if prep.checkpoint is not None and prep.resume and prep.checkpoint.exists():
             checkpoints.load(self.state, prep.checkpoint, prep.checkpoint_key())
         else:
@@ -269,6 +290,11 @@ class TrialLoop:
         closure = None
         if Capability.CLOSURE in self.caps or Capability.SAMPLED_LOSS in self.caps:
             closure = self._counting_closure
+        if self.owns_step:  # the submission's step is not an optimizer step alone: model FLOPs only
+            with self.state.clock.paused():
+                self.flops = count_trial(self.task, self.state.model, None, hparams={}, device=self.state.device,
+                                         deadline_passed=self.past_deadline, optimizer=False)
+            return
         with self.state.clock.paused():
             self.flops = count_trial(self.task, self.state.model, self.state.updater, hparams=self.prep.hparams,
                                      device=self.state.device, closure=closure, deadline_passed=self.past_deadline)
@@ -345,7 +371,10 @@ class TrialLoop:
         clock = self.state.clock
         clock.run()
         while True:
-            self.step()
+            try:
+                self.step()
+            except TrainingComplete as done:
+                return self.complete(str(done))
             if self.sync_due():
                 outcome = self.checkpoint_stretch()
                 if outcome is not None:
@@ -353,6 +382,17 @@ class TrialLoop:
                 clock.run()
             if self.prep.timeout is not None and time.perf_counter() - self.wall_start > self.prep.timeout:
                 raise TrialTimeout()  # where the deadline's signal cannot reach (not the main thread)
+
+    def complete(self, reason: str) -> tuple[str, str]:
+        """The submission ended training (AlgoPerf's TrainingCompleteError): one more evaluation, then ``reached``
+        if it meets the target, else ``missed``; the reason is recorded either way."""
+        self.state.clock.halt()
+        self.read_losses()
+        row = self.evaluate()
+        hit = self.metric.reached(row.metric_value, self.prep.target)
+        if self.observer:
+            self.observer.evaluated(row, reached=hit)
+        return ("reached" if hit else self.spent_outcome()), reason
 
     def checkpoint_stretch(self) -> str | None:
         """End of a stretch: halt the clock, read the losses, agree on the clock across ranks, evaluate if due.

@@ -57,6 +57,10 @@ class Loaded(Generic[T]):
         """The name results record: ``name``, except that a file plugin (``/home/me/opt.py:MyOpt``) is named by its
         file alone (``opt.py:MyOpt``): results carry no folders, hence no user names; the origin's hash tells two
         files of one name apart."""
+        if self.name.startswith("algoperf:"):
+            from optbench.plugins.algoperf import label
+
+            return label(self.name)
         if not is_file_spec(self.name):
             return self.name
         target, _, attr = self.name.rpartition(":")
@@ -129,6 +133,13 @@ def is_file_spec(spec: str) -> bool:
 
 def _resolve(kind: Kind, spec: str) -> tuple[Any, Origin]:
     """The raw object named by ``spec`` and its origin."""
+    if spec.startswith("algoperf:"):  # an AlgoPerf submission file, run unchanged (optbench.plugins.algoperf)
+        if kind != "submissions":
+            raise UsageError(f"{spec!r}: algoperf: names a submission file, not a workload")
+        from optbench.plugins import algoperf
+
+        obj, dist, version = algoperf.load(spec)
+        return obj, Origin(source="file", distribution=dist, version=version)
     if ":" in spec:
         target, _, attr = spec.rpartition(":")
         if not target or not attr:

@@ -1,0 +1,27 @@
+"""An AlgoPerf submission whose optimizer state holds an object no checkpoint can store (optbench tests)."""
+
+import torch
+from algoperf import spec
+
+
+class Opaque:
+    pass
+
+
+def init_optimizer_state(workload, model_params, model_state, hyperparameters, rng):
+    return {"optimizer": torch.optim.SGD(model_params.parameters(), lr=0.01), "thing": Opaque()}
+
+
+def update_params(workload, current_param_container, current_params_types, model_state, hyperparameters, batch,
+                  loss_type, optimizer_state, eval_results, global_step, rng, train_state=None):
+    model = current_param_container
+    optimizer_state["optimizer"].zero_grad(set_to_none=True)
+    out, model_state = workload.model_fn(model, batch, model_state, spec.ForwardPassMode.TRAIN, rng, True)
+    d = workload.loss_fn(batch["targets"], out)
+    (d["summed"] / d["n_valid_examples"]).backward()
+    optimizer_state["optimizer"].step()
+    return optimizer_state, model, model_state
+
+
+def get_batch_size(workload_name):
+    raise ValueError(workload_name)
