@@ -4,7 +4,9 @@
       -> n_layer x [ x + Attn(Norm(x)),  x + MLP(Norm(x)) ]        (pre-norm residual blocks)
       -> Norm -> logits = x @ E^T (B, T, V)                         (head tied to the token embedding E)
 
-Options (:class:`GPTConfig`): RMSNorm or LayerNorm, rotary or learned positions. Attention is causal through
+Options (:class:`GPTConfig`): RMSNorm or LayerNorm, rotary or learned positions, a GELU or SwiGLU MLP, a head tied to
+the embedding or its own (``lm_head``), biases in the linear layers or none (GPT-2 has them). The defaults are the
+shapes optbench's tiers have always used (tied, GELU, no linear biases). Attention is causal through
 ``torch.nn.functional.scaled_dot_product_attention`` (flash/memory-efficient kernels on CUDA). ``forward`` has no
 data-dependent Python control flow, so ``torch.compile`` traces it without graph breaks.
 
@@ -47,6 +49,11 @@ class GPTConfig:
       norm: ``"rms"`` (RMSNorm) or ``"layer"`` (LayerNorm with bias).
       pos: ``"rope"`` (rotary, no position parameters) or ``"learned"`` (GPT-2's absolute embedding).
       rope_base: rotary frequency base.
+      mlp: ``"gelu"`` (d -> hidden -> GELU -> d) or ``"swiglu"`` (Shazeer 2020: proj(silu(gate x) * up x), Llama's).
+      mlp_hidden: the MLP's hidden width (default: ``mlp_ratio * d_model``; Llama-style SwiGLU uses 8/3 d so that
+        its three matrices hold as many parameters as GELU's two at 4 d).
+      tie: the output head is the token embedding (GPT-2, Press & Wolf) or a separate ``lm_head`` matrix.
+      bias: biases in every linear layer (GPT-2's 124,439,808 parameters count them) or none.
     """
 
     vocab_size: int
@@ -58,6 +65,15 @@ class GPTConfig:
     norm: str = "rms"
     pos: str = "rope"
     rope_base: float = 10000.0
+    mlp: str = "gelu"
+    mlp_hidden: int | None = None
+    tie: bool = True
+    bias: bool = False
+
+    @property
+    def hidden(self) -> int:
+        """The MLP's hidden width."""
+        return self.mlp_hidden if self.mlp_hidden is not None else self.mlp_ratio * self.d_model
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -68,9 +84,12 @@ class GPTConfig:
             raise ValueError(f"pos must be 'rope' or 'learned', got {self.pos!r}")
         if self.pos == "rope" and (self.d_model // self.n_head) % 2:
             raise ValueError("rotary positions need an even head dimension")
+        if self.mlp not in ("gelu", "swiglu"):
+            raise ValueError(f"mlp must be 'gelu' or 'swiglu', got {self.mlp!r}")
 
 
-def flops_per_sequence(*, n_layer: int, d_model: int, seq_len: int, vocab_size: int, mlp_ratio: int = 4) -> int:
+def flops_per_sequence(*, n_layer: int, d_model: int, seq_len: int, vocab_size: int, mlp_ratio: int = 4,
+                       mlp: str = "gelu", mlp_hidden: int | None = None) -> int:
     """Model FLOPs of one training sequence (forward + backward), by PaLM's model-FLOPs formula.
 
     Chowdhery et al., "PaLM", 2022, appendix B (as nanoGPT and torchtitan report MFU)::
@@ -83,8 +102,11 @@ def flops_per_sequence(*, n_layer: int, d_model: int, seq_len: int, vocab_size: 
     (gathers, no FLOPs) and the norm gains; attention scores and their weighted sum are 2 x 2 T d per token and
     layer forward over the full T x T (H Q = d; the causal mask's skipped half is counted, as PaLM does). Left out:
     softmax, norms, activations, rotary, the loss (a few percent at the tiny size, under 1% at paper size).
+    A SwiGLU MLP of hidden width h holds 3 h d weights (GELU's: 2 h d, h = r d); biases are left out like norms.
     """
-    n = n_layer * (4 + 2 * mlp_ratio) * d_model**2 + vocab_size * d_model
+    hidden = mlp_hidden if mlp_hidden is not None else mlp_ratio * d_model
+    mlp_weights = (3 if mlp == "swiglu" else 2) * hidden * d_model
+    n = n_layer * (4 * d_model**2 + mlp_weights) + vocab_size * d_model
     return seq_len * (6 * n + 12 * n_layer * d_model * seq_len)
 
 
@@ -138,8 +160,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.proj.residual_out = True  # scaled init (see GPT.init_weights)
 
     def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
@@ -154,16 +176,20 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """d -> mlp_ratio * d -> GELU -> d."""
+    """d -> hidden -> GELU -> d, or SwiGLU: proj(silu(gate(x)) * fc(x)) with separate gate and up matrices (Llama's
+    layout, so that a matrix optimizer sees each as its own matrix)."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=False)
-        self.proj = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=False)
+        self.fc = nn.Linear(cfg.d_model, cfg.hidden, bias=cfg.bias)
+        self.gate = nn.Linear(cfg.d_model, cfg.hidden, bias=cfg.bias) if cfg.mlp == "swiglu" else None
+        self.proj = nn.Linear(cfg.hidden, cfg.d_model, bias=cfg.bias)
         self.proj.residual_out = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x)))
+        if self.gate is None:
+            return self.proj(F.gelu(self.fc(x)))
+        return self.proj(F.silu(self.gate(x)) * self.fc(x))
 
 
 class Block(nn.Module):
@@ -189,6 +215,8 @@ class GPT(nn.Module):
         self.pos_embed = nn.Embedding(cfg.seq_len, cfg.d_model) if cfg.pos == "learned" else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = make_norm(cfg)
+        # An untied head is the model's last Linear (submissions that find the output head look for it there).
+        self.lm_head = None if cfg.tie else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.pos == "rope":
             cos, sin = rotary_tables(cfg.seq_len, cfg.d_model // cfg.n_head, cfg.rope_base)
             # Buffers move with .to(device) but are not parameters and not saved (recomputed from the config).
@@ -196,6 +224,11 @@ class GPT(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         else:
             self.rope_cos = self.rope_sin = None
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """The (V, d) output matrix: the token embedding when tied, else ``lm_head``'s."""
+        return self.embed.weight if self.lm_head is None else self.lm_head.weight
 
     def init_weights(self, generator: torch.Generator) -> None:
         """GPT-2 initialisation drawn from ``generator`` (see the module docstring)."""
@@ -228,12 +261,12 @@ class GPT(nn.Module):
           tokens 0..t only; with ``targets`` the 0-d float32 loss.
         """
         h = self.features(tokens)  # (B, T, d)
-        if targets is None:  # tied head: (B T, d) x (V, d)^T -> (B, T, V) float32, as the loss sees them
-            return head_logits(*head_inputs(h.flatten(0, 1), self.embed.weight)).unflatten(0, h.shape[:2])
-        return head_cross_entropy(h.flatten(0, 1), self.embed.weight, targets.reshape(-1), reduction=reduction)
+        if targets is None:  # head: (B T, d) x (V, d)^T -> (B, T, V) float32, as the loss sees them
+            return head_logits(*head_inputs(h.flatten(0, 1), self.head_weight)).unflatten(0, h.shape[:2])
+        return head_cross_entropy(h.flatten(0, 1), self.head_weight, targets.reshape(-1), reduction=reduction)
 
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The normalised last hidden states (B, T, d) that the tied head maps to logits."""
+        """The normalised last hidden states (B, T, d) that the head maps to logits."""
         t = tokens.shape[1]
         x = self.embed(tokens)  # (B, T, d)
         if self.pos_embed is not None:

@@ -46,6 +46,7 @@ from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
 from optbench.errors import DataMissingError, UsageError
 from optbench_workloads._gpt import GPTConfig, build_gpt, flops_per_sequence
 from optbench_workloads._loss import check_fp32_head, head_cross_entropy, sample_targets
+from optbench_workloads import ladder
 
 RESIDENT_MAX_TOKENS = 1 << 30  # int32 on the device: at most 4 GiB; larger train files are read from a memory map
 
@@ -252,17 +253,25 @@ def check_tokenizer(manifest: Mapping[str, Any], size: Size, *, name: str, data_
     return vocab
 
 
+def gpt_config(opts: Mapping[str, Any], vocab_size: int) -> GPTConfig:
+    """The decoder of a size's options (the tiers' keys, and the ladder's architecture options where set)."""
+    hidden = opts.get("mlp_hidden")
+    return GPTConfig(
+        vocab_size=vocab_size, seq_len=int(opts["seq_len"]), n_layer=int(opts["n_layer"]),
+        n_head=int(opts["n_head"]), d_model=int(opts["d_model"]), norm=str(opts.get("norm", "rms")),
+        pos=str(opts.get("pos", "rope")), mlp=str(opts.get("mlp", "gelu")),
+        mlp_hidden=None if hidden is None else int(hidden), tie=bool(opts.get("tie", True)),
+        bias=bool(opts.get("bias", False)),
+    )
+
+
 class LMTask:
     """Next-token prediction at one size on one device."""
 
     def __init__(self, size: Size, device: torch.device, *, train: Any, val: Any, vocab_size: int) -> None:
         opts = size.options
         self.device = device
-        self.cfg = GPTConfig(
-            vocab_size=vocab_size, seq_len=int(opts["seq_len"]), n_layer=int(opts["n_layer"]),
-            n_head=int(opts["n_head"]), d_model=int(opts["d_model"]), norm=str(opts.get("norm", "rms")),
-            pos=str(opts.get("pos", "rope")),
-        )
+        self.cfg = gpt_config(opts, vocab_size)
         self.seq_len = self.cfg.seq_len
         self.autocast = bool(opts.get("autocast", False)) and device.type == "cuda"
         if self.autocast:
@@ -301,8 +310,8 @@ class LMTask:
         # chunk by chunk without gradients, then the chunked loss on them.
         with self._autocast():
             h = model.features(batch.inputs).flatten(0, 1)  # (B T, d)
-            y = sample_targets(h, model.embed.weight, generator)  # (B T,)
-            return head_cross_entropy(h, model.embed.weight, y)
+            y = sample_targets(h, model.head_weight, generator)  # (B T,)
+            return head_cross_entropy(h, model.head_weight, y)
 
     def evaluate(self, model: nn.Module) -> Mapping[str, float]:
         total = torch.zeros((), device=self.device, dtype=torch.float64)
@@ -320,7 +329,8 @@ class LMTask:
         """Model FLOPs per training sequence (PaLM's formula: :func:`optbench_workloads._gpt.flops_per_sequence`)."""
         c = self.cfg
         return float(flops_per_sequence(n_layer=c.n_layer, d_model=c.d_model, seq_len=c.seq_len,
-                                        vocab_size=c.vocab_size, mlp_ratio=c.mlp_ratio))
+                                        vocab_size=c.vocab_size, mlp_ratio=c.mlp_ratio, mlp=c.mlp,
+                                        mlp_hidden=c.mlp_hidden))
 
     def counts(self, batch: TokenBatch) -> tuple[int, int]:
         return int(batch.inputs.shape[0]), int(batch.inputs.numel())
@@ -342,7 +352,25 @@ class LanguageModel:
         if "vocab" not in o:
             return None
         return float(flops_per_sequence(n_layer=int(o["n_layer"]), d_model=int(o["d_model"]),
-                                        seq_len=int(o["seq_len"]), vocab_size=int(o["vocab"])))
+                                        seq_len=int(o["seq_len"]), vocab_size=int(o["vocab"]),
+                                        mlp=str(o.get("mlp", "gelu")), mlp_hidden=o.get("mlp_hidden")))
+
+    # The model-size ladder (optbench_workloads.ladder): what --model, the record and the memory plan ask for.
+    models = ladder.LADDER
+
+    def with_model(self, size: Size, name: str) -> Size:
+        """``size`` with the ladder rung ``name``'s model (``--model``), named ``TIER+NAME``."""
+        return ladder.with_model(size, name)
+
+    def model_config(self, size: Size) -> dict[str, Any]:
+        """The model's shape, options and parameter counts, recorded on every result."""
+        return ladder.model_config(size)
+
+    def memory_profile(self, size: Size) -> Any:
+        """Parameters and activation bytes per sequence at ``size`` (the device memory plan's input), counted at the
+        tier's vocabulary, else GPT-2's (a generous stand-in for a dataset's own)."""
+        vocab = ladder.model_vocab(size, ladder.GPT2_VOCAB)
+        return ladder.memory_profile(size.options, vocab, autocast=bool(size.options.get("autocast", False)))
 
     def setup(self, size: Size, *, device: torch.device, data_dir: Path | None = None) -> LMTask:
         """Open the token files (DataMissingError if not prepared or prepared unlike the size needs)."""

@@ -79,6 +79,12 @@ class TrialConfig:
 
     Attributes:
       size: size preset name (default: the workload's default size).
+      model: a model size of the workload's ladder (``--model 360m``; :mod:`optbench_workloads.ladder` for the LM
+        workloads): replaces the size's model and batch, keeps its data and evaluation; the size is then named
+        ``SIZE+MODEL``, its budget is ``tokens`` (default ``1x``) and its micro-batch is planned to fit the device.
+      tokens: the token budget, ``Nx`` (N times Chinchilla's 20 tokens per parameter, all parameters counted as in
+        Hoffmann et al.; needs ``model``) or a count of tokens: max_steps = ceil(tokens / (batch x seq_len)), the step
+        hint the same, no seconds budget unless ``max_seconds``; given with ``max_steps`` it is a usage error.
       hparams: hyperparameters given by the user (merged over the submission's defaults).
       seed: the trial's seed: model init, data order and any sampling derive from it.
       device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``.
@@ -129,6 +135,14 @@ class TrialConfig:
 
     size: str | None = option(None, "--size", "Size preset of the workload [default: the workload's default].",
                               kind="text")
+    model: str | None = option(
+        None, "--model", "A model size of the workload's ladder (LM workloads: t1-t4 on a CPU, 20m ... 1.2b; "
+        "docs/WORKLOADS.md): replaces the size's model and batch, keeps its data; micro-batch planned to fit the "
+        "device; the size's target is kept, provisional.", kind="text", metavar="NAME")
+    tokens: str | None = option(
+        None, "--tokens", "Token budget: Nx (N times Chinchilla's 20 tokens per parameter, all parameters) or a "
+        "count; max_steps = ceil(tokens / (batch x seq_len)) [default with --model: 1x]; not with --max-steps.",
+        kind="text", metavar="1x|4x|COUNT")
     hparams: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = option(os.environ.get(DEVICE_ENV) or "auto", "--device", "auto (CUDA where available, else CPU), "
@@ -285,6 +299,10 @@ class PreparedTrial:
     deterministic: bool = False
     tf32: bool = True
     log: tuple[str, ...] = ()
+    model: str | None = None  # the ladder's model size (--model), None for the size's own model
+    tokens: int | None = None  # the token budget (--tokens, or 1x for a --model trial), None for none
+    model_config: str = ""  # JSON: the model's shape, options, parameter counts and micro-batch plan ("": no model)
+    target_kind: str = ""  # what the score rests on: one of TARGET_KINDS
 
     @property
     def batch_size(self) -> int:
@@ -387,6 +405,122 @@ def _sized(size: Size, cfg: TrialConfig) -> Size:
     return replace(size, target=check(TrialConfig, "target", cfg.target))
 
 
+# ------------------------------------------------------------------------------- model ladder and token budget
+CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: compute-optimal tokens per parameter (all parameters)
+MAX_TOKENS = MAX_STEPS * 2**20  # far above any corpus; keeps steps and the store's int64 in range
+
+
+def _modelled(w: Workload, size: Size, cfg: TrialConfig) -> Size:
+    """The size with the ladder model ``--model`` (the workload's ``with_model``), else as it is."""
+    if cfg.model is None:
+        return size
+    name = text(cfg.model, what="--model")
+    if not callable(getattr(w, "with_model", None)):
+        raise UsageError(f"workload {w.name!r} has no model ladder; --model is for the language-model workloads")
+    return w.with_model(size, name)
+
+
+def parse_tokens(value: str, size: Size) -> int:
+    """``--tokens``: ``Nx`` times Chinchilla's tokens for the size's model (all its parameters), or a count.
+
+    Raises:
+      UsageError: not a multiple or a count, out of bounds, or a multiple for a size without a parameter count.
+    """
+    given = str(value).strip().lower()
+    try:
+        number = float(given[:-1] if given.endswith("x") else given.replace("_", ""))
+    except ValueError:
+        raise UsageError(f"--tokens must be a Chinchilla multiple such as 1x or 0.5x, or a token count; got "
+                         f"{value!r}") from None
+    if given.endswith("x"):
+        params = size.options.get("params_total")
+        if params is None:
+            raise UsageError(f"--tokens {value} is a Chinchilla multiple; it needs --model (a size with a parameter "
+                             "count), or give a token count")
+        number *= CHINCHILLA_TOKENS_PER_PARAM * int(params)
+    return bounded_int(round(number) if number == number and abs(number) < 1e300 else number, what="--tokens",
+                       low=1, high=MAX_TOKENS)
+
+
+def _token_budget(size: Size, cfg: TrialConfig, batch_size: int) -> tuple[Size, int | None]:
+    """The size with the trial's token budget as its budget and step hint (see :class:`TrialConfig`), and that
+    many tokens; the size as it is when neither ``--tokens`` nor ``--model`` is given."""
+    if cfg.tokens is None and cfg.model is None:
+        return size, None
+    if cfg.tokens is not None and cfg.max_steps is not None:
+        raise UsageError("--tokens and --max-steps both set the step budget; give one of them")
+    if "seq_len" not in size.options:
+        raise UsageError(f"--tokens needs a sequence model; size {size.name!r} has no seq_len")
+    seq_len = int(size.options["seq_len"])
+    tokens = None
+    if cfg.max_steps is not None:
+        steps = check(TrialConfig, "max_steps", cfg.max_steps)
+    else:
+        tokens = parse_tokens(cfg.tokens or "1x", size)
+        steps = -(-tokens // (batch_size * seq_len))
+        if steps > MAX_STEPS:
+            raise UsageError(f"--tokens {cfg.tokens} is {steps} steps at {batch_size} x {seq_len} tokens, more than "
+                             f"{MAX_STEPS}")
+    return replace(size, budget=Budget(max_steps=steps), step_hint=steps), tokens
+
+
+def target_kind(size: Size, cfg: TrialConfig) -> str:
+    """What the trial's score rests on, one of :data:`optbench.store.records.TARGET_KINDS`: a full-budget trial
+    without ``--target`` is scored by its final metric (``budget``); ``--target`` is the user's; a ladder model's, or
+    a size whose note says provisional or uncalibrated, is ``provisional``; else ``calibrated``."""
+    if cfg.full_budget and cfg.target is None:
+        return "budget"
+    if cfg.target is not None:
+        return "user"
+    note = size.note.lower()
+    return "provisional" if cfg.model or "provisional" in note or "uncalibrated" in note else "calibrated"
+
+
+def device_memory(device: str) -> int | None:
+    """Bytes of memory of ``device`` a trial may plan with: a CUDA device's total (not its free memory: a process
+    that ran an earlier trial still caches blocks, and every trial of a study must plan alike); None on the CPU and
+    MPS, whose memory is the host's and is assumed sufficient (the tiny ladder's models are a few MB), so that CPU
+    runs are never shrunk. Tests replace this function to plan against a fake capacity."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+
+
+def _micro_plan(w: Workload, size: Size, cfg: TrialConfig, *, optimizer: str, hparams: Mapping[str, Any],
+                device: str, share: int) -> tuple[int | None, dict[str, Any] | None]:
+    """The micro-batch of a ``--model`` trial without ``--micro-batch-size``, planned to fit the device's memory
+    (:mod:`optbench.plugins.memory`), and what it was planned with; (None, None) when nothing is planned."""
+    from optbench.plugins import memory
+
+    capacity = device_memory(device)
+    if cfg.model is None or capacity is None or not callable(getattr(w, "memory_profile", None)):
+        return None, None
+    profile = w.memory_profile(size)
+    try:
+        plan = memory.plan_micro_batch(profile, optimizer=optimizer, share=share, capacity=capacity,
+                                       max_precond_dim=int(hparams.get("max_precond_dim", memory.MAX_PRECOND_DIM)))
+    except memory.DoesNotFit as exc:
+        raise UsageError(f"--model {cfg.model} does not fit {device}: {exc}; use a smaller --model") from None
+    return plan.micro_batch_size, {"capacity_bytes": capacity, "usable_bytes": plan.usable_bytes,
+                                   "fixed_bytes": plan.fixed_bytes, "peak_bytes": plan.peak_bytes,
+                                   "margin": memory.MARGIN, "reserve_bytes": memory.RESERVE_BYTES}
+
+
+def _model_config(w: Workload, size: Size, tokens: int | None, plan: dict[str, Any] | None) -> str:
+    """The record's ``model_config``: the workload's description of the model, the token budget and the plan."""
+    describe = getattr(w, "model_config", None)
+    if not callable(describe):
+        return ""
+    out = dict(describe(size))
+    total = out.get("params_total")
+    out["tokens"] = tokens
+    out["chinchilla_multiple"] = (tokens / (CHINCHILLA_TOKENS_PER_PARAM * total)) if tokens and total else None
+    out["memory_plan"] = plan
+    return json.dumps(out, sort_keys=True)
+
+
 def _extras(cfg: TrialConfig) -> dict[str, Any]:
     """The diagnostics settings and the study's description, validated."""
     kinds = [k for k in STUDY_KINDS if k != "algoperf"]  # imported logs are never prepared here
@@ -438,7 +572,7 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
     w, s = workload.obj, submission.obj
     text(workload.name, what="workload name")
     text(submission.name, what="submission name")
-    size = _sized(resolve_size(w, cfg.size), cfg)
+    size = _sized(_modelled(w, resolve_size(w, cfg.size), cfg), cfg)
     seed = bounded_int(cfg.seed, what="--seed", low=0, high=MAX_SEED)
     study = text(cfg.study, what="--study") if cfg.study is not None else f"seed{seed}"
     trial = text(cfg.trial, what="trial id")
@@ -450,6 +584,7 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
 
     here = world()
     device = resolve_device(cfg.device, local_rank=here.local_rank)
+    size, tokens = _token_budget(size, cfg, _batch_size(cfg, hparams, size))
     budget = budget_for(size, max_steps=cfg.max_steps, max_seconds=cfg.max_seconds)
     hint = schedule_horizon(size, budget, cfg.step_hint)
     if "schedule" in hparams:  # a bad schedule value is one line now, not an error outcome after set-up
@@ -462,6 +597,10 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
         raise UsageError(f"batch size {batch_size} is smaller than the {here.size} processes sharing it")
     micro = cfg.micro_batch_size if cfg.micro_batch_size is not None else size.micro_batch_size
     micro = check(TrialConfig, "micro_batch_size", micro)
+    plan = None
+    if micro is None:
+        micro, plan = _micro_plan(w, size, cfg, optimizer=submission.name, hparams=hparams, device=device,
+                                  share=-(-batch_size // here.size))
     sync_every = default_sync_every(device) if cfg.sync_every is None else check(TrialConfig, "sync_every",
                                                                                   cfg.sync_every)
     timeout = check(TrialConfig, "timeout", cfg.timeout)
@@ -478,7 +617,8 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
         warmup_steps=warmup, divergence_factor=factor, compile=bool(cfg.compile), checkpoint=cfg.checkpoint,
         data_dir=cfg.data_dir, results_dir=Path(results_dir), micro_batch_size=micro, world_size=here.size,
         sync_every=sync_every, checkpoint_every=every, resume=bool(cfg.resume) or cfg.checkpoint is not None,
-        **_extras(cfg), **_torch_settings(cfg), log=_log(cfg),
+        **_extras(cfg), **_torch_settings(cfg), log=_log(cfg), model=cfg.model, tokens=tokens,
+        model_config=_model_config(w, size, tokens, plan), target_kind=target_kind(size, cfg),
     )
     if cfg.checkpoint is None and (every is not None or cfg.resume):
         prep = replace(prep, checkpoint=checkpoint_path(Path(results_dir), prep.identity()), owns_checkpoint=True)

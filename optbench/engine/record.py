@@ -55,7 +55,7 @@ def record_of(prep: PreparedTrial, outcome: str, reason: str | None, loop: Trial
         step_hint=prep.info.step_hint, base_batch_size=prep.batch_size, diagnostics=prep.diagnostics,
         study_kind=prep.study_kind, varies=",".join(prep.varies), deterministic=prep.deterministic,
         matmul_precision=matmul_precision(prep.device, prep.tf32), **_compiled(prep, loop),
-        **_flops(prep, loop, hit, prov.device_name),
+        **_flops(prep, loop, hit, prov.device_name), model_config=prep.model_config, target_kind=prep.target_kind,
     )
 
 

@@ -19,6 +19,10 @@ from typing import Any
 # "interrupted": stopped by Ctrl-C; scored as not reached, and a re-run of the same tune runs the trial again.
 OUTCOMES = ("reached", "missed", "diverged", "error", "oom", "timeout", "interrupted")
 MATMUL_PRECISIONS = ("", "tf32", "fp32")  # TrialRecord.matmul_precision ("": a file from before the field)
+# TrialRecord.target_kind: what a trial's score rests on (optbench.engine.prepared.target_kind): the size's target
+# as measured ("calibrated") or marked provisional ("provisional", every ladder model's), the user's --target
+# ("user"), or the final metric of a full-budget trial ("budget"); "" in a file from before the field.
+TARGET_KINDS = ("", "calibrated", "provisional", "user", "budget")
 GOALS = ("min", "max")  # a metric's direction, as TrialRecord.metric_goal and optbench.api.Goal spell it
 
 # What kind of study produced a trial (TrialRecord.study_kind). Runs, tunes and imported AlgoPerf logs are
@@ -136,6 +140,10 @@ class TrialRecord:
     total_flops: float | None = None  # the same over the whole trial
     mfu: float | None = None  # model FLOPs per timed second / the GPU's dense bf16 peak (None: not a known GPU)
     optimizer_share: float | None = None  # the optimizer step's share of the timed seconds (None: not measured)
+    # The model (issue 23; "" in files from before these fields and for workloads that do not describe theirs)
+    model_config: str = ""  # JSON: ladder name, layers/width/heads/MLP/norm/positions/head/vocab, parameter counts,
+    # the token budget and its Chinchilla multiple, and the micro-batch's memory plan
+    target_kind: str = ""  # what the score rests on: one of TARGET_KINDS
 
 
 TRIAL_COLUMNS = tuple(f.name for f in fields(TrialRecord))

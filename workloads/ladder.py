@@ -1,0 +1,298 @@
+"""The model-size ladder of the language-modelling workloads: named decoder shapes from 0.05M to 1.2B parameters.
+
+``optbench run -w c4 --size paper --model 360m --tokens 1x`` trains the ``360m`` rung on the paper tier's data
+(corpus, tokenizer, validation, evaluation period); ``--size tiny --model t2`` a CPU-sized rung on the tiny tier's.
+The rung replaces the tier's model (layers, width, heads, MLP, norm, positions, head, sequence length) and default
+batch; ``--tokens`` sets the budget (:mod:`optbench.engine.prepared`). The table is in docs/WORKLOADS.md
+("Model-size ladder"); ``python -m optbench_workloads.ladder --table`` prints it, memory per optimizer included.
+
+Parameter counts are computed from the shapes (:func:`param_shapes`), never typed:
+
+* **total**: every parameter once (a tied embedding/head once), at the rung's nominal vocabulary. The Chinchilla
+  budget (Hoffmann et al. 2022, 20 tokens per parameter = ``1x``) counts this one: Hoffmann et al. count all
+  parameters, embeddings included (Kaplan et al.'s laws, and the critical-batch-size paper's size names, count the
+  non-embedding ones; Pearce & Song 2024 trace the two papers' different exponents largely to this).
+* **non-embedding**: total minus the token embedding, the learned positions and an untied output head (the
+  vocabulary matrices): Kaplan et al.'s N, and what the 150m/300m/600m/1.2b names count.
+
+The nominal vocabulary is the one the matched paper used (GPT-2's 50,257 or T5's 32,100); a trial uses its tier's
+tokenizer (BPE-8192 on tiny/small, GPT-2 on paper), so its embedding, and its total, follow the tier: the trial
+records the counts at the vocabulary it ran with (``model_config``).
+
+Shapes: 124m is GPT-2 small exactly (124,439,808 parameters: biases, LayerNorm, learned positions, tied head). The
+150m/300m/600m/1.2b rungs are the widths and depths whose non-embedding counts are the critical-batch-size paper's
+151M/302M/604M/1.2B (12 d^2 per layer); 360m and 660m are SOAP's, whose totals they reach with T5's vocabulary and an
+untied head; 210m is Semenov et al.'s Llama-style 24x768. Which shapes were read from a paper and which were chosen to
+match a parameter count is each rung's ``note``. Targets for ladder rungs are PROVISIONAL: the tier's own target is
+kept (set for the tier's model), so a ladder trial is scored at its budget (``full_budget``, the scaling recipe) or
+against ``--target``; the record's ``target_kind`` says which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from optbench.api import Size
+from optbench.errors import UsageError
+from optbench.plugins.memory import MemoryProfile, Param
+
+CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: compute-optimal tokens per (total) parameter
+GPT2_VOCAB, T5_VOCAB, BPE_VOCAB = 50257, 32100, 8192
+LOSS_CHUNK_BYTES = 4 * 4 * (1 << 25)  # a loss chunk's fp32 logits, softmax, gradient and a spare (see _loss)
+MODEL_KEYS = ("n_layer", "n_head", "d_model", "seq_len", "norm", "pos", "mlp", "mlp_hidden", "tie", "bias")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rung:
+    """One named model size.
+
+    Attributes:
+      name: what ``--model`` takes.
+      n_layer, d_model, n_head, seq_len: depth, width, heads, context.
+      norm, pos, mlp, mlp_hidden, tie, bias: the architecture options (:class:`optbench_workloads._gpt.GPTConfig`).
+      vocab: the nominal vocabulary the counts in the table are at (the matched paper's tokenizer).
+      batch_tokens: default tokens per step (batch = batch_tokens / seq_len sequences).
+      lr: the peak learning rate a paper gives for this size (None: none given; tune it).
+      matches: which paper(s) the rung stands for.
+      note: where the shape comes from (read from the paper, or chosen to match its count).
+      cpu: a rung of the tiny ladder (seconds per step on a CPU).
+    """
+
+    name: str
+    n_layer: int
+    d_model: int
+    n_head: int
+    seq_len: int
+    vocab: int
+    batch_tokens: int
+    norm: str = "rms"
+    pos: str = "rope"
+    mlp: str = "gelu"
+    mlp_hidden: int | None = None
+    tie: bool = True
+    bias: bool = False
+    lr: float | None = None
+    matches: str = ""
+    note: str = ""
+    cpu: bool = False
+
+    def options(self) -> dict[str, Any]:
+        """The Size options this rung sets (the model's; the tier keeps its data and evaluation options)."""
+        return {k: getattr(self, k) for k in MODEL_KEYS}
+
+    @property
+    def batch_size(self) -> int:
+        return max(1, self.batch_tokens // self.seq_len)
+
+
+_TINY = {"seq_len": 64, "vocab": BPE_VOCAB, "batch_tokens": 16 * 64, "cpu": True,
+         "matches": "tiny CPU ladder (issue 23)", "note": "chosen: non-embedding counts ~0.05M-2M on the tiny tier"}
+_LLAMA = {"norm": "rms", "pos": "rope", "mlp": "swiglu"}
+
+
+def swiglu_hidden(d: int) -> int:
+    """Llama's SwiGLU width: 8/3 d rounded to a multiple of 64 (its three matrices hold GELU-at-4d's 8 d^2)."""
+    return 64 * round(8 * d / 3 / 64)
+
+
+
+# The critical-batch-size / SOAP / Seesaw family (OLMo-style decoders on C4 with T5's tokenizer): 12 d^2 per layer
+# (GELU at 4d), untied head. Sequence 512 and 256 sequences per step are our reading of those papers' defaults.
+_HARVARD = {"norm": "rms", "pos": "rope", "mlp": "gelu", "tie": False, "vocab": T5_VOCAB, "seq_len": 512,
+            "batch_tokens": 256 * 512}
+GPT3_LR = "Brown et al. 2020, Table 2.1 (GPT-3 at the nearest size)"
+
+RUNGS: tuple[Rung, ...] = (
+    Rung(name="t1", n_layer=2, d_model=48, n_head=2, **_TINY),
+    Rung(name="t2", n_layer=2, d_model=96, n_head=3, **_TINY),
+    Rung(name="t3", n_layer=4, d_model=128, n_head=4, **_TINY),
+    Rung(name="t4", n_layer=4, d_model=192, n_head=6, **_TINY),
+    Rung(name="20m", n_layer=6, d_model=512, n_head=8, mlp_hidden=swiglu_hidden(512), seq_len=1024,
+         vocab=GPT2_VOCAB, batch_tokens=128 * 1024,
+         **_LLAMA, matches="ladder bottom (no paper at this size)",
+         note="chosen: 6x512 Llama-style, ~19M non-embedding"),
+    Rung(name="60m", n_layer=8, d_model=768, n_head=12, mlp_hidden=swiglu_hidden(768), seq_len=1024,
+         vocab=GPT2_VOCAB, batch_tokens=256 * 1024,
+         **_LLAMA, matches="ladder step (no paper at this size)",
+         note="chosen: 8x768 Llama-style, ~57M non-embedding"),
+    Rung(name="124m", n_layer=12, d_model=768, n_head=12, seq_len=1024, vocab=GPT2_VOCAB, batch_tokens=512 * 1024,
+         norm="layer", pos="learned", mlp="gelu", tie=True, bias=True, lr=6e-4,
+         matches="GPT-2 small; nanoGPT; Semenov et al. 124M; optbench's paper tier",
+         note=f"GPT-2 small exactly (Radford et al. 2019); batch 0.5M tokens and lr: {GPT3_LR}"),
+    Rung(name="150m", n_layer=12, d_model=1024, n_head=16, **_HARVARD,
+         matches="CBS 151M; Seesaw, AdEMAMix, Anytime, full Gauss-Newton at 150M",
+         note="chosen to match CBS's 151M non-embedding count (12 x 12 x 1024^2)"),
+    Rung(name="210m", n_layer=24, d_model=768, n_head=12, mlp_hidden=swiglu_hidden(768), seq_len=1024,
+         vocab=GPT2_VOCAB, batch_tokens=256 * 1024,
+         **_LLAMA, matches="Semenov et al. 210M (Llama-style)",
+         note="24x768 as we read Semenov et al.; SwiGLU hidden 8/3 d = 2048"),
+    Rung(name="300m", n_layer=24, d_model=1024, n_head=16, **_HARVARD, lr=3e-4,
+         matches="CBS 302M; Seesaw and Anytime 300M",
+         note=f"chosen to match CBS's 302M non-embedding count; lr: {GPT3_LR} (350M)"),
+    Rung(name="360m", n_layer=24, d_model=1024, n_head=16, **{**_HARVARD, "seq_len": 1024, "batch_tokens": 256 * 1024},
+         lr=3e-4, matches="SOAP 360M",
+         note=f"SOAP's 360M as 24x1024 with T5's vocabulary untied (368M total); seq 1024, 256 sequences: our reading "
+              f"of SOAP (its large-batch runs: --batch-size 2048); lr: {GPT3_LR} (350M)"),
+    Rung(name="600m", n_layer=48, d_model=1024, n_head=16, **_HARVARD, lr=2.5e-4,
+         matches="CBS 604M; Seesaw 600M",
+         note=f"chosen to match CBS's 604M non-embedding count (48x1024; the paper's depth/width split unverified); "
+              f"lr: {GPT3_LR} (760M)"),
+    Rung(name="660m", n_layer=24, d_model=1408, n_head=22, **{**_HARVARD, "seq_len": 1024, "batch_tokens": 256 * 1024},
+         lr=2.5e-4, matches="SOAP 660M",
+         note=f"24x1408 (head dim 64) reaches SOAP's 660M total with T5's vocabulary untied; lr: {GPT3_LR} (760M)"),
+    Rung(name="1.2b", n_layer=24, d_model=2048, n_head=16, **{**_HARVARD, "batch_tokens": 1024 * 512}, lr=2e-4,
+         matches="CBS 1.2B; Wen et al. 1.2B",
+         note=f"chosen to match CBS's 1.2B non-embedding count (24x2048); batch 0.5M tokens; lr: {GPT3_LR} (1.3B)"),
+)
+LADDER: Mapping[str, Rung] = {r.name: r for r in RUNGS}
+
+
+# --------------------------------------------------------------------------------------------------- counting
+def param_shapes(opts: Mapping[str, Any], vocab: int) -> tuple[Param, ...]:
+    """Every parameter of the decoder with ``opts`` (Size options or :meth:`Rung.options`) at ``vocab``, in the
+    model's order; a tied head is the embedding (listed once)."""
+    n, d = int(opts["n_layer"]), int(opts["d_model"])
+    hidden = opts.get("mlp_hidden") or 4 * d
+    bias, layer = bool(opts.get("bias", False)), opts.get("norm", "rms") == "layer"
+    norm = (Param((d,), "vector"),) * (2 if layer else 1)  # LayerNorm: gain and bias; RMSNorm: gain
+    linear = (lambda o, i: (Param((o, i), "matrix"), *((Param((o,), "vector"),) if bias else ())))
+    mlp = (*linear(hidden, d), *(linear(hidden, d) if opts.get("mlp", "gelu") == "swiglu" else ()),
+           *linear(d, hidden))
+    block = (*norm, *linear(3 * d, d), *linear(d, d), *norm, *mlp)
+    out = [Param((vocab, d), "embed")]
+    if opts.get("pos", "rope") == "learned":
+        out.append(Param((int(opts["seq_len"]), d), "pos"))
+    out += [*block * n, *norm]
+    if not opts.get("tie", True):
+        out.append(Param((vocab, d), "head"))
+    return tuple(out)
+
+
+def param_counts(opts: Mapping[str, Any], vocab: int) -> tuple[int, int]:
+    """(total, non-embedding) parameters (module docstring: what each counts)."""
+    params = param_shapes(opts, vocab)
+    total = sum(p.size for p in params)
+    return total, total - sum(p.size for p in params if p.role in ("embed", "pos", "head"))
+
+
+def chinchilla_tokens(total_params: int, multiple: float) -> int:
+    """``multiple`` x Chinchilla's 20 tokens per (total) parameter."""
+    return max(1, round(CHINCHILLA_TOKENS_PER_PARAM * multiple * total_params))
+
+
+def steps_for_tokens(tokens: int, *, batch_size: int, seq_len: int) -> int:
+    """Update steps that train on at least ``tokens`` tokens at ``batch_size`` sequences of ``seq_len``."""
+    return max(1, math.ceil(tokens / (batch_size * seq_len)))
+
+
+# --------------------------------------------------------------------------------------------------- memory
+def activation_bytes(opts: Mapping[str, Any], *, autocast: bool) -> int:
+    """Bytes one sequence keeps for the backward pass (flash attention: no T x T scores kept).
+
+    Per layer and token, what autograd saves, counted from :mod:`optbench_workloads._gpt`: the two norms' fp32
+    inputs (2 d) and the rotary's fp32 copies of q and k (2 d) at 4 bytes; at the activation width (2 bytes under
+    bf16 autocast, else 4) the norms' outputs (2 d), q, k, v (3 d), the rotated q, k (2 d), the attention output and
+    projection input (2 d), and the MLP's hidden activations (2 h for GELU: pre- and post-activation; 4 h for
+    SwiGLU: gate, up, silu, product). Per token beside the layers: the embedding output and final norm (2 d fp32).
+    """
+    d, t, n = int(opts["d_model"]), int(opts["seq_len"]), int(opts["n_layer"])
+    hidden = int(opts.get("mlp_hidden") or 4 * d)
+    width = 2 if autocast else 4
+    rotary = 2 * d if opts.get("pos", "rope") == "rope" else 0
+    mlp = (4 if opts.get("mlp", "gelu") == "swiglu" else 2) * hidden
+    per_layer = 4 * (2 * d + rotary) + width * (2 * d + 3 * d + rotary + 2 * d + mlp)
+    return t * (n * per_layer + 4 * 2 * d)
+
+
+def memory_profile(opts: Mapping[str, Any], vocab: int, *, autocast: bool) -> MemoryProfile:
+    """The decoder's :class:`~optbench.plugins.memory.MemoryProfile` at one size."""
+    return MemoryProfile(params=param_shapes(opts, vocab), activation_bytes=activation_bytes(opts, autocast=autocast),
+                         transient_bytes=LOSS_CHUNK_BYTES)
+
+
+# --------------------------------------------------------------------------------------------------- sizes
+def rung(name: str) -> Rung:
+    """The rung called ``name``, else a usage error listing the ladder."""
+    if name not in LADDER:
+        raise UsageError(f"no model size {name!r}; --model takes: {', '.join(LADDER)}")
+    return LADDER[name]
+
+
+def model_vocab(size: Size, fallback: int) -> int:
+    """The vocabulary a size's model is counted at: the tier's tokenizer pin, else ``fallback``."""
+    return int(size.options.get("vocab") or fallback)
+
+
+def with_model(size: Size, name: str) -> Size:
+    """``size`` (a tier: data, tokenizer, evaluation) with the model of rung ``name``, named ``TIER+NAME`` so that
+    its results are filed apart. The batch is the rung's; the budget, step hint and target stay the tier's until
+    the trial's token budget replaces them (:func:`optbench.engine.prepared.prepare`); the target is provisional.
+    """
+    r = rung(name)
+    total, core = param_counts(r.options(), model_vocab(size, r.vocab))
+    options = {**size.options, **r.options(), "model": r.name, "params_total": total, "params_non_embedding": core}
+    note = (f"{r.name} rung ({r.n_layer}x{r.d_model}, {total / 1e6:.2f}M params, {core / 1e6:.2f}M non-embedding) "
+            f"on the {size.name} tier; PROVISIONAL target (the tier's, set for its own model): score at the budget "
+            f"or give --target")
+    return dataclasses.replace(size, name=f"{size.name}+{r.name}", options=options, batch_size=r.batch_size,
+                               micro_batch_size=None, note=note)
+
+
+def model_config(size: Size) -> dict[str, Any]:
+    """What the record says about the model of ``size``: its shape and options, the vocabulary (None: the
+    dataset's, read at set-up) and the parameter counts at it."""
+    o = size.options
+    vocab = o.get("vocab")
+    out: dict[str, Any] = {"model": o.get("model"), "vocab": vocab}
+    out.update({k: o.get(k, default) for k, default in zip(MODEL_KEYS, (None,) * 4 + ("rms", "rope", "gelu", None,
+                                                                                      True, False), strict=True)})
+    if vocab is not None:
+        out["params_total"], out["params_non_embedding"] = param_counts(o, int(vocab))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- the table
+def table(capacities: tuple[float, ...] = (80.0, 141.0),
+          optimizers: tuple[str, ...] = ("adamw", "muon", "soap", "shampoo")) -> str:
+    """The ladder as a Markdown table: shapes, counts at the nominal vocabulary, and per optimizer the fixed memory
+    (weights, gradients, state) and the largest micro-batch (sequences) that fits each capacity in GB."""
+    from optbench.plugins.memory import GIB, fixed_bytes, largest_fitting
+
+    head = ["rung", "L x d (heads)", "MLP", "norm/pos/head", "vocab", "seq", "batch tok", "params", "non-emb", "lr"]
+    head += [f"{o} GiB / micro@{c:g}/{capacities[-1]:g}" for o in optimizers for c in capacities[:1]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in RUNGS:
+        opts = r.options()
+        total, core = param_counts(opts, r.vocab)
+        prof = memory_profile(opts, r.vocab, autocast=not r.cpu)
+        mlp = f"{r.mlp} {opts['mlp_hidden'] or 4 * r.d_model}"
+        row = [r.name, f"{r.n_layer} x {r.d_model} ({r.n_head})", mlp,
+               f"{r.norm}/{r.pos}/{'tied' if r.tie else 'untied'}{'+bias' if r.bias else ''}", f"{r.vocab:,}",
+               str(r.seq_len), f"{r.batch_tokens:,}", f"{total:,}", f"{core:,}", f"{r.lr:g}" if r.lr else "-"]
+        for o in optimizers:
+            fits = "/".join(str(largest_fitting(prof, o, int(c * 1e9))) for c in capacities)
+            row.append(f"{fixed_bytes(prof, o) / GIB:.2f} / {fits}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m optbench_workloads.ladder --table`` (Markdown) or ``--json`` (the rungs and their counts)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if "--json" in args:
+        print(json.dumps({r.name: {**dataclasses.asdict(r), "params": param_counts(r.options(), r.vocab)}
+                          for r in RUNGS}, indent=1))
+    else:
+        print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
