@@ -16,7 +16,7 @@ import click
 
 from optbench.cli.options import config_options, hparam_options, quiet_option, results_dir_option
 from optbench.engine.prepared import TrialConfig
-from optbench.recipes.cbs import CbsSpec
+from optbench.recipes.cbs import LR_SWEEP_SEEDS, CbsSpec
 from optbench.recipes.curvature import DIAGNOSTICS_DEFAULTS, CurvatureSpec
 from optbench.recipes.seesaw import SeesawSpec
 from optbench.recipes.shapes import ShapeSpec
@@ -171,7 +171,8 @@ def seesaw(**options: Any) -> None:
               help="Submission (repeatable).")
 @recipe_options(CbsSpec, out="lr-sweep.md (steps to target per learning rate)",
                 spec_exclude=("submission", "batch_sizes", "max_overhead"),
-                spec_defaults={"lrs": (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)})
+                spec_defaults={"lrs": (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1),
+                               "seeds": tuple(range(LR_SWEEP_SEEDS))})
 def lr_sweep(**options: Any) -> None:
     """Learning-rate sensitivity: steps to target of each submission at every learning rate.
 

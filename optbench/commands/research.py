@@ -76,13 +76,26 @@ def cbs(*, spec: Any, hparams: Any, trial: Any, execution: Any, results_dir: Pat
     """``optbench cbs``: the batch-size sweep, its table (with the critical batch size), every trial and the plot."""
     from optbench.recipes import cbs as recipe
 
-    plan = recipe.plan_cbs(spec, _base(trial, hparams))
-    result, folder = _sweep(plan, "cbs", execution=execution, results_dir=results_dir, out=out, quiet=quiet)
-    runs = recipe.cbs_runs(result)
+    from optbench.recipes.common import extend_until_interior
+
+    base = _base(trial, hparams)
+    state: dict[str, Any] = {}
+
+    def run_round(grids: Any) -> Any:  # one round of the sweep; a grid extension calls it again with more lrs
+        plan = recipe.plan_cbs(spec, base, grids=grids)
+        state["result"], state["folder"] = _sweep(plan, "cbs", execution=execution, results_dir=results_dir,
+                                                  out=out, quiet=quiet)
+        return recipe.lr_scores(recipe.cbs_runs(state["result"]))
+
+    extension = extend_until_interior({b: spec.lrs for b in spec.batch_sizes}, run_round,
+                                      max_extensions=spec.max_extensions, enabled=spec.extend_grid)
+    runs = recipe.cbs_runs(state["result"])
     summary = recipe.summarize_cbs(runs, max_overhead=spec.max_overhead)
     title = f"critical batch size: {spec.submission} on {spec.workload}" + (f"/{trial.size}" if trial.size else "")
-    files = recipe.write_cbs(summary, runs, folder, title=title)
+    files = recipe.write_cbs(summary, runs, state["folder"], title=title, extension=extension)
     _console().print(escape(recipe.cbs_markdown(summary)))
+    for note in extension.notes():
+        _console(stderr=True).print(escape(f"note: {note}"), soft_wrap=True)
     _wrote(*files)
 
 
@@ -94,14 +107,31 @@ def lr_sweep(*, spec: Any, opts: Sequence[str], hparams: Any, trial: Any, execut
     from optbench.recipes import cbs as recipe
     from optbench.recipes.common import write_text
 
+    import json
+
+    from optbench.recipes.common import extend_until_interior
+
     b = trial.batch_size or resolve_size(load_workload(spec.workload).obj, trial.size).batch_size
-    plan = recipe.plan_lr_sweep(opts, replace(spec, batch_sizes=(b,)), _base(trial, hparams))
-    result, folder = _sweep(plan, "lr-sweep", execution=execution, results_dir=results_dir, out=out, quiet=quiet)
-    text = recipe.sensitivity_markdown(recipe.lr_sweep_runs(result))
+    spec, base, state = replace(spec, batch_sizes=(b,)), _base(trial, hparams), {}
+
+    def run_round(grids: Any) -> Any:  # one round of the sweep; a grid extension calls it again with more lrs
+        plan = recipe.plan_lr_sweep(opts, spec, base, grids=grids)
+        state["result"], state["folder"] = _sweep(plan, "lr-sweep", execution=execution, results_dir=results_dir,
+                                                  out=out, quiet=quiet)
+        return {s: recipe.lr_scores(runs, key=lambda r: 0).get(0, {})
+                for s, runs in recipe.lr_sweep_runs(state["result"]).items()}
+
+    extension = extend_until_interior({s: spec.lrs for s in dict.fromkeys(opts)}, run_round,
+                                      max_extensions=spec.max_extensions, enabled=spec.extend_grid)
+    text = recipe.sensitivity_markdown(recipe.lr_sweep_runs(state["result"]))
+    text += "".join(f"\nNote: {n}.\n" for n in extension.notes())
+    folder = state["folder"]
     md = write_text(folder / "lr-sweep.md",
                     f"# Steps to target against learning rate on {spec.workload} (batch {b})\n\n{text}")
+    js = write_text(folder / "lr-sweep.json", json.dumps({"batch_size": b, "seeds": list(spec.seeds),
+                                                          "grid_extension": extension.to_json()}, indent=2) + "\n")
     _console().print(escape(text))
-    _wrote(md)
+    _wrote(md, js)
 
 
 def shape_search(*, spec: Any, hparams: Any, trial: Any, execution: Any, results_dir: Path | None,

@@ -92,7 +92,12 @@ def run(*, workload: str, opts: Sequence[str], hparams: Mapping[str, Any], seeds
 
     check_prefixes(hparams, opts)  # NAME.key=VALUE: NAME must be one of this command's -s
     base = replace(trial, hparams=dict(hparams), study=study, data_dir=paths.data_dir(trial.data_dir))
-    plan = [Planned(workload=workload, submission=s, config=replace(base, seed=seed)) for s in opts for seed in seeds]
+    # Each seed is its own study (default seed<N>; with --study and several seeds, <study>-seed<N>), so that
+    # `score --ci` and the paired tests see one unit per seed rather than one study's best seed.
+    per_seed = study is not None and len(seeds) > 1
+    plan = [Planned(workload=workload, submission=s,
+                    config=replace(base, seed=seed, study=f"{study}-seed{seed}" if per_seed else study))
+            for s in opts for seed in seeds]
     printer = TrialPrinter(quiet=quiet)
     result = run_plan(plan, results_dir=paths.results_dir(results_dir), execution=execution, reporter=printer)
     return printer.exit_code(result)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from optbench.engine.prepared import MAX_BATCH, TrialConfig
 from optbench.errors import UsageError
 from optbench.options import option
-from optbench.recipes.common import median_interval, save_png, write_text
+from optbench.recipes.common import MAX_EXTENSIONS, grid_edge, median_interval, save_png, write_text
 from optbench.report.pages import plain_formatter, plain_text
 from optbench.sweep.engine import Planned, SweepResult
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_OVERHEAD = 0.2  # Zhang et al. 2024: 20% more steps than perfect linear scaling
 MAX_SWEEP = 10_000  # trials of one sweep
 UNBOUNDED_SECONDS = 10.0**9  # a sweep measured in steps runs without a seconds budget unless --max-seconds is given
+LR_SWEEP_SEEDS = 6  # stats.min_seeds_for(0.05, two_sided=True): the paired tests of lr-sweep can reach p < 0.05
+CBS_SEEDS = 5  # default seeds of a batch-size sweep: the median's order-statistic interval then covers 94% (4: 88%)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +53,10 @@ class CbsRow:
     """Steps to target at one batch size, at its best learning rate.
 
     Attributes:
-      steps: median over seeds of the steps to target at ``best_lr`` (inf if it missed), and its interval.
+      steps: median over seeds of the steps to target at ``best_lr`` (inf if it missed), and its order-statistic
+        interval over seeds, whose coverage is ``steps_level`` (below 90% with fewer than 5 seeds).
+      lr_edge: ``"low"``/``"high"`` when ``best_lr`` sits at that end of the batch size's grid (a bound on the
+        optimum, not the optimum), else None.
       linear: steps perfect linear scaling from the smallest reaching batch size predicts, S(B0) B0 / B.
       overhead: steps / linear - 1 (0: perfect scaling).
     """
@@ -66,6 +71,9 @@ class CbsRow:
     overhead: float
     reached: int
     runs: int
+    steps_level: float = math.nan
+    seeds: int = 0
+    lr_edge: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +85,24 @@ class CbsSummary:
     max_overhead: float
     s_min: float  # fit S(B) = S_min (1 + B_noise / B)
     b_noise: float
+
+    @property
+    def bound(self) -> str:
+        """``"upper"`` when the critical batch size is the smallest batch size that reached (the sweep cannot tell
+        whether a smaller one already scales worse: the true value is at most it), ``"lower"`` when it is the
+        largest batch size tried (every one scaled: the true value is at least it), ``"value"`` between, ``"none"``
+        when there is none."""
+        if self.critical_batch_size is None:
+            return "none"
+        reaching = [r.batch_size for r in self.rows if math.isfinite(r.steps)]
+        if self.critical_batch_size == reaching[0]:
+            return "upper"
+        return "lower" if self.critical_batch_size == self.rows[-1].batch_size else "value"
+
+    def critical_text(self) -> str:
+        """The critical batch size as the sweep supports it: ``<= 8``, ``>= 128``, ``32`` or ``none``."""
+        prefix = {"upper": "<= ", "lower": ">= "}.get(self.bound, "")
+        return "none" if self.critical_batch_size is None else f"{prefix}{self.critical_batch_size}"
 
     def definition(self) -> str:
         return (f"critical batch size = the largest batch size B of the sweep whose steps to target S(B) are at most "
@@ -93,19 +119,20 @@ def summarize_cbs(runs: Sequence[CbsRun], *, max_overhead: float = DEFAULT_OVERH
     """
     import numpy as np
 
-    by_b: dict[int, dict[float, list[CbsRun]]] = {}
-    for r in runs:
-        by_b.setdefault(r.batch_size, {}).setdefault(r.lr, []).append(r)
+    by_b = _by_batch(runs)
     best: list[tuple[int, float | None, list[CbsRun]]] = []
+    edges = {}
     for b in sorted(by_b):
         scored = [(float(np.median([_steps(r) for r in rs])), lr, rs) for lr, rs in by_b[b].items()]
         score, lr, rs = min(scored, key=lambda x: (x[0], x[1]))
         best.append((b, lr if math.isfinite(score) else None, rs))
+        edges[b] = grid_edge(list(by_b[b]), {lr: sc for sc, lr, _ in scored})
     reaching = [(b, rs) for b, lr, rs in best if lr is not None]
     base = (reaching[0][0], float(np.median([_steps(r) for r in reaching[0][1]]))) if reaching else None
     rows, critical, ok = [], None, True
     for b, lr, rs in best:
-        med, low, high = median_interval([_steps(r) for r in rs])
+        ci = median_interval([_steps(r) for r in rs])
+        med, low, high = ci.estimate, ci.low, ci.high
         examples = float(np.median([math.inf if r.examples_to_target is None else r.examples_to_target for r in rs]))
         linear = base[1] * base[0] / b if base else math.nan
         over = med / linear - 1.0 if base and math.isfinite(med) else math.inf
@@ -114,10 +141,29 @@ def summarize_cbs(runs: Sequence[CbsRun], *, max_overhead: float = DEFAULT_OVERH
             critical = b if ok else critical
         rows.append(CbsRow(batch_size=b, best_lr=lr, steps=med, steps_low=low, steps_high=high, examples=examples,
                            linear=linear, overhead=over, reached=sum(r.steps_to_target is not None for r in rs),
-                           runs=len(rs)))
+                           runs=len(rs), steps_level=ci.level, seeds=ci.n_units, lr_edge=edges[b]))
     s_min, b_noise = fit_steps_model([(r.batch_size, r.steps) for r in rows])
     return CbsSummary(rows=tuple(rows), critical_batch_size=critical, max_overhead=max_overhead, s_min=s_min,
                       b_noise=b_noise)
+
+
+def _by_batch(runs: Sequence[CbsRun]) -> dict[int, dict[float, list[CbsRun]]]:
+    """Batch size -> learning rate -> its runs (one per seed)."""
+    by_b: dict[int, dict[float, list[CbsRun]]] = {}
+    for r in runs:
+        by_b.setdefault(r.batch_size, {}).setdefault(r.lr, []).append(r)
+    return by_b
+
+
+def lr_scores(runs: Sequence[CbsRun], key: Any = None) -> dict[Any, dict[float, float]]:
+    """Key (the batch size, or ``key(run)``) -> learning rate -> median steps to target over seeds (inf = missed):
+    what a grid extension (:func:`optbench.recipes.common.extend_until_interior`) reads after each round."""
+    import numpy as np
+
+    groups: dict[Any, dict[float, list[float]]] = {}
+    for r in runs:
+        groups.setdefault(r.batch_size if key is None else key(r), {}).setdefault(r.lr, []).append(_steps(r))
+    return {k: {lr: float(np.median(v)) for lr, v in per.items()} for k, per in groups.items()}
 
 
 def _steps(r: CbsRun) -> float:
@@ -139,8 +185,8 @@ def fit_steps_model(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
     return float(intercept), float(slope / intercept)
 
 
-CBS_HEADERS = ("batch size", "best lr", "steps to target (median)", "90% interval", "examples", "linear scaling",
-               "overhead", "reached")
+CBS_HEADERS = ("batch size", "best lr", "steps to target (median)", "interval (coverage, seeds)", "examples",
+               "linear scaling", "overhead", "reached")
 
 
 def _num(x: float) -> str:
@@ -149,10 +195,13 @@ def _num(x: float) -> str:
 
 def cbs_cells(r: CbsRow) -> list[str]:
     """One row of the sweep's table as text, in :data:`CBS_HEADERS` order (``cbs`` and ``report`` print the same)."""
-    interval = f"{_num(r.steps_low)}-{_num(r.steps_high)}" if math.isfinite(r.steps_high) else ""
+    interval = ""
+    if not math.isnan(r.steps_low):  # an upper bound "missed": the seeds are consistent with not reaching
+        interval = f"{_num(r.steps_low)}-{_num(r.steps_high)} ({r.steps_level:.0%}, n={r.seeds})"
+    lr = "" if r.best_lr is None else f"{r.best_lr:.3g}" + (f" ({r.lr_edge} edge)" if r.lr_edge else "")
     over = "" if math.isnan(r.overhead) else (_num(r.overhead) if r.overhead == math.inf else f"{r.overhead:+.0%}")
     examples = f"{r.examples:,.0f}" if math.isfinite(r.examples) else _num(r.examples)
-    return [str(r.batch_size), "" if r.best_lr is None else f"{r.best_lr:.3g}", _num(r.steps), interval, examples,
+    return [str(r.batch_size), lr, _num(r.steps), interval, examples,
             _num(r.linear), over, f"{r.reached}/{r.runs}"]
 
 
@@ -160,10 +209,38 @@ def cbs_markdown(summary: CbsSummary) -> str:
     """The table as Markdown, with the definition and the fit below it."""
     lines = ["| " + " | ".join(CBS_HEADERS) + " |", "|" + "---|" * len(CBS_HEADERS)]
     lines += ["| " + " | ".join(cbs_cells(r)) + " |" for r in summary.rows]
-    lines += ["", f"Critical batch size: **{summary.critical_batch_size}**. {summary.definition()}",
+    lines += ["", f"Critical batch size: **{summary.critical_text()}**{_bound_note(summary)}. {summary.definition()}",
+              "Intervals: distribution-free order-statistic intervals of the median over seeds; the coverage "
+              "column is the level each achieves with its n (2 seeds: 50%, 3: 75%, 5: 94%).",
               f"Fit S(B) = S_min (1 + B_noise / B) (McCandlish et al. 2018): S_min = {_num(summary.s_min)}, "
               f"B_noise = {_num(summary.b_noise)}."]
     return "\n".join(lines) + "\n"
+
+
+def _bound_note(summary: CbsSummary) -> str:
+    """Why a critical batch size is only a bound, in a parenthesis after it."""
+    if summary.bound == "upper":
+        return (" (an upper bound: the smallest batch size that reached already qualifies; add smaller batch sizes "
+                "to find where scaling stops being linear)")
+    if summary.bound == "lower":
+        return " (a lower bound: every batch size tried qualifies; add larger ones)"
+    return ""
+
+
+def cbs_json(summary: CbsSummary, *, extension: Any = None) -> dict[str, Any]:
+    """The sweep's result for machines: the critical batch size with its ``bound`` (upper/lower/value/none), each
+    row with its interval's coverage and n, and the grid extension (when one ran)."""
+    def num(x: float) -> float | None:
+        return x if math.isfinite(x) else None
+
+    rows = [{"batch_size": r.batch_size, "best_lr": r.best_lr, "lr_edge": r.lr_edge, "steps": num(r.steps),
+             "steps_low": num(r.steps_low), "steps_high": num(r.steps_high), "interval_level": r.steps_level,
+             "interval_method": "order-statistic", "seeds": r.seeds, "reached": r.reached, "runs": r.runs}
+            for r in summary.rows]
+    return {"critical_batch_size": summary.critical_batch_size, "bound": summary.bound,
+            "critical_text": summary.critical_text(), "max_overhead": summary.max_overhead, "rows": rows,
+            "s_min": num(summary.s_min), "b_noise": num(summary.b_noise),
+            "grid_extension": None if extension is None else extension.to_json()}
 
 
 def plot_cbs(summary: CbsSummary, *, title: str) -> Figure:
@@ -175,7 +252,10 @@ def plot_cbs(summary: CbsSummary, *, title: str) -> Figure:
     rows = [r for r in summary.rows if math.isfinite(r.steps)]
     if rows:
         bs = [r.batch_size for r in rows]
-        ax.plot(bs, [r.steps for r in rows], "o-", lw=2, label="steps to target (best lr, median over seeds)")
+        levels = [r.steps_level for r in rows if r.seeds >= 2]
+        bars = (f"bars: order-statistic interval, coverage >= {min(levels):.0%}, n={min(r.seeds for r in rows)}"
+                if levels else "one seed: no interval")
+        ax.plot(bs, [r.steps for r in rows], "o-", lw=2, label=f"steps to target (best lr, median over seeds; {bars})")
         lows = [r.steps - r.steps_low if math.isfinite(r.steps_low) else 0.0 for r in rows]
         highs = [r.steps_high - r.steps if math.isfinite(r.steps_high) else 0.0 for r in rows]
         ax.errorbar(bs, [r.steps for r in rows], yerr=[lows, highs], fmt="none", capsize=3, color="C0")
@@ -187,7 +267,7 @@ def plot_cbs(summary: CbsSummary, *, title: str) -> Figure:
         ax.set_yscale("log")
         _log_ticks(ax, all_b)
     if summary.critical_batch_size is not None:
-        ax.axvline(summary.critical_batch_size, color="C3", lw=1.2, label=f"critical batch size {summary.critical_batch_size}")
+        ax.axvline(summary.critical_batch_size, color="C3", lw=1.2, label=f"critical batch size {summary.critical_text()}")
     ax.set(xlabel="batch size", ylabel="steps to target", title=title)
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:  # nothing reached and no critical batch size: an empty axis, no legend
@@ -218,8 +298,15 @@ class CbsSpec:
                                           "sizes.", kind="ints", low=1, high=MAX_BATCH, show_default=True)
     lrs: tuple[float, ...] = option((0.003, 0.01, 0.03), "--lrs", "Comma-separated learning rates, swept at every "
                                     "batch size.", kind="floats", high=1e6, show_default=True)
-    seeds: tuple[int, ...] = option((0,), "--seed", "Seed (repeatable).", kind="int", low=0, high=2**63 - 1,
-                                    multiple=True, show_default=True)
+    seeds: tuple[int, ...] = option(tuple(range(CBS_SEEDS)), "--seed", "Seed (repeatable); each seed is its own "
+                                    "study. The default 5 give the median's order-statistic interval 94% coverage.",
+                                    kind="int", low=0, high=2**63 - 1, multiple=True, show_default=True)
+    extend_grid: bool = option(True, "--extend-grid", "Where the best learning rate sits at an "
+                               "edge of its grid, add one more at the grid's spacing on that side and run again, "
+                               "until it is interior (at most --max-extensions rounds); recorded in the JSON.",
+                               kind="switch", show_default=True)
+    max_extensions: int = option(MAX_EXTENSIONS, "--max-extensions", "Rounds of grid extension at most.", kind="int",
+                                 low=0, high=20, show_default=True)
     max_overhead: float = option(DEFAULT_OVERHEAD, "--overhead", "Critical batch size: the largest B whose steps "
                                  "exceed linear scaling by at most this fraction.", kind="float", low=0.0,
                                  high=1e6, low_open=False, show_default=True)
@@ -237,16 +324,19 @@ def _steps_budget(base: TrialConfig) -> TrialConfig:
     return base if base.max_seconds is not None else replace(base, max_seconds=UNBOUNDED_SECONDS)
 
 
-def plan_cbs(spec: CbsSpec, base: TrialConfig, *, kind: str = "cbs") -> list[Planned]:
-    """One trial per (batch size, learning rate, seed), studies ``cbs-b<B>``, trials ``lr<i>``."""
+def plan_cbs(spec: CbsSpec, base: TrialConfig, *, kind: str = "cbs",
+             grids: Mapping[int, Sequence[float]] | None = None) -> list[Planned]:
+    """One trial per (batch size, learning rate, seed): each seed its own study ``cbs-b<B>-seed<N>`` (so scoring and
+    paired tests see one unit per seed), trials ``lr<value>`` (a grid extended later keeps every name). ``grids``:
+    a learning-rate grid per batch size, when a grid extension has grown some (default: ``spec.lrs`` at each)."""
     check_cbs(spec)
     base = replace(_steps_budget(base), study_kind=kind, varies=("batch_size", "lr") if kind == "cbs" else ("lr",))
     plan = []
     for b in spec.batch_sizes:
-        for i, lr in enumerate(spec.lrs):
+        for lr in (grids or {}).get(b, spec.lrs):
             for seed in spec.seeds:
-                cfg = replace(base, hparams={**base.hparams, "lr": lr}, seed=seed, batch_size=b, study=f"cbs-b{b}",
-                              trial=f"lr{i}")
+                cfg = replace(base, hparams={**base.hparams, "lr": lr}, seed=seed, batch_size=b,
+                              study=f"cbs-b{b}-seed{seed}", trial=f"lr{lr:g}")
                 plan.append(Planned(workload=spec.workload, submission=spec.submission, config=cfg,
                                     tags={"batch_size": b, "lr": lr, "seed": seed}))
     return plan
@@ -266,9 +356,15 @@ def _run_of(outcome: Any) -> CbsRun:
                   outcome=rec["outcome"])
 
 
-def write_cbs(summary: CbsSummary, runs: Sequence[CbsRun], out: Path, *, title: str) -> tuple[Path, Path, Path]:
-    """Write ``cbs.md`` (table, definition, fit), ``cbs.csv`` (every trial) and ``cbs.png`` under ``out``."""
-    md = write_text(out / "cbs.md", f"# {title}\n\n" + cbs_markdown(summary))
+def write_cbs(summary: CbsSummary, runs: Sequence[CbsRun], out: Path, *, title: str,
+              extension: Any = None) -> tuple[Path, ...]:
+    """Write ``cbs.md`` (table, definition, fit), ``cbs.json`` (the same with the bound and the grid extension),
+    ``cbs.csv`` (every trial) and ``cbs.png`` under ``out``."""
+    import json
+
+    notes = "".join(f"\nNote: {n}.\n" for n in (extension.notes() if extension is not None else []))
+    md = write_text(out / "cbs.md", f"# {title}\n\n" + cbs_markdown(summary) + notes)
+    js = write_text(out / "cbs.json", json.dumps(cbs_json(summary, extension=extension), indent=2) + "\n")
     lines = ["batch_size,lr,seed,outcome,steps_to_target,examples_to_target"]
     for r in runs:
         lines.append(f"{r.batch_size},{r.lr!r},{r.seed},{r.outcome},"
@@ -277,22 +373,25 @@ def write_cbs(summary: CbsSummary, runs: Sequence[CbsRun], out: Path, *, title: 
     csv = write_text(out / "cbs.csv", "\n".join(lines) + "\n")
     with plain_text():
         fig = plot_cbs(summary, title=title)
-    return md, csv, save_png(fig, out / "cbs.png")
+    return md, js, csv, save_png(fig, out / "cbs.png")
 
 
 # ------------------------------------------------------------------------------- learning-rate sensitivity
 
 
-def plan_lr_sweep(submissions: Sequence[str], spec: CbsSpec, base: TrialConfig) -> list[Planned]:
-    """Steps to target of each submission at every learning rate of ``spec`` (its one batch size): a
-    :func:`plan_cbs` per submission, tagged with the submission."""
+def plan_lr_sweep(submissions: Sequence[str], spec: CbsSpec, base: TrialConfig, *,
+                  grids: Mapping[str, Sequence[float]] | None = None) -> list[Planned]:
+    """Steps to target of each submission at every learning rate of ``spec`` (its one batch size), or of its own
+    grid in ``grids`` (submission -> learning rates, once a grid extension grew it): a :func:`plan_cbs` per
+    submission, tagged with the submission."""
     if len(spec.batch_sizes) != 1:
         raise UsageError("a learning-rate sweep runs at one batch size")
     if not submissions:
         raise UsageError("name at least one submission with --opt")
     return [replace(p, tags={**p.tags, "submission": name})
             for name in dict.fromkeys(submissions)
-            for p in plan_cbs(replace(spec, submission=name), base, kind="lr-sweep")]
+            for p in plan_cbs(replace(spec, submission=name), base, kind="lr-sweep",
+                              grids=None if grids is None else {spec.batch_sizes[0]: grids[name]})]
 
 
 def lr_sweep_runs(result: SweepResult) -> dict[str, list[CbsRun]]:
@@ -319,4 +418,35 @@ def sensitivity_markdown(sweeps: Mapping[str, Sequence[CbsRun]], *, within: floa
     lines.append("| best | " + " | ".join("missed" if best[s] == math.inf else f"{best[s]:.4g}" for s in sweeps) + " |")
     good = {s: sum(1 for v in med[s].values() if math.isfinite(v) and v <= within * best[s]) for s in sweeps}
     lines.append(f"| lrs within {within:g}x of best | " + " | ".join(str(good[s]) for s in sweeps) + " |")
-    return "\n".join(lines) + "\n"
+    edge = {s: grid_edge(list(med[s]), med[s]) for s in sweeps}
+    lines.append("| best lr at grid edge | " + " | ".join(edge[s] or "no" for s in sweeps) + " |")
+    return "\n".join(lines) + "\n" + paired_markdown(sweeps)
+
+
+def paired_markdown(sweeps: Mapping[str, Sequence[CbsRun]], *, alpha: float = 0.05) -> str:
+    """Every pair of submissions at its own best learning rate (fewest median steps), paired by seed: the median
+    ratio of steps and the exact two-sided sign-flip p-value (:func:`optbench.scoring.stats.paired_test`), and a
+    line naming the comparisons that cannot reach ``p < alpha`` with the seeds run."""
+    import pandas as pd
+
+    from optbench.scoring.stats import paired_test, significance_note
+
+    per_seed = {}
+    for name, runs in sweeps.items():
+        scores = lr_scores(runs, key=lambda r: 0).get(0, {})
+        if scores:
+            best = min(scores, key=lambda lr: (scores[lr], lr))
+            per_seed[name] = pd.Series({r.seed: _steps(r) for r in runs if r.lr == best}, dtype=float)
+    names = list(per_seed)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    if not pairs:
+        return ""
+    lines = ["", "Paired by seed, each at its best lr (steps B / A: above 1, A needs fewer; exact two-sided "
+             "sign-flip test on signed ranks):", ""]
+    for a, b in pairs:
+        t = paired_test(None, workload="", a=a, b=b, by="steps", alternative="two-sided", per_seed=per_seed)
+        lines.append(f"- {a} vs {b}: median ratio {t.speedup:.3g}, p = {t.p_value:.3g} ({t.n_pairs} seeds, "
+                     f"{t.n_used} informative)")
+    n = min(len(v) for v in per_seed.values())
+    note = significance_note(n, [f"{a} vs {b}" for a, b in pairs], alpha=alpha)
+    return "\n".join(lines + ([f"", f"Note: {note}."] if note else [])) + "\n"

@@ -22,6 +22,8 @@ from optbench.options import option
 from optbench.recipes.common import median_interval
 from optbench.sweep.engine import Planned, SweepResult
 
+SEESAW_SEEDS = 6  # stats.min_seeds_for(0.05, two_sided=True): fewer cannot give p < 0.05 (tests pin the two equal)
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunSummary:
@@ -55,7 +57,8 @@ class SeesawSpec:
 
     workload: str = option("linreg", "--workload", "Workload.", kind="text", short="-w", show_default=True)
     submission: str = option("sgd", "--opt", "A scheduled submission.", kind="text", short="-s", show_default=True)
-    seeds: tuple[int, ...] = option((0, 1, 2), "--seed", "Seed (repeatable): one twin and one Seesaw trial each.",
+    seeds: tuple[int, ...] = option(tuple(range(SEESAW_SEEDS)), "--seed", "Seed (repeatable): one twin and one "
+                                    "Seesaw trial each; the default 6 let the two-sided paired test reach p < 0.05.",
                                     kind="int", low=0, high=2**63 - 1, multiple=True, show_default=True)
     twin_steps: int | None = option(None, "--twin-steps", "Steps of the twin [default: the size's step_hint].",
                                     kind="int", low=1, high=MAX_STEPS)
@@ -102,7 +105,8 @@ def seesaw_pairs(result: SweepResult) -> list[tuple[int, RunSummary, RunSummary]
 
 def seesaw_markdown(pairs: Sequence[tuple[int, RunSummary, RunSummary]], *, metric: str) -> str:
     """Per seed and summed up: serial steps, examples, tail-mean metric, steps and examples to target, and the
-    median paired ratio Seesaw / twin of the tail metric with its bootstrap interval over seeds."""
+    median paired ratio Seesaw / twin of the tail metric with its order-statistic interval over seeds (its
+    coverage and n stated), and the paired tests (:func:`paired_lines`)."""
     def opt(x: int | None) -> str:
         return "missed" if x is None else str(x)
 
@@ -113,15 +117,43 @@ def seesaw_markdown(pairs: Sequence[tuple[int, RunSummary, RunSummary]], *, metr
             lines.append(f"| {seed} | {name} | {r.steps} | {r.examples} | {r.tail_metric:.4g} | {r.final_metric:.4g} | "
                          f"{opt(r.steps_to_target)} | {opt(r.examples_to_target)} |")
     ratio = median_interval([b.tail_metric / a.tail_metric for _, a, b in pairs])
-    steps = median_interval([b.steps_to_target / a.steps_to_target if a.steps_to_target and b.steps_to_target
-                             else math.nan for _, a, b in pairs if a.steps_to_target and b.steps_to_target])
-    lines += ["", f"Seesaw / twin, tail-mean {metric} at equal examples: median {ratio[0]:.3f} "
-              f"(90% bootstrap interval over seeds {ratio[1]:.3f}-{ratio[2]:.3f}); serial steps "
+    both = [(a, b) for _, a, b in pairs if a.steps_to_target and b.steps_to_target]
+    steps = median_interval([b.steps_to_target / a.steps_to_target for a, b in both])
+    lines += ["", f"Seesaw / twin, tail-mean {metric} at equal examples: median {ratio.estimate:.3f} "
+              f"({_interval(ratio)}); serial steps "
               f"{pairs[0][2].steps} vs {pairs[0][1].steps} ({pairs[0][2].steps / pairs[0][1].steps:.0%})."]
-    if not math.isnan(steps[0]):
-        n = sum(1 for _, a, b in pairs if a.steps_to_target and b.steps_to_target)
-        ci = f"interval {steps[1]:.3f}-{steps[2]:.3f}" if not math.isnan(steps[1]) else "no interval"
-        lines.append(f"Seesaw / twin, steps to the target: median {steps[0]:.3f} ({ci}; {n} seed(s) where both reached).")
-    return "\n".join(lines) + "\n"
+    if both:
+        lines.append(f"Seesaw / twin, steps to the target: median {steps.estimate:.3f} ({_interval(steps)}; "
+                     f"{len(both)} seed(s) where both reached).")
+    return "\n".join(lines + paired_lines(pairs, metric=metric)) + "\n"
+
+
+def _interval(ci: Any) -> str:
+    """``0.95-1.02, 75% order-statistic interval, n=3`` (or ``no interval, n=1``)."""
+    return ci.label() if math.isnan(ci.low) else f"{ci.low:.3f}-{ci.high:.3f}, {ci.label()}"
+
+
+def paired_lines(pairs: Sequence[tuple[int, RunSummary, RunSummary]], *, metric: str,
+                 alpha: float = 0.05) -> list[str]:
+    """Exact two-sided sign-flip tests, paired by seed, of Seesaw against its twin on the tail-mean metric and on
+    steps to target (a miss counts as slower), and a note when the seeds run cannot reach ``p < alpha``."""
+    import pandas as pd
+
+    from optbench.scoring.stats import paired_test, significance_note
+
+    def steps(x: int | None) -> float:
+        return math.inf if x is None else float(x)
+
+    out = [""]
+    for what, value in ((f"tail-mean {metric}", lambda r: r.tail_metric),
+                        ("steps to target", lambda r: steps(r.steps_to_target))):
+        per_seed = {"twin": pd.Series({s: value(a) for s, a, _ in pairs}, dtype=float),
+                    "seesaw": pd.Series({s: value(b) for s, _, b in pairs}, dtype=float)}
+        t = paired_test(None, workload="", a="seesaw", b="twin", by="steps", alternative="two-sided",
+                        per_seed=per_seed)
+        out.append(f"Paired test, {what} (Seesaw vs twin, exact two-sided sign-flip): p = {t.p_value:.3g} over "
+                   f"{t.n_pairs} seeds ({t.n_used} informative).")
+    note = significance_note(len(pairs), [f"Seesaw vs twin ({metric}, steps to target)"], alpha=alpha)
+    return out + ([f"Note: {note}."] if note else [])
 
 

@@ -90,7 +90,8 @@ class ShapeSpec:
 
 
 def plan_shapes(spec: ShapeSpec, base: TrialConfig) -> list[Planned]:
-    """One trial per (shape, learning rate, seed): studies ``shape<k>``, trials ``lr<i>``, each running its whole
+    """One trial per (shape, learning rate, seed): studies ``shape<k>-seed<N>`` (each seed its own study),
+    trials ``lr<i>``, each running its whole
     ``steps`` (full budget) over a schedule of that length."""
     from optbench.engine.prepared import resolve_size
     from optbench.plugins.registry import load_workload
@@ -106,8 +107,8 @@ def plan_shapes(spec: ShapeSpec, base: TrialConfig) -> list[Planned]:
     for k, shape in enumerate(shapes):
         for i, lr in enumerate(spec.lrs):
             for seed in spec.seeds:
-                cfg = replace(base, hparams={**base.hparams, **shape, "lr": lr}, seed=seed, study=f"shape{k}",
-                              trial=f"lr{i}")
+                cfg = replace(base, hparams={**base.hparams, **shape, "lr": lr}, seed=seed,
+                              study=f"shape{k}-seed{seed}", trial=f"lr{i}")
                 plan.append(Planned(workload=spec.workload, submission=spec.submission, config=cfg,
                                     tags={"shape": shape, "lr": lr}))
     return plan

@@ -56,6 +56,7 @@ def test_cbs_runs_real_trials_and_writes_table_trials_and_plot(tmp_path):
     out = tmp_path / "cbs"
     r = CliRunner().invoke(main, ["cbs", "-w", "linreg", "-s", "sgd", "--batch-sizes", "32,64", "--lrs", "0.01",
                                   "--target", "0.3", "--eval-every", "10", "--max-steps", "400", "--max-seconds", "1e6",
+                                  "--seed", "0",
                                   "-o", "schedule=constant", "--results-dir", str(tmp_path / "results"),
                                   "--out", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -86,14 +87,15 @@ def test_sensitivity_table_counts_the_good_basin():
               "b": _runs({(32, 0.01): [300], (32, 0.03): [100], (32, 0.1): [200]})}
     lines = sensitivity_markdown(sweeps, within=1.5).splitlines()
     assert lines[2] == "| 0.01 | 110 | 300 |" and lines[4] == "| 0.1 | missed | 200 |"
-    assert lines[-2] == "| best | 110 | 100 |"
-    assert lines[-1] == "| lrs within 1.5x of best | 2 | 1 |"  # a: 110, 140 <= 165; b: only 100 <= 150
+    assert lines[5] == "| best | 110 | 100 |"
+    assert lines[6] == "| lrs within 1.5x of best | 2 | 1 |"  # a: 110, 140 <= 165; b: only 100 <= 150
+    assert lines[7] == "| best lr at grid edge | low | no |"
 
 
 def test_lr_sweep_runs_each_submission_at_each_lr(tmp_path):
     r = CliRunner().invoke(main, ["lr-sweep", "-w", "linreg", "-s", "sgd", "-s", "adamw", "--lrs", "0.003,0.01",
                                   "--target", "0.5", "--max-steps", "200", "--eval-every", "10",
-                                  "--results-dir", str(tmp_path / "res"), "--out", str(tmp_path / "out")],
+                                  "--seed", "0", "--no-extend-grid", "--results-dir", str(tmp_path / "res"), "--out", str(tmp_path / "out")],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     text = (tmp_path / "out" / "lr-sweep.md").read_text()

@@ -28,7 +28,8 @@ from optbench.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FAST = ["--device", "cpu", "--target", "0.9", "--eval-every", "10", "-o", "schedule=constant"]
+FAST = ["--device", "cpu", "--target", "0.9", "--eval-every", "10", "-o", "schedule=constant", "--seed", "0",
+        "--no-extend-grid"]
 CBS = ["cbs", "-w", "linreg", "-s", "sgd", "--batch-sizes", "8,16", "--lrs", "0.01,0.03", "--max-steps", "40",
        *FAST]
 LR_SWEEP = ["lr-sweep", "-w", "linreg", "-s", "sgd", "--batch-size", "8", "--lrs", "0.01,0.03", "--max-steps", "40",
@@ -116,7 +117,8 @@ def test_a_recipe_run_again_records_nothing_and_writes_the_same_table(tmp_path, 
 # --------------------------------------------------------------- 2. two processes at once: each trial once
 
 CONCURRENT = ["cbs", "-w", "linreg", "-s", "sgd", "--batch-sizes", "8,16", "--lrs", "0.001,0.003", "--max-steps",
-              "600", "--eval-every", "100", "--target", "1e-9", "--device", "cpu", "-o", "schedule=constant"]
+              "600", "--eval-every", "100", "--target", "1e-9", "--device", "cpu", "-o", "schedule=constant",
+              "--seed", "0"]
 
 
 def _csv_trials(path: Path) -> list[str]:
@@ -159,7 +161,7 @@ def test_two_concurrent_runs_of_one_recipe_train_each_trial_once(tmp_path):
 
 KILLED = ["cbs", "-w", "linreg", "-s", "sgd", "--batch-sizes", "8,16", "--lrs", "0.001,0.003", "--max-steps", "1500",
           "--eval-every", "100", "--target", "1e-9", "--device", "cpu", "-o", "schedule=constant",
-          "--checkpoint-every", "0.05", "--resume"]
+          "--checkpoint-every", "0.05", "--resume", "--seed", "0"]
 
 
 def _wait_for(predicate, proc: subprocess.Popen, deadline: float) -> bool:
