@@ -64,3 +64,32 @@ def test_readme_cluster_commands_run_as_far_as_this_machine_allows(tmp_path, mon
     assert res.exit_code == 2 and "no sbatch" in res.output and len(res.output.strip().splitlines()) == 1
     res = CliRunner().invoke(main, status)
     assert res.exit_code == 0 and "0 done" in res.output
+
+
+def test_readme_entry_point_example_loads_without_a_warning(tmp_path, monkeypatch):
+    """The README's plugin file installed as its `pyproject.toml` block registers it (a dist-info folder on the
+    path): loading it by its entry-point name, and a command that does, warns of nothing (a name mismatch would)."""
+    import tomllib
+    import warnings
+
+    from click.testing import CliRunner
+
+    from optbench.cli import main
+
+    text = README.read_text()
+    example = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+                   if b.startswith("# my_optimizers.py"))
+    toml = next(b for b in re.findall(r"```toml\n(.*?)```", text, flags=re.S) if "optbench.submissions" in b)
+    (name, value), = tomllib.loads(toml)["project"]["entry-points"]["optbench.submissions"].items()
+    (tmp_path / "my_optimizers.py").write_text(example)
+    info = tmp_path / "my_optimizers-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-optimizers\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[optbench.submissions]\n{name} = {value}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning (PluginWarning: the name mismatch) fails the test
+        loaded = load_submission(name)
+    assert loaded.origin.source == "entry-point" and loaded.obj.name == name
+    res = CliRunner().invoke(main, ["list", name])
+    assert res.exit_code == 0 and "warning" not in res.output, res.output

@@ -145,6 +145,20 @@ def score(results_dir: Path | None, by: str, fmt: str, reference: str | None, r_
                    algoperf=algoperf, with_ci=with_ci, hparam=hparam)
 
 
+@main.command()
+@click.argument("run_id")
+@results_dir_option
+def show(run_id: str, results_dir: Path | None) -> None:
+    """Show one trial's record: what ran, how it ended, and why (its stored reason or whole traceback).
+
+    RUN_ID may be the start of a run id (as 'optbench run' prints it, and as each result file is named) if only one
+    trial's id starts with it.
+    """
+    from optbench.commands import results
+
+    results.show(run_id, results_dir=results_dir)
+
+
 @main.command(name="list")
 @click.argument("what", default="all", metavar="[all|workloads|submissions|NAME]")
 def list_(what: str) -> None:
@@ -161,14 +175,18 @@ def list_(what: str) -> None:
 @click.option("-o", "--opt-arg", "opt_args", multiple=True, metavar="KEY=VALUE",
               help="Hyperparameter for the checks that train (repeatable). Without an lr, a plain torch.optim "
                    "class is tried over a small lr grid.")
-def check_plugin(spec: str, skip: tuple[str, ...], opt_args: tuple[str, ...]) -> None:
-    """Run the conformance suite on a submission SPEC (name, package.module:Name or file.py:Name).
+@click.option("--check-timeout", "limit", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Time limit of each check; one past it is stopped and reported as timed out "
+                                      "[default: 300].")
+def check_plugin(spec: str, skip: tuple[str, ...], opt_args: tuple[str, ...], limit: float | None) -> None:
+    """Run the conformance suite on a submission SPEC (name, package.module:Name or file.py:Name), one line per
+    check as it runs, and list the submission's capabilities.
 
-    Exit code 0 when every check passes, 1 when any fails, 2 when SPEC cannot be loaded.
+    Exit code 0 when every check passes, 1 when any fails, raises or times out, 2 when SPEC cannot be loaded.
     """
     from optbench.commands import plugins
 
-    raise SystemExit(plugins.check_plugin(spec, skip=skip, opt_args=opt_args))
+    raise SystemExit(plugins.check_plugin(spec, skip=skip, opt_args=opt_args, limit=limit))
 
 
 @main.command()

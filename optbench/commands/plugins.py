@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -167,36 +168,58 @@ def json_text(value: Any) -> str:
         return str(value)
 
 
-def check_plugin(spec: str, *, skip: Sequence[str] = (), opt_args: Sequence[str] = ()) -> int:
-    """``optbench check-plugin``: the conformance suite as a pass/fail table; returns the exit code.
+def check_plugin(spec: str, *, skip: Sequence[str] = (), opt_args: Sequence[str] = (),
+                 limit: float | None = None) -> int:
+    """``optbench check-plugin``: the conformance suite, one line per check printed as it runs; returns the exit
+    code (0: every check run passed; 1: any failed, raised or timed out).
 
     ``opt_args`` (``-o KEY=VALUE``) set hyperparameters for the checks that train; a plain optimizer class without
-    a given lr is tried over a small lr grid (see :mod:`optbench.engine.conformance`)."""
-    from rich.table import Table
+    a given lr is tried over a small lr grid (see :mod:`optbench.engine.conformance`). ``limit``: seconds each
+    check may take (default :data:`~optbench.engine.conformance.DEFAULT_TIME_LIMIT`); one past it is stopped,
+    reported as timed out, and the next check runs."""
+    from collections import Counter
 
-    from optbench.engine.conformance import ALL_CHECKS, run_check
+    from optbench.engine.conformance import ALL_CHECKS, DEFAULT_TIME_LIMIT, run_check
+    from optbench.plugins.hparams import merge
     from optbench.plugins.registry import load_submission
 
     unknown = sorted(set(skip) - set(ALL_CHECKS))
     if unknown:
         raise UsageError(f"unknown check {', '.join(unknown)}; checks: {', '.join(ALL_CHECKS)}")
-    from optbench.plugins.hparams import merge
-
+    limit = DEFAULT_TIME_LIMIT if limit is None else limit
     loaded = load_submission(spec)
     given = parse_assignments(opt_args)
     hparams = merge(loaded.obj.defaults, given, submission=spec) if given else None
-    table = Table(title=escape(f"conformance of {spec} ({loaded.origin.distribution} {loaded.origin.version})"))
-    for col in ("check", "result", "detail"):
-        table.add_column(col)
-    failed = 0
+    console = _console()
+    caps = ", ".join(sorted(getattr(c, "value", str(c)) for c in loaded.obj.capabilities)) or "none"
+    console.print(escape(f"conformance of {spec} ({loaded.origin.distribution} {loaded.origin.version}); "
+                         f"capabilities: {caps}; time limit {limit:g} s per check (--check-timeout)"), soft_wrap=True)
+    width = max(map(len, ALL_CHECKS))
+    ended: Counter[str] = Counter()
     for name in ALL_CHECKS:
         if name in skip:
-            table.add_row(name, "[dim]skipped[/dim]", "")
+            console.print(f"  {name:<{width}}  [dim]skipped[/dim]")
             continue
-        res = run_check(loaded, name, hparams=hparams)
-        failed += not res.passed
-        table.add_row(name, "[green]pass[/green]" if res.passed else "[red]FAIL[/red]", escape(res.detail))
-    console = _console()
-    console.print(table)
-    console.print(f"{len(ALL_CHECKS) - len(skip) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+        console.print(f"  {name:<{width}}  ", end="")  # the name shows while the check runs
+        console.file.flush()
+        with warnings.catch_warnings(record=True) as caught:  # printed under the check's line, not inside it
+            warnings.simplefilter("default")
+            res = run_check(loaded, name, hparams=hparams, limit=limit)
+        verdict = "pass" if res.passed else {"raised": "exception", "timed out": "timed out"}.get(res.kind, "FAIL")
+        ended[verdict] += 1
+        colour = "green" if res.passed else "red"
+        console.print(f"[{colour}]{verdict:<9}[/{colour}]  " + escape(res.detail), soft_wrap=True)
+        for text in dict.fromkeys(str(w.message).strip().splitlines()[0] for w in caught if str(w.message).strip()):
+            console.print(f"  {'':<{width}}  [yellow]warning:[/yellow] " + escape(text), soft_wrap=True)
+    console.print(_tally(ended, limit))
+    return 0 if ended["pass"] == sum(ended.values()) else 1
+
+
+def _tally(ended: Any, limit: float) -> str:
+    """The last line: how the checks run ended, and what to do about a timed-out one."""
+    parts = [f"{ended['pass']} passed", f"{ended['FAIL']} failed"]
+    parts += [f"{ended[k]} {k if k != 'exception' else 'raised an exception'}" for k in ("exception", "timed out")
+              if ended[k]]
+    hint = (f"; a check that timed out was stopped at {limit:g} s: give more with --check-timeout SECONDS"
+            if ended["timed out"] else "")
+    return ", ".join(parts) + hint

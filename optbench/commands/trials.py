@@ -40,6 +40,9 @@ class ProgressBar:
         self.last = f"  {self.metric} -{self.goal}"
         self.drawn = 0.0
 
+        self.points: list[tuple[int, float]] = []  # (step, timed seconds) where stretches ended: a slow start
+
+    MAX_POINTS = 2000  # stretch ends kept (thinned beyond): enough for the median pace of the later stretches
     def __enter__(self) -> ProgressBar:
         return self  # drawn from started() on: nothing shows for a trial that fails its set-up
 
@@ -51,10 +54,14 @@ class ProgressBar:
         self.by_steps = max_steps is not None
         self.progress.update(self.task, total=max_steps if self.by_steps else max_seconds)
 
+        self.points = [(0, 0.0)]
     def stepped(self, *, step: int, loss: float, timed_seconds: float) -> None:
         import time
 
         now = time.monotonic()
+        self.points.append((step, timed_seconds))
+        if len(self.points) > self.MAX_POINTS:  # keep the first stretch; every other later end (cumulative: the
+            self.points = self.points[:2] + self.points[3::2]  # paces between the kept ends stay right)
         if now - self.drawn < 0.1:  # formatting every step of a fast CPU trial would cost more than the step
             return
         self.drawn = now
@@ -99,11 +106,37 @@ def run(*, workload: str, opts: Sequence[str], hparams: Mapping[str, Any], seeds
                     config=replace(base, seed=seed, study=f"{study}-seed{seed}" if per_seed else study))
             for s in opts for seed in seeds]
     printer = TrialPrinter(quiet=quiet)
-    result = run_plan(plan, results_dir=paths.results_dir(results_dir), execution=execution, reporter=printer)
+    try:
+        result = run_plan(plan, results_dir=paths.results_dir(results_dir), execution=execution, reporter=printer)
+    except KeyboardInterrupt:
+        printer.err.print(escape(interrupted_message(printer.running)), soft_wrap=True)
+        return INTERRUPTED_EXIT
     return printer.exit_code(result)
 
 
 class TrialPrinter:
+INTERRUPTED_EXIT = 130  # the shell's code for a command stopped by Ctrl-C (SIGINT)
+
+
+def interrupted_message(prep: Any) -> str:
+    """What Ctrl-C left behind and how to go on, for the trial ``prep`` that was running here (None: none was, or
+    it ran in another process). The runner records a trial stopped by Ctrl-C as ``interrupted`` (not finished); the
+    sweep engine skips every finished trial of a plan, so the same command run again runs only what is left, and
+    ``--resume`` continues a trial from its checkpoint under the results directory when it has one."""
+    if prep is None:
+        return ("interrupted: finished trials are recorded and a trial stopped mid-way is recorded as 'interrupted' "
+                "(not finished); run the same command again to run what is left (recorded trials are skipped; add "
+                "--resume to continue interrupted trials from their checkpoints, where they have one)")
+    head = (f"interrupted: {prep.title} was recorded as 'interrupted' (not finished) under {prep.results_dir}; "
+            "run the same command again to run it and what is left (recorded trials are skipped)")
+    has_checkpoint = prep.checkpoint is not None and prep.checkpoint.exists()
+    if has_checkpoint and prep.resume:
+        return head + ": it continues from its checkpoint"
+    if has_checkpoint:
+        return head + "; add --resume to continue it from its checkpoint (without it, it starts again from step 0)"
+    return head + ": it starts again from step 0 (no checkpoint was saved; --checkpoint-every SECONDS saves some)"
+
+
     """Prints a sweep's trials as they end (the engine's reporter): a paragraph per trial, a progress bar while a
     trial runs in this process, warnings for results kept elsewhere and crashed trials; plan notes on stderr.
     ``quiet`` drops the progress bars and the notes, never a trial's result."""
@@ -113,12 +146,14 @@ class TrialPrinter:
         self.console, self.err = _console(), _console(stderr=True)
         self.bar: ProgressBar | None = None
 
+        self.running: Any = None  # the PreparedTrial training in this process now (what Ctrl-C would stop)
     def note(self, text: str) -> None:
         if not self.quiet:
             self.err.print(f"[dim]{escape(text)}[/dim]")
 
     def observer(self, prep: Any) -> ProgressBar | None:
         if self.quiet:
+        self.running = prep
             return None
         metric = prep.workload.obj.metric
         self.bar = ProgressBar(prep.title, metric.name, target=prep.target, goal=metric.goal.value)
@@ -126,20 +161,35 @@ class TrialPrinter:
 
     def done(self, outcome: Any) -> None:
         if self.bar is not None:
+        self.running = None
+        points = self.bar.points if self.bar is not None else []
             self.bar.__exit__(None, None, None)
             self.bar = None
         if outcome.status == "crashed":
             self.err.print("[red]crashed[/red] " + escape(f"{outcome.prep.title}: {outcome.reason}"))
         elif outcome.path is not None:
-            rec, _ = outcome.read()
+            rec, rows = outcome.read()
             was = {"recorded": " (recorded earlier: not run again)", "elsewhere": " (run by another process)"}
             self.console.print(summary(rec, outcome.path) + escape(was.get(outcome.status, "")))
         elif outcome.status == "elsewhere":
+            self._hints(rec, rows, points if outcome.status == "ran" else [], outcome.prep.results_dir)
             self.console.print(escape(f"{outcome.prep.title}: claimed by another process"))
         if outcome.note:
             self.err.print(f"[red]warning[/red] {escape(outcome.note)}")
 
     @staticmethod
+    def _hints(self, rec: Mapping[str, Any], rows: Any, points: list[tuple[int, float]], results_dir: Path) -> None:
+        """Under a trial's paragraph: where its whole traceback is (a failed trial), and a slow first stretch
+        (compilation) with the ``--warmup-steps`` hint, from its evaluations or else its stretches."""
+        from optbench.store.failures import FAILED, show_command, slow_start
+
+        if rec["outcome"] in FAILED and rec["error"]:
+            self.console.print(escape(f"  whole reason: {show_command(rec['run_id'], results_dir)}"), soft_wrap=True)
+        slow = slow_start([s for s, _ in points], [t for _, t in points])  # stretches: finer than evaluations
+        slow = slow or (slow_start(rows["step"], rows["timed_seconds"]) if len(rows) else None)
+        if slow:
+            self.console.print("  [yellow]note:[/yellow] " + escape(slow), soft_wrap=True)
+
     def exit_code(result: Any) -> int:
         """1 when a trial crashed or a result was kept outside the results directory (not a clean run), else 0."""
         return 1 if any(o.status == "crashed" or o.note for o in result.outcomes) else 0
@@ -197,7 +247,11 @@ def tune(*, spec: Any, execution: Any, results_dir: Path | None, quiet: bool) ->
 
     spec = replace(spec, trial=replace(spec.trial, data_dir=paths.data_dir(spec.trial.data_dir)))
     out = paths.results_dir(results_dir)
-    result = run_tune(spec, results_dir=out, execution=execution, reporter=TunePrinter(quiet))
+    try:
+        result = run_tune(spec, results_dir=out, execution=execution, reporter=TunePrinter(quiet))
+    except KeyboardInterrupt:
+        _console(stderr=True).print(escape(interrupted_message(None)), soft_wrap=True)
+        return INTERRUPTED_EXIT
     console = _console()
     console.print(escape(f"{len(result.finished)} trials run, {len(result.skipped)} skipped (already recorded or "
                          f"claimed by another process), {len(result.crashed)} crashed -> {out}"))

@@ -8,10 +8,12 @@ minimum is known exactly: loss(theta) = sum_p 0.5 * mean(h_p * (p - p*)^2) with 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from optbench.api import Capability, Submission, TrialInfo
+from optbench.engine.runner import deadline
 from optbench.plugins.registry import Loaded
 
 QUADRATIC_STEPS = 500
@@ -30,11 +33,47 @@ QUADRATIC_STEPS = 500
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 
 
+DEFAULT_TIME_LIMIT = 300.0  # seconds per check (check-plugin --check-timeout): a compiled optimizer's checks take
+# tens of seconds each on a CPU (heavyball's SOAP: 240 s for the suite); linreg_tiny may train up to one trial per lr
+KINDS = ("checked", "raised", "timed out")  # CheckResult.kind: how a check ended
+
+
 @dataclass(frozen=True, kw_only=True)
 class CheckResult:
+    """What one check saw. ``kind``: ``checked`` (passed or failed its criterion), ``raised`` (the submission
+    raised an exception: ``detail`` names its type and message), ``timed out`` (past the check's time limit)."""
+
     name: str
     passed: bool
     detail: str
+    kind: str = "checked"
+
+
+class Raised(Exception):
+    """The submission raised inside a check (at one lr of the grid, or inside the linreg trial): the message says
+    which exception, with its type, and where."""
+
+
+class CheckTimedOut(BaseException):
+    """Raised into a check past its time limit. A BaseException, so that plugin code catching ``Exception``
+    cannot swallow it."""
+
+
+@functools.cache
+def warm_imports() -> None:
+    """Take one step of a torch optimizer, with no time limit: torch imports parts of itself on an optimizer's first
+    step (``torch._dynamo``, sympy), and a check's time limit firing inside such an import would leave the module
+    half-imported for every later check (``module 'sympy' has no attribute 'printing'``)."""
+    model = _new_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    Quadratic(model).loss().backward()
+    opt.step()
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 class ZooModel(nn.Module):
@@ -154,7 +193,12 @@ def _over_grid(name: str, sub: Submission, hparams: dict[str, Any] | None,
         return CheckResult(name=name, passed=ok, detail=detail)
     tried = []
     for lr in LR_GRID:
-        ok, detail = attempt({**hp, "lr": lr})
+        try:
+            ok, detail = attempt({**hp, "lr": lr})
+        except Raised as exc:  # an exception is no matter of lr: the grid stops at the first
+            raise Raised(f"{exc} at lr={lr:g}") from None
+        except Exception as exc:
+            raise Raised(f"{describe(exc)} at lr={lr:g}") from None
         if ok:
             return CheckResult(name=name, passed=True, detail=f"{detail} at lr={lr:g} (plain class: lr grid)")
         tried.append(f"{lr:g}")
@@ -220,16 +264,30 @@ def check_bfloat16(sub: Submission) -> CheckResult:
     return CheckResult(name="bfloat16", passed=ok, detail=f"dtypes {sorted(map(str, dtypes))}")
 
 
-def check_linreg(loaded: Loaded[Submission], hparams: dict[str, Any] | None = None) -> CheckResult:
-    """It reaches the linreg ``tiny`` target within the budget (a plain class: at some lr of the grid)."""
+def check_linreg(loaded: Loaded[Submission], hparams: dict[str, Any] | None = None, *,
+                 time_left: float | None = None) -> CheckResult:
+    """It reaches the linreg ``tiny`` target within the budget (a plain class: at some lr of the grid), within
+    ``time_left`` seconds in all (:class:`CheckTimedOut` past them)."""
     from optbench.plugins.registry import load_workload
     from optbench.engine.runner import TrialConfig, run_trial
 
+    from optbench.store.failures import reason_line
+
+    ends = None if time_left is None else time.perf_counter() + time_left
+
     def attempt(hp: dict[str, Any]) -> tuple[bool, str]:
+        # The trial's own deadline is the check's limit (the runner's timer would replace the check's own).
+        timeout = None if ends is None else ends - time.perf_counter()
+        if timeout is not None and timeout <= 0:
+            raise CheckTimedOut()
         with tempfile.TemporaryDirectory() as tmp:
-            r = run_trial(load_workload("linreg"), loaded, TrialConfig(seed=0, device="cpu", hparams=hp),
-                          results_dir=Path(tmp))
+            r = run_trial(load_workload("linreg"), loaded,
+                          TrialConfig(seed=0, device="cpu", hparams=hp, timeout=timeout), results_dir=Path(tmp))
         rec = r.record
+        if rec.outcome == "timeout" and timeout is not None:
+            raise CheckTimedOut()
+        if rec.outcome in ("error", "oom"):
+            raise Raised(f"{reason_line(rec.error) or rec.outcome} (in the linreg trial, outcome {rec.outcome})")
         detail = (f"reached in {rec.steps_to_target} steps" if rec.outcome == "reached"
                   else f"{rec.outcome}; best {rec.best_metric} vs target {rec.target}")
         return rec.outcome == "reached", detail
@@ -246,26 +304,43 @@ CHECKS: dict[str, Callable[[Submission], CheckResult]] = {
 TRAINING_CHECKS = ("quadratic",)  # checks that take the hyperparameters (linreg_tiny too)
 
 
-def run_check(loaded: Loaded[Submission], name: str, *, hparams: dict[str, Any] | None = None) -> CheckResult:
-    """Run one check; an exception is a failure with its message, never a crash.
+def run_check(loaded: Loaded[Submission], name: str, *, hparams: dict[str, Any] | None = None,
+              limit: float | None = None) -> CheckResult:
+    """Run one check; an exception is a failure of kind ``raised`` naming it, never a crash, and a check past
+    ``limit`` seconds is stopped and ``timed out``.
 
     Args:
       hparams: values over the submission's defaults (``check-plugin -o``), merged and checked by the caller
         (:func:`optbench.plugins.hparams.merge`); they apply to the checks that train.
+      limit: seconds the check may take (None: no limit). Enforced by SIGALRM in the main thread only
+        (:func:`optbench.engine.runner.deadline`); the linreg_tiny check hands it to its trials as their
+        ``timeout`` instead (the runner's own deadline, which would replace the check's).
     """
+    if limit is not None:
+        warm_imports()
+    start = time.perf_counter()
     try:
         if name == "linreg_tiny":
-            return check_linreg(loaded, hparams)
-        if name in TRAINING_CHECKS:
-            return CHECKS[name](loaded.obj, hparams)  # type: ignore[call-arg]
-        return CHECKS[name](loaded.obj)
+            return check_linreg(loaded, hparams, time_left=limit)
+        with deadline(limit, error=CheckTimedOut):
+            if name in TRAINING_CHECKS:
+                return CHECKS[name](loaded.obj, hparams)  # type: ignore[call-arg]
+            return CHECKS[name](loaded.obj)
+    except CheckTimedOut:
+        return CheckResult(name=name, passed=False, detail=f"stopped after its time limit of {limit:g} s",
+                           kind="timed out")
+    except Raised as exc:
+        return CheckResult(name=name, passed=False, detail=str(exc), kind="raised")
     except Exception as exc:  # the plugin is under test: report, don't raise
-        return CheckResult(name=name, passed=False, detail=f"{type(exc).__name__}: {exc}")
+        if limit is not None and time.perf_counter() - start >= limit:  # the limit's exception, re-raised wrapped
+            return CheckResult(name=name, passed=False, detail=f"stopped after its time limit of {limit:g} s",
+                               kind="timed out")
+        return CheckResult(name=name, passed=False, detail=describe(exc), kind="raised")
 
 
 ALL_CHECKS = (*CHECKS, "linreg_tiny")
 
 
-def run_suite(loaded: Loaded[Submission]) -> list[CheckResult]:
-    """Every check on one submission, in order."""
-    return [run_check(loaded, name) for name in ALL_CHECKS]
+def run_suite(loaded: Loaded[Submission], *, limit: float | None = None) -> list[CheckResult]:
+    """Every check on one submission, in order (each within ``limit`` seconds)."""
+    return [run_check(loaded, name, limit=limit) for name in ALL_CHECKS]

@@ -57,12 +57,13 @@ class TrialResult:
 
 
 @contextlib.contextmanager
-def deadline(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`TrialTimeout` into the enclosed code once ``seconds`` of wall clock have passed.
+def deadline(seconds: float | None, *, error: type[BaseException] = TrialTimeout) -> Iterator[None]:
+    """Raise ``error`` (:class:`TrialTimeout`) into the enclosed code once ``seconds`` of wall clock have passed.
 
     A step that never returns (a plugin that sleeps, spins in Python or waits on a lock) is interrupted by SIGALRM
     wherever it is, not only between steps. Signals reach only the main thread; elsewhere (and on platforms
-    without ``setitimer``) the loop's check between steps is the fallback.
+    without ``setitimer``) the loop's check between steps is the fallback. One deadline at a time: an inner one
+    replaces an outer one's timer.
     """
     usable = (seconds is not None and hasattr(signal, "setitimer")
               and threading.current_thread() is threading.main_thread())
@@ -71,7 +72,7 @@ def deadline(seconds: float | None) -> Iterator[None]:
         return
 
     def fire(signum: int, frame: Any) -> None:
-        raise TrialTimeout()
+        raise error()
 
     previous = signal.signal(signal.SIGALRM, fire)
     signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -1,10 +1,11 @@
 """``optbench report``: plots (PNG + SVG) and one self-contained static HTML page of a results directory.
 
 The page holds the leaderboard (scores with bootstrap intervals, times to target with intervals, outcome counts),
-paired tests of every submission against the best one, the plots, and the provenance of every result
-(:mod:`optbench.report.sections` makes each section, :mod:`optbench.report.figures` draws each plot). It loads no
-external asset: CSS is inline and every plot is embedded as a base64 PNG (the SVG files beside it are linked for
-papers). Every string that comes from results (names, hyperparameters, versions) goes through :func:`html.escape`.
+paired tests of every submission against the best one, the plots, the failed trials with their reasons, and the
+provenance of every result (:mod:`optbench.report.sections` makes each section, :mod:`optbench.report.figures` draws
+each plot). It loads no external asset: CSS is inline and every plot is embedded as a base64 PNG (the SVG files
+beside it are linked for papers). Every string that comes from results (names, hyperparameters, versions) goes
+through :func:`html.escape`.
 
 Only comparable trials are ranked (:mod:`optbench.store.units`: research recipes' trials left out, a workload's
 trials at different batch sizes or targets scored as separate units); the page says what was left out or split.
@@ -28,9 +29,9 @@ import pandas as pd
 
 from optbench.errors import UsageError
 from optbench.report.pages import PLAIN_TEXT, esc
-from optbench.report.sections import (PAIRED_LEGEND, Section, compute_html, figure_html, leaderboard_html,
-                                      page_warnings, paired_html, paired_rows, provenance_html, report_plots,
-                                      section_html)
+from optbench.report.sections import (PAIRED_LEGEND, Section, compute_html, failures_html, figure_html,
+                                      leaderboard_html, page_warnings, paired_html, paired_rows, provenance_html,
+                                      report_plots, section_html)
 from optbench.store.fsutil import ensure_writable_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -205,7 +206,7 @@ def _page(loaded: ResultSet, units: Units, ranked: str, *, source: str, research
 <h1>optbench report</h1>
 <p class="note">{esc(summary)}</p>
 {warn}
-{ranked}{compute_html(trials)}{research}
+{ranked}{compute_html(trials)}{failures_html(trials)}{research}
 <h2>Provenance</h2>
 <p class="note">What produced every result: engine version and code hash, git commit, framework, device, and where
 each plugin came from.</p>

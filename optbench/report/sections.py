@@ -156,6 +156,26 @@ def compute_html(trials: pd.DataFrame) -> str:
             + html_table(["workload", "submission", *present], rows, table_id="compute", left=2))
 
 
+SHOWN_FAILURES = 50  # failed trials listed on the page, latest first (the heading counts them all)
+
+
+def failures_html(trials: pd.DataFrame) -> str:
+    """Every failed trial (error, oom, timeout, diverged) with its reason, latest first; "" when none failed.
+    ``optbench show RUN_ID`` prints a trial's whole record and traceback."""
+    from optbench.store.failures import FAILED, failure_note, reason_line
+
+    failed = trials[trials["outcome"].isin(FAILED)].sort_values("created_at", ascending=False)
+    if failed.empty:
+        return ""
+    rows = [[esc(r["run_id"]), esc(f"{r['workload']}"), esc(r["submission"]), esc(r["seed"]), esc(r["outcome"]),
+             esc(reason_line(r["error"]) or "-")] for _, r in failed.head(SHOWN_FAILURES).iterrows()]
+    more = f" The latest {SHOWN_FAILURES} are listed." if len(failed) > SHOWN_FAILURES else ""
+    note = f"{failure_note(failed.to_dict('records'))}.{more}"
+    return (f'<h2>Failed trials</h2>\n<p class="note">{esc(note)}</p>\n'
+            + html_table(["run_id", "workload", "submission", "seed", "outcome", "reason"], rows,
+                         table_id="failures", left=6))
+
+
 def provenance_html(trials: pd.DataFrame) -> str:
     env = trials.groupby(list(PROVENANCE), dropna=False).agg(
         trials=("run_id", "size"), workloads=("workload", lambda x: ", ".join(sorted(set(map(str, x))))),

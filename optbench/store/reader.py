@@ -182,7 +182,7 @@ def _read_eval_tables(paths: Sequence[Path], problems: list[str]) -> tuple[Any, 
         table = ds.dataset(names, schema=schema, format="parquet").to_table(
             columns=[*EVAL_COLUMNS, "__filename"], use_threads=True)
         index = pc.index_in(table.column("__filename"), value_set=pa.array(names)).to_numpy().tolist()
-        return table.drop_columns(["__filename"]), index
+        return _evaluations_only(table.drop_columns(["__filename"]), index)
     except Exception:  # noqa: BLE001  find the file(s) to blame below
         pass
     tables, index = [], []
@@ -195,7 +195,19 @@ def _read_eval_tables(paths: Sequence[Path], problems: list[str]) -> tuple[Any, 
             continue
         tables.append(one)
         index += [i] * one.num_rows
-    return (pa.concat_tables(tables) if tables else schema.empty_table()), index
+    return _evaluations_only(pa.concat_tables(tables) if tables else schema.empty_table(), index)
+
+
+def _evaluations_only(table: Any, index: list[int]) -> tuple[Any, list[int]]:
+    """The rows that are evaluations: a trial with none is written with one row of null evaluation columns
+    (:mod:`optbench.store.writer`), which is no evaluation."""
+    import pyarrow.compute as pc
+
+    valid = pc.is_valid(table.column("step"))
+    if pc.all(valid).as_py() is not False:
+        return table, index
+    keep = valid.to_pylist()
+    return table.filter(valid), [i for i, k in zip(index, keep) if k]
 
 
 def read_trial(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:

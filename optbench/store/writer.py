@@ -2,7 +2,9 @@
 
 Each file holds one row per evaluation (:class:`~optbench.store.records.EvalRow`) with the trial's metadata
 (:class:`~optbench.store.records.TrialRecord`) repeated on every row, so a plain ``pandas.read_parquet`` of any
-file is self-describing. The same metadata is also stored as JSON under the Parquet key ``optbench`` (with the
+file is self-describing. A trial with no evaluation (one that failed in set-up, e.g. its optimizer's constructor
+raised) still has one row: its evaluation columns null (``step`` is null only there), its outcome and error set;
+the reader leaves such a row out of the evaluations. The same metadata is also stored as JSON under the Parquet key ``optbench`` (with the
 schema version), which is how a file is recognised as ours (:mod:`optbench.store.checks`).
 
 Writes go to a hidden temporary file in the destination folder, are fsync'ed, then renamed over the final name
@@ -37,7 +39,8 @@ def write_trial(root: Path, record: TrialRecord, rows: Sequence[EvalRow], *, bat
     Args:
       root: the results directory (created if needed).
       record: the trial's metadata.
-      rows: its evaluations, in order (may be empty for a trial that failed before its first eval).
+      rows: its evaluations, in order (may be empty for a trial that failed before its first eval: the file then
+        holds one row whose evaluation columns are null).
       batch: write it as part of this :class:`optbench.store.fsutil.AtomicBatch` (it appears at the batch's commit,
         with one flush to disk for the whole batch); by default the file is flushed and renamed now.
     Returns:
@@ -61,6 +64,8 @@ def write_trial_columns(root: Path, record: TrialRecord, columns: Mapping[str, S
     _check_text(meta, columns["metrics_json"], columns["step"])
     path = trial_path(root, record)
     n = len(columns["step"])
+    if n == 0:  # no evaluation (failed in set-up): one row of nulls, so every reader of the file sees the trial
+        columns, n = {c: [None] for c in EVAL_COLUMNS}, 1
     schema = arrow_schema()
     arrays = [pa.array(columns[c], type=schema.field(c).type) for c in EVAL_COLUMNS]
     # A trial column holds one value n times: a one-row batch of them, taken n times in one call.

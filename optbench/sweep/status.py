@@ -13,12 +13,13 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from optbench.sweep.claims import claimed_elsewhere, claims_dir
 from optbench.engine.prepared import checkpoint_path
 from optbench.sweep.engine import record_identity
+from optbench.store.failures import FAILED, failure_note, reason_line
 
-FAILED = ("error", "oom", "timeout", "diverged")
 STATES = ("done", "failed", "running", "interrupted", "pending")
 
 
@@ -50,11 +51,14 @@ def sweep_status(results_dir: Path) -> list[Line]:
     """The counts per state of every (workload/size, submission) known to the results directory."""
     from optbench.store.reader import read_results
 
-    results_dir = Path(results_dir)
-    found = read_results(results_dir)
+    return _lines(Path(results_dir), read_results(Path(results_dir)).trials.to_dict("records"))
+
+
+def _lines(results_dir: Path, records: list[dict]) -> list[Line]:
+    """:func:`sweep_status` of the trials ``records`` read from ``results_dir``."""
     state: dict[str, str] = {}
     where: dict[str, tuple[str, str]] = _plans(results_dir)
-    for rec in found.trials.to_dict("records"):
+    for rec in records:
         ident = record_identity(rec)
         where.setdefault(ident, (f"{rec['workload']}/{rec['size']}", rec["submission"]))
         outcome = rec["outcome"]
@@ -84,7 +88,10 @@ def print_status(results_dir: Path) -> None:
 
     from optbench.console import console, escape
 
-    lines = sweep_status(results_dir)
+    from optbench.store.reader import read_results
+
+    records = read_results(Path(results_dir)).trials.to_dict("records")
+    lines = _lines(Path(results_dir), records)
     table = Table(title=escape(f"trials under {results_dir}"))
     for col in ("workload", "submission", *STATES):
         table.add_column(col, justify="left" if col in ("workload", "submission") else "right")
@@ -100,3 +107,22 @@ def print_status(results_dir: Path) -> None:
                  if total["interrupted"] else ""))
     if not lines and not claims_dir(results_dir).exists():
         out.print("no trials, plans or claims here yet")
+    _print_failures(out, records, results_dir)
+
+
+SHOWN_FAILURES = 5  # failed trials listed by run id under the table (the note counts them all)
+
+
+def _print_failures(out: Any, records: list[dict], results_dir: Path) -> None:
+    """How many trials failed, how to see why, and the latest few with their reasons."""
+    from optbench.console import escape
+
+    note = failure_note(records, results_dir)
+    if note is None:
+        return
+    out.print(escape(note), soft_wrap=True)
+    failed = sorted((r for r in records if r["outcome"] in FAILED), key=lambda r: str(r["created_at"]))
+    for r in failed[-SHOWN_FAILURES:]:
+        out.print(escape(f"  {r['run_id']}  {r['workload']}/{r['size']} {r['submission']} seed {r['seed']}: "
+                         f"{r['outcome']}" + (f": {reason_line(r['error'])}" if reason_line(r["error"]) else "")),
+                  soft_wrap=True)
