@@ -172,6 +172,22 @@ class Task(Protocol):
     # (analytic: the LMs use PaLM's formula, linreg its exact count). Without it the harness counts them once at
     # trial start with ``torch.utils.flop_counter.FlopCounterMode`` on one batch through a copy of the model
     # (optbench.engine.flops); either way they go on the record (model_flops_per_example, flops_to_target, mfu).
+    #
+    # Optional: ``param_roles(model) -> Mapping[str, Role]`` names the :class:`Role` of every parameter of a model
+    # that ``init_model`` made, keyed by the names :func:`named_params` yields (a tied weight once, under its first
+    # name). Every such name gets exactly one role. Without it the harness classifies by module type
+    # (optbench.plugins.roles.default_roles). Submissions read the roles with optbench.plugins.roles.roles_of(model),
+    # and plain optimizer classes are handed groups by role (``-o roles=hidden -o rest=torch.optim:AdamW``).
+
+
+class Role(str, Enum):
+    """What a parameter is to the model, for submissions that treat parts differently (Muon, Adalayer, and plain
+    classes given groups by role). One role per parameter tensor; a tied embedding/head is an ``EMBEDDING``."""
+
+    HIDDEN = "hidden"  # 2-D+ weights inside the body: Linear and conv weights that are neither input nor output
+    EMBEDDING = "embedding"  # tables looked up or added by index: token and position embeddings (a tied head too)
+    HEAD = "head"  # the output layer's weight and bias (an untied head)
+    NORM_BIAS = "norm_bias"  # scalars and vectors: norm gains and shifts, biases of hidden layers
 
 
 @runtime_checkable

@@ -12,15 +12,17 @@ Step t (1-based), gradient g, blocks b partitioning the parameters, lr after the
     v_b <- beta2 * v_b + (1 - beta2) * mean_{i in b} g_i^2  (one scalar per block)
     theta_i <- theta_i (1 - lr * wd) - lr * (m_i / (1 - beta1^t)) / (sqrt(v_b / (1 - beta2^t)) + eps),  i in b
 
-Blocks (the grouping rule: per-layer scalars as in the paper, with the last layer split per output):
+Blocks (the grouping rule: per-layer scalars as in the paper, with the last layer split per output), by parameter
+role (optbench.plugins.roles: named by the workload, else classified by module type):
 
-* the output head, the last ``nn.Linear`` in ``model.modules()`` order: one block per output row (per logit/token),
-  i.e. v has shape (out_features, 1); its bias, if any, one block per output (per element);
-* every ``nn.Embedding`` weight: one block per row (per token), v of shape (num_embeddings, 1); an embedding tied to
-  the head is the same tensor and gets the same per-row blocks;
-* every other parameter tensor (hidden matrices, conv kernels, LayerNorm/RMSNorm gains and biases, other biases):
-  one block per tensor, v a scalar. A fused parameter (e.g. one qkv matrix) is one block: the optimizer only sees
-  tensors.
+* the output ``head``: one block per output row (per logit/token), i.e. v has shape (out_features, 1); its bias, if
+  any, one block per output (per element);
+* every ``embedding`` (nn.Embedding weights): one block per row (per token), v of shape (num_embeddings, 1); an
+  embedding tied to the head is the same tensor and gets the same per-row blocks;
+* every other parameter tensor (``hidden`` matrices and conv kernels, ``norm_bias`` gains and biases): one block
+  per tensor, v a scalar. A fused parameter (e.g. one qkv matrix) is one block: the optimizer only sees tensors.
+  (Before roles, the last nn.Linear was taken for the head even where a tied GPT ends in its residual stream, which
+  gave its last MLP projection per-row blocks; that layer is hidden, hence per-tensor now.)
 
 The per-tensor group computes its block means with torch._foreach_norm; half-precision parameters keep m and v in
 float32 and the step is computed in float32.
@@ -35,7 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from optbench.api import SubmissionSpec, TrialInfo, named_params
+from optbench.api import Role, SubmissionSpec, TrialInfo, named_params
+from optbench.plugins.roles import roles_of
 from optbench_submissions._common import (
     SCHEDULE_DEFAULTS,
     Float32StateOptimizer,
@@ -57,16 +60,8 @@ def per_row_parameters(model: nn.Module) -> set[int]:
     Returns:
       ``id(p)`` of each such parameter.
     """
-    rows: set[int] = set()
-    head = None
-    for module in model.modules():
-        if isinstance(module, nn.Embedding):
-            rows.add(id(module.weight))
-        elif isinstance(module, nn.Linear):
-            head = module  # the last one wins
-    if head is not None:
-        rows.update(id(p) for p in (head.weight, head.bias) if p is not None)
-    return rows
+    roles = roles_of(model)
+    return {id(p) for name, p in named_params(model) if roles[name] in (Role.EMBEDDING, Role.HEAD)}
 
 
 def adalayer_param_groups(model: nn.Module) -> list[dict[str, Any]]:

@@ -20,14 +20,15 @@ is tuned to push every singular value into roughly [0.7, 1.2] fast rather than t
 only approximately orthogonal. The learning-rate scale max(1, m/n)^0.5 (m = fan-out rows, n = fan-in columns) is
 the author's current convention: it makes tall matrices' steps as large per entry as square ones'.
 
-Routing (the submission is given the model, so it decides by module type):
-  * Muon: the weights of nn.Linear and nn.Conv1d/2d/3d layers, except the output head and weights shared with an
-    embedding.
-  * AdamW (adam_lr, adam_beta1, adam_beta2, adam_eps, weight_decay): everything else: nn.Embedding weights, the
-    output head, biases, norm gains, free-standing nn.Parameters (e.g. a hand-made position embedding).
-  * The output head is the last nn.Linear in registration order, unless it maps back to the width of an
-    nn.Embedding (out_features == embedding_dim): then the model ends in its residual stream and reads logits off a
-    tied embedding (GPT's tied head), which is AdamW's already, and the last Linear is a hidden layer.
+Routing by parameter role (optbench.plugins.roles: the workload names each parameter's role; a model without named
+roles is classified by module type):
+  * Muon: the ``hidden`` matrices (nn.Linear and convolution weights inside the body).
+  * AdamW (adam_lr, adam_beta1, adam_beta2, adam_eps, weight_decay): every other role: ``embedding`` (nn.Embedding
+    weights, a tied head, free-standing tables such as a hand-made position embedding), ``head`` (the output layer)
+    and ``norm_bias`` (biases, norm gains).
+  * Without named roles the output head is the last nn.Linear in registration order, unless it maps back to the
+    width of an nn.Embedding (out_features == embedding_dim): then the model ends in its residual stream and reads
+    logits off a tied embedding (GPT's tied head), and the last Linear is a hidden layer.
   On ``linreg`` the model is one bias-free nn.Linear(d, 1): it is the output head, so Muon runs plain AdamW there
   and reaches the target through ``adam_lr``. (Orthogonalising a 1 x d matrix would give normalised SGD, g/||g||,
   which is not what Muon is for.)
@@ -53,7 +54,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from optbench.api import SubmissionSpec, TrialInfo, named_params
+from optbench.api import Role, SubmissionSpec, TrialInfo, named_params
+from optbench.plugins.roles import roles_of
 from optbench_submissions._common import (
     SCHEDULE_DEFAULTS,
     Float32StateOptimizer,
@@ -67,7 +69,6 @@ from optbench_submissions._linalg import adamw_step, apply_update, matrix_shape
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def newton_schulz5(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -98,35 +99,18 @@ def lr_scale(shape: tuple[int, int]) -> float:
     return max(1.0, shape[0] / shape[1]) ** 0.5
 
 
-def output_head(model: nn.Module) -> nn.Linear | None:
-    """The model's output head by the rule in the module docstring, or None (no Linear, or a tied head)."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        return None
-    widths = {m.embedding_dim for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
-    last = linears[-1]
-    return None if last.out_features in widths else last
-
-
 def route(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Split the trainable parameters of ``model`` into (Muon, AdamW) lists, each parameter once.
+    """Split the trainable parameters of ``model`` into (Muon, AdamW) lists by role, each parameter once.
 
     Args:
-      model: the whole model (module types decide).
+      model: the whole model (its roles: :func:`optbench.plugins.roles.roles_of`).
     Returns:
-      (muon_params, adamw_params) in ``model.named_parameters()`` order.
+      (muon_params, adamw_params): the ``hidden`` parameters and the rest, in :func:`named_params` order.
     """
-    head = output_head(model)
-    embedded = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
-    hidden = {
-        id(m.weight) for m in model.modules()
-        if isinstance(m, (nn.Linear, *_CONVS)) and m is not head and m.weight.dim() >= 2
-    }
-    if head is not None:
-        hidden.discard(id(head.weight))  # a head sharing its weight with a hidden layer stays AdamW's
+    roles = roles_of(model)
     muon, adamw = [], []
-    for _, p in named_params(model):
-        (muon if id(p) in hidden and id(p) not in embedded else adamw).append(p)
+    for name, p in named_params(model):
+        (muon if roles[name] is Role.HIDDEN else adamw).append(p)
     return muon, adamw
 
 

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from optbench.api import Role, named_params
+
 NUM_CLASSES = 10
 
 
@@ -124,6 +126,24 @@ class ResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.blocks(self.stem(x))).flatten(1))
+
+
+def param_roles(model: nn.Module) -> dict[str, Role]:
+    """The :class:`~optbench.api.Role` of each parameter of either network, by name and shape: ``head.*`` (the
+    classifier's weight and bias) is ``head``; every convolution kernel, the stem's included (there is no embedding:
+    the stem is the first hidden layer, as Muon's CIFAR code treats it), ``hidden``; BatchNorm gains and shifts
+    ``norm_bias``. A parameter this rule does not know is an error, not a guess."""
+    out: dict[str, Role] = {}
+    for name, p in named_params(model):
+        if name.startswith("head."):
+            out[name] = Role.HEAD
+        elif p.dim() == 4:
+            out[name] = Role.HIDDEN
+        elif p.dim() == 1:
+            out[name] = Role.NORM_BIAS
+        else:
+            raise ValueError(f"CIFAR network parameter {name!r} {tuple(p.shape)} has no role")
+    return out
 
 
 def init_weights(model: nn.Module, generator: torch.Generator) -> None:

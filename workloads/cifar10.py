@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
+from optbench.api import Budget, EvalPeriod, Goal, Metric, Role, Size
 from optbench.errors import UsageError
 from optbench_workloads._loss import gumbel_max
-from optbench_workloads._resnet import build_model
+from optbench_workloads._resnet import build_model, param_roles
 
 # Per-channel statistics of the CIFAR-10 training images (RGB, pixel values in [0, 1]).
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -173,6 +173,9 @@ class CifarTask:
         model = build_model(self.arch, widths=self.widths, bn_momentum=self.bn_momentum, generator=generator)
         # NHWC weights to match the NHWC images (faster convolutions on CUDA tensor cores and on CPU).
         return model.to(self.device, memory_format=torch.channels_last)
+
+    def param_roles(self, model: nn.Module) -> dict[str, Role]:
+        return param_roles(model)
 
     def next_batch(self, batch_size: int, generator: torch.Generator) -> ImageBatch:
         idx = torch.randint(0, len(self.train_y), (batch_size,), generator=generator, device=generator.device)

@@ -32,7 +32,7 @@ import math
 import torch
 from torch import nn
 
-from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
+from optbench.api import Budget, EvalPeriod, Goal, Metric, Role, Size
 
 # Targets. tiny: AdamW, NAdamW and SGD with their defaults (lr 1e-2, 5% warmup + cosine to 0.1 over step_hint) reach
 # excess risk 0.1 in 700-900 of the 3000 budget steps (seed 0, `benchmarks/calibrate.py`); AdamW at lr 3e-3
@@ -113,6 +113,12 @@ class LinRegTask:
         model = nn.Linear(self.dim, 1, bias=False)
         nn.init.zeros_(model.weight)  # the theory's starting point; the generator is not needed
         return model.to(self.device)
+
+    def param_roles(self, model: nn.Module) -> dict[str, Role]:
+        """The one (1, d) matrix maps the input to the prediction: the output head (no hidden layer, no embedding).
+        A matrix method given only hidden matrices leaves it to its fallback."""
+        del model
+        return {"weight": Role.HEAD}
 
     def next_batch(self, batch_size: int, generator: torch.Generator) -> LinRegBatch:
         z = torch.randn(batch_size, self.dim, generator=generator, device=self.device)

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
+from optbench.api import Budget, EvalPeriod, Goal, Metric, Role, Size, named_params
 from optbench.errors import DataMissingError, UsageError
 from optbench_workloads._gpt import GPTConfig, build_gpt, flops_per_sequence
 from optbench_workloads._loss import check_fp32_head, head_cross_entropy, sample_targets
@@ -265,6 +265,26 @@ def gpt_config(opts: Mapping[str, Any], vocab_size: int) -> GPTConfig:
     )
 
 
+def gpt_roles(model: nn.Module) -> dict[str, Role]:
+    """The :class:`~optbench.api.Role` of each GPT parameter, by name: the token embedding (the tied head too) and a
+    learned position table are ``embedding``; an untied ``lm_head`` is ``head``; the blocks' matrices (qkv, attention
+    proj, MLP fc/gate/proj) ``hidden``; norm gains and shifts and linear biases ``norm_bias``. A parameter this rule
+    does not know is an error, not a guess."""
+    out: dict[str, Role] = {}
+    for name, p in named_params(model):
+        if name.startswith(("embed.", "pos_embed.")):
+            out[name] = Role.EMBEDDING
+        elif name.startswith("lm_head."):
+            out[name] = Role.HEAD
+        elif p.dim() == 1:
+            out[name] = Role.NORM_BIAS
+        elif name.startswith("blocks.") and p.dim() == 2:
+            out[name] = Role.HIDDEN
+        else:
+            raise ValueError(f"GPT parameter {name!r} {tuple(p.shape)} has no role")
+    return out
+
+
 class LMTask:
     """Next-token prediction at one size on one device."""
 
@@ -297,6 +317,9 @@ class LMTask:
 
     def init_model(self, generator: torch.Generator) -> nn.Module:
         return build_gpt(self.cfg, generator).to(self.device)
+
+    def param_roles(self, model: nn.Module) -> dict[str, Role]:
+        return gpt_roles(model)
 
     def next_batch(self, batch_size: int, generator: torch.Generator) -> TokenBatch:
         window = self.train.draw(batch_size, self.seq_len + 1, generator)  # (B, T + 1)

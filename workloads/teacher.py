@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from optbench.api import Budget, EvalPeriod, Goal, Metric, Size
+from optbench.api import Budget, EvalPeriod, Goal, Metric, Role, Size
 
 SIZES = {
     "tiny": Size(
@@ -63,6 +63,12 @@ class TeacherTask:
                 layer.weight.uniform_(-bound, bound, generator=generator)
                 layer.bias.uniform_(-bound, bound, generator=generator)
         return model.to(self.device)
+
+    def param_roles(self, model: nn.Module) -> dict[str, Role]:
+        """The first layer's matrix is hidden (the input is dense features, not tokens: no embedding), its bias a
+        bias; the last layer (weight and bias) is the head."""
+        del model
+        return {"0.weight": Role.HIDDEN, "0.bias": Role.NORM_BIAS, "2.weight": Role.HEAD, "2.bias": Role.HEAD}
 
     def next_batch(self, batch_size: int, generator: torch.Generator) -> TeacherBatch:
         if batch_size >= self.n:

@@ -38,6 +38,7 @@ from optbench.engine.state import TrialState
 from optbench.engine.stepping import Stepper
 from optbench.parallel import distributed
 from optbench.parallel.distributed import Group
+from optbench.plugins import roles
 from optbench.store.records import EvalRow
 
 
@@ -97,6 +98,7 @@ class TrialLoop:
         device = torch.device(prep.device)
         torch.manual_seed(derive_seed(prep.seed, "torch"))
         model = task.init_model(torch.Generator().manual_seed(derive_seed(prep.seed, "init")))
+        roles.attach(model, roles.task_roles(task, model))  # the workload's parameter roles, for the submission
         updater = prep.submission.obj.create(model, prep.hparams, prep.info)
         self.owns_step = Capability.OWNS_STEP in self.caps
         if self.owns_step:  # untimed set-up, as AlgoPerf's init_optimizer_state

@@ -117,6 +117,26 @@ def for_submission(given: Mapping[str, Any], names: Iterable[str]) -> dict[str, 
     return {**plain, **mine}
 
 
+GROUP_SEP = "@"  # KEY@GROUP: an option of one parameter group of a plain class (optbench.plugins.groups)
+
+
+def split_group_key(key: str) -> tuple[str, str | None]:
+    """``"lr@hidden"`` -> ``("lr", "hidden")``; a key without ``@`` -> ``(key, None)``.
+
+    ``@`` rather than ``.``: ``NAME.key`` already names the submission a key is for, and a submission spec has dots
+    (``torch.optim:Muon.lr@hidden`` is ``lr@hidden`` for ``torch.optim:Muon``).
+
+    Raises:
+      UsageError: an empty KEY or GROUP, or more than one ``@``.
+    """
+    base, sep, group = key.partition(GROUP_SEP)
+    if not sep:
+        return key, None
+    if not base or not group or GROUP_SEP in group:
+        raise UsageError(f"--opt-arg {key!r}: a group option is KEY@GROUP=VALUE, e.g. lr@hidden=0.02")
+    return base, group
+
+
 def check_prefixes(given: Mapping[str, Any], submissions: Iterable[str]) -> None:
     """A usage error for a ``NAME.key`` whose NAME is none of the command's submissions (a typo would otherwise
     leave the value unused without a word)."""
@@ -147,7 +167,13 @@ def check_keys(defaults: Mapping[str, Any], keys: Iterable[str], *, submission: 
 
     # A scheduled submission (one with a "schedule" default) takes every schedule's keys (wsd's cooldown...).
     extra = SCHEDULE_HPARAMS if "schedule" in defaults else ()
-    unknown = sorted({k for k in keys if k not in defaults and k not in HARNESS_HPARAMS and k not in extra})
+    keys = list(keys)
+    grouped = [k for k in keys if split_group_key(k)[1] is not None]
+    if grouped and "roles" not in defaults:  # only plain classes take group options (optbench.plugins.groups)
+        raise UsageError(f"submission {submission!r} takes no group option {', '.join(sorted(grouped))}: KEY@GROUP "
+                         "is for plain optimizer classes (module:Attr)")
+    unknown = sorted({k for k in keys if k not in defaults and k not in HARNESS_HPARAMS and k not in extra
+                      and k not in grouped})
     if unknown:
         known = ", ".join(sorted(defaults)) or "(none)"
         raise UsageError(f"submission {submission!r} has no hyperparameter {', '.join(unknown)}; it accepts: {known}")

@@ -12,6 +12,7 @@ from typing import Any
 
 from optbench.api import SubmissionSpec, TrialInfo
 from optbench.errors import PluginError, UsageError
+from optbench.plugins.groups import RESERVED, build
 
 REQUIRED = object()  # a constructor keyword with no default: the user must give it with -o
 
@@ -26,8 +27,8 @@ def construct(cls: type, model: Any, kwargs: Mapping[str, Any], hparams: Mapping
       hparams: all of the trial's hyperparameters (harness keys such as ``schedule`` included).
       info: the trial.
     """
-    del hparams, info  # for hooks that route parameters by role
-    return cls(model.parameters(), **kwargs)
+    del info
+    return build(cls, model, kwargs, hparams)  # model.parameters(), or groups by role (-o roles=... KEY@GROUP=...)
 
 
 def constructor_defaults(cls: type, *, name: str) -> dict[str, Any]:
@@ -61,7 +62,9 @@ def optimizer_submission(cls: type, *, name: str) -> SubmissionSpec:
     (default ``constant``: the learning rate the class itself keeps) and, when a schedule is given, that schedule's
     keys (``-o schedule=cosine -o warmup_frac=0.05``, the built-ins' shape; see optbench/schedules.py). The updater
     is ``cls(model.parameters(), **hparams)`` (see :func:`construct`), wrapped in the schedule over the trial's
-    step_hint. JSON lists become tuples, since torch optimizers take ``betas`` and the like as tuples.
+    step_hint. JSON lists become tuples, since torch optimizers take ``betas`` and the like as tuples. The keys
+    ``roles``, ``ndim``, ``rest`` and ``KEY@GROUP`` hand the class parameter groups by role and the other parameters
+    to a fallback class (optbench/plugins/groups.py).
 
     Args:
       cls: the optimizer class.
@@ -72,6 +75,8 @@ def optimizer_submission(cls: type, *, name: str) -> SubmissionSpec:
     defaults = constructor_defaults(cls, name=name)
     own = dict(defaults)  # the constructor's keywords
     defaults.setdefault("schedule", "constant")
+    for key, value in RESERVED.items():  # parameter groups by role (optbench.plugins.groups)
+        defaults.setdefault(key, value)
 
     def factory(model: Any, hparams: Mapping[str, Any], info: TrialInfo) -> Any:
         from optbench.schedules import Scheduled, from_hparams
