@@ -18,7 +18,7 @@ from optbench.errors import UsageError
 from optbench.plugins import memory
 from optbench.plugins.registry import load_submission, load_workload
 from optbench_workloads import ladder
-from optbench_workloads._gpt import GPT, count_params
+from optbench_workloads._gpt import GPT, build_gpt, count_params
 from optbench_workloads.lm import gpt_config
 from tests.workloads.test_lm import markov_corpus, write_tokens
 
@@ -185,3 +185,28 @@ def test_architecture_options_train() -> None:
     model(tokens, tokens).backward()
     assert model.lm_head is not None and model.lm_head.weight.grad is not None
     assert model.head_weight is model.lm_head.weight and model.blocks[0].mlp.gate.bias.grad is not None
+
+
+def _saved_bytes(opts: dict[str, object], batch: int) -> int:
+    """Bytes of the distinct non-parameter storages autograd saves in one forward of ``batch`` sequences (CPU, fp32)."""
+    model = build_gpt(gpt_config(opts, 512), torch.Generator().manual_seed(0))
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    tokens = torch.randint(0, 512, (batch, int(opts["seq_len"])), generator=torch.Generator().manual_seed(0))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.features(tokens)
+    return sum(v for k, v in seen.items() if k not in params)
+
+
+@pytest.mark.parametrize("extra", [{}, {"mlp": "swiglu", "mlp_hidden": 512},
+                                   {"pos": "learned", "norm": "layer", "bias": True}])
+def test_the_activation_model_covers_what_autograd_saves(extra: dict[str, object]) -> None:
+    opts = {**ladder.LADDER["t4"].options(), **extra}
+    per_sequence = (_saved_bytes(opts, 3) - _saved_bytes(opts, 1)) / 2  # the batch-independent part cancels
+    estimate = ladder.activation_bytes(opts, autocast=False)
+    assert per_sequence <= estimate <= 1.15 * per_sequence

@@ -4,7 +4,7 @@
 (corpus, tokenizer, validation, evaluation period); ``--size tiny --model t2`` a CPU-sized rung on the tiny tier's.
 The rung replaces the tier's model (layers, width, heads, MLP, norm, positions, head, sequence length) and default
 batch; ``--tokens`` sets the budget (:mod:`optbench.engine.prepared`). The table is in docs/WORKLOADS.md
-("Model-size ladder"); ``python -m optbench_workloads.ladder --table`` prints it, memory per optimizer included.
+("Model-size ladder"); ``python -m optbench_workloads.ladder --table`` prints it and the memory table.
 
 Parameter counts are computed from the shapes (:func:`param_shapes`), never typed:
 
@@ -198,21 +198,26 @@ def activation_bytes(opts: Mapping[str, Any], *, autocast: bool) -> int:
     inputs (2 d) and the rotary's fp32 copies of q and k (2 d) at 4 bytes; at the activation width (2 bytes under
     bf16 autocast, else 4) the norms' outputs (2 d), q, k, v (3 d), the rotated q, k (2 d), the attention output and
     projection input (2 d), and the MLP's hidden activations (2 h for GELU: pre- and post-activation; 4 h for
-    SwiGLU: gate, up, silu, product). Per token beside the layers: the embedding output and final norm (2 d fp32).
+    SwiGLU: gate, up, silu, product), and the attention's log-sum-exp (H fp32). Per token beside the layers: the
+    embedding output, the final norm's input and output and the head's input (4 d fp32). Checked against the tensors
+    autograd saves on the CPU (tests/test_ladder.py): at most 15% above them, never below.
     """
     d, t, n = int(opts["d_model"]), int(opts["seq_len"]), int(opts["n_layer"])
     hidden = int(opts.get("mlp_hidden") or 4 * d)
     width = 2 if autocast else 4
     rotary = 2 * d if opts.get("pos", "rope") == "rope" else 0
     mlp = (4 if opts.get("mlp", "gelu") == "swiglu" else 2) * hidden
-    per_layer = 4 * (2 * d + rotary) + width * (2 * d + 3 * d + rotary + 2 * d + mlp)
-    return t * (n * per_layer + 4 * 2 * d)
+    per_layer = 4 * (2 * d + rotary + int(opts["n_head"])) + width * (2 * d + 3 * d + rotary + 2 * d + mlp)
+    return t * (n * per_layer + 4 * 4 * d)
 
 
 def memory_profile(opts: Mapping[str, Any], vocab: int, *, autocast: bool) -> MemoryProfile:
-    """The decoder's :class:`~optbench.plugins.memory.MemoryProfile` at one size."""
-    return MemoryProfile(params=param_shapes(opts, vocab), activation_bytes=activation_bytes(opts, autocast=autocast),
-                         transient_bytes=LOSS_CHUNK_BYTES)
+    """The decoder's :class:`~optbench.plugins.memory.MemoryProfile` at one size. The transient is a loss chunk and,
+    under autocast, the bf16 copies of the weights that autocast casts once per forward and keeps for backward."""
+    params = param_shapes(opts, vocab)
+    casts = 2 * sum(p.size for p in params) if autocast else 0
+    return MemoryProfile(params=params, activation_bytes=activation_bytes(opts, autocast=autocast),
+                         transient_bytes=LOSS_CHUNK_BYTES + casts)
 
 
 # --------------------------------------------------------------------------------------------------- sizes
@@ -234,8 +239,10 @@ def with_model(size: Size, name: str) -> Size:
     the trial's token budget replaces them (:func:`optbench.engine.prepared.prepare`); the target is provisional.
     """
     r = rung(name)
-    total, core = param_counts(r.options(), model_vocab(size, r.vocab))
-    options = {**size.options, **r.options(), "model": r.name, "params_total": total, "params_non_embedding": core}
+    vocab = model_vocab(size, r.vocab)
+    total, core = param_counts(r.options(), vocab)
+    options = {**size.options, **r.options(), "model": r.name, "params_total": total, "params_non_embedding": core,
+               "params_vocab": vocab}
     note = (f"{r.name} rung ({r.n_layer}x{r.d_model}, {total / 1e6:.2f}M params, {core / 1e6:.2f}M non-embedding) "
             f"on the {size.name} tier; PROVISIONAL target (the tier's, set for its own model): score at the budget "
             f"or give --target")
@@ -244,45 +251,74 @@ def with_model(size: Size, name: str) -> Size:
 
 
 def model_config(size: Size) -> dict[str, Any]:
-    """What the record says about the model of ``size``: its shape and options, the vocabulary (None: the
-    dataset's, read at set-up) and the parameter counts at it."""
+    """What the record says about the model of ``size``: its shape and options, the tier's vocabulary (None: the
+    dataset's, read at set-up) and the parameter counts at ``params_vocab`` (that one, else a ladder rung's nominal
+    vocabulary; no counts for a tier of ``lm`` without ``--model``)."""
     o = size.options
-    vocab = o.get("vocab")
-    out: dict[str, Any] = {"model": o.get("model"), "vocab": vocab}
+    counted = o.get("vocab") or o.get("params_vocab")
+    out: dict[str, Any] = {"model": o.get("model"), "vocab": o.get("vocab"), "params_vocab": counted}
     out.update({k: o.get(k, default) for k, default in zip(MODEL_KEYS, (None,) * 4 + ("rms", "rope", "gelu", None,
                                                                                       True, False), strict=True)})
-    if vocab is not None:
-        out["params_total"], out["params_non_embedding"] = param_counts(o, int(vocab))
+    if counted is not None:
+        out["params_total"], out["params_non_embedding"] = param_counts(o, int(counted))
     return out
 
 
-# --------------------------------------------------------------------------------------------------- the table
-def table(capacities: tuple[float, ...] = (80.0, 141.0),
-          optimizers: tuple[str, ...] = ("adamw", "muon", "soap", "shampoo")) -> str:
-    """The ladder as a Markdown table: shapes, counts at the nominal vocabulary, and per optimizer the fixed memory
-    (weights, gradients, state) and the largest micro-batch (sequences) that fits each capacity in GB."""
+# --------------------------------------------------------------------------------------------------- the tables
+# The GPUs of docs/WORKLOADS.md's memory table, as torch reports their total memory (GiB): an 80 GB A100/H100 and a
+# 141 GB H200 (139.8 GiB measured on optbench's H200).
+GPUS = (("80 GB", 79.2), ("141 GB", 139.8))
+OPTIMIZERS = ("adamw", "muon", "soap", "shampoo")
+
+
+MICRO_CAP = 1024  # the table's micro-batches stop here: no ladder batch is larger (1,024 sequences at 1.2b)
+
+
+def _micro(n: int) -> str:
+    return f">={MICRO_CAP}" if n >= MICRO_CAP else str(n)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def shapes_table() -> str:
+    """The ladder as a Markdown table: shapes, options, counts at the nominal vocabulary, batch, lr, paper."""
+    head = ["model", "layers x width (heads)", "MLP (hidden)", "norm / pos / head", "vocab", "seq", "batch (tokens)",
+            "params", "non-embedding", "lr", "matches"]
+    lines = [_row(head), _row(["---"] * len(head))]
+    for r in RUNGS:
+        total, core = param_counts(r.options(), r.vocab)
+        head_kind = ("tied" if r.tie else "untied") + (", biases" if r.bias else "")
+        lines.append(_row([f"`{r.name}`", f"{r.n_layer} x {r.d_model} ({r.n_head})",
+                           f"{r.mlp} ({r.mlp_hidden or 4 * r.d_model})", f"{r.norm} / {r.pos} / {head_kind}",
+                           f"{r.vocab:,}", str(r.seq_len), f"{r.batch_size} x {r.seq_len} = {r.batch_tokens:,}",
+                           f"{total:,}", f"{core:,}", f"{r.lr:g}" if r.lr else "-", r.matches]))
+    return "\n".join(lines)
+
+
+def memory_table() -> str:
+    """Per rung (bf16 autocast, the nominal vocabulary): activations per sequence, and per optimizer the weights +
+    gradients + state in GiB and the largest micro-batch (sequences) the plan allows on each of :data:`GPUS`
+    (0: does not fit, not even one sequence)."""
     from optbench.plugins.memory import GIB, fixed_bytes, largest_fitting
 
-    head = ["rung", "L x d (heads)", "MLP", "norm/pos/head", "vocab", "seq", "batch tok", "params", "non-emb", "lr"]
-    head += [f"{o} GiB / micro@{c:g}/{capacities[-1]:g}" for o in optimizers for c in capacities[:1]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = ["model", "activations / seq (GiB)"]
+    head += [f"{o}: GiB, micro @ {' / '.join(g for g, _ in GPUS)}" for o in OPTIMIZERS]
+    lines = [_row(head), _row(["---"] * len(head))]
     for r in RUNGS:
-        opts = r.options()
-        total, core = param_counts(opts, r.vocab)
-        prof = memory_profile(opts, r.vocab, autocast=not r.cpu)
-        mlp = f"{r.mlp} {opts['mlp_hidden'] or 4 * r.d_model}"
-        row = [r.name, f"{r.n_layer} x {r.d_model} ({r.n_head})", mlp,
-               f"{r.norm}/{r.pos}/{'tied' if r.tie else 'untied'}{'+bias' if r.bias else ''}", f"{r.vocab:,}",
-               str(r.seq_len), f"{r.batch_tokens:,}", f"{total:,}", f"{core:,}", f"{r.lr:g}" if r.lr else "-"]
-        for o in optimizers:
-            fits = "/".join(str(largest_fitting(prof, o, int(c * 1e9))) for c in capacities)
-            row.append(f"{fixed_bytes(prof, o) / GIB:.2f} / {fits}")
-        lines.append("| " + " | ".join(row) + " |")
+        prof = memory_profile(r.options(), r.vocab, autocast=True)
+        cells = [f"`{r.name}`", f"{prof.activation_bytes / GIB:.3f}"]
+        for o in OPTIMIZERS:
+            fits = " / ".join(_micro(largest_fitting(prof, o, int(c * GIB), limit=MICRO_CAP)) for _, c in GPUS)
+            cells.append(f"{fixed_bytes(prof, o) / GIB:.2f}, {fits}")
+        lines.append(_row(cells))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m optbench_workloads.ladder --table`` (Markdown) or ``--json`` (the rungs and their counts)."""
+    """``python -m optbench_workloads.ladder --table`` (both Markdown tables of docs/WORKLOADS.md) or ``--json``
+    (the rungs and their counts)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
@@ -290,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({r.name: {**dataclasses.asdict(r), "params": param_counts(r.options(), r.vocab)}
                           for r in RUNGS}, indent=1))
     else:
-        print(table())
+        print(shapes_table(), memory_table(), sep="\n\n")
     return 0
 
 
