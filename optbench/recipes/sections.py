@@ -97,9 +97,16 @@ def _cbs_runs(g: pd.DataFrame) -> list[CbsRun]:
 def _cbs_table(summaries: list[tuple[str, str, CbsSummary]]) -> str:
     from optbench.recipes.cbs import CBS_HEADERS, cbs_cells
 
-    rows = [[esc(w), esc(s), *map(esc, cbs_cells(r)), "yes" if r.batch_size == summary.critical_batch_size else ""]
+    rows = [[esc(w), esc(s), *map(esc, cbs_cells(r)), _critical_mark(summary, r.batch_size)]
             for w, s, summary in summaries for r in summary.rows]
     return html_table(["workload", "submission", *CBS_HEADERS, "critical"], rows, table_id="cbs", left=2)
+
+
+def _critical_mark(summary: CbsSummary, batch_size: int) -> str:
+    """The critical column of a row: ``yes``, or ``yes (upper bound)`` / ``(lower bound)`` at an end of the sweep."""
+    if batch_size != summary.critical_batch_size:
+        return ""
+    return "yes" + {"upper": " (upper bound)", "lower": " (lower bound)"}.get(summary.bound, "")
 
 
 def cbs_section(trials: pd.DataFrame) -> Section | None:
@@ -113,8 +120,9 @@ def cbs_section(trials: pd.DataFrame) -> Section | None:
     figures: list[Plot] = []
     for w, s, summary in summaries:
         caption = (f"{w}, {s}: steps to target against batch size at each batch size's best learning rate (median "
-                   f"over seeds, 90% bootstrap interval), perfect linear scaling from the smallest batch size that "
-                   f"reached, and the critical batch size {summary.critical_batch_size}.")
+                   f"over seeds; bars: distribution-free order-statistic interval, its coverage and n in the "
+                   f"table), perfect linear scaling from the smallest batch size that reached, and the critical "
+                   f"batch size {summary.critical_text()}.")
         figures.append(Plot(name=f"cbs-{safe_name(w)}-{safe_name(s)}", caption=caption,
                             draw=plot_cbs, args=(summary,), kwargs=dict(title=f"{w}: {s}")))
     fits = "; ".join(f"{w} {s}: S_min = {x.s_min:.4g}, B_noise = {x.b_noise:.4g}" for w, s, x in summaries)

@@ -14,15 +14,16 @@ from typing import Any
 
 from optbench import READABLE_SCHEMA_VERSIONS
 from optbench.store.fsutil import is_valid_text, printable
-from optbench.store.records import (EVAL_COLUMNS, GOALS, MATMUL_PRECISIONS, OUTCOMES, TRIAL_COLUMNS, EvalRow,
-                                    TrialRecord)
+from optbench.store.records import (EVAL_COLUMNS, GOALS, MATMUL_PRECISIONS, OUTCOMES, STOPPED_BY, TARGET_SOURCES,
+                                    TRIAL_COLUMNS, EvalRow, TrialRecord)
 from optbench.store.writer import arrow_schema
 
 _INT64 = 2**63
 _NON_NEGATIVE = ("time_to_target", "steps_to_target", "examples_to_target", "tokens_to_target", "total_steps",
                  "total_timed_seconds",  # scoring refuses negative or non-finite measures: not ours then
                  "compile_seconds", "recompiles", "model_flops_per_example", "optimizer_flops_per_step",
-                 "flops_to_target", "total_flops", "mfu", "optimizer_share")
+                 "flops_to_target", "total_flops", "mfu", "optimizer_share", "load_average", "cpu_count",
+                 "cpu_share", "gpu_utilization")
 _FINITE = ("target", *_NON_NEGATIVE)
 
 
@@ -97,6 +98,9 @@ def check_meta(meta: Any) -> dict[str, Any]:
         raise ValueError(f"metric_goal {out['metric_goal']!r} is not 'min' or 'max'")
     if out["matmul_precision"] not in MATMUL_PRECISIONS:
         raise ValueError(f"matmul_precision {printable(repr(out['matmul_precision']))[:40]} is not tf32 or fp32")
+    for name, allowed in (("stopped_by", STOPPED_BY), ("target_source", TARGET_SOURCES)):
+        if out[name] not in allowed:
+            raise ValueError(f"{name} {printable(repr(out[name]))[:40]} is not one of {', '.join(allowed[1:])}")
     try:
         hparams = json.loads(out["hparams"])
     except (ValueError, RecursionError):

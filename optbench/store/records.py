@@ -19,6 +19,11 @@ from typing import Any
 # "interrupted": stopped by Ctrl-C; scored as not reached, and a re-run of the same tune runs the trial again.
 OUTCOMES = ("reached", "missed", "diverged", "error", "oom", "timeout", "interrupted")
 MATMUL_PRECISIONS = ("", "tf32", "fp32")  # TrialRecord.matmul_precision ("": a file from before the field)
+# TrialRecord.stopped_by: the step budget or the seconds budget ended a trial that ran to its budget (a miss, or a
+# full-budget recipe trial); "" when neither did (reached, diverged, error...) or in a file from before the field.
+# A miss by seconds depends on the machine's speed and load; one by steps does not.
+STOPPED_BY = ("", "steps", "seconds")
+TARGET_SOURCES = ("", "size", "user")  # TrialRecord.target_source: the size preset's own, or --target
 # TrialRecord.target_kind: what a trial's score rests on (optbench.engine.prepared.target_kind): the size's target
 # as measured ("calibrated") or marked provisional ("provisional", every ladder model's), the user's --target
 # ("user"), or the final metric of a full-budget trial ("budget"); "" in a file from before the field.
@@ -34,6 +39,12 @@ STUDY_KINDS = (*RANKED_KINDS, *RESEARCH_KINDS)
 
 
 # The direction of a metric in one place (beside optbench.api.reached, which tests one value against a target).
+def outcome_text(outcome: str, stopped_by: str = "") -> str:
+    """An outcome as tables print it: a miss says which budget ended it (``missed (seconds)``: the machine's speed
+    or load; ``missed (steps)``), every other outcome as recorded."""
+    return f"{outcome} ({stopped_by})" if outcome == "missed" and stopped_by else outcome
+
+
 def goal_sign(goal: str) -> float:
     """+1 for ``"min"``, -1 for ``"max"``: ``sign * metric`` is smaller for the better of two values."""
     if goal not in GOALS:
@@ -140,6 +151,14 @@ class TrialRecord:
     total_flops: float | None = None  # the same over the whole trial
     mfu: float | None = None  # model FLOPs per timed second / the GPU's dense bf16 peak (None: not a known GPU)
     optimizer_share: float | None = None  # the optimizer step's share of the timed seconds (None: not measured)
+    # The conditions of the measurement (issue 21): "" / None in files from before these fields.
+    stopped_by: str = ""  # which budget ended a trial that ran to its budget: one of STOPPED_BY
+    target_source: str = ""  # where the target came from: one of TARGET_SOURCES
+    # The machine's load over the trial (optbench.engine.load; None where it cannot be read)
+    load_average: float | None = None  # mean 1-minute load average (runnable processes, this one included)
+    cpu_count: int | None = None  # CPUs the process could run on
+    cpu_share: float | None = None  # the trial thread's CPU time / the wall time: ~1 = it ran unhindered
+    gpu_utilization: float | None = None  # mean % of time the GPU ran a kernel (NVML; None without it or on CPU)
     # The model (issue 23; "" in files from before these fields and for workloads that do not describe theirs)
     model_config: str = ""  # JSON: ladder name, layers/width/heads/MLP/norm/positions/head/vocab, parameter counts,
     # the token budget and its Chinchilla multiple, and the micro-batch's memory plan
