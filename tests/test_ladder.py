@@ -210,3 +210,8 @@ def test_the_activation_model_covers_what_autograd_saves(extra: dict[str, object
     per_sequence = (_saved_bytes(opts, 3) - _saved_bytes(opts, 1)) / 2  # the batch-independent part cancels
     estimate = ladder.activation_bytes(opts, autocast=False)
     assert per_sequence <= estimate <= 1.15 * per_sequence
+
+
+def test_the_docs_tables_are_the_generated_ones() -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "WORKLOADS.md").read_text()
+    assert ladder.shapes_table() in docs and ladder.memory_table() in docs  # regenerate: python -m ...ladder --table

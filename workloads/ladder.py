@@ -242,7 +242,7 @@ def with_model(size: Size, name: str) -> Size:
     vocab = model_vocab(size, r.vocab)
     total, core = param_counts(r.options(), vocab)
     options = {**size.options, **r.options(), "model": r.name, "params_total": total, "params_non_embedding": core,
-               "params_vocab": vocab}
+               "params_vocab": vocab, "reference_lr": r.lr}
     note = (f"{r.name} rung ({r.n_layer}x{r.d_model}, {total / 1e6:.2f}M params, {core / 1e6:.2f}M non-embedding) "
             f"on the {size.name} tier; PROVISIONAL target (the tier's, set for its own model): score at the budget "
             f"or give --target")
@@ -256,7 +256,8 @@ def model_config(size: Size) -> dict[str, Any]:
     vocabulary; no counts for a tier of ``lm`` without ``--model``)."""
     o = size.options
     counted = o.get("vocab") or o.get("params_vocab")
-    out: dict[str, Any] = {"model": o.get("model"), "vocab": o.get("vocab"), "params_vocab": counted}
+    out: dict[str, Any] = {"model": o.get("model"), "vocab": o.get("vocab"), "params_vocab": counted,
+                           "reference_lr": o.get("reference_lr")}
     out.update({k: o.get(k, default) for k, default in zip(MODEL_KEYS, (None,) * 4 + ("rms", "rope", "gelu", None,
                                                                                       True, False), strict=True)})
     if counted is not None:
