@@ -234,3 +234,21 @@ def test_a_bad_grouping_is_one_line_and_exit_code_2(tmp_path: Path, spec: str, i
     assert res.exit_code == 2, res.output
     assert len(res.output.strip().splitlines()) == 1 and says in res.output, res.output
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_the_readme_command_runs_as_written(tmp_path: Path) -> None:
+    """README "Parameter groups by role": its command, with a budget of a few steps appended, runs and records the
+    grouping with the trial."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Parameter groups by role", 1)[1].split("\n## ", 1)[0]
+    (line,) = [x.strip() for x in section.splitlines() if x.startswith("    optbench ")]
+    args = shlex.split(line)[1:]
+    assert args[:3] == ["run", "-w", "teacher"] and "roles=hidden" in args and "rest=torch.optim:AdamW" in args
+    res = CliRunner().invoke(main, [*args, "--max-steps", "5", "--quiet", "--device", "cpu", "--results-dir",
+                                    str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    (path,) = tmp_path.rglob("*.parquet")
+    hparams = json.loads(pq.read_table(path, columns=["hparams"]).column(0)[0].as_py())
+    assert hparams["lr@rest"] == 0.01 and hparams["roles"] == "hidden"
