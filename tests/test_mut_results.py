@@ -203,7 +203,8 @@ def test_field_types_come_from_the_annotations():
     assert optional == {"time_to_target", "steps_to_target", "examples_to_target", "tokens_to_target",
                         "best_metric", "max_steps", "max_seconds", "error", "micro_batch_size", "step_hint",
                         "base_batch_size", "compile_seconds", "recompiles", "model_flops_per_example",
-                        "optimizer_flops_per_step", "flops_to_target", "total_flops", "mfu", "optimizer_share"}
+                        "optimizer_flops_per_step", "flops_to_target", "total_flops", "mfu", "optimizer_share",
+                        "load_average", "cpu_count", "cpu_share", "gpu_utilization"}
     assert {types[k][0] for k in ("seed", "total_steps", "max_steps", "steps_to_target")} == {"int"}
     assert {types[k][0] for k in ("target", "best_metric", "max_seconds", "total_timed_seconds")} == {"float"}
     assert types["compiled"] == ("bool", False) and types["error"] == ("str", True)

@@ -15,17 +15,20 @@ Parameter counts are computed from the shapes (:func:`param_shapes`), never type
 * **non-embedding**: total minus the token embedding, the learned positions and an untied output head (the
   vocabulary matrices): Kaplan et al.'s N, and what the 150m/300m/600m/1.2b names count.
 
-The nominal vocabulary is the one the matched paper used (GPT-2's 50,257 or T5's 32,100); a trial uses its tier's
+The nominal vocabulary is the one the matched paper used (GPT-2's 50,257, GPT-NeoX's 50,304 or T5's 32,128, as
+embedding rows); a trial uses its tier's
 tokenizer (BPE-8192 on tiny/small, GPT-2 on paper), so its embedding, and its total, follow the tier: the trial
 records the counts at the vocabulary it ran with (``model_config``).
 
 Shapes: 124m is GPT-2 small exactly (124,439,808 parameters: biases, LayerNorm, learned positions, tied head). The
-150m/300m/600m/1.2b rungs are the widths and depths whose non-embedding counts are the critical-batch-size paper's
-151M/302M/604M/1.2B (12 d^2 per layer); 360m and 660m are SOAP's, whose totals they reach with T5's vocabulary and an
-untied head; 210m is Semenov et al.'s Llama-style 24x768. Which shapes were read from a paper and which were chosen to
-match a parameter count is each rung's ``note``. Targets for ladder rungs are PROVISIONAL: the tier's own target is
-kept (set for the tier's model), so a ladder trial is scored at its budget (``full_budget``, the scaling recipe) or
-against ``--target``; the record's ``target_kind`` says which.
+20m/150m/300m/600m/1.2b rungs are the critical-batch-size paper's 19M/151M/302M/604M/1.2B as its repository's
+configs give them (``_CBS``); 360m and 660m are SOAP's, whose totals they reach with T5's vocabulary and an untied
+head; 210m is Semenov et al.'s Llama-style 24x768. Which shapes were read from a paper's configuration and which
+were chosen to match a parameter count is each rung's ``note``.
+
+Targets for ladder rungs are PROVISIONAL: the tier's own target is kept (set for the tier's model), so a ladder trial
+is scored at its budget (``full_budget``, the scaling recipe) or against ``--target``; the record's ``target_kind``
+says which.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from optbench.errors import UsageError
 from optbench.plugins.memory import MemoryProfile, Param
 
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: compute-optimal tokens per (total) parameter
-GPT2_VOCAB, T5_VOCAB, BPE_VOCAB = 50257, 32100, 8192
+GPT2_VOCAB, BPE_VOCAB = 50257, 8192
 LOSS_CHUNK_BYTES = 4 * 4 * (1 << 25)  # a loss chunk's fp32 logits, softmax, gradient and a spare (see _loss)
 MODEL_KEYS = ("n_layer", "n_head", "d_model", "seq_len", "norm", "pos", "mlp", "mlp_hidden", "tie", "bias")
 
@@ -101,10 +104,16 @@ def swiglu_hidden(d: int) -> int:
 
 
 
-# The critical-batch-size / SOAP / Seesaw family (OLMo-style decoders on C4 with T5's tokenizer): 12 d^2 per layer
-# (GELU at 4d), untied head. Sequence 512 and 256 sequences per step are our reading of those papers' defaults.
-_HARVARD = {"norm": "rms", "pos": "rope", "mlp": "gelu", "tie": False, "vocab": T5_VOCAB, "seq_len": 512,
-            "batch_tokens": 256 * 512}
+# The critical-batch-size family, read from the paper's configs (github.com/hlzhang109/critical-batch-size,
+# configs/critical-bs/{85M,151M,302M,604M,1.2B}.yaml and configs/small-proxies/19M.yaml): OLMo decoders with rotary
+# positions, LayerNorm, GELU at 4d, no biases, an untied head, context 512, AdamW at lr 1e-3 with betas (0.9, 0.95);
+# GPT-NeoX's tokenizer (embedding 50,304) for 85M-1.2B, T5's (32,128) for the small proxies. Two differences from
+# optbench's decoder: OLMo's LayerNorm has no bias and the configs add a LayerNorm on q and k (2 d + 2 d parameters
+# per layer, about 0.2% of 151M; not modelled). SOAP (C4, T5's tokenizer) uses the same codebase and group.
+NEOX_VOCAB, T5_EMBED = 50304, 32128
+_CBS = {"norm": "layer", "pos": "rope", "mlp": "gelu", "tie": False, "vocab": NEOX_VOCAB, "seq_len": 512,
+        "batch_tokens": 256 * 512, "lr": 1e-3}
+CBS_NOTE = "shape, context, batch and lr from the CBS repository's {} config"
 GPT3_LR = "Brown et al. 2020, Table 2.1 (GPT-3 at the nearest size)"
 
 RUNGS: tuple[Rung, ...] = (
@@ -112,42 +121,34 @@ RUNGS: tuple[Rung, ...] = (
     Rung(name="t2", n_layer=2, d_model=96, n_head=3, **_TINY),
     Rung(name="t3", n_layer=4, d_model=128, n_head=4, **_TINY),
     Rung(name="t4", n_layer=4, d_model=192, n_head=6, **_TINY),
-    Rung(name="20m", n_layer=6, d_model=512, n_head=8, mlp_hidden=swiglu_hidden(512), seq_len=1024,
-         vocab=GPT2_VOCAB, batch_tokens=128 * 1024,
-         **_LLAMA, matches="ladder bottom (no paper at this size)",
-         note="chosen: 6x512 Llama-style, ~19M non-embedding"),
+    Rung(name="20m", n_layer=6, d_model=512, n_head=8, **{**_CBS, "vocab": T5_EMBED},
+         matches="CBS small proxy 19M", note=CBS_NOTE.format("small-proxies/19M")),
     Rung(name="60m", n_layer=8, d_model=768, n_head=12, mlp_hidden=swiglu_hidden(768), seq_len=1024,
-         vocab=GPT2_VOCAB, batch_tokens=256 * 1024,
-         **_LLAMA, matches="ladder step (no paper at this size)",
+         vocab=GPT2_VOCAB, batch_tokens=256 * 1024, **_LLAMA, matches="ladder step (no paper at this size)",
          note="chosen: 8x768 Llama-style, ~57M non-embedding"),
     Rung(name="124m", n_layer=12, d_model=768, n_head=12, seq_len=1024, vocab=GPT2_VOCAB, batch_tokens=512 * 1024,
          norm="layer", pos="learned", mlp="gelu", tie=True, bias=True, lr=6e-4,
          matches="GPT-2 small; nanoGPT; Semenov et al. 124M; optbench's paper tier",
          note=f"GPT-2 small exactly (Radford et al. 2019); batch 0.5M tokens and lr: {GPT3_LR}"),
-    Rung(name="150m", n_layer=12, d_model=1024, n_head=16, **_HARVARD,
-         matches="CBS 151M; Seesaw, AdEMAMix, Anytime, full Gauss-Newton at 150M",
-         note="chosen to match CBS's 151M non-embedding count (12 x 12 x 1024^2)"),
+    Rung(name="150m", n_layer=12, d_model=1024, n_head=16, **_CBS,
+         matches="CBS 151M; Seesaw, AdEMAMix, Anytime, full Gauss-Newton at 150M", note=CBS_NOTE.format("151M")),
     Rung(name="210m", n_layer=24, d_model=768, n_head=12, mlp_hidden=swiglu_hidden(768), seq_len=1024,
-         vocab=GPT2_VOCAB, batch_tokens=256 * 1024,
-         **_LLAMA, matches="Semenov et al. 210M (Llama-style)",
-         note="24x768 as we read Semenov et al.; SwiGLU hidden 8/3 d = 2048"),
-    Rung(name="300m", n_layer=24, d_model=1024, n_head=16, **_HARVARD, lr=3e-4,
-         matches="CBS 302M; Seesaw and Anytime 300M",
-         note=f"chosen to match CBS's 302M non-embedding count; lr: {GPT3_LR} (350M)"),
-    Rung(name="360m", n_layer=24, d_model=1024, n_head=16, **{**_HARVARD, "seq_len": 1024, "batch_tokens": 256 * 1024},
-         lr=3e-4, matches="SOAP 360M",
-         note=f"SOAP's 360M as 24x1024 with T5's vocabulary untied (368M total); seq 1024, 256 sequences: our reading "
-              f"of SOAP (its large-batch runs: --batch-size 2048); lr: {GPT3_LR} (350M)"),
-    Rung(name="600m", n_layer=48, d_model=1024, n_head=16, **_HARVARD, lr=2.5e-4,
-         matches="CBS 604M; Seesaw 600M",
-         note=f"chosen to match CBS's 604M non-embedding count (48x1024; the paper's depth/width split unverified); "
-              f"lr: {GPT3_LR} (760M)"),
-    Rung(name="660m", n_layer=24, d_model=1408, n_head=22, **{**_HARVARD, "seq_len": 1024, "batch_tokens": 256 * 1024},
-         lr=2.5e-4, matches="SOAP 660M",
-         note=f"24x1408 (head dim 64) reaches SOAP's 660M total with T5's vocabulary untied; lr: {GPT3_LR} (760M)"),
-    Rung(name="1.2b", n_layer=24, d_model=2048, n_head=16, **{**_HARVARD, "batch_tokens": 1024 * 512}, lr=2e-4,
-         matches="CBS 1.2B; Wen et al. 1.2B",
-         note=f"chosen to match CBS's 1.2B non-embedding count (24x2048); batch 0.5M tokens; lr: {GPT3_LR} (1.3B)"),
+         vocab=GPT2_VOCAB, batch_tokens=256 * 1024, **_LLAMA, matches="Semenov et al. 210M (Llama-style)",
+         note="24x768 as we read Semenov et al. (unverified); SwiGLU hidden 8/3 d = 2048"),
+    Rung(name="300m", n_layer=24, d_model=1024, n_head=16, **{**_CBS, "batch_tokens": 512 * 512},
+         matches="CBS 302M; Seesaw and Anytime 300M", note=CBS_NOTE.format("302M")),
+    Rung(name="360m", n_layer=24, d_model=1024, n_head=16, **{**_CBS, "vocab": T5_EMBED, "lr": 3e-4},
+         matches="SOAP 360M",
+         note=f"24x1024 with T5's vocabulary untied reaches SOAP's 360M (368M in all); shape, context and batch "
+              f"unverified against the paper; lr: {GPT3_LR} (350M)"),
+    Rung(name="600m", n_layer=12, d_model=2048, n_head=16, mlp_hidden=8192, **{**_CBS, "batch_tokens": 512 * 512},
+         matches="CBS 604M; Seesaw 600M", note=CBS_NOTE.format("604M")),
+    Rung(name="660m", n_layer=24, d_model=1408, n_head=22, **{**_CBS, "vocab": T5_EMBED, "lr": 2.5e-4},
+         matches="SOAP 660M",
+         note=f"24x1408 (head dim 64) with T5's vocabulary untied reaches SOAP's 660M (662M in all); shape, context "
+              f"and batch unverified against the paper; lr: {GPT3_LR} (760M)"),
+    Rung(name="1.2b", n_layer=24, d_model=2048, n_head=32, **_CBS, matches="CBS 1.2B; Wen et al. 1.2B",
+         note=CBS_NOTE.format("1.2B")),
 )
 LADDER: Mapping[str, Rung] = {r.name: r for r in RUNGS}
 

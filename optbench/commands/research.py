@@ -19,6 +19,7 @@ from optbench.commands.trials import TrialPrinter
 from optbench.console import console as _console
 from optbench.console import escape
 from optbench.store import paths
+from optbench.store.records import outcome_text
 
 
 class SweepPrinter(TrialPrinter):
@@ -34,7 +35,8 @@ class SweepPrinter(TrialPrinter):
         if self.quiet:
             return
         rec, _ = outcome.read()
-        what = f"{rec['steps_to_target']} steps" if rec["outcome"] == "reached" else rec["outcome"]
+        what = (f"{rec['steps_to_target']} steps" if rec["outcome"] == "reached" else
+                outcome_text(rec["outcome"], rec["stopped_by"]))
         where = " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in outcome.planned.tags.items()
                          if not isinstance(v, dict))
         seed = "" if "seed" in outcome.planned.tags else f" seed {rec['seed']}"
@@ -59,7 +61,22 @@ def _sweep(plan: Sequence[Any], recipe: str, *, execution: Any, results_dir: Pat
         _console(stderr=True).print(escape(f"{len(missing)} of {len(plan)} trials have no result "
                                            f"({', '.join(sorted({o.status for o in missing}))}); the tables leave "
                                            "them out: run the same command again to retry them"))
+    _note_seconds_budget(result)
     return result, folder
+
+
+def _note_seconds_budget(result: Any) -> None:
+    """One line when trials of the recipe ended on their seconds budget (``--max-seconds``): what they measured
+    depends on the machine's speed and load, unlike the steps the tables count (read from the footers alone)."""
+    from optbench.store.checks import summarize
+
+    metas = [summarize(o.path)[1] for o in result.results()]
+    n = sum(1 for m in metas if isinstance(m, dict) and m["stopped_by"] == "seconds")
+    if n:
+        _console(stderr=True).print(escape(
+            f"note: {n} of {len(metas)} trials ran out of their seconds budget (--max-seconds), not of steps: their "
+            "misses and final values depend on this machine's speed and load; drop --max-seconds to measure steps "
+            "alone"), soft_wrap=True)
 
 
 def _base(trial: Any, hparams: Any) -> Any:

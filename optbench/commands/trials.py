@@ -16,6 +16,7 @@ from optbench.console import escape
 from optbench.errors import UsageError
 from optbench.plugins.hparams import parse_assignments
 from optbench.store import paths
+from optbench.store.records import outcome_text
 
 
 class ProgressBar:
@@ -199,14 +200,15 @@ def summary(rec: Mapping[str, Any], path: Path) -> str:
     """The one-paragraph outcome of a trial, from its record (user-derived names escaped)."""
     colour = {"reached": "green", "missed": "yellow"}.get(rec["outcome"], "red")
     head = escape(f"{rec['workload']}/{rec['size']} {rec['submission']} seed {rec['seed']}: ")
-    head = f"[{colour}]{rec['outcome']}[/{colour}] {head}"
+    head = f"[{colour}]{outcome_text(rec['outcome'], rec['stopped_by'])}[/{colour}] {head}"
+    target = f"{rec['target']:g}" + (" from --target" if rec["target_kind"] == "user" else "")
     if rec["outcome"] == "reached":
-        head += escape(f"{rec['metric_name']} {'<=' if rec['metric_goal'] == 'min' else '>='} {rec['target']:g} "
+        head += escape(f"{rec['metric_name']} {'<=' if rec['metric_goal'] == 'min' else '>='} {target} "
                        f"after {rec['time_to_target']:.2f} s timed, {rec['steps_to_target']} steps, "
                        f"{rec['examples_to_target']} examples")
     else:
         best = "n/a" if rec["best_metric"] is None else f"{rec['best_metric']:.4g}"
-        tail = f"best {rec['metric_name']} {best} (target {rec['target']:g}) in {rec['total_steps']} steps"
+        tail = f"best {rec['metric_name']} {best} (target {target}) in {rec['total_steps']} steps"
         if rec["error"] and rec["error"].strip():
             tail += f"; {rec['error'].strip().splitlines()[-1]}"
         head += escape(tail)

@@ -10,6 +10,7 @@ from optbench.api import reached
 from optbench.engine.backends import compiles_counted, matmul_precision
 from optbench.engine.batches import accumulation_steps
 from optbench.engine.flops import mfu
+from optbench.engine.load import Load
 from optbench.engine.loop import TrialLoop
 from optbench.engine.prepared import PreparedTrial
 from optbench.parallel.distributed import Group
@@ -23,8 +24,8 @@ def _to_target(rows: list[EvalRow], metric_goal: str, target: float) -> EvalRow 
 
 
 def record_of(prep: PreparedTrial, outcome: str, reason: str | None, loop: TrialLoop | None,
-            group: Group | None = None) -> TrialRecord:
-    """The trial's metadata from what was prepared and where the loop ended."""
+            group: Group | None = None, load: Load | None = None) -> TrialRecord:
+    """The trial's metadata from what was prepared, where the loop ended and the machine's load meanwhile."""
     w = prep.workload.obj
     goal = w.metric.goal.value
     rows = loop.state.rows if loop is not None else []
@@ -56,7 +57,19 @@ def record_of(prep: PreparedTrial, outcome: str, reason: str | None, loop: Trial
         study_kind=prep.study_kind, varies=",".join(prep.varies), deterministic=prep.deterministic,
         matmul_precision=matmul_precision(prep.device, prep.tf32), **_compiled(prep, loop),
         **_flops(prep, loop, hit, prov.device_name), model_config=prep.model_config, target_kind=prep.target_kind,
+        stopped_by=stopped_by(prep, outcome, loop),
+        **(load.as_fields() if load is not None else {}),
     )
+
+
+def stopped_by(prep: PreparedTrial, outcome: str, loop: TrialLoop | None) -> str:
+    """Which budget ended a trial that ran to its budget (a miss, or a full-budget trial): ``steps`` when the step
+    budget is spent (it alone would have ended the trial there), else ``seconds``; "" when no budget ended it."""
+    ran_out = outcome == "missed" or (outcome == "reached" and prep.full_budget)
+    if loop is None or not ran_out or not loop.budget_spent():
+        return ""
+    steps = prep.budget.max_steps
+    return "steps" if steps is not None and loop.state.counters.step >= steps else "seconds"
 
 
 def _compiled(prep: PreparedTrial, loop: TrialLoop | None) -> dict[str, float | int | None]:

@@ -31,6 +31,7 @@ import torch
 from optbench.api import Submission, Workload
 from optbench.engine import checkpoints
 from optbench.engine.backends import TrialSettings
+from optbench.engine.load import LoadMeter
 from optbench.engine.loop import Observer, Stop, TrialLoop, TrialTimeout, classify, derive_seed
 from optbench.engine.prepared import PreparedTrial, TrialConfig, prepare, resolve_device, resolve_size
 from optbench.engine.record import record_of
@@ -129,11 +130,12 @@ def run_prepared(prep: PreparedTrial, *, observer: Observer | None = None) -> Tr
     here = distributed.world()
     group = _join_group(prep, here)
     observer = observer if here.is_main else None
-    ended = _train(prep, observer=observer, group=group, wall_start=wall_start)
+    with LoadMeter.for_trial(prep.device) as load:  # the machine's load meanwhile, recorded beside the times
+        ended = _train(prep, observer=observer, group=group, wall_start=wall_start)
     if group is not None and ended.outcome in ("error", "oom", "timeout", "interrupted") and not Group.broken:
         group.fail(ended.outcome, ended.reason)  # the peers stop at their next collective
     rows = ended.loop.state.rows if ended.loop is not None else []
-    record = record_of(prep, ended.outcome, ended.reason, ended.loop, group)
+    record = record_of(prep, ended.outcome, ended.reason, ended.loop, group, load=load.result)
     began = ended.loop is not None and ended.loop.began  # resumed or started afresh: the checkpoint is this run's
     path, note = _write_settling_checkpoint(prep, record, rows, trained=began) if here.is_main else (None, None)
     if ended.interrupted:

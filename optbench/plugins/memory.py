@@ -150,11 +150,14 @@ def plan_micro_batch(profile: MemoryProfile, *, optimizer: str, share: int, capa
 
 
 def largest_fitting(profile: MemoryProfile, optimizer: str, capacity: int, *, limit: int = 1 << 20) -> int:
-    """The largest micro-batch that fits ``capacity`` (0 if none): the tables' column."""
+    """The largest micro-batch (at most ``limit``) that fits ``capacity``, before any evening out; 0 if none: the
+    tables' column."""
     try:
-        return plan_micro_batch(profile, optimizer=optimizer, share=limit, capacity=capacity).micro_batch_size
+        plan_micro_batch(profile, optimizer=optimizer, share=1, capacity=capacity)
     except DoesNotFit:
         return 0
+    room = usable_bytes(capacity) - fixed_bytes(profile, optimizer) - profile.transient_bytes
+    return int(min(limit, room // max(1, profile.activation_bytes)))
 
 
 def total_params(params: Sequence[Param], *, roles: Sequence[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from optbench.engine.prepared import MAX_BATCH, TrialConfig
 from optbench.errors import UsageError
 from optbench.options import option
+from optbench.recipes.budgets import steps_budget
 from optbench.recipes.common import MAX_EXTENSIONS, grid_edge, median_interval, save_png, write_text
 from optbench.report.pages import plain_formatter, plain_text
 from optbench.sweep.engine import Planned, SweepResult
@@ -31,7 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_OVERHEAD = 0.2  # Zhang et al. 2024: 20% more steps than perfect linear scaling
 MAX_SWEEP = 10_000  # trials of one sweep
-UNBOUNDED_SECONDS = 10.0**9  # a sweep measured in steps runs without a seconds budget unless --max-seconds is given
 LR_SWEEP_SEEDS = 6  # stats.min_seeds_for(0.05, two_sided=True): the paired tests of lr-sweep can reach p < 0.05
 CBS_SEEDS = 5  # default seeds of a batch-size sweep: the median's order-statistic interval then covers 94% (4: 88%)
 
@@ -318,19 +318,13 @@ def check_cbs(spec: CbsSpec) -> None:
         raise UsageError(f"a sweep of more than {MAX_SWEEP} trials; use fewer batch sizes, learning rates or seeds")
 
 
-def _steps_budget(base: TrialConfig) -> TrialConfig:
-    """Steps are what a sweep measures: without ``--max-seconds`` its trials have no seconds budget, so that a slow
-    or loaded machine cannot turn a reach into a miss."""
-    return base if base.max_seconds is not None else replace(base, max_seconds=UNBOUNDED_SECONDS)
-
-
 def plan_cbs(spec: CbsSpec, base: TrialConfig, *, kind: str = "cbs",
              grids: Mapping[int, Sequence[float]] | None = None) -> list[Planned]:
     """One trial per (batch size, learning rate, seed): each seed its own study ``cbs-b<B>-seed<N>`` (so scoring and
     paired tests see one unit per seed), trials ``lr<value>`` (a grid extended later keeps every name). ``grids``:
     a learning-rate grid per batch size, when a grid extension has grown some (default: ``spec.lrs`` at each)."""
     check_cbs(spec)
-    base = replace(_steps_budget(base), study_kind=kind, varies=("batch_size", "lr") if kind == "cbs" else ("lr",))
+    base = replace(steps_budget(base), study_kind=kind, varies=("batch_size", "lr") if kind == "cbs" else ("lr",))
     plan = []
     for b in spec.batch_sizes:
         for lr in (grids or {}).get(b, spec.lrs):

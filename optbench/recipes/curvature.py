@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from optbench.engine.prepared import TrialConfig
 from optbench.options import option
+from optbench.recipes.budgets import steps_budget
 from optbench.recipes.common import save_png, write_text
 from optbench.report.pages import plain_formatter, plain_text
 from optbench.sweep.engine import Planned, SweepResult
@@ -61,7 +62,7 @@ def stability_threshold(learning_rate: float, momentum: float = 0.0) -> float:
 
 def plan_curvature(spec: CurvatureSpec, base: TrialConfig) -> list[Planned]:
     """One full-budget trial per learning rate, with diagnostics (study ``curvature``, trial ``lr<value>``)."""
-    base = replace(base, diagnostics=True, full_budget=True, study_kind="curvature", varies=("lr",),
+    base = replace(steps_budget(base), diagnostics=True, full_budget=True, study_kind="curvature", varies=("lr",),
                    noise_batches=DIAGNOSTICS_DEFAULTS["noise_batches"] if base.noise_batches is None
                    else base.noise_batches, iters=DIAGNOSTICS_DEFAULTS["iters"] if base.iters is None else base.iters)
     return [Planned(workload=spec.workload, submission=spec.submission,

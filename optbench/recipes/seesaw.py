@@ -19,6 +19,7 @@ from typing import Any
 from optbench.engine.prepared import MAX_STEPS, TrialConfig
 from optbench.errors import UsageError
 from optbench.options import option
+from optbench.recipes.budgets import steps_budget
 from optbench.recipes.common import median_interval
 from optbench.sweep.engine import Planned, SweepResult
 
@@ -80,7 +81,7 @@ def plan_seesaw(spec: SeesawSpec, base: TrialConfig) -> list[Planned]:
                                          twin_steps=twin_steps)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    base = replace(base, full_budget=True, study_kind="seesaw", varies=("schedule", "batch_size"))
+    base = replace(steps_budget(base), full_budget=True, study_kind="seesaw", varies=("schedule", "batch_size"))
     twin_hp = {k: v for k, v in base.hparams.items() if k not in SEESAW_DEFAULTS}
     plan = []
     for seed in spec.seeds:

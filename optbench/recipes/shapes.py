@@ -21,6 +21,7 @@ from typing import Any
 from optbench.engine.prepared import MAX_STEPS, TrialConfig
 from optbench.errors import UsageError
 from optbench.options import option
+from optbench.recipes.budgets import steps_budget
 from optbench.recipes.common import save_png, write_text
 from optbench.recipes.schedules import describe, plot_schedules, schedule_values
 from optbench.report.pages import plain_text
@@ -101,7 +102,7 @@ def plan_shapes(spec: ShapeSpec, base: TrialConfig) -> list[Planned]:
                                                                    [dict(s) for s in REFERENCE_SHAPES])
     if not shapes:
         raise UsageError("no shape to search: --shapes 0 with --no-references")
-    base = replace(base, max_steps=steps, step_hint=steps, full_budget=True, variant="shapes",
+    base = replace(steps_budget(base), max_steps=steps, step_hint=steps, full_budget=True, variant="shapes",
                    study_kind="shape-search", varies=("schedule", "lr"))
     plan = []
     for k, shape in enumerate(shapes):

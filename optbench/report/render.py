@@ -54,10 +54,20 @@ def miss_reason(board: Leaderboard, workload: str, submission: str) -> str:
     cell = board.cells.loc[(workload, submission)]
     if math.isfinite(float(cell["value"])):
         return "reference missed" if workload in board.undefined else f"ratio > {board.r_max:g}"
-    parts = [f"{int(cell[o])} {why}" for o, why in MISS_REASON.items() if cell[o]]
+    parts = [part for o, why in MISS_REASON.items() if cell[o]
+             for part in (_budget_parts(cell) if o == "missed" else [f"{int(cell[o])} {why}"])]
     if cell["n_studies_reached"]:
         parts.append(f"{int(cell['n_studies_reached'])}/{int(cell['n_studies'])} studies reached")
     return ", ".join(parts) or "no trial reached"
+
+
+def _budget_parts(cell: Any) -> list[str]:
+    """The misses of a cell by the budget that ended them: ``2 out of steps``, ``1 out of seconds`` (a machine's
+    speed or load), and ``budget`` for files that did not record which."""
+    steps, seconds = int(cell.get("missed_steps", 0)), int(cell.get("missed_seconds", 0))
+    rest = int(cell["missed"]) - steps - seconds
+    return [f"{n} {why}" for n, why in ((steps, "out of steps"), (seconds, "out of seconds"),
+                                        (rest, MISS_REASON["missed"])) if n]
 
 
 def _fmt_value(v: float, by: str) -> str:

@@ -218,7 +218,19 @@ def aggregate(trials: pd.DataFrame, *, by: str = "time") -> pd.DataFrame:
     keyed = table.groupby(["workload", "submission"], sort=True)
     out["n_trials"] = keyed.size()
     counts = keyed["outcome"].value_counts().unstack(fill_value=0).reindex(columns=list(OUTCOMES), fill_value=0)
-    return out.join(counts.astype(int))
+    return _misses_by_budget(out.join(counts.astype(int)), table)
+
+
+def _misses_by_budget(out: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``out`` with ``missed_steps`` and ``missed_seconds``: per cell, the misses the step budget and the seconds
+    budget ended (``stopped_by``; a miss by seconds depends on the machine, one by steps does not). A file from before
+    ``stopped_by`` counts in neither."""
+    stopped = table["stopped_by"] if "stopped_by" in table.columns else pd.Series("", index=table.index)
+    missed = table["outcome"] == "missed"
+    for budget in ("steps", "seconds"):
+        n = (missed & (stopped == budget)).groupby([table["workload"], table["submission"]], sort=True).sum()
+        out[f"missed_{budget}"] = n.reindex(out.index, fill_value=0).astype(int)
+    return out
 
 
 # ----------------------------------------------------------------------------------- ratios, profiles, scores

@@ -14,8 +14,8 @@ from typing import Any
 
 from optbench import READABLE_SCHEMA_VERSIONS
 from optbench.store.fsutil import is_valid_text, printable
-from optbench.store.records import (EVAL_COLUMNS, GOALS, MATMUL_PRECISIONS, OUTCOMES, STOPPED_BY, TARGET_SOURCES,
-                                    TRIAL_COLUMNS, EvalRow, TrialRecord)
+from optbench.store.records import (EVAL_COLUMNS, GOALS, MATMUL_PRECISIONS, OUTCOMES, STOPPED_BY, TRIAL_COLUMNS,
+                                    EvalRow, TrialRecord)
 from optbench.store.writer import arrow_schema
 
 _INT64 = 2**63
@@ -98,9 +98,8 @@ def check_meta(meta: Any) -> dict[str, Any]:
         raise ValueError(f"metric_goal {out['metric_goal']!r} is not 'min' or 'max'")
     if out["matmul_precision"] not in MATMUL_PRECISIONS:
         raise ValueError(f"matmul_precision {printable(repr(out['matmul_precision']))[:40]} is not tf32 or fp32")
-    for name, allowed in (("stopped_by", STOPPED_BY), ("target_source", TARGET_SOURCES)):
-        if out[name] not in allowed:
-            raise ValueError(f"{name} {printable(repr(out[name]))[:40]} is not one of {', '.join(allowed[1:])}")
+    if out["stopped_by"] not in STOPPED_BY:
+        raise ValueError(f"stopped_by {printable(repr(out['stopped_by']))[:40]} is not steps or seconds")
     try:
         hparams = json.loads(out["hparams"])
     except (ValueError, RecursionError):

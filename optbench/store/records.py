@@ -27,7 +27,6 @@ STOPPED_BY = ("", "steps", "seconds")
 # full-budget recipe trial); "" when neither did (reached, diverged, error...) or in a file from before the field.
 # A miss by seconds depends on the machine's speed and load; one by steps does not.
 STOPPED_BY = ("", "steps", "seconds")
-TARGET_SOURCES = ("", "size", "user")  # TrialRecord.target_source: the size preset's own, or --target
 # TrialRecord.target_kind: what a trial's score rests on (optbench.engine.prepared.target_kind): the size's target
 # as measured ("calibrated") or marked provisional ("provisional", every ladder model's), the user's --target
 # ("user"), or the final metric of a full-budget trial ("budget"); "" in a file from before the field.
@@ -163,7 +162,6 @@ class TrialRecord:
     optimizer_share: float | None = None  # the optimizer step's share of the timed seconds (None: not measured)
     # The conditions of the measurement (issue 21): "" / None in files from before these fields.
     stopped_by: str = ""  # which budget ended a trial that ran to its budget: one of STOPPED_BY
-    target_source: str = ""  # where the target came from: one of TARGET_SOURCES
     # The machine's load over the trial (optbench.engine.load; None where it cannot be read)
     load_average: float | None = None  # mean 1-minute load average (runnable processes, this one included)
     cpu_count: int | None = None  # CPUs the process could run on

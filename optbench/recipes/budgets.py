@@ -1,0 +1,22 @@
+"""What a recipe's trials are budgeted in. Every recipe that trains measures steps (steps to a target, or the metric
+after a fixed number of steps), so its trials run without a seconds budget unless ``--max-seconds`` gives one: a
+slow or loaded machine then cannot turn a reach into a miss, nor cut a fixed-steps trial short. A trial that still
+ends on a seconds budget records ``stopped_by = "seconds"``, and the recipe says so under its tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from optbench.engine.prepared import TrialConfig
+
+# "No seconds budget": a TrialConfig's None means the size's own budget, so the absence of one is a number no trial
+# reaches (about 32 years), bounded like every --max-seconds.
+UNBOUNDED_SECONDS = 10.0**9
+
+
+def steps_budget(base: TrialConfig) -> TrialConfig:
+    """``base`` without a seconds budget, unless ``--max-seconds`` was given (then it is the user's to keep)."""
+    return base if base.max_seconds is not None else replace(base, max_seconds=UNBOUNDED_SECONDS)
