@@ -23,7 +23,7 @@ records the counts at the vocabulary it ran with (``model_config``).
 Shapes: 124m is GPT-2 small exactly (124,439,808 parameters: biases, LayerNorm, learned positions, tied head). The
 20m/150m/300m/600m/1.2b rungs are the critical-batch-size paper's 19M/151M/302M/604M/1.2B as its repository's
 configs give them (``_CBS``); 360m and 660m are SOAP's, whose totals they reach with T5's vocabulary and an untied
-head; 210m is Semenov et al.'s Llama-style 24x768. Which shapes were read from a paper's configuration and which
+head; 210m is Semenov et al.'s Llama-style 24x768 from their scripts. Which shapes were read from a paper's configuration and which
 were chosen to match a parameter count is each rung's ``note``.
 
 Targets for ladder rungs are PROVISIONAL: the tier's own target is kept (set for the tier's model), so a ladder trial
@@ -132,9 +132,10 @@ RUNGS: tuple[Rung, ...] = (
          note=f"GPT-2 small exactly (Radford et al. 2019); batch 0.5M tokens and lr: {GPT3_LR}"),
     Rung(name="150m", n_layer=12, d_model=1024, n_head=16, **_CBS,
          matches="CBS 151M; Seesaw, AdEMAMix, Anytime, full Gauss-Newton at 150M", note=CBS_NOTE.format("151M")),
-    Rung(name="210m", n_layer=24, d_model=768, n_head=12, mlp_hidden=swiglu_hidden(768), seq_len=1024,
-         vocab=GPT2_VOCAB, batch_tokens=256 * 1024, **_LLAMA, matches="Semenov et al. 210M (Llama-style)",
-         note="24x768 as we read Semenov et al. (unverified); SwiGLU hidden 8/3 d = 2048"),
+    Rung(name="210m", n_layer=24, d_model=768, n_head=12, mlp_hidden=swiglu_hidden(768), seq_len=512,
+         vocab=GPT2_VOCAB, batch_tokens=256 * 512, lr=1e-3, **_LLAMA, matches="Semenov et al. 210M (Llama-style)",
+         note="24x768, 12 heads, context 512, 16 x 16 accumulated sequences and AdamW lr 1e-3 from the benchmark's "
+              "scripts (github.com/epfml/llm-optimizer-benchmark); SwiGLU hidden 8/3 d = 2048; head tied"),
     Rung(name="300m", n_layer=24, d_model=1024, n_head=16, **{**_CBS, "batch_tokens": 512 * 512},
          matches="CBS 302M; Seesaw and Anytime 300M", note=CBS_NOTE.format("302M")),
     Rung(name="360m", n_layer=24, d_model=1024, n_head=16, **{**_CBS, "vocab": T5_EMBED, "lr": 3e-4},
