@@ -23,8 +23,8 @@ records the counts at the vocabulary it ran with (``model_config``).
 Shapes: 124m is GPT-2 small exactly (124,439,808 parameters: biases, LayerNorm, learned positions, tied head). The
 20m/150m/300m/600m/1.2b rungs are the critical-batch-size paper's 19M/151M/302M/604M/1.2B as its repository's
 configs give them (``_CBS``); 360m and 660m are SOAP's, whose totals they reach with T5's vocabulary and an untied
-head; 210m is Semenov et al.'s Llama-style 24x768 from their scripts. Which shapes were read from a paper's configuration and which
-were chosen to match a parameter count is each rung's ``note``.
+head; 210m is Semenov et al.'s Llama-style 24x768 from their scripts. Which shapes were read from a paper's
+configuration and which were chosen to match a parameter count is each rung's ``note``.
 
 Targets for ladder rungs are PROVISIONAL: the tier's own target is kept (set for the tier's model), so a ladder trial
 is scored at its budget (``full_budget``, the scaling recipe) or against ``--target``; the record's ``target_kind``
