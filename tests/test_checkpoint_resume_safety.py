@@ -20,7 +20,7 @@ from optbench.engine import checkpoints
 from optbench.engine.prepared import PreparedTrial, TrialConfig, prepare
 from optbench.engine.runner import run_prepared
 from optbench.plugins.registry import load_submission, load_workload
-from tests.scale.helpers import make_loop
+from tests.scale.helpers import make_loop, resumed_twin
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["run", "-w", "linreg", "-s", "adamw", "--device", "cpu", "--max-steps", "40", "--eval-every", "20",
@@ -152,31 +152,9 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 def test_a_resumed_trial_continues_bit_for_bit_on_its_device(tmp_path, device):
     # the GPU check of B2/B3 where a GPU is visible: a CUDA trial's state saved, loaded on the host
     # (weights_only, map_location cpu) into a fresh loop, continues exactly as the uninterrupted trial (--deterministic)
-    import time
-
-    from optbench.engine.backends import TrialSettings
-    from optbench.engine.loop import TrialLoop
-
     prep = prepare(load_workload("linreg"), load_submission("adamw"),
                    TrialConfig(device=device, deterministic=True, max_steps=30, resume=True), results_dir=tmp_path)
-
-    def fresh() -> TrialLoop:
-        task = prep.workload.obj.setup(prep.size, device=torch.device(prep.device), data_dir=None)
-        return TrialLoop(prep=prep, task=task, observer=None, wall_start=time.perf_counter())
-
-    with TrialSettings(device=torch.device(prep.device), deterministic=True, tf32=prep.tf32):
-        whole = fresh()
-        for _ in range(30):
-            whole.step()
-        first = fresh()
-        for _ in range(15):
-            first.step()
-        prep.checkpoint.parent.mkdir(parents=True)
-        checkpoints.save(first.state, prep.checkpoint, prep.checkpoint_key())
-        second = fresh()
-        checkpoints.load(second.state, prep.checkpoint, prep.checkpoint_key())
-        for _ in range(15):
-            second.step()
+    whole, second = resumed_twin(prep, steps=30, cut=15)
     for a, b in zip(whole.state.model.parameters(), second.state.model.parameters()):
         assert a.device.type == device and torch.equal(a, b)
     assert second.state.counters.step == 30 and second.state.counters.resumes == 1

@@ -5,7 +5,6 @@ the submission, and a plain class is given parameter groups by role with ``-o ro
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from torch import nn
 
 from optbench.api import Role, named_params
 from optbench.cli import main
-from optbench.engine import checkpoints
-from optbench.engine.backends import TrialSettings
 from optbench.engine.loop import TrialLoop
 from optbench.engine.prepared import TrialConfig, prepare
 from optbench.errors import PluginError
@@ -29,7 +26,7 @@ from optbench_workloads._gpt import GPTConfig, build_gpt
 from optbench_workloads._resnet import build_model
 from optbench_workloads.cifar10 import CifarTask
 from optbench_workloads.lm import LMTask
-from tests.scale.helpers import make_loop
+from tests.scale.helpers import make_loop, resumed_twin
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: one thread is faster
 
@@ -192,24 +189,8 @@ def test_a_grouped_trial_resumes_bit_for_bit(tmp_path: Path) -> None:
                    TrialConfig(device="cpu", deterministic=True, max_steps=20, resume=True, hparams=hp),
                    results_dir=tmp_path)
 
-    def fresh() -> TrialLoop:
-        task = prep.workload.obj.setup(prep.size, device=torch.device("cpu"), data_dir=None)
-        return TrialLoop(prep=prep, task=task, observer=None, wall_start=time.perf_counter())
-
-    with TrialSettings(device=torch.device("cpu"), deterministic=True, tf32=prep.tf32):
-        whole = fresh()
-        for _ in range(20):
-            whole.step()
-        first = fresh()
-        for _ in range(10):
-            first.step()
-        prep.checkpoint.parent.mkdir(parents=True)
-        checkpoints.save(first.state, prep.checkpoint, prep.checkpoint_key())
-        second = fresh()
-        checkpoints.load(second.state, prep.checkpoint, prep.checkpoint_key())
-        assert set(second.state.updater.state_dict()) == {"main", "rest"}
-        for _ in range(10):
-            second.step()
+    whole, second = resumed_twin(prep, steps=20, cut=10)
+    assert set(second.state.updater.state_dict()) == {"main", "rest"} and second.state.counters.resumes == 1
     for a, b in zip(whole.state.model.parameters(), second.state.model.parameters(), strict=True):
         assert torch.equal(a, b)
 

@@ -50,3 +50,32 @@ def params(loop: TrialLoop) -> list[torch.Tensor]:
 def relative_gap(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     """max over tensors of ||a - b|| / ||b||."""
     return max(float((x - y).norm() / y.norm().clamp_min(1e-30)) for x, y in zip(a, b))
+
+
+def resumed_twin(prep: Any, *, steps: int, cut: int) -> tuple[TrialLoop, TrialLoop]:
+    """``prep``'s trial (prepared with ``resume``, for its checkpoint path) run twice under its torch settings:
+    ``steps`` steps at once, and ``cut`` steps saved to its checkpoint, loaded into a fresh loop and continued to
+    ``steps``. Returns (whole, resumed): a resume that is exact leaves both with the same parameters."""
+    from optbench.engine import checkpoints
+    from optbench.engine.backends import TrialSettings
+
+    device = torch.device(prep.device)
+
+    def fresh() -> TrialLoop:
+        task = prep.workload.obj.setup(prep.size, device=device, data_dir=None)
+        return TrialLoop(prep=prep, task=task, observer=None, wall_start=time.perf_counter())
+
+    with TrialSettings(device=device, deterministic=prep.deterministic, tf32=prep.tf32):
+        whole = fresh()
+        for _ in range(steps):
+            whole.step()
+        first = fresh()
+        for _ in range(cut):
+            first.step()
+        prep.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        checkpoints.save(first.state, prep.checkpoint, prep.checkpoint_key())
+        resumed = fresh()
+        checkpoints.load(resumed.state, prep.checkpoint, prep.checkpoint_key())
+        for _ in range(steps - cut):
+            resumed.step()
+    return whole, resumed
