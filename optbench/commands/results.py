@@ -21,8 +21,6 @@ def score(*, results_dir: Path | None, by: str, fmt: str, reference: str | None,
                                                                  "adamw'")
     if by == "time":
         _warn_conditions(loaded)
-    if by == "time":
-        _warn_conditions(loaded)
     if hparam is not None:
         render.print_sensitivity(loaded, hparam=hparam, by=by, fmt=fmt)
     else:
@@ -38,17 +36,6 @@ def _note_failures(trials: Any, results_dir: Path | None) -> None:
     note = failure_note(trials.to_dict("records"), results_dir)
     if note:
         _console(stderr=True).print("note: " + escape(note), soft_wrap=True)
-
-
-def _warn_conditions(loaded: Any) -> None:
-    """One line on stderr when the trials ranked by time ran on different devices or under very different loads
-    (:func:`optbench.scoring.conditions.time_warning`); stdout stays the table, CSV or JSON."""
-    from optbench.scoring.conditions import time_warning
-
-    trials = loaded.units().trials
-    note = time_warning(trials.to_dict("records")) if not trials.empty else None
-    if note:
-        _console(stderr=True).print(escape(note), soft_wrap=True)
 
 
 def _warn_conditions(loaded: Any) -> None:

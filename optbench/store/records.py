@@ -23,10 +23,6 @@ MATMUL_PRECISIONS = ("", "tf32", "fp32")  # TrialRecord.matmul_precision ("": a 
 # full-budget recipe trial); "" when neither did (reached, diverged, error...) or in a file from before the field.
 # A miss by seconds depends on the machine's speed and load; one by steps does not.
 STOPPED_BY = ("", "steps", "seconds")
-# TrialRecord.stopped_by: the step budget or the seconds budget ended a trial that ran to its budget (a miss, or a
-# full-budget recipe trial); "" when neither did (reached, diverged, error...) or in a file from before the field.
-# A miss by seconds depends on the machine's speed and load; one by steps does not.
-STOPPED_BY = ("", "steps", "seconds")
 # TrialRecord.target_kind: what a trial's score rests on (optbench.engine.prepared.target_kind): the size's target
 # as measured ("calibrated") or marked provisional ("provisional", every ladder model's), the user's --target
 # ("user"), or the final metric of a full-budget trial ("budget"); "" in a file from before the field.
@@ -42,12 +38,6 @@ STUDY_KINDS = (*RANKED_KINDS, *RESEARCH_KINDS)
 
 
 # The direction of a metric in one place (beside optbench.api.reached, which tests one value against a target).
-def outcome_text(outcome: str, stopped_by: str = "") -> str:
-    """An outcome as tables print it: a miss says which budget ended it (``missed (seconds)``: the machine's speed
-    or load; ``missed (steps)``), every other outcome as recorded."""
-    return f"{outcome} ({stopped_by})" if outcome == "missed" and stopped_by else outcome
-
-
 def outcome_text(outcome: str, stopped_by: str = "") -> str:
     """An outcome as tables print it: a miss says which budget ended it (``missed (seconds)``: the machine's speed
     or load; ``missed (steps)``), every other outcome as recorded."""
@@ -171,13 +161,6 @@ class TrialRecord:
     model_config: str = ""  # JSON: ladder name, layers/width/heads/MLP/norm/positions/head/vocab, parameter counts,
     # the token budget and its Chinchilla multiple, and the micro-batch's memory plan
     target_kind: str = ""  # what the score rests on: one of TARGET_KINDS
-    # The conditions of the measurement (issue 21): "" / None in files from before these fields.
-    stopped_by: str = ""  # which budget ended a trial that ran to its budget: one of STOPPED_BY
-    # The machine's load over the trial (optbench.engine.load; None where it cannot be read)
-    load_average: float | None = None  # mean 1-minute load average (runnable processes, this one included)
-    cpu_count: int | None = None  # CPUs the process could run on
-    cpu_share: float | None = None  # the trial thread's CPU time / the wall time: ~1 = it ran unhindered
-    gpu_utilization: float | None = None  # mean % of time the GPU ran a kernel (NVML; None without it or on CPU)
 
 
 TRIAL_COLUMNS = tuple(f.name for f in fields(TrialRecord))
