@@ -133,16 +133,19 @@ def run(workload: str, opts: tuple[str, ...], hparams: dict[str, Any], seeds: tu
 @click.option("--r-max", type=click.FloatRange(min=1, min_open=True), default=4.0, show_default=True,
               help="Largest performance ratio of the profile (AlgoPerf: 4).")
 @click.option("--algoperf", is_flag=True, help="AlgoPerf's discretisation (100 tau points, trapezoid rule).")
-@click.option("--ci", "with_ci", is_flag=True, help="Bootstrap confidence intervals of the scores.")
+@click.option("--ci", "with_ci", is_flag=True, help="Bootstrap confidence intervals of the scores (their level and "
+              "the fewest studies per cell are printed with them).")
+@click.option("--effort", is_flag=True, help="Instead of the leaderboard: tuning effort, the trials a study needed "
+              "before its first reach (median over studies, order-statistic interval), per workload and submission.")
 @click.option("--sensitivity", "hparam", default=None, metavar="HPARAM",
               help="Instead of the leaderboard: best metric and time to target per value of HPARAM (e.g. lr).")
 def score(results_dir: Path | None, by: str, fmt: str, reference: str | None, r_max: float, algoperf: bool,
-          with_ci: bool, hparam: str | None) -> None:
+          with_ci: bool, effort: bool, hparam: str | None) -> None:
     """Score every trial under the results directory: time to target, performance profiles, leaderboard."""
     from optbench.commands import results
 
     results.score(results_dir=results_dir, by=by, fmt=fmt, reference=reference, r_max=r_max,
-                   algoperf=algoperf, with_ci=with_ci, hparam=hparam)
+                   algoperf=algoperf, with_ci=with_ci, hparam=hparam, effort=effort)
 
 
 @main.command()

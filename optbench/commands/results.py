@@ -13,7 +13,7 @@ from optbench.store import paths
 
 
 def score(*, results_dir: Path | None, by: str, fmt: str, reference: str | None, r_max: float, algoperf: bool,
-          with_ci: bool, hparam: str | None = None) -> None:
+          with_ci: bool, hparam: str | None = None, effort: bool = False) -> None:
     """``optbench score``: read the results store, score, print the leaderboard in the chosen format."""
     from optbench.report import render
 
@@ -21,7 +21,12 @@ def score(*, results_dir: Path | None, by: str, fmt: str, reference: str | None,
                                                                  "adamw'")
     if by == "time":
         _warn_conditions(loaded)
-    if hparam is not None:
+    if effort:
+        from optbench.report.intervals import print_effort
+
+        print_effort(render.ranked_trials(loaded), fmt=fmt)
+        return
+    elif hparam is not None:
         render.print_sensitivity(loaded, hparam=hparam, by=by, fmt=fmt)
     else:
         render.print_leaderboard(loaded, by=by, fmt=fmt, reference=reference, r_max=r_max, algoperf=algoperf,

@@ -84,8 +84,27 @@ def colors_for(subs: list[str]) -> dict[str, Any]:
     return {s: cmap(i % 10) for i, s in enumerate(subs)}
 
 
+PROFILE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+PROFILE_OFFSET = 0.012  # vertical shift per submission whose profile coincides with an earlier one's
+PROFILE_OVERLAP_NOTE = (f"Submissions whose profiles coincide are drawn offset vertically by {PROFILE_OFFSET:g} "
+                        "each, in legend order, and every line carries its own marker, so none hides another.")
+
+
+def coincident_offsets(rho: pd.DataFrame) -> dict[str, float]:
+    """Vertical offset of each submission's profile: 0 for the first of a set of identical curves, then
+    ``PROFILE_OFFSET`` times its place among them (the curves stay exact; only their drawing moves)."""
+    seen: dict[bytes, int] = {}
+    out = {}
+    for s in rho.columns:
+        key = np.round(rho[s].to_numpy(dtype=float), 12).tobytes()
+        out[str(s)] = PROFILE_OFFSET * seen.get(key, 0)
+        seen[key] = seen.get(key, 0) + 1
+    return out
+
+
 def plot_profiles(board: Leaderboard, colors: dict[str, Any]) -> Figure:
-    """Performance profiles as exact step functions on [1, r_max]."""
+    """Performance profiles as exact step functions on [1, r_max]; coinciding ones offset and every line marked
+    (:data:`PROFILE_OVERLAP_NOTE`)."""
     from matplotlib.figure import Figure
 
     from optbench.scoring.profiles import profile_curve
@@ -94,12 +113,16 @@ def plot_profiles(board: Leaderboard, colors: dict[str, Any]) -> Figure:
     finite = np.clip(r[np.isfinite(r)], 1.0, board.r_max)
     taus = np.unique(np.concatenate([[1.0, board.r_max], finite]))
     rho = profile_curve(board.ratios, taus)  # (T, S)
+    offsets = coincident_offsets(rho[list(board.scores.index)])
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
-    for s in board.scores.index:
-        ax.step(taus, rho[s].to_numpy(), where="post", color=colors[s], lw=2,
-                label=_label(f"{s} (score {board.scores[s]:.3f})"))
-    ax.set(xlim=(1.0, board.r_max), ylim=(-0.02, 1.05), xlabel=f"tau (ratio of {board.by} to the best)",
+    for i, s in enumerate(board.scores.index):
+        shift = offsets[str(s)]
+        label = f"{s} (score {board.scores[s]:.3f})" + (f", drawn +{shift:g}" if shift else "")
+        ax.step(taus, rho[s].to_numpy() + shift, where="post", color=colors[s], lw=2, label=_label(label),
+                marker=PROFILE_MARKERS[i % len(PROFILE_MARKERS)], markersize=5, markevery=slice(0, -1))
+    ax.set(xlim=(1.0, board.r_max), ylim=(-0.02, 1.05 + max(offsets.values(), default=0.0)),
+           xlabel=f"tau (ratio of {board.by} to the best)",
            ylabel="fraction of workloads", title="Performance profiles")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)

@@ -141,17 +141,18 @@ class _Scored:
     score_ci: pd.DataFrame
     time_ci: pd.DataFrame
     paired: list[dict[str, Any]]
+    effort: pd.DataFrame | None = None
 
 
 def _score(trials: pd.DataFrame, *, by: str, r_max: float, level: float, n_boot: int) -> _Scored:
     """Leaderboard, bootstrap intervals and paired tests of the ranked trials."""
     from optbench.scoring.profiles import leaderboard
-    from optbench.scoring.stats import score_ci, time_cis
+    from optbench.scoring.stats import score_ci, time_cis, tuning_effort
 
     board = leaderboard(trials, by=by, r_max=r_max)
     return _Scored(board=board, score_ci=score_ci(trials, by=by, r_max=r_max, level=level, n_boot=n_boot),
                    time_ci=time_cis(trials, by=by, level=level, n_boot=n_boot),
-                   paired=paired_rows(trials, board, by=by))
+                   paired=paired_rows(trials, board, by=by), effort=tuning_effort(trials, level=level))
 
 
 def _draw(plots: list[Plot], out: Path, *, cache: Path | None) -> dict[str, Saved]:
@@ -171,11 +172,12 @@ def _ranked_html(scored: _Scored, figures: list[str], *, level: float) -> str:
     """Leaderboard, paired tests and plots: the part of the page about the ranked trials."""
     from optbench.report import render
 
+    from optbench.report.intervals import effort_html, score_interval_note, time_interval_note
+
     board = scored.board
     return f"""<h2>Leaderboard</h2>
 <p class="note">{esc(render.header(board))} {esc(render.outcome_legend())}
-Intervals: {level:.0%} bootstrap percentile intervals over studies
-(scores: every cell resampled, the whole leaderboard recomputed per replicate).</p>
+{esc(time_interval_note(level))} {esc(score_interval_note(scored.score_ci).capitalize())}.</p>
 {leaderboard_html(board, scored.score_ci, scored.time_ci)}
 <h2>Paired tests against the best submission</h2>
 <p class="note">Per workload, a paired sign-flip test on matched studies (a study's best trial; for
@@ -184,6 +186,7 @@ Speed-up: median over pairs of t_B / t_A. Seeds needed: matched studies for a pa
 speed-up with power 0.8 at alpha 0.05.</p>
 <p class="note" id="paired-legend">{esc(PAIRED_LEGEND)}</p>
 {paired_html(scored.paired)}
+{"" if scored.effort is None or scored.effort.empty else effort_html(scored.effort)}
 <h2>Plots</h2>
 {''.join(figures)}
 """

@@ -84,6 +84,7 @@ def rows(board: Leaderboard, ci: pd.DataFrame | None = None) -> list[dict[str, A
         row: dict[str, Any] = {"rank": rank, "submission": sub, "score": float(rec["score"])}
         if ci is not None and sub in ci.index:
             row["score_low"], row["score_high"] = float(ci.loc[sub, "low"]), float(ci.loc[sub, "high"])
+            row["score_level"], row["score_n"] = float(ci.loc[sub, "level"]), int(ci.loc[sub, "n"])
         for w in board.times.index:
             row[f"{w}:{board.by}"] = float(board.times.loc[w, sub])
             row[f"{w}:ratio"] = float(board.ratios.loc[w, sub])
@@ -278,15 +279,21 @@ def print_leaderboard(loaded: ResultSet, *, by: str, fmt: str, reference: str | 
 
         out = console or make_console()
         print_rich(board, data, out)
+        if ci is not None:
+            from rich.markup import escape as esc_markup
+
+            from optbench.report.intervals import score_interval_note
+
+            out.print(esc_markup(score_interval_note(ci)), soft_wrap=True)
         share = share_note(trials)
         if share:
             from rich.markup import escape
 
             out.print(escape(share), soft_wrap=True)
     elif fmt == "markdown":
-        click.echo(to_markdown(board, data))
+        click.echo(to_markdown(board, data) + _ci_line(ci))
     elif fmt == "latex":
-        click.echo(to_latex(board, data))
+        click.echo(to_latex(board, data) + _ci_line(ci, prefix="% "))
     elif fmt == "csv":
         import pandas as pd
 
@@ -295,8 +302,15 @@ def print_leaderboard(loaded: ResultSet, *, by: str, fmt: str, reference: str | 
         payload = {"by": board.by, "r_max": board.r_max, "reference": board.reference, "algoperf": board.algoperf,
                    "note": header(board), "legend": outcome_legend(),
                    "rows": [{k: _json_safe(v) for k, v in r.items()} for r in data],
-                   "optimizer_share": optimizer_shares(trials)}
+                   "optimizer_share": optimizer_shares(trials), "score_interval": _ci_line(ci).strip() or None}
         click.echo(json.dumps(payload, indent=2))
+
+
+def _ci_line(ci: pd.DataFrame | None, *, prefix: str = "") -> str:
+    """The score intervals' level and n as a trailing line (empty without ``--ci``)."""
+    from optbench.report.intervals import score_interval_note
+
+    return "" if ci is None else f"\n\n{prefix}{score_interval_note(ci)}"
 
 
 def print_sensitivity(loaded: ResultSet, *, hparam: str, by: str, fmt: str) -> None:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from optbench.errors import UsageError
-from optbench.report.figures import (EVAL_AXIS, colors_for, plot_curves, plot_outcomes, plot_profiles,
-                                     plot_sensitivity, representative_runs)
+from optbench.report.figures import (EVAL_AXIS, PROFILE_OVERLAP_NOTE, colors_for, plot_curves, plot_outcomes,
+                                     plot_profiles, plot_sensitivity, representative_runs)
 from optbench.report.pages import esc, html_table, safe_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,6 +85,7 @@ def paired_rows(trials: pd.DataFrame, board: Leaderboard, *, by: str) -> list[di
 
 
 def leaderboard_html(board: Leaderboard, score_ci: pd.DataFrame, time_ci: pd.DataFrame) -> str:
+    from optbench.report.intervals import time_interval_text
     from optbench.report.render import miss_reason, outcome_letters
     from optbench.store.records import OUTCOMES
 
@@ -100,9 +101,8 @@ def leaderboard_html(board: Leaderboard, score_ci: pd.DataFrame, time_ci: pd.Dat
         for w in board.times.index:
             text = _fmt(float(board.times.loc[w, s]), by)
             finite = math.isfinite(float(board.times.loc[w, s]))  # a miss has no interval worth printing
-            if finite and (w, s) in time_ci.index and not math.isnan(time_ci.loc[(w, s), "low"]):
-                lo, hi = time_ci.loc[(w, s), "low"], time_ci.loc[(w, s), "high"]
-                text += f" [{_fmt(float(lo), by)}, {_fmt(float(hi), by)}]"
+            if finite and (w, s) in time_ci.index:  # the interval with its achieved coverage and n
+                text += time_interval_text(time_ci.loc[(w, s)], lambda v: _fmt(v, by))
             ratio = float(board.ratios.loc[w, s])
             text += f" ({ratio:.2f}x)" if math.isfinite(ratio) else f" ({miss_reason(board, str(w), str(s))})"
             cells.append(esc(text))
@@ -247,7 +247,8 @@ def report_plots(loaded: ResultSet, trials: pd.DataFrame, board: Leaderboard, *,
     colors = colors_for(list(board.scores.index))
     plots = [
         Plot(name="profile", caption=("Performance profiles: fraction of workloads a submission reaches within tau "
-                                      "times the best (step function; the score is the area under it, normalised)."),
+                                      "times the best (step function; the score is the area under it, normalised). "
+                                      + PROFILE_OVERLAP_NOTE),
              draw=plot_profiles, args=(board, colors)),
         Plot(name="outcomes", caption=f"Outcomes of every trial per submission and workload. {render.outcome_legend()}",
              draw=plot_outcomes, args=(board,)),
