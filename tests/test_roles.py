@@ -18,7 +18,7 @@ from optbench.api import Role, named_params
 from optbench.cli import main
 from optbench.engine.loop import TrialLoop
 from optbench.engine.prepared import TrialConfig, prepare
-from optbench.errors import PluginError
+from optbench.errors import PluginError, UsageError
 from optbench.plugins.groups import Combined, build
 from optbench.plugins.registry import load_submission, load_workload
 from optbench.plugins.roles import check_roles, default_roles, roles_of
@@ -126,12 +126,8 @@ def _train(loop: TrialLoop, steps: int) -> tuple[float, float]:
     return first, last
 
 
-@pytest.mark.parametrize("spec, items", [("torch.optim:Muon", TORCH_MUON), ("pytorch_optimizer:Muon", PTO_MUON)])
-def test_muon_on_hidden_matrices_and_adamw_on_the_rest_trains_the_teacher(tmp_path: Path, spec: str,
-                                                                         items: list[str]) -> None:
-    if spec.startswith("pytorch_optimizer"):
-        pytest.importorskip("pytorch_optimizer")
-    loop = _loop(tmp_path, "teacher", spec, items, max_steps=300)
+def test_muon_on_hidden_matrices_and_adamw_on_the_rest_trains_the_teacher(tmp_path: Path) -> None:
+    loop = _loop(tmp_path, "teacher", "torch.optim:Muon", TORCH_MUON, max_steps=300)
     up = loop.state.updater
     assert isinstance(up, Combined) and list(up.parts) == ["main", "rest"]
     assert type(up.parts["rest"]) is torch.optim.AdamW and up.parts["rest"].param_groups[0]["lr"] == 0.01
@@ -152,16 +148,41 @@ def test_muon_with_an_adamw_fallback_trains_a_language_model(tmp_path: Path, spe
     assert first > 6.0 and last < first - 1.0  # ln 512 = 6.2 at the start
 
 
-def test_on_linreg_the_only_matrix_is_the_head_so_the_fallback_alone_trains(tmp_path: Path) -> None:
-    opts = [arg for item in TORCH_MUON for arg in ("-o", item)]
-    res = CliRunner().invoke(main, ["run", "-w", "linreg", "-s", "torch.optim:Muon", *opts, "--max-steps", "200",
-                                    "--eval-every", "100", "--quiet", "--device", "cpu", "--results-dir", str(tmp_path)])
+def _run(tmp: Path, args: list[str], spec: str, items: list[str]) -> dict[str, object]:
+    """The trial row of ``optbench run ARGS -s SPEC -o ITEM...`` (which must succeed)."""
+    opts = [arg for item in items for arg in ("-o", item)]
+    res = CliRunner().invoke(main, ["run", *args, "-s", spec, *opts, "--quiet", "--device", "cpu", "--results-dir",
+                                    str(tmp)])
     assert res.exit_code == 0, res.output
-    (path,) = tmp_path.rglob("*.parquet")
-    row = pq.read_table(path, columns=["outcome", "best_metric", "hparams"]).to_pylist()[0]
+    (path,) = tmp.rglob("*.parquet")
+    return pq.read_table(path, columns=["outcome", "best_metric", "hparams", "error"]).to_pylist()[0]
+
+
+@pytest.mark.parametrize("spec, items", [("torch.optim:Muon", TORCH_MUON), ("pytorch_optimizer:Muon", PTO_MUON)])
+def test_on_linreg_the_only_matrix_is_the_head_so_the_fallback_alone_trains(tmp_path: Path, spec: str,
+                                                                           items: list[str]) -> None:
+    if spec.startswith("pytorch_optimizer"):
+        pytest.importorskip("pytorch_optimizer")
+    row = _run(tmp_path, ["-w", "linreg", "--max-steps", "200", "--eval-every", "100"], spec, items)
     assert row["outcome"] in ("reached", "missed") and row["best_metric"] < 0.5  # from an excess risk of 1
     hparams = json.loads(row["hparams"])  # the grouping is recorded with the trial
     assert hparams["roles"] == "hidden" and hparams["rest"] == "torch.optim:AdamW" and hparams["lr@rest"] == 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec, items", [("torch.optim:Muon", ["ndim=2", *TORCH_MUON]),
+                                         ("pytorch_optimizer:Muon", PTO_MUON)])
+def test_on_cifar10_conv_kernels_go_where_the_class_can_take_them(tmp_path: Path, spec: str,
+                                                                  items: list[str]) -> None:
+    """torch's Muon takes 2-D only (``ndim=2``: airbench's kernels all go to AdamW); pytorch_optimizer's flattens."""
+    if spec.startswith("pytorch_optimizer"):
+        pytest.importorskip("pytorch_optimizer")
+    from tests.workloads.test_cifar10 import write_cifar
+
+    data = write_cifar(tmp_path / "data", n_train=64, n_val=32)
+    row = _run(tmp_path / "results", ["-w", "cifar10", "--data-dir", str(data), "--max-steps", "3", "--batch-size",
+                                      "16", "--eval-every", "3"], spec, items)
+    assert row["outcome"] in ("reached", "missed"), row["error"]
 
 
 def test_ndim_keeps_conv_kernels_away_from_a_2d_only_class() -> None:
@@ -196,16 +217,25 @@ def test_a_grouped_trial_resumes_bit_for_bit(tmp_path: Path) -> None:
 
 
 # ----- mistakes: one line, exit code 2, nothing trained ---------------------------------------------------------------
+@pytest.mark.parametrize("items, says", [
+    (["roles=hiden", "rest=torch.optim:AdamW"], "expected roles among"),
+    (["roles=hidden", "rest=torch.optim:AdamW", "bogus@hidden=1"], "Muon takes no option bogus"),
+    (["roles=hidden", "rest=torch.nn:Linear"], "not a torch.optim.Optimizer subclass"),
+    (["roles=hidden", "rest=no_such_module:Adam"], "cannot load it"),
+    (["roles=hidden", "ndim=0", "rest=torch.optim:AdamW"], "expected a whole number of dimensions"),
+    (["lr@rest=0.1"], "name the class with -o rest="),
+])
+def test_a_bad_grouping_is_refused_before_any_parameter_is_touched(items: list[str], says: str) -> None:
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
+    with pytest.raises(UsageError, match=says):
+        build(torch.optim.Muon, model, {"lr": 0.02}, _hp(items))
+
+
 @pytest.mark.parametrize("spec, items, says", [
     ("torch.optim:Muon", ["lr@hiden=0.1"], "no group 'hiden'"),
-    ("torch.optim:Muon", ["roles=hiden", "rest=torch.optim:AdamW"], "expected roles among"),
     ("torch.optim:Muon", ["roles=hidden"], "name one with -o rest="),
     ("torch.optim:Muon", ["roles=hidden", "rest=torch.optim:AdamW", "bogus@rest=1"], "AdamW takes no option bogus"),
-    ("torch.optim:Muon", ["roles=hidden", "rest=torch.optim:AdamW", "bogus@hidden=1"], "Muon takes no option bogus"),
-    ("torch.optim:Muon", ["roles=hidden", "rest=torch.nn:Linear"], "not a torch.optim.Optimizer subclass"),
-    ("torch.optim:Muon", ["roles=hidden", "rest=no_such_module:Adam"], "cannot load it"),
     ("torch.optim:Muon", ["@hidden=1"], "a group option is KEY@GROUP=VALUE"),
-    ("torch.optim:Muon", ["lr@rest=0.1"], "name the class with -o rest="),
     ("adamw", ["lr@hidden=0.1"], "takes no group option lr@hidden"),
 ])
 def test_a_bad_grouping_is_one_line_and_exit_code_2(tmp_path: Path, spec: str, items: list[str], says: str) -> None:
