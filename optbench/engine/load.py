@@ -1,8 +1,8 @@
 """The machine's load during a trial, recorded on its result so that a time can be read against the conditions it
 was measured under (a loaded machine makes every time longer; steps do not change).
 
-:class:`LoadMeter` spans a trial (set-up, training and evaluations; the runner enters it around the loop) and gives
-a :class:`Load`:
+:class:`LoadMeter` spans a trial (set-up, training and evaluations; the runner enters it around the loop; for a
+resumed trial, the run that finished it) and gives a :class:`Load`:
 
 * ``load_average``: the mean of the 1-minute load average (runnable processes, this one included) sampled at the
   start, every :data:`SAMPLE_SECONDS` and at the end; None where the platform has none.
