@@ -215,6 +215,7 @@ class Capability(str, Enum):
     SAMPLED_LOSS = "sampled_loss"  # closure(sampled=True): labels sampled from the model (Sophia); implies closure
     EVAL_PARAMS = "eval_params"  # updater.eval_params(): context manager, timed enter/exit (Schedule-Free, EMA)
     BATCH_SCHEDULE = "batch_schedule"  # updater.batch_size(step) -> int (Seesaw-style batch-size ramps)
+    CREATE_GRAPH = "create_graph"  # backward(create_graph=True): the step differentiates the gradient (Adahessian)
     OWNS_STEP = "owns_step"  # the updater runs the whole step itself (AlgoPerf submissions): see :class:`OwnsStep`
 
 

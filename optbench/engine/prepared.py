@@ -27,6 +27,8 @@ from optbench.options import bounded_float, bounded_int, check, option
 from optbench.store.fsutil import is_valid_text, printable
 from optbench.store.records import STUDY_KINDS
 from optbench.plugins.hparams import check_json, for_submission, merge
+from optbench.plugins.plain import declared
+from optbench.plugins.values import expectations
 from optbench.plugins.registry import Loaded
 
 # ----------------------------------------------------------------------------------------------------- bounds
@@ -188,6 +190,10 @@ class TrialConfig:
                                "caches / compilation).", kind="int", low=0, high=MAX_WARMUP_STEPS, show_default=True)
     compile: bool = option(False, "--compile", "Run the model under torch.compile (compilation is timed unless "
                            "--warmup-steps).", kind="flag")
+    create_graph: bool = option(
+        False, "--create-graph", "Backward with create_graph=True, for a plain optimizer class whose step "
+        "differentiates the gradients (Hessian-vector products, as Adahessian) where optbench does not detect it; "
+        "recorded in hparams and capabilities.", kind="flag")
     deterministic: bool = option(
         False, "--deterministic", "Deterministic algorithms (torch.use_deterministic_algorithms, cuBLAS's fixed "
         "workspace, math attention): a CUDA trial run twice or resumed is bit-identical (CPU trials always are); "
@@ -578,7 +584,8 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
     trial = text(cfg.trial, what="trial id")
     check_json(cfg.hparams, where="hyperparameters")
     given = for_submission(cfg.hparams, {submission.name, submission.label, getattr(s, "name", submission.name)})
-    hparams = merge(s.defaults, given, submission=submission.name)
+    hparams = merge(s.defaults, given, submission=submission.name, expects=expectations(s))
+    submission, hparams = declared(submission, hparams, create_graph=bool(cfg.create_graph))
     hparams_json = json.dumps(dict(hparams), sort_keys=True, default=str)
     from optbench.parallel.distributed import world
 

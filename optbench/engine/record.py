@@ -59,6 +59,7 @@ def record_of(prep: PreparedTrial, outcome: str, reason: str | None, loop: Trial
         **_flops(prep, loop, hit, prov.device_name), model_config=prep.model_config, target_kind=prep.target_kind,
         stopped_by=stopped_by(prep, outcome, loop),
         **(load.as_fields() if load is not None else {}),
+        capabilities=",".join(sorted(c.value for c in prep.submission.obj.capabilities)),
     )
 
 

@@ -18,6 +18,7 @@ of queueing work behind a collective that will never complete (see :mod:`optbenc
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,10 @@ from torch import nn
 from optbench.api import Task, named_params
 from optbench.engine.batches import batch_length, micro_ranges, slice_batch
 from optbench.parallel.distributed import Group, World, part
+
+# backward(create_graph=True) warns of a parameter <-> gradient reference cycle unless the gradients are set to None
+# after use; the loop does exactly that after every step (zero_grad(set_to_none=True)), so the warning is noise.
+warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True", category=UserWarning)
 
 
 class Stepper:
@@ -40,12 +45,16 @@ class Stepper:
       world: this process's rank among the trial's processes.
       group: the collectives (None on one process).
       sample_gen: the generator sampled-label losses draw from.
+      create_graph: backward with ``create_graph=True``, for submissions with :attr:`Capability.CREATE_GRAPH`
+        (their step differentiates the gradients: Hessian-vector products). The graph is freed when the loop sets
+        the gradients to None after the step.
     """
 
     def __init__(self, *, task: Task, model: nn.Module, params_of: nn.Module, micro: int | None, world: World,
-                 group: Group | None, sample_gen: torch.Generator) -> None:
+                 group: Group | None, sample_gen: torch.Generator, create_graph: bool = False) -> None:
         self.task, self.model, self.micro, self.world, self.group = task, model, micro, world, group
         self.sample_gen = sample_gen
+        self.create_graph = create_graph
         self.params = [p for _, p in named_params(params_of)]
         self.passes = 0  # forward/backward passes so far (tests count them)
 
@@ -76,7 +85,7 @@ class Stepper:
             loss = self.task.sampled_loss(self.model, mb, self.sample_gen) if sampled else self.task.loss(self.model, mb)
             if weight is not None:
                 loss = loss * weight
-            loss.backward()
+            loss.backward(create_graph=self.create_graph)
             self.passes += 1
             share = loss.detach()
             total = share if total is None else total + share

@@ -147,18 +147,27 @@ def check_prefixes(given: Mapping[str, Any], submissions: Iterable[str]) -> None
                          f"command ({', '.join(sorted(known))}); write NAME.key=VALUE with NAME as given to -s")
 
 
-def merge(defaults: Mapping[str, Any], given: Mapping[str, Any], *, submission: str) -> dict[str, Any]:
-    """Defaults overridden by ``given``; a key the submission does not accept is a usage error.
+def merge(defaults: Mapping[str, Any], given: Mapping[str, Any], *, submission: str,
+          expects: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults overridden by ``given``; a key the submission does not accept, or a value its key does not take
+    (see :mod:`optbench.plugins.values`), is a usage error.
 
     Args:
       defaults: the submission's defaults (its accepted keys).
       given: user-supplied values.
       submission: name for the error message.
+      expects: what each key takes (:func:`optbench.plugins.values.expectations` of the submission); None: what
+        the defaults' types say.
     Returns:
-      The merged hyperparameters (harness keys such as ``batch_size`` included).
+      The merged hyperparameters (harness keys such as ``batch_size`` included), integral floats given for
+      integers made ints.
     """
+    from optbench.plugins.values import check_values, from_default
+
     check_keys(defaults, given, submission=submission)
-    return {**defaults, **given}
+    if expects is None:
+        expects = {k: from_default(v) for k, v in defaults.items()}
+    return check_values({**defaults, **given}, expects, submission=submission)
 
 
 def check_keys(defaults: Mapping[str, Any], keys: Iterable[str], *, submission: str) -> None:

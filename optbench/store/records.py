@@ -157,6 +157,9 @@ class TrialRecord:
     cpu_count: int | None = None  # CPUs the process could run on
     cpu_share: float | None = None  # the trial thread's CPU time / the wall time: ~1 = it ran unhindered
     gpu_utilization: float | None = None  # mean % of time the GPU ran a kernel (NVML; None without it or on CPU)
+    # What the submission asked of the harness (optbench.api.Capability values, sorted, comma-separated: "closure",
+    # "create_graph", "eval_params"...); a plain class's are detected or declared (--create-graph). "" when none.
+    capabilities: str = ""
     # The model (issue 23; "" in files from before these fields and for workloads that do not describe theirs)
     model_config: str = ""  # JSON: ladder name, layers/width/heads/MLP/norm/positions/head/vocab, parameter counts,
     # the token budget and its Chinchilla multiple, and the micro-batch's memory plan

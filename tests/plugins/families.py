@@ -38,7 +38,7 @@ class ModeSwitching(torch.optim.Optimizer):
 
     log: list[tuple[str, int]] = []  # ("eval" | "train", steps taken so far), one entry per call
 
-    def __init__(self, params, lr: float = 0.5, beta: float = 0.9):
+    def __init__(self, params, lr: float = 0.02, beta: float = 0.9):
         super().__init__(params, {"lr": lr, "beta": beta})
         self.train_mode = False
         self.taken = 0
@@ -91,7 +91,7 @@ class LineSearch(torch.optim.Optimizer):
 
     calls: list[int] = []  # closure calls per step
 
-    def __init__(self, params, lr: float = 2.0, shrink: float = 0.5, tries: int = 4):
+    def __init__(self, params, lr: float = 0.1, shrink: float = 0.5, tries: int = 4):
         super().__init__(params, {"lr": lr, "shrink": shrink, "tries": tries})
 
     def step(self, closure: Callable[[], torch.Tensor]):
@@ -115,20 +115,26 @@ class LineSearch(torch.optim.Optimizer):
             if loss < loss0:
                 break
             lr *= g0["shrink"]
+        else:  # no trial point was better: stay where the step began
+            with torch.no_grad():
+                for p, s in zip(params, start):
+                    p.copy_(s)
         LineSearch.calls.append(n)
         return loss0
 
 
 class DiagonalNewton(torch.optim.Optimizer):
-    """A diagonal Newton step with Hutchinson's estimate ``v * (H v)`` of the Hessian's diagonal (Adahessian in
-    miniature). ``H v`` is ``torch.autograd.grad`` of the gradients, so they must carry their graph: the harness
-    must call ``backward(create_graph=True)``; without it this raises, as Adahessian does."""
+    """A diagonal Newton-like step with Hutchinson's estimate ``v * (H v)`` of the Hessian's diagonal, averaged as
+    Adahessian does (an EMA of its square, square-rooted). ``H v`` is ``torch.autograd.grad`` of the gradients, so
+    they must carry their graph: the harness must call ``backward(create_graph=True)``; without it this raises,
+    as Adahessian does."""
 
     steps: list[int] = []  # one entry per step taken with a differentiable gradient
 
-    def __init__(self, params, lr: float = 0.5, eps: float = 1e-3, seed: int = 0):
-        super().__init__(params, {"lr": lr, "eps": eps})
+    def __init__(self, params, lr: float = 0.05, beta: float = 0.99, eps: float = 1e-4, seed: int = 0):
+        super().__init__(params, {"lr": lr, "beta": beta, "eps": eps})
         self.gen = torch.Generator().manual_seed(seed)
+        self.taken = 0
 
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
@@ -137,9 +143,13 @@ class DiagonalNewton(torch.optim.Optimizer):
         vs = [(torch.randint(0, 2, p.shape, generator=self.gen) * 2 - 1).to(p) for p in params]
         hvs = torch.autograd.grad([p.grad for p in params], params, grad_outputs=vs)
         g0 = self.param_groups[0]
+        self.taken += 1
+        correction = 1 - g0["beta"] ** self.taken
         with torch.no_grad():
             for p, v, hv in zip(params, vs, hvs):
-                p.sub_(g0["lr"] * p.grad / ((v * hv).abs() + g0["eps"]))
+                h = self.state[p].setdefault("h", torch.zeros_like(p))
+                h.mul_(g0["beta"]).addcmul_(v * hv, v * hv, value=1 - g0["beta"])
+                p.sub_(g0["lr"] * p.grad / ((h / correction).sqrt() + g0["eps"]))
         DiagonalNewton.steps.append(len(params))
         return None
 
