@@ -263,3 +263,16 @@ def test_the_readme_command_runs_as_written(tmp_path: Path) -> None:
     (path,) = tmp_path.rglob("*.parquet")
     hparams = json.loads(pq.read_table(path, columns=["hparams"]).column(0)[0].as_py())
     assert hparams["lr@rest"] == 0.01 and hparams["roles"] == "hidden"
+
+
+def test_a_schedule_free_class_given_groups_still_switches_modes(tmp_path: Path) -> None:
+    """The grouped updater passes train()/eval() to the part that has modes: the class is evaluated at its averaged
+    weights while its AdamW fallback, which has none, steps on."""
+    from tests.plugins.families import ModeSwitching, reset_logs
+
+    reset_logs()
+    spec = "tests.plugins.families:ModeSwitching"
+    row = _run(tmp_path, ["-w", "teacher", "--max-steps", "20", "--eval-every", "10"], spec,
+               ["roles=hidden", "rest=torch.optim:AdamW"])
+    assert row["outcome"] in ("reached", "missed"), row["error"]
+    assert ("eval", 10) in ModeSwitching.log and ("eval", 20) in ModeSwitching.log

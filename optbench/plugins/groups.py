@@ -150,8 +150,8 @@ def build(cls: type, model: Any, kwargs: Mapping[str, Any], hparams: Mapping[str
       kwargs: ``cls``'s own constructor keywords.
       hparams: all hyperparameters (the grouping keys among them).
     Returns:
-      ``cls(model.parameters(), **kwargs)`` without grouping keys; else ``cls`` over its role groups, and with a
-      fallback a :class:`Combined` of both (either alone when the other has no parameters).
+      ``cls(model.parameters(), **kwargs)`` without grouping keys; else a :class:`Combined` of ``cls`` over its role
+      groups and the fallback over the others (a part without parameters left out).
     Raises:
       UsageError: an unknown role, group, key or fallback class.
     """
@@ -181,7 +181,7 @@ def build(cls: type, model: Any, kwargs: Mapping[str, Any], hparams: Mapping[str
         parts[REST] = rest_cls(others, **rest_kwargs)
     if not parts:
         raise UsageError(f"-o roles={hparams.get('roles')!r}: no parameter of this model has those roles")
-    return Combined(parts) if len(parts) > 1 else next(iter(parts.values()))
+    return Combined(parts)
 
 
 class Combined:
@@ -213,6 +213,18 @@ class Combined:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for opt in self.parts.values():
             opt.zero_grad(set_to_none=set_to_none)
+
+    def train(self) -> None:
+        """Train mode for each part that has modes (a schedule-free class; its fallback has none)."""
+        for opt in self.parts.values():
+            if callable(getattr(opt, "train", None)):
+                opt.train()
+
+    def eval(self) -> None:
+        """Eval mode (averaged weights in the parameters) for each part that has modes."""
+        for opt in self.parts.values():
+            if callable(getattr(opt, "eval", None)):
+                opt.eval()
 
     def state_dict(self) -> dict[str, Any]:
         return {name: opt.state_dict() for name, opt in self.parts.items()}

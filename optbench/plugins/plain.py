@@ -16,6 +16,7 @@ from typing import Any
 
 from optbench.api import Capability, SubmissionSpec, TrialInfo
 from optbench.errors import PluginError, UsageError
+from optbench.plugins.groups import RESERVED, build
 from optbench.plugins import values
 from optbench.plugins.groups import RESERVED, build
 
