@@ -195,7 +195,7 @@ def _num(x: float) -> str:
 
 def cbs_cells(r: CbsRow) -> list[str]:
     """One row of the sweep's table as text, in :data:`CBS_HEADERS` order (``cbs`` and ``report`` print the same)."""
-    interval = ""
+    interval = f"none (n={r.seeds})"
     if not math.isnan(r.steps_low):  # an upper bound "missed": the seeds are consistent with not reaching
         interval = f"{_num(r.steps_low)}-{_num(r.steps_high)} ({r.steps_level:.0%}, n={r.seeds})"
     lr = "" if r.best_lr is None else f"{r.best_lr:.3g}" + (f" ({r.lr_edge} edge)" if r.lr_edge else "")

@@ -26,6 +26,17 @@ import numpy as np
 import pandas as pd
 
 from optbench.errors import UsageError
+from optbench.scoring.order import (  # re-exported: the intervals every caller of this module shows
+    METHOD_NAMES as METHOD_NAMES,
+    Interval as Interval,
+    check_level as _check_level,
+    interval_label as interval_label,
+    median_order_interval as median_order_interval,
+    order_coverage as order_coverage,
+    order_rank as order_rank,
+)
+from optbench.scoring.effort import trials_to_first_reach as trials_to_first_reach
+from optbench.scoring.effort import tuning_effort as tuning_effort
 from optbench.scoring.profiles import (
     TRIAL_MEASURES,
     leaderboard,
@@ -41,93 +52,6 @@ EXACT_MAX_PAIRS = 16  # up to 2**16 sign vectors: enumerate exactly; beyond, Mon
 # range (its coverage falls well short of the nominal level: 2 studies, 50% for any nominal level), so its level is
 # marked nominal wherever it is shown.
 BOOTSTRAP_MIN_UNITS = 10
-
-
-@dataclass(frozen=True, kw_only=True)
-class Interval:
-    """An interval for a median, with the coverage it actually has.
-
-    Attributes:
-      estimate: the statistic on the data (median over studies of the best trial; inf = missed).
-      low, high: interval bounds (may be inf; NaN when fewer than 2 units).
-      level: the coverage the interval achieves: exact (distribution-free) for ``method="order"``, nominal for
-        ``method="bootstrap"``; below ``requested`` when too few units make the requested level unreachable (2 units:
-        at most 50%), 0 with one unit.
-      requested: the coverage asked for, e.g. 0.9.
-      n_units: number of units (studies) the interval is over.
-      unit: ``"study"``, or ``"seed"`` when every study holds one trial (then each study is one seed's run).
-      method: ``"order"`` (order statistics of the units, binomial coverage), ``"bootstrap"`` or ``"none"``.
-    """
-
-    estimate: float
-    low: float
-    high: float
-    level: float
-    n_units: int
-    unit: str
-    requested: float = math.nan
-    method: str = "order"
-
-    def label(self) -> str:
-        """What the interval covers, for tables and captions: ``75% order-statistic interval, n=3``."""
-        return interval_label(level=self.level, n=self.n_units, method=self.method, requested=self.requested)
-
-
-METHOD_NAMES = {"order": "order-statistic", "bootstrap": "bootstrap", "none": "no"}
-
-
-def interval_label(*, level: float, n: int, method: str = "order", requested: float = math.nan) -> str:
-    """``90% order-statistic interval, n=5``; a level below the requested one says so (``50% (90% unreachable)``)."""
-    if n < 2 or method == "none":
-        return f"no interval, n={n}"
-    short = "" if math.isnan(requested) or level >= requested - 1e-12 else f" ({requested:.0%} unreachable)"
-    return f"{level:.1%}".replace(".0%", "%") + f"{short} {METHOD_NAMES.get(method, method)} interval, n={n}"
-
-
-def order_coverage(n: int, j: int) -> float:
-    """Coverage of ``[x_(j), x_(n+1-j)]`` (1-based order statistics of n iid draws) for the population median:
-    ``P(j <= B <= n-j)`` with ``B ~ Binomial(n, 1/2)``, whatever the (continuous) distribution; with ties it is at
-    least this."""
-    if n < 2 or not 1 <= j <= n // 2:
-        return 0.0
-    return 1.0 - 2.0 * sum(math.comb(n, i) for i in range(j)) / 2.0**n
-
-
-def order_rank(n: int, level: float) -> int:
-    """The 1-based rank j of the narrowest symmetric order-statistic interval whose coverage is at least ``level``;
-    1 (min to max, the widest there is) when no j reaches it. 0 when n < 2 (no interval)."""
-    if n < 2:
-        return 0
-    j = 1
-    while j + 1 <= n // 2 and order_coverage(n, j + 1) >= level - 1e-12:
-        j += 1
-    return j
-
-
-def median_order_interval(values: Sequence[float] | np.ndarray, *, level: float = 0.9) -> Interval:
-    """The median of ``values`` (inf = missed) and its distribution-free order-statistic interval.
-
-    ``[x_(j), x_(n+1-j)]`` covers the population median with probability :func:`order_coverage` (binomial, no
-    assumption on the distribution), so small samples get an honest level instead of a bootstrap's nominal one: with
-    2 values the min-max covers 50%, with 3 values 75%, with 5 values 93.75%. The narrowest j reaching ``level`` is
-    taken; when none does, the min-max, with the lower level it achieves recorded in ``level``.
-
-    Returns:
-      :class:`Interval` with ``unit="value"``; NaN bounds and level 0 for fewer than 2 values.
-    References:
-      Hollander, Wolfe & Chicken, "Nonparametric Statistical Methods" (2014), section 3.6; David & Nagaraja,
-      "Order Statistics" (2003), section 7.1.
-    """
-    _check_level(level)
-    x = np.sort(np.asarray(values, dtype=float))
-    n = len(x)
-    estimate = float(np.median(x)) if n else math.nan
-    j = order_rank(n, level)
-    if j == 0:
-        return Interval(estimate=estimate, low=math.nan, high=math.nan, level=0.0, requested=level, n_units=n,
-                        unit="value", method="none")
-    return Interval(estimate=estimate, low=float(x[j - 1]), high=float(x[n - j]), level=order_coverage(n, j),
-                    requested=level, n_units=n, unit="value", method="order")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,12 +79,6 @@ class PairedTest:
     n_b_only: int
     n_both_missed: int
     exact: bool
-
-
-def _check_level(level: float) -> float:
-    if not 0 < level < 1:
-        raise UsageError(f"confidence level must be in (0, 1), got {level}")
-    return level
 
 
 def _check_count(n: int, name: str) -> int:
@@ -542,58 +460,6 @@ def significance_note(n_seeds: int, comparisons: Sequence[str], *, alpha: float 
     return (f"with {n_seeds} seed{'' if n_seeds == 1 else 's'} the paired {side} test cannot reach p <= {alpha:g} "
             f"(smallest possible p = {smallest_p(n_seeds, two_sided=two_sided):.3g}; {need} seeds can): "
             + ", ".join(comparisons))
-
-
-# ------------------------------------------------------------------------------------------- tuning effort
-
-
-def _trial_order(study: pd.DataFrame) -> pd.DataFrame:
-    """A study's trials in the order they were planned: by trial index when every trial id is a number (``tune``'s
-    ``0, 1, ...``), else by creation time when recorded, else as given."""
-    ids = pd.to_numeric(study["trial"], errors="coerce")
-    if ids.notna().all():
-        return study.assign(_order=ids).sort_values("_order", kind="stable")
-    if "created_at" in study.columns and study["created_at"].notna().all():
-        return study.sort_values("created_at", kind="stable")
-    return study
-
-
-def trials_to_first_reach(trials: pd.DataFrame) -> pd.Series:
-    """Per (workload, submission, study): how many trials the study ran up to and including its first that reached
-    the target (inf when none did), the trials in the order they were planned (:func:`_trial_order`)."""
-    missing = [c for c in ("workload", "submission", "study", "trial", "outcome") if c not in trials.columns]
-    if missing:
-        raise UsageError(f"trials lack column(s): {', '.join(missing)}")
-    out = {}
-    for key, study in trials.groupby(["workload", "submission", "study"], sort=True):
-        reached = (_trial_order(study)["outcome"] == "reached").to_numpy()
-        out[key] = float(np.argmax(reached) + 1) if reached.any() else math.inf
-    index = pd.MultiIndex.from_tuples(list(out), names=["workload", "submission", "study"])
-    return pd.Series(list(out.values()), index=index, dtype=float, name="trials_to_reach")
-
-
-def tuning_effort(trials: pd.DataFrame, *, level: float = 0.9) -> pd.DataFrame:
-    """Tuning effort per workload and submission: the median over studies of the trials a study needed before its
-    first reach (:func:`trials_to_first_reach`; inf = a study that never reached counts as needing more than it
-    had), with its order-statistic interval over studies (:func:`median_order_interval`). The question behind
-    AlgoPerf's two rulesets: how much search a method needs, not only how fast its best trial is.
-
-    Returns:
-      DataFrame indexed by (workload, submission) with ``estimate, low, high, level, requested, n`` (studies),
-      ``reached`` (studies that reached) and ``trials`` (the most trials any study ran).
-    """
-    _check_level(level)
-    per_study = trials_to_first_reach(trials)
-    sizes = trials.groupby(["workload", "submission", "study"], sort=True).size()
-    rows = {}
-    for (w, s), values in per_study.groupby(level=["workload", "submission"], sort=True):
-        ci = median_order_interval(values.to_numpy(), level=level)
-        rows[(w, s)] = {"estimate": ci.estimate, "low": ci.low, "high": ci.high, "level": ci.level,
-                        "requested": level, "n": ci.n_units, "reached": int(np.isfinite(values).sum()),
-                        "trials": int(sizes.loc[(w, s)].max())}
-    out = pd.DataFrame.from_dict(rows, orient="index")
-    out.index = pd.MultiIndex.from_tuples(out.index, names=["workload", "submission"])
-    return out
 
 
 # -------------------------------------------------------------------------------------------- sensitivity

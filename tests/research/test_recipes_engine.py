@@ -110,7 +110,8 @@ def test_a_recipe_run_again_records_nothing_and_writes_the_same_table(tmp_path, 
     assert _tables(root, recipe) == tables  # byte for byte
     assert _table_lines(second.stdout) == _table_lines(first.stdout) != []
     if recipe == "cbs":  # the table says something: steps to target at each batch size
-        assert "| 8 | 0.01 | 20 |" in tables["cbs.md"].decode() and "| 16 | 0.01 | 10 |" in tables["cbs.md"].decode()
+        assert "| 8 | 0.01 (low edge) | 20 |" in tables["cbs.md"].decode()  # 0.03 was worse: an edge
+        assert "| 16 | 0.01 | 10 |" in tables["cbs.md"].decode()  # 0.01 and 0.03 tie at 16: a plateau
     assert not list(root.rglob("*.claim"))
 
 
@@ -241,7 +242,7 @@ def serial_tables(tmp_path_factory):
 
 def test_serial_tables_say_something(serial_tables):
     cbs = serial_tables["cbs"]["cbs.md"].decode()
-    assert "| 8 | 0.01 | 20 |" in cbs and "| 16 | 0.01 | 10 |" in cbs
+    assert "| 8 | 0.01 (low edge) | 20 |" in cbs and "| 16 | 0.01 | 10 |" in cbs
     assert "| 0.01 | 20 | 10 |" in serial_tables["lr-sweep"]["lr-sweep.md"].decode()
 
 
