@@ -276,3 +276,17 @@ def test_a_schedule_free_class_given_groups_still_switches_modes(tmp_path: Path)
                ["roles=hidden", "rest=torch.optim:AdamW"])
     assert row["outcome"] in ("reached", "missed"), row["error"]
     assert ("eval", 10) in ModeSwitching.log and ("eval", 20) in ModeSwitching.log
+
+
+def test_group_keys_can_name_their_submission_in_a_command_with_several(tmp_path: Path) -> None:
+    """``NAME.KEY@GROUP``: the ``.`` names the submission, the ``@`` the group, so a built-in beside the grouped
+    class is not handed keys it cannot take."""
+    spec = "torch.optim:Muon"
+    items = [f"{spec}.{item}" for item in TORCH_MUON]
+    res = CliRunner().invoke(main, ["run", "-w", "teacher", "-s", "adamw", "-s", spec,
+                                    *[arg for item in items for arg in ("-o", item)], "--max-steps", "3", "--quiet",
+                                    "--device", "cpu", "--results-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    rows = [pq.read_table(p, columns=["submission", "hparams"]).to_pylist()[0] for p in tmp_path.rglob("*.parquet")]
+    by_name = {r["submission"]: json.loads(r["hparams"]) for r in rows}
+    assert by_name[spec]["lr@rest"] == 0.01 and not any("@" in k for k in by_name["adamw"])
