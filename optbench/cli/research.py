@@ -1,4 +1,4 @@
-"""Click commands of the research recipes: schedules, cbs, lr-sweep, shape-search, curvature, seesaw.
+"""Click commands of the research recipes: schedules, cbs, lr-sweep, shape-search, curvature, seesaw, scaling.
 
 Registered on the main group by :func:`add_commands`; like every click module here, it only parses options and
 hands off to the command layer (:mod:`optbench.commands.research`). Each recipe that trains takes its own options
@@ -18,6 +18,7 @@ from optbench.cli.options import config_options, hparam_options, quiet_option, r
 from optbench.engine.prepared import TrialConfig
 from optbench.recipes.cbs import LR_SWEEP_SEEDS, CbsSpec
 from optbench.recipes.curvature import DIAGNOSTICS_DEFAULTS, CurvatureSpec
+from optbench.recipes.scaling import ScalingSpec
 from optbench.recipes.seesaw import SeesawSpec
 from optbench.recipes.shapes import ShapeSpec
 from optbench.sweep.engine import Execution
@@ -184,7 +185,26 @@ def lr_sweep(**options: Any) -> None:
     research.lr_sweep(**options)
 
 
+@click.command("scaling")
+@recipe_options(ScalingSpec, out="scaling.md (table, fits), scaling.json, scaling.csv (every trial) and two plots",
+                exclude=("model",))
+def scaling(**options: Any) -> None:
+    """Loss against compute over a ladder of model sizes: best lr per size, power-law fits, speedup over a reference.
+
+    \b
+    Every size x submission x learning rate x seed trains its whole token budget (--tokens); per submission the
+    best lr of each size gives L(C) = a C^-b and lr*(N) = c N^-d, and each size the submission's effective compute
+    speedup over --reference, with bootstrap intervals over seeds (extrapolations flagged).
+    Example (the tiny CPU ladder on the synthetic corpus):
+      optbench data prepare synthetic --data-dir DATA
+      optbench scaling -s adamw -s lion --data-dir DATA --device cpu
+    """
+    from optbench.commands import research
+
+    research.scaling(**options)
+
+
 def add_commands(group: click.Group) -> None:
     """Register the research commands on ``group`` (the ``optbench`` main group)."""
-    for command in (schedules, cbs, shape_search, curvature, seesaw, lr_sweep):
+    for command in (schedules, cbs, shape_search, curvature, seesaw, lr_sweep, scaling):
         group.add_command(command)

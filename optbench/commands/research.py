@@ -202,3 +202,33 @@ def seesaw(*, spec: Any, hparams: Any, trial: Any, execution: Any, results_dir: 
                     f"# Seesaw vs step decay: {spec.submission} on {spec.workload}\n\n{text}")
     _console().print(escape(text))
     _wrote(md)
+
+
+def scaling(*, spec: Any, hparams: Any, trial: Any, execution: Any, results_dir: Path | None, out: Path | None,
+            quiet: bool) -> None:
+    """``optbench scaling``: every model size x submission x learning rate x seed at the token budget (each
+    (size, submission)'s grid extended while its best lr sits at an edge), then the table (best lr, final loss,
+    FLOPs, speedup over the reference with intervals), the fits, JSON and plots."""
+    from optbench.plugins.registry import load_submission
+    from optbench.recipes import scaling as recipe
+    from optbench.recipes import scaling_tables as tables
+    from optbench.recipes.common import extend_until_interior
+
+    models = recipe.model_names(spec, recipe.TINY_LADDER)
+    default_lrs = {s: load_submission(s).obj.defaults.get("lr") for s in recipe.submissions_of(spec)}
+    base, state = _base(trial, hparams), {}
+
+    def run_round(grids: Any) -> Any:  # one round of the ladder; a grid extension calls it again with more lrs
+        plan = recipe.plan_scaling(spec, base, grids)
+        state["result"], state["folder"] = _sweep(plan, "scaling", execution=execution, results_dir=results_dir,
+                                                  out=out, quiet=quiet)
+        return recipe.lr_scores(recipe.scaling_runs(state["result"]))
+
+    extension = extend_until_interior(recipe.initial_grids(spec, models, default_lrs), run_round,
+                                      max_extensions=spec.max_extensions, enabled=spec.extend_grid)
+    runs = recipe.scaling_runs(state["result"])
+    summary = recipe.summarize_scaling(runs, reference=spec.reference, floor=spec.loss_floor, models=models)
+    title = f"scaling: {', '.join(recipe.submissions_of(spec))} on {spec.workload} ({', '.join(models)})"
+    files = tables.write_scaling(summary, runs, state["folder"], title=title, extension=extension.to_json())
+    _console().print(escape(tables.scaling_markdown(summary)))
+    _wrote(*files)

@@ -29,13 +29,14 @@ from typing import Any
 from optbench.engine.prepared import TrialConfig
 from optbench.errors import UsageError
 from optbench.options import option
+from optbench.recipes.common import MAX_EXTENSIONS
 from optbench.scoring.fits import (N_BOOT, Fit, Interval, Point, Speedup, best_mean, fit_best_lr, fit_loss,
                                    interval, resampled_best, speedup)
 from optbench.sweep.engine import Planned, SweepResult
 
 KIND = "scaling"  # the study kind of its trials (optbench.store.records.RESEARCH_KINDS)
 MAX_SWEEP = 10_000  # trials of one ladder
-TINY_LADDER = ("t1", "t2", "t3")  # the default sizes: the tiny CPU ladder (placeholder until the ladder lands)
+TINY_LADDER = ("t1", "t2", "t3", "t4")  # the default sizes: the tiny CPU ladder (optbench_workloads.ladder)
 DEFAULT_FACTORS = (0.25, 1.0, 4.0)  # the learning-rate grid, as multiples of each submission's default lr
 STUDY = re.compile(r"^scaling-(?P<model>.+)-seed\d+$")  # the study of a trial: its model size and seed
 
@@ -61,6 +62,12 @@ class ScalingSpec:
                                            high=1e6, show_default=True)
     seeds: tuple[int, ...] = option((0,), "--seed", "Seed (repeatable); each seed is its own study.", kind="int",
                                     low=0, high=2**63 - 1, multiple=True, show_default=True)
+    extend_grid: bool = option(True, "--extend-grid", "Where a (size, submission)'s best learning rate sits at an "
+                               "edge of its grid, add one more at the grid's spacing on that side and run again "
+                               "(at most --max-extensions rounds); recorded in scaling.json.", kind="switch",
+                               show_default=True)
+    max_extensions: int = option(MAX_EXTENSIONS, "--max-extensions", "Rounds of grid extension at most.", kind="int",
+                                 low=0, high=20, show_default=True)
     loss_floor: float = option(0.0, "--loss-floor", "Irreducible loss E of the fit L = E + a C^-b (default 0: a pure "
                                "power law; give a corpus's entropy when it is known).", kind="float", low=0.0,
                                high=1e6, low_open=False, show_default=True)
@@ -91,27 +98,44 @@ def lr_grid(spec: ScalingSpec, default_lr: float | None) -> tuple[float, ...]:
     return tuple(sorted({float(f"{default_lr * f:.6g}") for f in spec.lr_factors}))
 
 
-def plan_scaling(spec: ScalingSpec, base: TrialConfig, *, models: Sequence[str],
-                 default_lrs: Mapping[str, float | None]) -> list[Planned]:
-    """One full-budget trial per (model size, submission, learning rate, seed): study ``scaling-<model>-seed<s>``,
-    trial ``lr<i>``; tagged with the model, submission, learning rate and seed. ``default_lrs``: each submission's
-    default learning rate (for ``--lr-factors``)."""
-    subs = submissions_of(spec)
-    grids = {s: lr_grid(spec, default_lrs.get(s)) for s in subs}
+Grids = Mapping[tuple[str, str], Sequence[float]]  # (model size, submission) -> its learning rates
+
+
+def initial_grids(spec: ScalingSpec, models: Sequence[str], default_lrs: Mapping[str, float | None]) -> dict[
+        tuple[str, str], tuple[float, ...]]:
+    """Every (model size, submission)'s first grid (:func:`lr_grid`); a grid extension may grow each on its own."""
+    return {(m, s): lr_grid(spec, default_lrs.get(s)) for m in models for s in submissions_of(spec)}
+
+
+def plan_scaling(spec: ScalingSpec, base: TrialConfig, grids: Grids) -> list[Planned]:
+    """One full-budget trial per (model size, submission) of ``grids``, learning rate of its grid and seed: study
+    ``scaling-<model>-seed<s>``, trial ``lr<lr>`` (named by the value, so that a grown grid keeps every trial's
+    name); tagged with the model, learning rate and seed."""
     seeds = tuple(dict.fromkeys(spec.seeds)) or (0,)
-    if len(models) * sum(map(len, grids.values())) * len(seeds) > MAX_SWEEP:
+    if sum(map(len, grids.values())) * len(seeds) > MAX_SWEEP:
         raise UsageError(f"a ladder of more than {MAX_SWEEP} trials; use fewer sizes, learning rates or seeds")
     base = replace(base, full_budget=True, study_kind=KIND, varies=("model", "lr"))
     plan = []
-    for model in models:
-        for sub in subs:
-            for i, lr in enumerate(grids[sub]):
-                for seed in seeds:
-                    cfg = replace(sized(base, model), hparams={**base.hparams, "lr": lr}, seed=seed,
-                                  study=f"scaling-{model}-seed{seed}", trial=f"lr{i}")
-                    plan.append(Planned(workload=spec.workload, submission=sub, config=cfg,
-                                        tags={"model": model, "submission": sub, "lr": lr, "seed": seed}))
+    for (model, sub), lrs in grids.items():
+        for lr in sorted(lrs):
+            for seed in seeds:
+                cfg = replace(sized(base, model), hparams={**base.hparams, "lr": lr}, seed=seed,
+                              study=f"scaling-{model}-seed{seed}", trial=f"lr{lr:g}")
+                plan.append(Planned(workload=spec.workload, submission=sub, config=cfg,
+                                    tags={"model": model, "lr": lr, "seed": seed}))
     return plan
+
+
+def lr_scores(runs: Sequence[ScalingRun]) -> dict[tuple[str, str], dict[float, float]]:
+    """(model size, submission) -> learning rate -> mean final loss over seeds (inf: a seed diverged; trials without
+    an answer left out): what a grid extension reads after each round."""
+    import numpy as np
+
+    found: dict[tuple[str, str], dict[float, list[float]]] = {}
+    for r in runs:
+        if not math.isnan(r.final_loss):
+            found.setdefault((r.model, r.submission), {}).setdefault(r.lr, []).append(r.final_loss)
+    return {k: {lr: float(np.mean(v)) for lr, v in by_lr.items()} for k, by_lr in found.items()}
 
 
 def sized(cfg: TrialConfig, model: str) -> TrialConfig:
@@ -129,7 +153,7 @@ class ScalingRun:
     Attributes:
       final_loss: the metric at the budget's end (inf: diverged; NaN: no answer, an error or timeout).
       compute: model FLOPs spent (per-example model FLOPs x examples; NaN when not counted).
-      params: the model's parameter count (NaN when the record does not say).
+      params: the model's non-embedding parameter count (NaN when the record does not say).
     """
 
     model: str
@@ -164,20 +188,30 @@ def run_of(rec: Mapping[str, Any], last: Mapping[str, Any] | None) -> ScalingRun
 
 
 def model_of(rec: Mapping[str, Any]) -> str:
-    """The model size a trial trained: its recorded ``model``, else the one its study names."""
-    model = rec.get("model")
+    """The model size a trial trained: its recorded ``model_config``'s, else the one its study names."""
+    model = _model_config(rec).get("model")
     if isinstance(model, str) and model:
         return model
     found = STUDY.match(str(rec.get("study", "")))
     return found["model"] if found else str(rec.get("size", ""))
 
 
+def _model_config(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's ``model_config`` JSON (the ladder's shape and parameter counts), {} when it has none."""
+    import json
+
+    text = rec.get("model_config")
+    try:
+        found = json.loads(text) if isinstance(text, str) and text else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def _params(rec: Mapping[str, Any]) -> float:
-    for key in ("model_params", "params", "n_params"):
-        value = _num(rec.get(key))
-        if math.isfinite(value):
-            return value
-    return math.nan
+    """Non-embedding parameters (Kaplan et al.'s N: at the tiny rungs the 8192-token embedding is most of the
+    total, and it costs no FLOPs), NaN when the record does not say."""
+    return _num(_model_config(rec).get("params_non_embedding"))
 
 
 def _lr(rec: Mapping[str, Any]) -> float:

@@ -18,7 +18,7 @@ from optbench.scoring.fits import LEVEL, Fit, Interval
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-HEADERS = ("size", "params", "submission", "best lr", "final loss", f"{LEVEL:.0%} interval", "model FLOPs",
+HEADERS = ("size", "params (non-emb.)", "submission", "best lr", "final loss", f"{LEVEL:.0%} interval", "model FLOPs",
            "tokens", "tokens to target", "speedup", f"{LEVEL:.0%} interval", "extrapolated")
 
 
@@ -186,19 +186,20 @@ def plot_best_lr(summary: ScalingSummary, *, title: str) -> Figure:
             ax.plot(n, fit.law(n), "-", color=color, lw=1.2, label=f"{sub} fit: d = {fit.b.value:.3g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set(xlabel="parameters", ylabel="best learning rate (x: at the grid's edge)", title=title)
+    ax.set(xlabel="non-embedding parameters", ylabel="best learning rate (x: at the grid's edge)", title=title)
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     return fig
 
 
-def write_scaling(summary: ScalingSummary, runs: Sequence[ScalingRun], out: Path, *,
-                  title: str) -> tuple[Path, ...]:
-    """``scaling.md`` (table, fits), ``scaling.json``, ``scaling.csv`` (every trial), ``scaling-loss.png`` and
-    ``scaling-lr.png`` under ``out``."""
+def write_scaling(summary: ScalingSummary, runs: Sequence[ScalingRun], out: Path, *, title: str,
+                  extension: dict[str, Any] | None = None) -> tuple[Path, ...]:
+    """``scaling.md`` (table, fits), ``scaling.json`` (with the grid ``extension``'s record), ``scaling.csv`` (every
+    trial), ``scaling-loss.png`` and ``scaling-lr.png`` under ``out``."""
     md = write_text(out / "scaling.md", f"# {title}\n\n" + scaling_markdown(summary))
-    js = write_text(out / "scaling.json", json.dumps(scaling_json(summary), indent=1) + "\n")
+    data = {**scaling_json(summary), "grid_extension": extension}
+    js = write_text(out / "scaling.json", json.dumps(data, indent=1) + "\n")
     csv = write_text(out / "scaling.csv", runs_csv(runs))
     with plain_text():
         loss, lr = plot_loss(summary, title=title), plot_best_lr(summary, title=title)
