@@ -22,7 +22,7 @@ from optbench.engine.prepared import MAX_STEPS, TrialConfig
 from optbench.errors import UsageError
 from optbench.options import option
 from optbench.recipes.budgets import steps_budget
-from optbench.recipes.common import save_png, write_text
+from optbench.recipes.common import grid_edge, save_png, write_text
 from optbench.recipes.schedules import describe, plot_schedules, schedule_values
 from optbench.report.pages import plain_text
 from optbench.sweep.engine import Planned, SweepResult
@@ -66,6 +66,7 @@ class ShapeScore:
     by_lr: Mapping[float, float]
     best_lr: float
     score: float
+    lr_edge: str | None = None  # "low"/"high": the best lr sits at that end of the grid (a bound, not an optimum)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,7 +145,8 @@ def rank_shapes(results: Sequence[tuple[Mapping[str, Any], float, float]], *, go
         med = {lr: float(np.median(v)) for lr, v in sorted(by_lr.items())}
         pick = min if goal == "min" else max
         best_lr = pick(med, key=lambda lr: med[lr])
-        out.append(ShapeScore(shape=shapes[key], by_lr=med, best_lr=best_lr, score=med[best_lr]))
+        edge = grid_edge(list(med), {lr: v if goal == "min" else -v for lr, v in med.items()})
+        out.append(ShapeScore(shape=shapes[key], by_lr=med, best_lr=best_lr, score=med[best_lr], lr_edge=edge))
     return sorted(out, key=lambda s: s.score if goal == "min" else -s.score)
 
 
@@ -154,7 +156,8 @@ def shapes_markdown(ranked: Sequence[ShapeScore], *, metric: str) -> str:
     head = ["rank", "shape", "best lr", f"final {metric}"] + [f"lr {lr:g}" for lr in lrs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, s in enumerate(ranked, 1):
-        cells = [str(i), describe(s.shape), f"{s.best_lr:g}", f"{s.score:.4g}"]
+        cells = [str(i), describe(s.shape), f"{s.best_lr:g}" + (f" ({s.lr_edge} edge)" if s.lr_edge else ""),
+                 f"{s.score:.4g}"]
         cells += [f"{s.by_lr[lr]:.4g}" if lr in s.by_lr else "" for lr in lrs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -86,3 +86,15 @@ def test_lr_sweep_extends_its_grid_through_the_engine(tmp_path):
 def test_a_tied_best_is_a_plateau_not_an_edge():
     assert grid_edge((0.001, 0.003), {0.001: 10.0, 0.003: 10.0}) is None
     assert grid_edge((0.001, 0.003, 0.01), {0.001: 9.0, 0.003: 9.0, 0.01: 12.0}) is None
+
+
+def test_shape_search_flags_a_best_lr_at_the_edge_for_either_goal():
+    from optbench.recipes.shapes import rank_shapes, shapes_markdown
+
+    shape = {"schedule": "constant"}
+    results = [(shape, 0.01, 0.5), (shape, 0.03, 0.4), (shape, 0.1, 0.3)]
+    low_is_good = rank_shapes(results, goal="min")[0]
+    assert low_is_good.best_lr == 0.1 and low_is_good.lr_edge == "high"
+    assert "| 0.1 (high edge) |" in shapes_markdown([low_is_good], metric="loss")
+    assert rank_shapes(results, goal="max")[0].lr_edge == "low"  # accuracy-like: 0.01 is best
+    assert rank_shapes([*results, (shape, 0.3, 0.35)], goal="min")[0].lr_edge is None
