@@ -203,7 +203,6 @@ def check_plugin(spec: str, *, skip: Sequence[str] = (), opt_args: Sequence[str]
         console.print(f"  {name:<{width}}  ", end="")  # the name shows while the check runs
         console.file.flush()
         with warnings.catch_warnings(record=True) as caught:  # printed under the check's line, not inside it
-            warnings.simplefilter("default")
             res = run_check(loaded, name, hparams=hparams, limit=limit)
         verdict = "pass" if res.passed else {"raised": "exception", "timed out": "timed out"}.get(res.kind, "FAIL")
         ended[verdict] += 1

@@ -131,7 +131,7 @@ def _one_trial(loaded: Any, run_id: str, root: Path) -> tuple[dict[str, Any], Pa
     ids = loaded.trials["run_id"].tolist()
     hits = [i for i, r in enumerate(ids) if r == run_id] or [i for i, r in enumerate(ids) if r.startswith(run_id)]
     if not hits:
-        raise UsageError(f"no trial with run id {run_id!r} under {str(root)!r} ({len(ids)} trials there; "
+        raise UsageError(f"no trial with run id {run_id!r} under {str(root)!r} ({len(ids)} trial(s) there; "
                          "run ids are in 'optbench run' output, in each file's name and in the report)")
     if len(hits) > 1:
         shown = ", ".join(ids[i] for i in hits[:5]) + (", ..." if len(hits) > 5 else "")
@@ -158,7 +158,7 @@ def _record_lines(rec: dict[str, Any], *, evaluations: int) -> list[tuple[str, s
     budget = " / ".join(f"{v} {unit}" for v, unit in limits if v != "-") or "none"
     resumed = f"; resumed {rec['resumes']} times" if rec["resumes"] else ""
     outcome = rec["outcome"] + (f": {reason_line(rec['error'])}" if reason_line(rec["error"]) else "")
-    lines = [
+    return [
         ("trial", f"{rec['workload']}/{rec['size']}  {rec['submission']}  seed {rec['seed']}  study {rec['study']} "
                   f"trial {rec['trial']}  ({rec['study_kind']})"),
         ("outcome", outcome),
@@ -176,4 +176,3 @@ def _record_lines(rec: dict[str, Any], *, evaluations: int) -> list[tuple[str, s
                      f"torch {rec['torch_version']}, python {rec['python_version']}"),
         ("created", str(rec["created_at"])),
     ]
-    return lines
