@@ -290,3 +290,11 @@ def test_group_keys_can_name_their_submission_in_a_command_with_several(tmp_path
     rows = [pq.read_table(p, columns=["submission", "hparams"]).to_pylist()[0] for p in tmp_path.rglob("*.parquet")]
     by_name = {r["submission"]: json.loads(r["hparams"]) for r in rows}
     assert by_name[spec]["lr@rest"] == 0.01 and not any("@" in k for k in by_name["adamw"])
+
+
+def test_a_bad_grouping_stops_the_command_before_the_workload_is_set_up(tmp_path: Path) -> None:
+    """Checked when the trial is prepared: cifar10 without its data would otherwise fail first, on the data."""
+    res = CliRunner().invoke(main, ["run", "-w", "cifar10", "--data-dir", str(tmp_path / "none"), "-s",
+                                    "torch.optim:Muon", "-o", "roles=hidden", "-o", "rest=torch.optim:AdamW", "-o",
+                                    "bogus@rest=1", "--quiet", "--device", "cpu", "--results-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "AdamW takes no option bogus" in res.output, res.output

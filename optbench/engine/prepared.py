@@ -585,6 +585,9 @@ def prepare(workload: Loaded[Workload], submission: Loaded[Submission], cfg: Tri
     check_json(cfg.hparams, where="hyperparameters")
     given = for_submission(cfg.hparams, {submission.name, submission.label, getattr(s, "name", submission.name)})
     hparams = merge(s.defaults, given, submission=submission.name, expects=expectations(s))
+    check_groups = getattr(getattr(s, "factory", None), "check_hparams", None)
+    if check_groups is not None:  # a plain class's groups by role (optbench.plugins.groups): refused before set-up
+        check_groups(hparams)
     submission, hparams = declared(submission, hparams, create_graph=bool(cfg.create_graph))
     hparams_json = json.dumps(dict(hparams), sort_keys=True, default=str)
     from optbench.parallel.distributed import world

@@ -14,9 +14,9 @@ others, and both step, zero their gradients and save their state as one updater 
 these keys the class gets ``model.parameters()`` exactly as before. ``@`` cannot clash with ``NAME.key`` (a key
 for one submission of a command): ``torch.optim:Muon.lr@hidden=0.02`` is ``lr@hidden`` for ``torch.optim:Muon``.
 
-Every key is checked when the updater is built, before the first step: an unknown role or key (one the class's
-constructor does not take, unless it takes ``**kwargs``: torch keeps any key of a parameter group, and
-pytorch_optimizer's Muon needs ``use_muon``) is one :class:`UsageError`.
+Every key is checked when the trial is prepared, before any set-up (:func:`check`), and again when the updater is
+built: an unknown role or key (one the class's constructor does not take, unless it takes ``**kwargs``: torch keeps
+any key of a parameter group, and pytorch_optimizer's Muon needs ``use_muon``) is one :class:`UsageError`.
 """
 
 from __future__ import annotations
@@ -141,24 +141,19 @@ def _param_groups(model: Any, g: Grouping, *, main: bool) -> list[dict[str, Any]
     return out
 
 
-def build(cls: type, model: Any, kwargs: Mapping[str, Any], hparams: Mapping[str, Any]) -> Any:
-    """``cls`` over ``model``'s parameters as the trial's grouping keys ask (see the module docstring).
+def check(cls: type, hparams: Mapping[str, Any]) -> tuple[Grouping, type | None]:
+    """The grouping ``hparams`` ask of ``cls``, and the fallback class, with every role, group and key checked.
 
-    Args:
-      cls: the plain optimizer class.
-      model: the trial's model (roles from :func:`optbench.plugins.roles.roles_of`).
-      kwargs: ``cls``'s own constructor keywords.
-      hparams: all hyperparameters (the grouping keys among them).
-    Returns:
-      ``cls(model.parameters(), **kwargs)`` without grouping keys; else a :class:`Combined` of ``cls`` over its role
-      groups and the fallback over the others (a part without parameters left out).
+    Needs no model: the harness runs it when it prepares a trial (through the plain submission's
+    ``factory.check_hparams``), so a mistake stops the command before any workload is set up or any trial trains.
+
     Raises:
       UsageError: an unknown role, group, key or fallback class.
     """
     named, _ = accepts(cls)
     g = grouping(hparams, reserved={k: v for k, v in RESERVED.items() if k not in named})
     if not g.active:
-        return cls(model.parameters(), **kwargs)
+        return g, None
     where = f"-o KEY@GROUP for {cls.__name__}"
     for group in g.options:
         if group != REST and group not in ROLE_NAMES:
@@ -171,6 +166,26 @@ def build(cls: type, model: Any, kwargs: Mapping[str, Any], hparams: Mapping[str
         for role in spilled:
             _check_keys(rest_cls, g.options.get(role.value, {}), where=f"-o KEY@{role.value}")
         _check_keys(rest_cls, g.options.get(REST, {}), where=f"-o KEY@{REST}")
+    return g, rest_cls
+
+
+def build(cls: type, model: Any, kwargs: Mapping[str, Any], hparams: Mapping[str, Any]) -> Any:
+    """``cls`` over ``model``'s parameters as the trial's grouping keys ask (see the module docstring).
+
+    Args:
+      cls: the plain optimizer class.
+      model: the trial's model (roles from :func:`optbench.plugins.roles.roles_of`).
+      kwargs: ``cls``'s own constructor keywords.
+      hparams: all hyperparameters (the grouping keys among them).
+    Returns:
+      ``cls(model.parameters(), **kwargs)`` without grouping keys; else a :class:`Combined` of ``cls`` over its role
+      groups and the fallback over the others (a part without parameters left out).
+    Raises:
+      UsageError: as :func:`check`, or roles that no parameter of this model has.
+    """
+    g, rest_cls = check(cls, hparams)
+    if not g.active:
+        return cls(model.parameters(), **kwargs)
     parts: dict[str, Any] = {}
     mine = _param_groups(model, g, main=True)
     if mine:

@@ -17,7 +17,7 @@ from typing import Any
 from optbench.api import Capability, SubmissionSpec, TrialInfo
 from optbench.errors import PluginError, UsageError
 from optbench.plugins.groups import RESERVED, build
-from optbench.plugins import values
+from optbench.plugins import groups, values
 from optbench.plugins.groups import RESERVED, build
 
 REQUIRED = values.REQUIRED  # a constructor keyword with no default: the user must give it with -o
@@ -161,6 +161,7 @@ def optimizer_submission(cls: type, *, name: str) -> SubmissionSpec:
 
     factory.plain_optimizer = True  # type: ignore[attr-defined]  # conformance tries a small lr grid on these
     factory.expects = expects  # type: ignore[attr-defined]  # what each -o value may be (optbench.plugins.values)
+    factory.check_hparams = lambda hp: groups.check(cls, hp)  # type: ignore[attr-defined]  # groups by role, pre-set-up
     return SubmissionSpec(name=name, factory=factory, defaults=defaults, capabilities=caps,
                           paper=f"{cls.__module__}.{cls.__name__}")
 
