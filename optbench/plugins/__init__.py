@@ -4,7 +4,8 @@ Owns the registry (entry points, ``module:Attr`` and ``file.py:Attr`` specs, API
 :class:`~optbench.plugins.registry.Origin`), hyperparameters (``--opt-arg`` parsing, merging with defaults, AlgoPerf
 search spaces: :mod:`~optbench.plugins.hparams`) and the submission wrappers plugins and recipes build on
 (:mod:`~optbench.plugins.wrapping`, :mod:`~optbench.plugins.seesaw`, :mod:`~optbench.plugins.averaging`, the named
-variants of :mod:`~optbench.plugins.variants`). The built-in plugins (``optbench_workloads``,
+variants of :mod:`~optbench.plugins.variants`), parameter roles (:mod:`~optbench.plugins.roles`) and a plain class's
+parameter groups by role (:mod:`~optbench.plugins.groups`). The built-in plugins (``optbench_workloads``,
 ``optbench_submissions``) may import this package, the core, :mod:`optbench.data` and the store, nothing else.
 
 May import: the core, the store and :mod:`optbench.data`.
