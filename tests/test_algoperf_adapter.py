@@ -229,3 +229,33 @@ def test_the_absl_stand_in_logs_through_python_logging(caplog: pytest.LogCapture
     with caplog.at_level("INFO", logger="absl"):
         logging.info("%d) loss = %0.3f", 3, 0.5)
     assert "3) loss = 0.500" in caplog.text
+
+
+def test_the_readme_command_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """README, "Bring an AlgoPerf submission": its command as written (from the checkout), a short budget appended."""
+    import shlex
+
+    root = Path(__file__).resolve().parent.parent
+    section = (root / "README.md").read_text().split("## Bring an AlgoPerf submission", 1)[1].split("\n## ", 1)[0]
+    line = next(x.strip() for x in section.splitlines() if x.startswith("    optbench "))
+    monkeypatch.chdir(root)
+    r = CliRunner().invoke(main, [*shlex.split(line)[1:], "--max-steps", "20", "--quiet", "--device", "cpu",
+                                  "--results-dir", str(tmp_path)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert len(list(tmp_path.rglob("*.parquet"))) == 1
+
+
+def test_run_takes_a_search_space_for_algoperf_files_only(tmp_path: Path):
+    space = SUBS / "tuning_search_space_sgd.json"
+    r = CliRunner().invoke(main, ["run", "-w", "linreg", "-s", f"algoperf:{SUBS / 'sgd_momentum.py'}",
+                                  "--search-space", str(space), "--max-steps", "5", "--quiet", "--device", "cpu",
+                                  "--results-dir", str(tmp_path)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    from optbench.store.reader import read_results
+
+    trial = read_results(tmp_path).trials.iloc[0]
+    assert json.loads(trial["hparams"]) == {"learning_rate": 0.02, "momentum": 0.9}  # the list's first point
+    assert trial["submission"] == "algoperf:algoperf_subs/sgd_momentum.py@tuning_search_space_sgd.json"
+    bad = CliRunner().invoke(main, ["run", "-w", "linreg", "-s", "adamw", "--search-space", str(space),
+                                    "--results-dir", str(tmp_path)])
+    assert bad.exit_code == 2 and "--search-space applies to algoperf:FILE" in bad.output

@@ -100,21 +100,29 @@ def main() -> None:
 @workload_option()
 @click.option("-s", "--opt", "opts", multiple=True, default=("adamw",), show_default=True,
               help="Submission (repeatable): registered name, package.module:Name (a torch.optim.Optimizer "
-                   "subclass works as is), or path/file.py:Name.")
+                   "subclass works as is), path/file.py:Name, or algoperf:path/submission.py (an AlgoPerf "
+                   "submission file, run unchanged).")
 @hparam_options
+@click.option("--search-space", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="For algoperf: submissions: their tuning_search_space.json (run uses its first point) "
+                   "[default: the one beside the file].")
 @seeds_option()
 @click.option("--study", default=None, help="Study id for tuning aggregation [default: seed<N>].")
 @results_dir_option
 @quiet_option
 @config_options(TrialConfig, param="trial")
 @config_options(Execution, param="execution")
-def run(workload: str, opts: tuple[str, ...], hparams: dict[str, Any], seeds: tuple[int, ...], study: str | None,
-        results_dir: Path | None, quiet: bool, trial: TrialConfig, execution: Execution) -> int:
+def run(workload: str, opts: tuple[str, ...], hparams: dict[str, Any], search_space: Path | None,
+        seeds: tuple[int, ...], study: str | None, results_dir: Path | None, quiet: bool, trial: TrialConfig,
+        execution: Execution) -> int:
     """Train WORKLOAD with each submission and seed until the target or the budget; write one Parquet per trial.
 
     A trial already recorded in the results directory is not run again (give another --study to repeat it).
     """
     from optbench.commands import trials
+    from optbench.plugins.algoperf import with_search_space
+
+    opts = with_search_space(opts, search_space)
 
     if not quiet and _interactive():  # torch takes seconds to import: say something first (on a terminal only:
         # a script's stderr keeps bad input to its one line)

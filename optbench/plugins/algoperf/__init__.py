@@ -66,6 +66,21 @@ class AnyKeys(Mapping[str, Any]):
         return True
 
 
+def with_search_space(specs: tuple[str, ...], path: Path | None) -> tuple[str, ...]:
+    """``run --search-space FILE``: each ``algoperf:`` spec names FILE as its search space (``@FILE``).
+
+    Raises:
+      UsageError: the option with a submission that is not an AlgoPerf file, or one that already names a space.
+    """
+    if path is None:
+        return specs
+    others = [s for s in specs if not is_algoperf_spec(s) or "@" in s]
+    if others:
+        raise UsageError(f"--search-space applies to algoperf:FILE submissions without @SPACE, not {others[0]!r} "
+                         "(other submissions take -o values; tune takes --search-space for any)")
+    return tuple(f"{s}@{path}" for s in specs)
+
+
 def is_algoperf_spec(spec: str) -> bool:
     return spec.startswith(PREFIX)
 

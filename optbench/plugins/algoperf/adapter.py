@@ -70,6 +70,7 @@ class AlgoPerfUpdater:
         self.eval_notes: dict[str, str] = {}
         self.takes_train_state = "train_state" in inspect.signature(module.update_params).parameters
         self._evals: list[tuple[int, dict[str, float]]] = []
+        self._reached_at = (0, False)  # (evaluations seen, whether any met the target): AlgoPerf's sticky flag
 
     # ----- the OWNS_STEP protocol -----------------------------------------------------------------------------
     def bind(self, task: Task, *, metric: Metric, target: float, period: EvalPeriod,
@@ -140,7 +141,10 @@ class AlgoPerfUpdater:
 
     def _train_state(self, timed: float, rows: list[Any]) -> dict[str, Any]:
         view = self.view
-        reached = any(view.metric.reached(r.metric_value, view.validation_target_value) for r in rows)
+        evals = self.eval_results(rows)
+        if len(evals) != self._reached_at[0]:  # recomputed only when an evaluation was added (or a resume)
+            self._reached_at = (len(evals), any(view.has_reached_validation_target(m) for _, m in evals))
+        reached = self._reached_at[1]
         budget = view.max_allowed_runtime_sec
         return {"accumulated_submission_time": timed, "accumulated_eval_time": None,
                 "accumulated_logging_time": None, "last_eval_time": rows[-1].timed_seconds if rows else 0.0,
