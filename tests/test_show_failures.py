@@ -101,6 +101,7 @@ def test_the_report_lists_failed_trials_with_their_reasons(plugin, tmp_path):
     assert res.exit_code == 0, res.output
     page = (tmp_path / "report" / "index.html").read_text()
     assert "<h2>Failed trials</h2>" in page and "ValueError: bad constructor argument" in page
+    assert "1 trial failed (1 error); see why with 'optbench show RUN_ID'" in res.stderr
 
 
 def test_the_report_section_of_failed_trials(plugin, tmp_path):

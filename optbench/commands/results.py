@@ -84,6 +84,7 @@ def report(*, results_dir: Path | None, out: Path, by: str, r_max: float, hparam
     made = build_report(loaded, out=out, by=by, r_max=r_max, hparam=hparam, source=str(root),
                         plot_cache=root / CACHE_DIR / "plots", sections=research_sections(loaded, loaded.all_trials()))
     _console().print(escape(f"report: {made.index} ({len(made.images)} image files)"))
+    _note_failures(loaded.trials, results_dir)
 
 
 def import_algoperf(directory: Path, *, results_dir: Path | None, rules: str, targets: Sequence[str],
