@@ -39,9 +39,20 @@ class ModeSwitching(torch.optim.Optimizer):
     log: list[tuple[str, int]] = []  # ("eval" | "train", steps taken so far), one entry per call
 
     def __init__(self, params, lr: float = 0.02, beta: float = 0.9):
-        super().__init__(params, {"lr": lr, "beta": beta})
-        self.train_mode = False
-        self.taken = 0
+        super().__init__(params, {"lr": lr, "beta": beta, "train_mode": False, "k": 0})
+
+    # The mode and the step count live in the parameter groups, as schedulefree keeps them: state_dict() saves them.
+    @property
+    def train_mode(self) -> bool:
+        return self.param_groups[0]["train_mode"]
+
+    @property
+    def taken(self) -> int:
+        return self.param_groups[0]["k"]
+
+    def _set(self, key: str, value) -> None:
+        for g in self.param_groups:
+            g[key] = value
 
     def _params(self):
         return [(g, p) for g in self.param_groups for p in g["params"]]
@@ -58,7 +69,7 @@ class ModeSwitching(torch.optim.Optimizer):
         if self.train_mode:
             for _, p in self._params():
                 p.copy_(self._state(p)["x"])
-        self.train_mode = False
+        self._set("train_mode", False)
 
     @torch.no_grad()
     def train(self) -> None:
@@ -67,13 +78,13 @@ class ModeSwitching(torch.optim.Optimizer):
             for g, p in self._params():
                 st = self._state(p)
                 p.copy_((1 - g["beta"]) * st["z"] + g["beta"] * st["x"])
-        self.train_mode = True
+        self._set("train_mode", True)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         if not self.train_mode:
             raise RuntimeError("ModeSwitching is not in train mode: call optimizer.train() before step()")
-        self.taken += 1
+        self._set("k", self.taken + 1)
         c = 1.0 / self.taken
         for g, p in self._params():
             if p.grad is None:
