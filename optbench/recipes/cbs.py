@@ -299,7 +299,9 @@ class CbsSpec:
     lrs: tuple[float, ...] = option((0.003, 0.01, 0.03), "--lrs", "Comma-separated learning rates, swept at every "
                                     "batch size.", kind="floats", high=1e6, show_default=True)
     seeds: tuple[int, ...] = option(tuple(range(CBS_SEEDS)), "--seed", "Seed (repeatable); each seed is its own "
-                                    "study. The default 5 give the median's order-statistic interval 94% coverage.",
+                                    "study. Defaults: cbs 5 (the median's order-statistic interval then covers 94%), "
+                                    "lr-sweep 6 (the fewest with which its two-sided paired tests can give p <= "
+                                    "0.05).",
                                     kind="int", low=0, high=2**63 - 1, multiple=True, show_default=True)
     extend_grid: bool = option(True, "--extend-grid", "Where the best learning rate sits at an "
                                "edge of its grid, add one more at the grid's spacing on that side and run again, "
