@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from optbench.api import Capability
 from optbench.cli import main
 from optbench.engine.loop import TrialLoop
+from optbench.engine.prepared import TrialConfig, prepare
 from optbench.engine.stepping import Stepper
 from optbench.parallel.distributed import World
 from optbench.plugins.registry import load_submission, load_workload
@@ -36,6 +37,7 @@ DETECTED = {
     "torch.optim:LBFGS": {C},
     "torch.optim:Adam": set(),
 }
+LINREG = load_workload("linreg")
 WIRED = "create_graph" in inspect.getsource(TrialLoop.__init__)  # the loop hands Stepper the capability
 needs_wiring = pytest.mark.skipif(not WIRED, reason="TrialLoop does not pass Stepper(create_graph=...) yet")
 
@@ -115,8 +117,7 @@ def test_a_hessian_class_trains_with_the_graph_detected_or_declared(results: Pat
 def test_the_stepper_keeps_the_graph_when_asked() -> None:
     """Stepper(create_graph=True) leaves gradients a Hessian-vector product can differentiate, and the
     Hessian class then trains; without it the same class raises."""
-    task = load_workload("linreg").obj.setup(load_workload("linreg").obj.sizes["tiny"], device=torch.device("cpu"),
-                                             data_dir=None)
+    task = LINREG.obj.setup(LINREG.obj.sizes["tiny"], device=torch.device("cpu"), data_dir=None)
     gen = torch.Generator().manual_seed(0)
     batch = task.next_batch(32, gen)
     for create_graph in (False, True):
@@ -134,6 +135,20 @@ def test_the_stepper_keeps_the_graph_when_asked() -> None:
             opt.zero_grad(set_to_none=True)
             last = float(st.backward(batch))
         assert last < 0.75 * first  # it learns
+
+
+def test_declaring_the_graph_makes_another_trial() -> None:
+    """--create-graph gives the plain class the capability and joins its hyperparameters, so that the trial's
+    identity differs from the one run without it (whose ``error`` would otherwise count as already recorded)."""
+    quiet = load_submission(f"{FAMILIES}:QuietNewton")
+    plain, declared = (prepare(LINREG, quiet, TrialConfig(create_graph=flag), results_dir=Path("unused"))
+                       for flag in (False, True))
+    assert G not in plain.submission.obj.capabilities and G in declared.submission.obj.capabilities
+    assert "create_graph" not in plain.hparams and declared.hparams["create_graph"] is True
+    assert plain.identity() != declared.identity()
+    detected = prepare(LINREG, load_submission(f"{FAMILIES}:DiagonalNewton"), TrialConfig(create_graph=True),
+                       results_dir=Path("unused"))
+    assert "create_graph" not in detected.hparams  # already its own capability: nothing to declare
 
 
 def test_create_graph_is_for_plain_classes_only(results: Path) -> None:

@@ -47,7 +47,6 @@ REFUSED = [  # (submission, -o value, what the one line must say)
     ("adamw", "lr=true", "hyperparameter lr takes a float, got true"),
     ("adamw", "beta1=high", 'hyperparameter beta1 takes a float, got "high"'),
     ("muon", "adam_lr=-0.1", "learning rate adam_lr must be >= 0, got -0.1"),
-    ("shampoo", "precondition_frequency=2.5", "precondition_frequency takes an integer, got 2.5"),
     ("tests/plugins/families.py:ModeSwitching", "beta=true", "hyperparameter beta takes a float, got true"),
 ]
 
@@ -68,7 +67,8 @@ ACCEPTED = [  # (submission, given, the value prepared)
     ("torch.optim:Adam", {"lr": 1, "weight_decay": 0.1}, {"lr": 1, "weight_decay": 0.1}),  # an int default: floats
     ("adamw_step", {"cooldown_frac": None, "decay_milestones": [0.3, 0.6, 0.9]},
      {"cooldown_frac": None, "decay_milestones": [0.3, 0.6, 0.9]}),  # None: the schedule's own; any length
-    ("shampoo", {"precondition_frequency": 20.0}, {"precondition_frequency": 20}),
+    ("shampoo", {"precondition_frequency": 20}, {"precondition_frequency": 20}),  # an int default: a number
+    ("dog", {"average": 4}, {"average": 4}),
 ]
 
 

@@ -78,8 +78,6 @@ def _keyword(p: inspect.Parameter, annotation: Any) -> Keyword | None:
     if isinstance(default, (bool, int, float, str, type(None), list, tuple)):
         shown = list(default) if isinstance(default, tuple) else default
         implied = values.from_default(shown, fixed_length=True)
-        if isinstance(default, int) and not isinstance(default, bool) and declared is None:
-            implied = values.Expect(kinds=frozenset({"float"}))  # weight_decay=0: an unannotated int default
         if declared is None or not values.accepts(shown, declared)[0]:  # an annotation the default breaks: both
             return Keyword(default=shown, expect=implied if declared is None else declared | implied)
         return Keyword(default=shown, expect=declared)

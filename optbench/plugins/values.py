@@ -81,13 +81,13 @@ ANY = Expect()
 
 
 def from_default(value: Any, *, fixed_length: bool = False) -> Expect:
-    """What a default's type says: an int default takes integers (``fixed_length``: a list takes its length)."""
+    """What a default's type says (``fixed_length``: a list takes its length only)."""
     if value is None or value is REQUIRED:
         return ANY
     if isinstance(value, bool):
         return Expect(kinds=frozenset({"bool"}))
-    if isinstance(value, int):
-        return Expect(kinds=frozenset({"int"}))
+    if isinstance(value, int):  # JSON defaults and search spaces do not tell 0 from 0.0: a number (annotations
+        return Expect(kinds=frozenset({"int", "float"}))  # of a plain class say ``int`` where it must be one)
     if isinstance(value, float):
         return Expect(kinds=frozenset({"float"}))
     if isinstance(value, str):
@@ -97,8 +97,6 @@ def from_default(value: Any, *, fixed_length: bool = False) -> Expect:
     if isinstance(value, (list, tuple)):
         items = [from_default(v) for v in value]
         item = items[0] if items and all(i == items[0] for i in items) else None
-        if item is not None and item.kinds == {"int"}:
-            item = Expect(kinds=frozenset({"float"}))  # (0, 1) as a default does not make 0.5 wrong
         return Expect(kinds=frozenset({"seq"}), lengths=frozenset({len(value)}) if fixed_length else frozenset(),
                       items=item)
     return ANY
