@@ -49,32 +49,30 @@ class Expect:
         """``a float``, ``a list of 2 or 3 floats``, ``one of 'a', 'b' or null``..."""
         if not self.kinds:
             return "any JSON value"
-        words = []
-        for kind in ("bool", "int", "float", "str", "seq", "none"):
-            if kind not in self.kinds or (kind == "int" and "float" in self.kinds):
-                continue
-            if kind == "str" and self.choices:
-                words.append("one of " + ", ".join(repr(c) for c in self.choices))
-            elif kind == "seq":
-                n = " or ".join(str(k) for k in sorted(self.lengths))
-                of = f" of {n}" if n else ""
-                inner = f" {self.items.describe().removeprefix('a ').removeprefix('an ')}s" if self.items and \
-                    self.items.kinds else (" items" if of else "")
-                words.append(f"a list{of}{inner}")
-            else:
-                words.append(_NAMES[kind])
-        return " or ".join(words)
+        shown = [k for k in ("bool", "int", "float", "str", "seq", "none")
+                 if k in self.kinds and not (k == "int" and "float" in self.kinds)]  # "a float" takes ints too
+        return " or ".join(self._word(k) for k in shown)
+
+    def _word(self, kind: str) -> str:
+        if kind == "str" and self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if kind != "seq":
+            return _NAMES[kind]
+        of = " of " + " or ".join(str(n) for n in sorted(self.lengths)) if self.lengths else ""
+        if self.items is not None and self.items.kinds:  # "a float" -> "floats"
+            return f"a list{of} {self.items.describe().removeprefix('a ').removeprefix('an ')}s"
+        return f"a list{of} items" if of else "a list"
 
     def __or__(self, other: Expect) -> Expect:
-        """Takes what either takes (an empty ``kinds`` on either side: anything)."""
+        """Takes what either takes (an empty ``kinds``, any length or any text on either side wins)."""
         if not self.kinds or not other.kinds:
-            return Expect()
-        items = self.items if self.items is not None else other.items
-        lengths = frozenset() if ("seq" in self.kinds and not self.lengths) or ("seq" in other.kinds and not
-                                                                               other.lengths) else self.lengths | other.lengths
-        choices = () if ("str" in self.kinds and not self.choices) or ("str" in other.kinds and not other.choices) \
-            else tuple(dict.fromkeys(self.choices + other.choices))
-        return Expect(kinds=self.kinds | other.kinds, lengths=lengths, items=items, choices=choices)
+            return ANY
+        any_length = any("seq" in e.kinds and not e.lengths for e in (self, other))
+        any_text = any("str" in e.kinds and not e.choices for e in (self, other))
+        return Expect(kinds=self.kinds | other.kinds,
+                      lengths=frozenset() if any_length else self.lengths | other.lengths,
+                      items=self.items if self.items is not None else other.items,
+                      choices=() if any_text else tuple(dict.fromkeys(self.choices + other.choices)))
 
 
 ANY = Expect()
