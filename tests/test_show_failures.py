@@ -136,11 +136,16 @@ def test_slow_start_rule():
 
 def test_reason_and_note_helpers():
     assert reason_line("Traceback ...\n  File x\nRuntimeError: boom\n\n") == "RuntimeError: boom"
+    # a message of several lines: the exception's type stays in the one line
+    tb = "Traceback ...\n  File x\n    raise E\ntorch.OutOfMemoryError: CUDA out of memory.\nTried to allocate 1 GiB\n"
+    assert reason_line(tb) == "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1 GiB"
+    assert reason_line("wall-clock limit of 5 s exceeded") == "wall-clock limit of 5 s exceeded"
     assert reason_line(None) == "" and len(reason_line("x" * 500)) == 200
     assert failure_note([{"outcome": "reached", "run_id": "a"}]) is None
     note = failure_note([{"outcome": "oom", "run_id": "a", "created_at": "1"},
                          {"outcome": "diverged", "run_id": "b", "created_at": "2"}], "/some dir")
-    assert note.startswith("2 trials failed (1 oom, 1 diverged)") and "optbench show b --results-dir '/some dir'" in note
+    assert note.startswith("2 trials failed (1 oom, 1 diverged)")
+    assert "optbench show b --results-dir '/some dir'" in note
 
 
 def test_ctrl_c_says_the_trial_was_recorded_and_how_to_go_on(plugin, tmp_path):

@@ -7,6 +7,7 @@ whole record and traceback are printed by ``optbench show RUN_ID``.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -17,16 +18,23 @@ FAILED = ("error", "oom", "timeout", "diverged")  # outcomes of a trial that end
 REASON_CHARS = 200  # a reason shown in a summary line or a table cell; `show` prints the whole text
 
 
+# Where a traceback's (last) exception starts: ``Type: message`` or a bare ``Type`` at the start of a line, the type
+# possibly dotted (``torch.OutOfMemoryError``); a message's own lines rarely start with one word and a colon.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(: |$)")
+
+
 def reason_line(error: Any, *, limit: int = REASON_CHARS) -> str:
-    """The one line that says why a trial failed: the last non-blank line of its stored reason or traceback (the
-    exception's type and message), shortened to ``limit`` characters; ``""`` when none was stored."""
+    """The one line that says why a trial failed: for a stored traceback, its last exception's type and message
+    (a message of several lines joined into one); for a one-line reason, that line; shortened to ``limit``
+    characters; ``""`` when none was stored."""
     if not isinstance(error, str):
         return ""
-    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    lines = [line.rstrip() for line in error.strip().splitlines() if line.strip()]
     if not lines:
         return ""
-    last = lines[-1]
-    return last if len(last) <= limit else last[: limit - 1].rstrip() + "…"
+    starts = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line) and not line.startswith("Traceback")]
+    text = " ".join(line.strip() for line in lines[starts[-1] if starts else -1:])
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def show_command(run_id: str, results_dir: Path | None = None) -> str:
