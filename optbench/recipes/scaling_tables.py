@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from optbench.recipes.common import save_png, write_text
 from optbench.recipes.scaling import ScalingRow, ScalingRun, ScalingSummary
-from optbench.report.pages import plain_log_ticks, plain_text
+from optbench.report.pages import plain_formatter, plain_log_ticks, plain_text
 from optbench.scoring.fits import LEVEL, Fit, Interval
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -155,9 +155,7 @@ def plot_loss(summary: ScalingSummary, *, title: str) -> Figure:
             ax.plot(wide, fit.law(wide), "--", color=color, lw=1, alpha=0.6)
             ax.plot(inside, fit.law(inside), "-", color=color, lw=1.5,
                     label=f"{sub} fit: b = {fit.b.value:.3g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    plain_log_ticks(ax.yaxis)
+    _log_axes(ax)
     ax.set(xlabel="model FLOPs", ylabel="final validation loss", title=title)
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
@@ -184,13 +182,29 @@ def plot_best_lr(summary: ScalingSummary, *, title: str) -> Figure:
         if fit is not None:
             n = np.geomspace(*fit.x_range, 50)
             ax.plot(n, fit.law(n), "-", color=color, lw=1.2, label=f"{sub} fit: d = {fit.b.value:.3g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_axes(ax)
     ax.set(xlabel="non-embedding parameters", ylabel="best learning rate (x: at the grid's edge)", title=title)
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     return fig
+
+
+def _log_axes(ax: Any) -> None:
+    """Both axes logarithmic with plain-number labels (mathtext is off in the report's plots); the y axis labels its
+    minor ticks too, since a loss axis often spans less than a decade."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plain_log_ticks(ax.xaxis)
+    ax.yaxis.set_major_formatter(plain_formatter())
+    ax.yaxis.set_minor_formatter(plain_formatter() if _span_decades(ax.get_ylim()) < 1 else NullFormatter())
+
+
+def _span_decades(limits: tuple[float, float]) -> float:
+    low, high = limits
+    return math.log10(high / low) if low > 0 and high > 0 else math.inf
 
 
 def write_scaling(summary: ScalingSummary, runs: Sequence[ScalingRun], out: Path, *, title: str,
