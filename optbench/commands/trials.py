@@ -40,10 +40,10 @@ class ProgressBar:
         self.by_steps = True
         self.last = f"  {self.metric} -{self.goal}"
         self.drawn = 0.0
-
         self.points: list[tuple[int, float]] = []  # (step, timed seconds) where stretches ended: a slow start
 
     MAX_POINTS = 2000  # stretch ends kept (thinned beyond): enough for the median pace of the later stretches
+
     def __enter__(self) -> ProgressBar:
         return self  # drawn from started() on: nothing shows for a trial that fails its set-up
 
@@ -54,15 +54,15 @@ class ProgressBar:
         self.progress.start()
         self.by_steps = max_steps is not None
         self.progress.update(self.task, total=max_steps if self.by_steps else max_seconds)
-
         self.points = [(0, 0.0)]
+
     def stepped(self, *, step: int, loss: float, timed_seconds: float) -> None:
         import time
 
-        now = time.monotonic()
         self.points.append((step, timed_seconds))
         if len(self.points) > self.MAX_POINTS:  # keep the first stretch; every other later end (cumulative: the
             self.points = self.points[:2] + self.points[3::2]  # paces between the kept ends stay right)
+        now = time.monotonic()
         if now - self.drawn < 0.1:  # formatting every step of a fast CPU trial would cost more than the step
             return
         self.drawn = now
@@ -115,7 +115,6 @@ def run(*, workload: str, opts: Sequence[str], hparams: Mapping[str, Any], seeds
     return printer.exit_code(result)
 
 
-class TrialPrinter:
 INTERRUPTED_EXIT = 130  # the shell's code for a command stopped by Ctrl-C (SIGINT)
 
 
@@ -138,6 +137,7 @@ def interrupted_message(prep: Any) -> str:
     return head + ": it starts again from step 0 (no checkpoint was saved; --checkpoint-every SECONDS saves some)"
 
 
+class TrialPrinter:
     """Prints a sweep's trials as they end (the engine's reporter): a paragraph per trial, a progress bar while a
     trial runs in this process, warnings for results kept elsewhere and crashed trials; plan notes on stderr.
     ``quiet`` drops the progress bars and the notes, never a trial's result."""
@@ -146,24 +146,24 @@ def interrupted_message(prep: Any) -> str:
         self.quiet = quiet
         self.console, self.err = _console(), _console(stderr=True)
         self.bar: ProgressBar | None = None
-
         self.running: Any = None  # the PreparedTrial training in this process now (what Ctrl-C would stop)
+
     def note(self, text: str) -> None:
         if not self.quiet:
             self.err.print(f"[dim]{escape(text)}[/dim]")
 
     def observer(self, prep: Any) -> ProgressBar | None:
-        if self.quiet:
         self.running = prep
+        if self.quiet:
             return None
         metric = prep.workload.obj.metric
         self.bar = ProgressBar(prep.title, metric.name, target=prep.target, goal=metric.goal.value)
         return self.bar.__enter__()
 
     def done(self, outcome: Any) -> None:
-        if self.bar is not None:
         self.running = None
         points = self.bar.points if self.bar is not None else []
+        if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
         if outcome.status == "crashed":
@@ -172,13 +172,12 @@ def interrupted_message(prep: Any) -> str:
             rec, rows = outcome.read()
             was = {"recorded": " (recorded earlier: not run again)", "elsewhere": " (run by another process)"}
             self.console.print(summary(rec, outcome.path) + escape(was.get(outcome.status, "")))
-        elif outcome.status == "elsewhere":
             self._hints(rec, rows, points if outcome.status == "ran" else [], outcome.prep.results_dir)
+        elif outcome.status == "elsewhere":
             self.console.print(escape(f"{outcome.prep.title}: claimed by another process"))
         if outcome.note:
             self.err.print(f"[red]warning[/red] {escape(outcome.note)}")
 
-    @staticmethod
     def _hints(self, rec: Mapping[str, Any], rows: Any, points: list[tuple[int, float]], results_dir: Path) -> None:
         """Under a trial's paragraph: where its whole traceback is (a failed trial), and a slow first stretch
         (compilation) with the ``--warmup-steps`` hint, from its evaluations or else its stretches."""
@@ -191,6 +190,7 @@ def interrupted_message(prep: Any) -> str:
         if slow:
             self.console.print("  [yellow]note:[/yellow] " + escape(slow), soft_wrap=True)
 
+    @staticmethod
     def exit_code(result: Any) -> int:
         """1 when a trial crashed or a result was kept outside the results directory (not a clean run), else 0."""
         return 1 if any(o.status == "crashed" or o.note for o in result.outcomes) else 0
@@ -198,6 +198,8 @@ def interrupted_message(prep: Any) -> str:
 
 def summary(rec: Mapping[str, Any], path: Path) -> str:
     """The one-paragraph outcome of a trial, from its record (user-derived names escaped)."""
+    from optbench.store.failures import reason_line
+
     colour = {"reached": "green", "missed": "yellow"}.get(rec["outcome"], "red")
     head = escape(f"{rec['workload']}/{rec['size']} {rec['submission']} seed {rec['seed']}: ")
     head = f"[{colour}]{outcome_text(rec['outcome'], rec['stopped_by'])}[/{colour}] {head}"
@@ -210,7 +212,7 @@ def summary(rec: Mapping[str, Any], path: Path) -> str:
         best = "n/a" if rec["best_metric"] is None else f"{rec['best_metric']:.4g}"
         tail = f"best {rec['metric_name']} {best} (target {target}) in {rec['total_steps']} steps"
         if rec["error"] and rec["error"].strip():
-            tail += f"; {rec['error'].strip().splitlines()[-1]}"
+            tail += f"; {reason_line(rec['error'])}"  # the exception's type and message (optbench show: all)
         head += escape(tail)
     return f"{head}\n  -> {escape(path)}"
 
