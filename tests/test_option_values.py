@@ -8,7 +8,7 @@ import enum
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import pytest
 import torch
@@ -200,4 +200,37 @@ def test_random_values_against_random_signatures(defaults: dict[str, Any], data:
         return
     assert good, f"{key}={value!r} (default {defaults[key]!r}) was accepted"
     json.dumps(prep.hparams[key])
+    sub.create(torch.nn.Linear(2, 1), prep.hparams, prep.info)
+
+
+ANNOTATED = {  # keyword -> (annotation, default, the rule for a value, written apart)
+    "lr": ("float", 0.1, lambda v: _number(v) and v >= 0),
+    "steps": ("int", 3, lambda v: _number(v) and float(v).is_integer()),
+    "flag": ("bool", True, lambda v: isinstance(v, bool)),
+    "clip": ("Optional[float]", None, lambda v: v is None or _number(v)),
+    "betas": ("tuple[float, float]", (0.9, 0.99), lambda v: isinstance(v, list) and len(v) == 2 and
+              all(map(_number, v))),
+    "kind": ("Literal['a', 'b']", "a", lambda v: v in ("a", "b")),
+}
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(keys=st.sets(st.sampled_from(sorted(ANNOTATED)), min_size=1), data=st.data())
+def test_random_values_against_annotated_signatures(keys: set[str], data: st.DataObject) -> None:
+    """As above, for annotated keywords: the annotation decides (an int takes integral floats, made ints)."""
+    args = ", ".join(f"{k}: {ANNOTATED[k][0]} = {ANNOTATED[k][1]!r}" for k in sorted(keys))
+    scope: dict[str, Any] = {"torch": torch, "Optional": Optional, "Literal": Literal}
+    exec(f"def __init__(self, params, {args}):\n    torch.optim.SGD.__init__(self, params, lr=0.1)\n", scope)  # noqa: S102
+    cls = type("Annotated", (torch.optim.SGD,), {"__init__": scope["__init__"]})
+    key = data.draw(st.sampled_from(sorted(keys)))
+    value = data.draw(VALUES)
+    good = _finite(value) and ANNOTATED[key][2](value)
+    sub = optimizer_submission(cls, name="annotated")
+    try:
+        prep = prepared(sub, {key: value})
+    except UsageError as exc:
+        assert not good, f"{key}={value!r} refused: {exc}"
+        return
+    assert good, f"{key}={value!r} was accepted"
+    assert key != "steps" or type(prep.hparams[key]) is int
     sub.create(torch.nn.Linear(2, 1), prep.hparams, prep.info)
