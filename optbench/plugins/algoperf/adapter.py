@@ -12,8 +12,8 @@ The updater drives the file's functions exactly as AlgoPerf's runner does, one c
 * ``eval_params`` (timed, before each evaluation): ``prepare_for_eval`` when the file defines it.
 
 Hyperparameters are a namedtuple (``None`` with no search space and no values: the self-tuning ruleset). The random
-keys are NumPy uint32 pairs derived from the trial's seed and the step by hashing: nothing to save, the same on
-resume. The optimizer state is checkpointed through ``state_dict`` of what it holds (torch optimizers and
+keys are NumPy uint32 pairs derived from the trial's seed and the step (:func:`step_key`): nothing to save, the
+same on resume. The optimizer state is checkpointed through ``state_dict`` of what it holds (torch optimizers and
 schedulers); a state holding anything else cannot be, and ``state_dict`` says so in one line (a usage error before
 training, when checkpoints are asked for).
 """
@@ -42,10 +42,22 @@ ALGOPERF_NAMES = {"cifar10": "cifar"}  # optbench workloads that are AlgoPerf's 
 PLAIN = (bool, int, float, str, type(None))
 
 
-def step_key(seed: int, purpose: str, step: int = 0) -> np.ndarray:
-    """A NumPy uint32 pair, AlgoPerf's PyTorch random key, derived from the trial's seed (no state to save)."""
-    digest = hashlib.sha256(f"{seed}:algoperf:{purpose}:{step}".encode()).digest()
-    return np.frombuffer(digest[:8], dtype=np.uint32).copy()
+MASK64 = (1 << 64) - 1
+
+
+def base_key(seed: int, purpose: str) -> int:
+    """A 64-bit stream id for one purpose of one trial (hashed once per trial)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:algoperf:{purpose}".encode()).digest()[:8], "little")
+
+
+def step_key(base: int, step: int) -> np.ndarray:
+    """AlgoPerf's PyTorch random key for ``step`` of stream ``base``: a NumPy uint32 pair, SplitMix64's output for
+    base + step (a bijective mix: distinct steps give distinct keys). No state to save: the same on resume."""
+    z = (base + 0x9E3779B97F4A7C15 * (step + 1)) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    z ^= z >> 31
+    return np.array((z & 0xFFFFFFFF, z >> 32), dtype=np.uint32)
 
 
 def hyperparameters(hparams: Mapping[str, Any]) -> Any:
@@ -71,6 +83,7 @@ class AlgoPerfUpdater:
         self.takes_train_state = "train_state" in inspect.signature(module.update_params).parameters
         self._evals: list[tuple[int, dict[str, float]]] = []
         self._reached_at = (0, False)  # (evaluations seen, whether any met the target): AlgoPerf's sticky flag
+        self._keys = {p: base_key(info.seed, p) for p in ("step", "eval")}
 
     # ----- the OWNS_STEP protocol -----------------------------------------------------------------------------
     def bind(self, task: Task, *, metric: Metric, target: float, period: EvalPeriod,
@@ -87,7 +100,8 @@ class AlgoPerfUpdater:
                                  period=period, max_seconds=max_seconds, spec=spec)
         self.batch, self.eval_notes["algoperf_batch_size"] = self._batch_size()
         self.optimizer_state = self.module.init_optimizer_state(
-            self.view, self.model, self.model_state, self.hyperparameters, step_key(self.info.seed, "init"))
+            self.view, self.model, self.model_state, self.hyperparameters,
+            step_key(base_key(self.info.seed, "init"), 0))
 
     def _batch_size(self) -> tuple[int, str]:
         """``get_batch_size`` of the workload's AlgoPerf name, or the workload's batch with the reason."""
@@ -108,17 +122,18 @@ class AlgoPerfUpdater:
                    rows: list[Any]) -> tuple[torch.Tensor | None, Any]:
         """One AlgoPerf step: data_selection, then update_params (see the module docstring)."""
         view = self.view
-        rng = step_key(self.info.seed, "step", step)
+        rng = step_key(self._keys["step"], step)
         queue = (as_batch(b) for b in batches)
         select = getattr(self.module, "data_selection", None)
         batch = next(queue) if select is None else select(
             view, queue, self.optimizer_state, self.model, self.model_state, self.hyperparameters, step, rng)
         view.step_loss = None
-        extra = {"train_state": self._train_state(timed, rows)} if self.takes_train_state else {}
+        evals = self.eval_results(rows)
+        extra = {"train_state": self._train_state(timed, evals)} if self.takes_train_state else {}
         try:
             out = self.module.update_params(
                 view, self.model, view.model_params_types, self.model_state, self.hyperparameters, batch,
-                view.loss_type, self.optimizer_state, self.eval_results(rows), step, rng, **extra)
+                view.loss_type, self.optimizer_state, evals, step, rng, **extra)
         except self.complete as done:
             raise TrainingComplete(f"the submission ended training (TrainingCompleteError) at step {step + 1}: "
                                    f"{done}") from None
@@ -131,23 +146,24 @@ class AlgoPerfUpdater:
 
     def eval_results(self, rows: list[Any]) -> list[tuple[int, dict[str, float]]]:
         """AlgoPerf's ``eval_results``: (global_step, metrics) per evaluation, validation metrics prefixed."""
+        if len(rows) == len(self._evals):  # the common case: no evaluation since the last step
+            return self._evals
         for row in rows[len(self._evals):]:
             metrics = {f"validation/{k}": v for k, v in json.loads(row.metrics_json).items()
                        if isinstance(v, (int, float))}
             metrics["score"] = row.timed_seconds  # AlgoPerf's accumulated submission time at the evaluation
             self._evals.append((row.step, metrics))
         del self._evals[len(rows):]  # a resumed trial's rows replace what was cached
-        return list(self._evals)
+        return self._evals
 
-    def _train_state(self, timed: float, rows: list[Any]) -> dict[str, Any]:
+    def _train_state(self, timed: float, evals: list[tuple[int, dict[str, float]]]) -> dict[str, Any]:
         view = self.view
-        evals = self.eval_results(rows)
         if len(evals) != self._reached_at[0]:  # recomputed only when an evaluation was added (or a resume)
             self._reached_at = (len(evals), any(view.has_reached_validation_target(m) for _, m in evals))
         reached = self._reached_at[1]
         budget = view.max_allowed_runtime_sec
         return {"accumulated_submission_time": timed, "accumulated_eval_time": None,
-                "accumulated_logging_time": None, "last_eval_time": rows[-1].timed_seconds if rows else 0.0,
+                "accumulated_logging_time": None, "last_eval_time": evals[-1][1]["score"] if evals else 0.0,
                 "validation_goal_reached": reached, "test_goal_reached": False, "training_complete": False,
                 "is_time_remaining": budget is None or timed < budget}
 
@@ -158,7 +174,7 @@ class AlgoPerfUpdater:
         if prepare is not None:
             out = prepare(self.view, self.model, self.view.model_params_types, self.model_state,
                           self.hyperparameters, self.view.loss_type, self.optimizer_state,
-                          self.eval_results(self._rows), self._step, step_key(self.info.seed, "eval", self._step))
+                          self.eval_results(self._rows), self._step, step_key(self._keys["eval"], self._step))
             self.optimizer_state, _, self.model_state = out
         yield
 

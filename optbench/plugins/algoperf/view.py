@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,12 +25,15 @@ from optbench.api import EvalPeriod, Metric, Task, TrialInfo, named_params
 LOSS_TYPES = {"linreg": "MEAN_SQUARED_ERROR", "teacher": "MEAN_SQUARED_ERROR"}
 
 
-@dataclass(frozen=True)
 class Outputs:
-    """What ``model_fn`` returns in place of logits: the task's mean loss over ``tokens`` tokens (with its graph)."""
+    """What ``model_fn`` returns in place of logits: the task's mean loss over ``tokens`` tokens (with its graph).
+    A slotted class, not a frozen dataclass: one is made every step, and a frozen ``__init__`` costs several times
+    more."""
 
-    loss: torch.Tensor
-    tokens: int
+    __slots__ = ("loss", "tokens")
+
+    def __init__(self, loss: torch.Tensor, tokens: int) -> None:
+        self.loss, self.tokens = loss, tokens
 
 
 def as_batch(task_batch: Any) -> dict[str, Any]:
@@ -107,10 +109,13 @@ class WorkloadView:
         EVAL without; ``dropout_rate`` is accepted and unused (optbench's models have no dropout layers)."""
         batch = task_batch(augmented_and_preprocessed_input_batch)
         train = mode == self.spec.ForwardPassMode.TRAIN
-        params.train(train)
-        with _frozen_norms(params, frozen=train and not update_batch_norm), (
-                contextlib.nullcontext() if train else torch.no_grad()):
+        if params.training != train:  # Module.train walks every submodule: only when the mode changes
+            params.train(train)
+        if train and update_batch_norm:  # the common case, without a context manager's cost per step
             loss = self.task.loss(params, batch)
+        else:
+            with _frozen_norms(params, frozen=train), (contextlib.nullcontext() if train else torch.no_grad()):
+                loss = self.task.loss(params, batch)
         return Outputs(loss=loss, tokens=self.task.counts(batch)[1]), model_state
 
     def loss_fn(self, label_batch: Any, logits_batch: Outputs, mask_batch: Any = None,
