@@ -148,10 +148,15 @@ def test_reason_and_note_helpers():
     assert "optbench show b --results-dir '/some dir'" in note
 
 
-def test_ctrl_c_says_the_trial_was_recorded_and_how_to_go_on(plugin, tmp_path):
+@pytest.mark.parametrize("flags, then", [
+    ((), "it starts again from step 0 (no checkpoint was saved"),
+    (("--checkpoint-every", "0.0001"), "add --resume to continue it from its checkpoint"),
+    (("--checkpoint-every", "0.0001", "--resume"), "it continues from its checkpoint"),
+])
+def test_ctrl_c_says_the_trial_was_recorded_and_how_to_go_on(plugin, tmp_path, flags, then):
     results = tmp_path / "results"
-    res = _run(plugin, results, "CtrlC")
+    res = _run(plugin, results, "CtrlC", "-o", "lr=0.01", *flags)
     assert res.exit_code == 130
     assert "was recorded as 'interrupted'" in res.stderr and "run the same command again" in res.stderr
-    assert "starts again from step 0" in res.stderr and "aborted" not in res.output
+    assert then in res.stderr and "aborted" not in res.output
     assert read_results(results).trials["outcome"].tolist() == ["interrupted"]
