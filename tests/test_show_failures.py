@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.store.failures import failure_note, reason_line, slow_start
+from optbench.store.failures import failure_note, reason_line, slow_start, spent_seconds
 from optbench.store.reader import read_results
 
 PLUGIN = textwrap.dedent('''
@@ -125,6 +125,12 @@ def test_a_slow_first_stretch_gets_the_warmup_steps_hint(plugin, tmp_path):
     assert "--warmup-steps" in shown.output
 
 
+def test_a_seconds_budget_eaten_by_the_first_step_gets_the_hint_too(plugin, tmp_path):
+    res = _run(plugin, tmp_path / "results", "SlowStart", "--max-seconds", "1", "-o", "lr=0.01")
+    assert res.exit_code == 0, res.output
+    assert "missed" in res.output and "the first step took" in res.output and "--warmup-steps 1 " in res.output
+
+
 def test_slow_start_rule():
     # 10 steps in 5 s, then 0.01 s per step: flagged; an even pace, or a short first stretch (< 1 s extra): not.
     assert "--warmup-steps 10" in slow_start([0, 10, 20, 30], [0.0, 5.0, 5.1, 5.2])
@@ -132,6 +138,14 @@ def test_slow_start_rule():
     assert slow_start([0, 10, 20, 30], [0.0, 0.5, 0.51, 0.52]) is None
     assert slow_start([0, 10], [0.0, 5.0]) is None  # nothing to compare with
     assert "--warmup-steps 10 " in slow_start([0, 100, 200, 300], [0.0, 30.0, 31.0, 32.0])  # at most 10 suggested
+    # a seconds budget eaten by the first stretch: noted only when the trial missed on that budget
+    eaten = slow_start([0, 20], [0.0, 60.5], budget_spent=True)
+    assert eaten.startswith("the first 20 steps took 60.5 s timed, 100% of the seconds") and "--warmup-steps 10" in eaten
+    assert slow_start([0, 20, 40], [0.0, 50.0, 60.5], budget_spent=True) is not None
+    assert slow_start([0, 20, 40], [0.0, 20.0, 60.5], budget_spent=True) is None  # under half: nothing to say
+    assert spent_seconds({"outcome": "missed", "max_seconds": 60.0, "total_timed_seconds": 60.5})
+    assert not spent_seconds({"outcome": "missed", "max_seconds": None, "total_timed_seconds": 60.5})
+    assert not spent_seconds({"outcome": "reached", "max_seconds": 60.0, "total_timed_seconds": 60.5})
 
 
 def test_reason_and_note_helpers():

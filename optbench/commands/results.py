@@ -108,7 +108,7 @@ def show(run_id: str, *, results_dir: Path | None) -> None:
     Raises:
       UsageError: no trial's run id starts with ``run_id``, or several do (they are named).
     """
-    from optbench.store.failures import slow_start
+    from optbench.store.failures import slow_start, spent_seconds
 
     root = paths.results_dir(results_dir)
     loaded = _read_results(root, hint="run e.g. 'optbench run --workload linreg --opt adamw'")
@@ -118,7 +118,7 @@ def show(run_id: str, *, results_dir: Path | None) -> None:
     console.print(f"[bold]run {escape(rec['run_id'])}[/bold]  " + escape(str(path)), soft_wrap=True)
     for key, value in _record_lines(rec, evaluations=len(evals)):
         console.print(f"  {key:<12}" + escape(value), soft_wrap=True)
-    slow = slow_start(evals["step"], evals["timed_seconds"]) if len(evals) else None
+    slow = slow_start(evals["step"], evals["timed_seconds"], budget_spent=spent_seconds(rec))
     if slow:
         console.print("[yellow]note:[/yellow] " + escape(slow), soft_wrap=True)
     error = rec.get("error")

@@ -181,12 +181,13 @@ class TrialPrinter:
     def _hints(self, rec: Mapping[str, Any], rows: Any, points: list[tuple[int, float]], results_dir: Path) -> None:
         """Under a trial's paragraph: where its whole traceback is (a failed trial), and a slow first stretch
         (compilation) with the ``--warmup-steps`` hint, from its evaluations or else its stretches."""
-        from optbench.store.failures import FAILED, show_command, slow_start
+        from optbench.store.failures import FAILED, show_command, slow_start, spent_seconds
 
         if rec["outcome"] in FAILED and rec["error"]:
             self.console.print(escape(f"  whole reason: {show_command(rec['run_id'], results_dir)}"), soft_wrap=True)
-        slow = slow_start([s for s, _ in points], [t for _, t in points])  # stretches: finer than evaluations
-        slow = slow or (slow_start(rows["step"], rows["timed_seconds"]) if len(rows) else None)
+        spent = spent_seconds(rec)
+        slow = slow_start([s for s, _ in points], [t for _, t in points], budget_spent=spent)  # finer than evals
+        slow = slow or slow_start(rows["step"], rows["timed_seconds"], budget_spent=spent)
         if slow:
             self.console.print("  [yellow]note:[/yellow] " + escape(slow), soft_wrap=True)
 

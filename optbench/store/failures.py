@@ -71,31 +71,46 @@ SLOW_START_SECONDS = 1.0
 WARMUP_HINT_STEPS = 10  # the --warmup-steps suggested at most: compilation happens in the first few steps
 
 
-def slow_start(steps: Iterable[Any], timed_seconds: Iterable[Any]) -> str | None:
+def slow_start(steps: Iterable[Any], timed_seconds: Iterable[Any], *, budget_spent: bool = False) -> str | None:
     """A note when a trial's first stretch of steps was much slower than the rest, with the ``--warmup-steps`` hint.
 
     Args:
       steps, timed_seconds: cumulative step counts and timed seconds at points of the trial, in order (its
         evaluation rows, from step 0; or the ends of its stretches).
+      budget_spent: the trial missed after spending its seconds budget (:func:`spent_seconds`): then a first
+        stretch that took at least half of it is noted too, as possibly compilation, even with no later stretch to
+        compare it with (a compiled optimizer's first steps can eat a whole budget).
     Returns:
       e.g. ``the first 100 steps took 31.2 s timed (31x the later 0.01 s per step): compilation or warm-up, which
-      is timed; --warmup-steps 10 runs that many steps untimed before the clock starts``; None otherwise (fewer than
-      two stretches to compare, or no slow start).
+      is timed; --warmup-steps 10 runs that many steps untimed (then undone) before the clock starts``; None
+      otherwise.
     """
     import math
     import statistics
 
     points = [(int(s), float(t)) for s, t in zip(steps, timed_seconds)
-              if s is not None and t is not None and math.isfinite(float(t))]
+              if s is not None and t is not None and math.isfinite(float(s)) and math.isfinite(float(t))]
     rates = [((t1 - t0) / (s1 - s0), s1 - s0, t1 - t0)
              for (s0, t0), (s1, t1) in zip(points, points[1:]) if s1 > s0]
-    if len(rates) < 2:
+    if not rates:
         return None
     first, n, seconds = rates[0]
-    later = statistics.median(r for r, _, _ in rates[1:])
-    if later <= 0 or first < SLOW_START_RATIO * later or seconds - n * later < SLOW_START_SECONDS:
-        return None
     what = "the first step" if n == 1 else f"the first {n} steps"
-    return (f"{what} took {seconds:.3g} s timed ({first / later:.0f}x the later "
-            f"{later:.3g} s per step): compilation or warm-up, which is timed; --warmup-steps "
-            f"{min(n, WARMUP_HINT_STEPS)} runs that many steps untimed (then undone) before the clock starts")
+    hint = (f"--warmup-steps {min(n, WARMUP_HINT_STEPS)} runs that many steps untimed (then undone) before the "
+            "clock starts")
+    later = statistics.median(r for r, _, _ in rates[1:]) if len(rates) > 1 else 0.0
+    if later > 0 and first >= SLOW_START_RATIO * later and seconds - n * later >= SLOW_START_SECONDS:
+        return (f"{what} took {seconds:.3g} s timed ({first / later:.0f}x the later {later:.3g} s per step): "
+                f"compilation or warm-up, which is timed; {hint}")
+    total = points[-1][1] - points[0][1]
+    if budget_spent and seconds >= SLOW_START_SECONDS and seconds >= 0.5 * total:
+        return (f"{what} took {seconds:.3g} s timed, {seconds / total:.0%} of the seconds the trial spent before "
+                f"its budget ran out: if that was compilation or warm-up (a compiled optimizer's first steps), {hint}")
+    return None
+
+
+def spent_seconds(rec: Mapping[str, Any]) -> bool:
+    """Whether a trial missed its target after spending its seconds budget."""
+    limit = rec.get("max_seconds")
+    return (rec.get("outcome") == "missed" and isinstance(limit, (int, float)) and limit > 0
+            and float(rec.get("total_timed_seconds") or 0.0) >= limit)
