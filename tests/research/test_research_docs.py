@@ -41,7 +41,10 @@ def _short(args: list[str], tmp: Path) -> list[str]:
     command = main.get_command(click.Context(main), args[0])
     names = {opt for p in command.params for opt in getattr(p, "opts", [])}
     extra = []
-    if "--max-steps" in names:
+    if "--tokens" in args:  # a token budget sets the steps (and refuses --max-steps): a few steps' worth instead
+        args = [*args]
+        args[args.index("--tokens") + 1] = "4096"
+    elif "--max-steps" in names:
         extra += ["--max-steps", "8"]
     if "--results-dir" in names:
         extra += ["--results-dir", str(tmp / "results")]
