@@ -166,3 +166,18 @@ def test_scaling_runs_the_tiny_ladder_end_to_end_and_a_rerun_trains_nothing(data
     assert report.exit_code == 0, report.output
     page = (tmp_path / "report" / "index.html").read_text()
     assert "Model-size scaling" in page and 'id="scaling"' in page
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_scaling_runs_one_step_per_trial_and_a_rerun_trains_nothing(data_dir, tmp_path):
+    """The fast version of the end-to-end test: 2 sizes x 2 submissions x 1 lr x 1 seed, one step each."""
+    args = ["scaling", "-s", "lion", "--models", "t1,t2", "--lrs", "0.003", "--tokens", "1024", "--eval-every",
+            "1000", "--device", "cpu", "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "r")]
+    first = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert first.exit_code == 0 and "4 to run" in first.output, first.output
+    data = json.loads((tmp_path / "r" / "recipes" / "scaling" / "scaling.json").read_text())
+    assert [(r["model"], r["submission"], r["best_lr"]) for r in data["rows"]] == [
+        ("t1", "adamw", 0.003), ("t1", "lion", 0.003), ("t2", "adamw", 0.003), ("t2", "lion", 0.003)]
+    assert all(r["speedup"]["value"] > 0 for r in data["rows"] if r["submission"] == "lion")
+    again = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert "4 already recorded, 0 to run" in again.output and len(list((tmp_path / "r").rglob("*.parquet"))) == 4
