@@ -111,10 +111,17 @@ class OpCounter(TorchDispatchMode):
         return POINTWISE_WEIGHTS.get(_base(name), 1) * _numel(out if out is not None else args[0])
 
 
+def _eagerly() -> Any:
+    """Compiled functions run eagerly inside: a dispatch mode cannot see into compiled code, and torch.compile
+    meeting one skips the frame, which a ``fullgraph=True`` function (heavyball's optimizers) then refuses for the
+    rest of the process ("found no compiled frames"). Eager, the ops are counted and nothing is marked skipped."""
+    return torch.compiler.set_stance("force_eager")
+
+
 def counted(fn: Callable[[], Any], *, devices: list[torch.device]) -> int:
     """FLOPs of ``fn()`` under :class:`OpCounter`, with every random generator left as it was."""
     cuda = [d.index if d.index is not None else torch.cuda.current_device() for d in devices if d.type == "cuda"]
-    with torch.random.fork_rng(devices=cuda), OpCounter() as counter:
+    with _eagerly(), torch.random.fork_rng(devices=cuda), OpCounter() as counter:
         fn()
     return counter.total
 
@@ -124,7 +131,7 @@ def model_counted(fn: Callable[[], Any], *, devices: list[torch.device]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     cuda = [d.index if d.index is not None else torch.cuda.current_device() for d in devices if d.type == "cuda"]
-    with torch.random.fork_rng(devices=cuda), FlopCounterMode(display=False) as counter:
+    with _eagerly(), torch.random.fork_rng(devices=cuda), FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
 
