@@ -167,6 +167,7 @@ class ScalingRun:
     tokens_to_target: float
     flops_to_target: float
     outcome: str
+    budget: int = 0  # the trial's step budget: one size run at two token budgets is two points of the ladder
 
 
 def run_of(rec: Mapping[str, Any], last: Mapping[str, Any] | None) -> ScalingRun:
@@ -184,7 +185,8 @@ def run_of(rec: Mapping[str, Any], last: Mapping[str, Any] | None) -> ScalingRun
                       final_loss=loss, compute=per_example * examples,
                       tokens=_num(last["tokens"]) if last is not None else math.nan, params=_params(rec),
                       tokens_to_target=_to_target(rec.get("tokens_to_target")),
-                      flops_to_target=_to_target(rec.get("flops_to_target")), outcome=outcome)
+                      flops_to_target=_to_target(rec.get("flops_to_target")), outcome=outcome,
+                      budget=int(_num(rec.get("max_steps"))) if math.isfinite(_num(rec.get("max_steps"))) else 0)
 
 
 def model_of(rec: Mapping[str, Any]) -> str:
@@ -291,15 +293,19 @@ class ScalingSummary:
     floor: float
 
 
-def _points(runs: Sequence[ScalingRun]) -> dict[str, dict[str, tuple[Point, list[ScalingRun]]]]:
-    """submission -> model -> (its :class:`~optbench.scoring.fits.Point` at compute x, its runs): losses as (learning
-    rates, seeds), NaN where a trial has no answer."""
+Key = tuple[str, int]  # a point of the ladder: (model size, step budget)
+
+
+def _points(runs: Sequence[ScalingRun]) -> dict[str, dict[Key, tuple[Point, list[ScalingRun]]]]:
+    """submission -> (model, budget) -> (its :class:`~optbench.scoring.fits.Point` at compute x, its runs): losses
+    as (learning rates, seeds), NaN where a trial has no answer; x the compute of the trials that ran their whole
+    budget (a diverged one stopped early)."""
     import numpy as np
 
-    grouped: dict[str, dict[str, list[ScalingRun]]] = {}
+    grouped: dict[str, dict[Key, list[ScalingRun]]] = {}
     for r in runs:
-        grouped.setdefault(r.submission, {}).setdefault(r.model, []).append(r)
-    out: dict[str, dict[str, tuple[Point, list[ScalingRun]]]] = {}
+        grouped.setdefault(r.submission, {}).setdefault((r.model, r.budget), []).append(r)
+    out: dict[str, dict[Key, tuple[Point, list[ScalingRun]]]] = {}
     for sub, by_model in grouped.items():
         for model, rs in by_model.items():
             lrs = sorted({r.lr for r in rs})
@@ -307,7 +313,7 @@ def _points(runs: Sequence[ScalingRun]) -> dict[str, dict[str, tuple[Point, list
             losses = np.full((len(lrs), len(seeds)), np.nan)
             for r in rs:
                 losses[lrs.index(r.lr), seeds.index(r.seed)] = r.final_loss
-            x = float(np.nanmedian([r.compute for r in rs])) if any(math.isfinite(r.compute) for r in rs) else math.nan
+            x = _full_median(rs, "compute")
             out.setdefault(sub, {})[model] = (Point(x=x, losses=losses, candidates=tuple(lrs)), rs)
     return out
 
@@ -324,8 +330,8 @@ def summarize_scaling(runs: Sequence[ScalingRun], *, reference: str, floor: floa
                for s, ms in points.items()}
     order = _model_order(points, models)
     subs = sorted(points, key=lambda s: (s != reference, s))
-    rows = [_row(points[s][m], s, m, ref=loss_fits.get(reference) if s != reference else None, n_boot=n_boot)
-            for m in order for s in subs if m in points[s]]
+    rows = [_row(points[s][k], s, k[0], ref=loss_fits.get(reference) if s != reference else None, n_boot=n_boot)
+            for k in order for s in subs if k in points[s]]
     return ScalingSummary(rows=tuple(rows), loss_fits=loss_fits, lr_fits=lr_fits, reference=reference, floor=floor)
 
 
@@ -340,14 +346,25 @@ def _size(rs: Sequence[ScalingRun]) -> float:
     return finite[0] if finite else math.nan
 
 
-def _model_order(points: Mapping[str, Mapping[str, tuple[Point, list[ScalingRun]]]],
-                 models: Sequence[str]) -> list[str]:
-    compute: dict[str, float] = {}
+def _model_order(points: Mapping[str, Mapping[Key, tuple[Point, list[ScalingRun]]]],
+                 models: Sequence[str]) -> list[Key]:
+    """The points' keys: sizes in ``models`` order, then any other by compute; each size's budgets ascending."""
+    compute: dict[Key, float] = {}
     for ms in points.values():
-        for m, (p, _) in ms.items():
-            compute.setdefault(m, p.x)
-    rest = sorted((m for m in compute if m not in models), key=lambda m: (compute[m], m))
-    return [m for m in models if m in compute] + rest
+        for k, (p, _) in ms.items():
+            compute.setdefault(k, p.x)
+    rank = {m: i for i, m in enumerate(models)}
+    return sorted(compute, key=lambda k: (rank.get(k[0], len(rank)), compute[k] if k[0] not in rank else 0.0,
+                                          k[0], k[1]))
+
+
+def _full_median(rs: Sequence[ScalingRun], field: str) -> float:
+    """The median of ``field`` over the trials that ran their whole budget (all of them when none did)."""
+    import numpy as np
+
+    full = [r for r in rs if r.outcome in ("reached", "missed")] or list(rs)
+    values = [getattr(r, field) for r in full if math.isfinite(getattr(r, field))]
+    return float(np.median(values)) if values else math.nan
 
 
 def _row(found: tuple[Point, list[ScalingRun]], sub: str, model: str, *, ref: Fit | None, n_boot: int) -> ScalingRow:
@@ -363,7 +380,7 @@ def _row(found: tuple[Point, list[ScalingRun]], sub: str, model: str, *, ref: Fi
     return ScalingRow(
         model=model, params=_size(rs), submission=sub, best_lr=best_lr, lr_edge=edge,
         loss=interval(np.where(np.isfinite(draws), draws, np.nan), loss), compute=point.x,
-        tokens=float(np.nanmedian([r.tokens for r in rs])) if any(math.isfinite(r.tokens) for r in rs) else math.nan,
+        tokens=_full_median(rs, "tokens"),
         tokens_to_target=_median([r.tokens_to_target for r in at_best]),
         flops_to_target=_median([r.flops_to_target for r in at_best]),
         speedup=speedup(ref, point) if ref is not None and math.isfinite(point.x) and i is not None else None,

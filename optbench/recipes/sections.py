@@ -228,7 +228,7 @@ def _g(x: float) -> str:
 
 
 def scaling_runs_of(loaded: ResultSet, trials: pd.DataFrame) -> dict[str, list]:
-    """Workload -> the trials of ``optbench scaling`` ladders on it, as :class:`optbench.recipes.scaling.ScalingRun`
+    """Workload and tier -> the trials of ``optbench scaling`` ladders on it, as :class:`optbench.recipes.scaling.ScalingRun`
     (their final loss is their last evaluation's metric: only these trials' evaluation rows are read)."""
     from optbench.recipes.scaling import KIND, run_of
 
@@ -242,7 +242,9 @@ def scaling_runs_of(loaded: ResultSet, trials: pd.DataFrame) -> dict[str, list]:
                                    evals.sort_values("step").groupby("run_id").tail(1).to_dict("records")}
     out: dict[str, list] = {}
     for rec in runs.to_dict("records"):
-        out.setdefault(str(rec["workload"]), []).append(run_of(rec, last.get(rec["run_id"])))
+        run = run_of(rec, last.get(rec["run_id"]))
+        key = str(rec["workload"])  # each rung is its own size (TIER+MODEL): the ladder is the key without it
+        out.setdefault(key.removesuffix(f"+{run.model}"), []).append(run)
     return out
 
 

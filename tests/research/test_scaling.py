@@ -181,3 +181,25 @@ def test_scaling_runs_one_step_per_trial_and_a_rerun_trains_nothing(data_dir, tm
     assert all(r["speedup"]["value"] > 0 for r in data["rows"] if r["submission"] == "lion")
     again = CliRunner().invoke(main, args, catch_exceptions=False)
     assert "4 already recorded, 0 to run" in again.output and len(list((tmp_path / "r").rglob("*.parquet"))) == 4
+
+    from optbench.recipes.sections import scaling_section
+    from optbench.store.reader import read_results
+
+    loaded = read_results(tmp_path / "r")
+    section = scaling_section(loaded, loaded.all_trials())  # the report's section, from the store alone
+    assert section.title == "Model-size scaling" and section.table_html.count("<tr>") >= 4
+    assert "reference" in section.table_html and "wikitext/tiny: adamw: L(C) = a C^-b" in section.note
+    assert [p.name for p in section.plots] == ["scaling-loss-wikitext-tiny", "scaling-lr-wikitext-tiny"]
+
+
+def test_one_size_at_two_budgets_is_two_points_and_diverged_trials_do_not_move_the_compute():
+    from dataclasses import replace as but
+
+    runs = [r for r in _ladder(seeds=2) if r.model == "s"]
+    longer = [but(r, budget=2, compute=r.compute * 4, final_loss=r.final_loss * 4**-B) for r in runs]
+    stopped = [but(runs[0], lr=0.001, seed=k, outcome="diverged", final_loss=math.inf, compute=1.0)
+               for k in range(5, 15)]  # more than half the point's trials: their compute would be the median
+    s = summarize_scaling([*runs, *longer, *stopped], reference="adamw", n_boot=50)
+    assert [(r.model, r.submission, r.compute) for r in s.rows] == [
+        ("s", "adamw", 1e12), ("s", "lion", 1e12), ("s", "adamw", 4e12), ("s", "lion", 4e12)]
+    assert s.loss_fits["adamw"].points == 2 and s.loss_fits["adamw"].b.value == pytest.approx(B, rel=0.2)
