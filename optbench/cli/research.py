@@ -195,9 +195,10 @@ def scaling(**options: Any) -> None:
     Every size x submission x learning rate x seed trains its whole token budget (--tokens); per submission the
     best lr of each size gives L(C) = a C^-b and lr*(N) = c N^-d, and each size the submission's effective compute
     speedup over --reference, with bootstrap intervals over seeds (extrapolations flagged).
-    Example (the tiny CPU ladder on the synthetic corpus):
+    The default --tokens with a ladder size is 1x Chinchilla: give a small budget on a CPU.
+    Example (three tiny CPU rungs on the synthetic corpus, 0.2% of Chinchilla each):
       optbench data prepare synthetic --data-dir DATA
-      optbench scaling -s adamw -s lion --data-dir DATA --device cpu
+      optbench scaling -s adamw -s lion --models t1,t2,t3 --tokens 0.002x --data-dir DATA --device cpu
     """
     from optbench.commands import research
 

@@ -60,8 +60,9 @@ class ScalingSpec:
     lr_factors: tuple[float, ...] = option(DEFAULT_FACTORS, "--lr-factors", "Comma-separated multiples of each "
                                            "submission's default learning rate (without --lrs).", kind="floats",
                                            high=1e6, show_default=True)
-    seeds: tuple[int, ...] = option((0,), "--seed", "Seed (repeatable); each seed is its own study.", kind="int",
-                                    low=0, high=2**63 - 1, multiple=True, show_default=True)
+    seeds: tuple[int, ...] = option((0, 1), "--seed", "Seed (repeatable); each seed is its own study; the intervals "
+                                    "resample seeds, so they need two or more.", kind="int", low=0, high=2**63 - 1,
+                                    multiple=True, show_default=True)
     extend_grid: bool = option(True, "--extend-grid", "Where a (size, submission)'s best learning rate sits at an "
                                "edge of its grid, add one more at the grid's spacing on that side and run again "
                                "(at most --max-extensions rounds); recorded in scaling.json.", kind="switch",

@@ -228,8 +228,9 @@ def _g(x: float) -> str:
 
 
 def scaling_runs_of(loaded: ResultSet, trials: pd.DataFrame) -> dict[str, list]:
-    """Workload and tier -> the trials of ``optbench scaling`` ladders on it, as :class:`optbench.recipes.scaling.ScalingRun`
-    (their final loss is their last evaluation's metric: only these trials' evaluation rows are read)."""
+    """Workload and tier -> the trials of ``optbench scaling`` ladders on it, as
+    :class:`optbench.recipes.scaling.ScalingRun` (their final loss is their last evaluation's metric: only these
+    trials' evaluation rows are read)."""
     from optbench.recipes.scaling import KIND, run_of
 
     if "study_kind" not in trials.columns:

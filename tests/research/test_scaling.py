@@ -171,8 +171,8 @@ def test_scaling_runs_the_tiny_ladder_end_to_end_and_a_rerun_trains_nothing(data
 @pytest.mark.usefixtures("one_torch_thread")
 def test_scaling_runs_one_step_per_trial_and_a_rerun_trains_nothing(data_dir, tmp_path):
     """The fast version of the end-to-end test: 2 sizes x 2 submissions x 1 lr x 1 seed, one step each."""
-    args = ["scaling", "-s", "lion", "--models", "t1,t2", "--lrs", "0.003", "--tokens", "1024", "--eval-every",
-            "1000", "--device", "cpu", "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "r")]
+    args = ["scaling", "-s", "lion", "--models", "t1,t2", "--lrs", "0.003", "--seed", "0", "--tokens", "1024",
+            "--eval-every", "1000", "--device", "cpu", "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "r")]
     first = CliRunner().invoke(main, args, catch_exceptions=False)
     assert first.exit_code == 0 and "4 to run" in first.output, first.output
     data = json.loads((tmp_path / "r" / "recipes" / "scaling" / "scaling.json").read_text())
