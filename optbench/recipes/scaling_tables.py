@@ -155,11 +155,7 @@ def plot_loss(summary: ScalingSummary, *, title: str) -> Figure:
             ax.plot(wide, fit.law(wide), "--", color=color, lw=1, alpha=0.6)
             ax.plot(inside, fit.law(inside), "-", color=color, lw=1.5,
                     label=f"{sub} fit: b = {fit.b.value:.3g}")
-    _log_axes(ax)
-    ax.set(xlabel="model FLOPs", ylabel="final validation loss", title=title)
-    ax.grid(alpha=0.3, which="both")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+    _finish(ax, xlabel="model FLOPs", ylabel="final validation loss", title=title)
     return fig
 
 
@@ -182,12 +178,17 @@ def plot_best_lr(summary: ScalingSummary, *, title: str) -> Figure:
         if fit is not None:
             n = np.geomspace(*fit.x_range, 50)
             ax.plot(n, fit.law(n), "-", color=color, lw=1.2, label=f"{sub} fit: d = {fit.b.value:.3g}")
+    _finish(ax, xlabel="non-embedding parameters", ylabel="best learning rate (x: at the grid's edge)", title=title)
+    return fig
+
+
+def _finish(ax: Any, *, xlabel: str, ylabel: str, title: str) -> None:
+    """Log axes, labels, grid and (when something is drawn) the legend, as both plots have them."""
     _log_axes(ax)
-    ax.set(xlabel="non-embedding parameters", ylabel="best learning rate (x: at the grid's edge)", title=title)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    return fig
 
 
 def _log_axes(ax: Any) -> None:
