@@ -231,4 +231,6 @@ def scaling(*, spec: Any, hparams: Any, trial: Any, execution: Any, results_dir:
     title = f"scaling: {', '.join(recipe.submissions_of(spec))} on {spec.workload} ({', '.join(models)})"
     files = tables.write_scaling(summary, runs, state["folder"], title=title, extension=extension.to_json())
     _console().print(escape(tables.scaling_markdown(summary)))
+    for note in extension.notes():  # an optimum at an edge is a bound: the table marks it, this says why
+        _console(stderr=True).print(escape(f"note: {note}"), soft_wrap=True)
     _wrote(*files)
