@@ -8,7 +8,6 @@ a real linreg trial through the CLI; the test reads its Parquet record (capabili
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from click.testing import CliRunner
 
 from optbench.api import Capability
 from optbench.cli import main
-from optbench.engine.loop import TrialLoop
 from optbench.engine.prepared import TrialConfig, prepare
 from optbench.engine.stepping import Stepper
 from optbench.parallel.distributed import World
@@ -38,8 +36,6 @@ DETECTED = {
     "torch.optim:Adam": set(),
 }
 LINREG = load_workload("linreg")
-WIRED = "create_graph" in inspect.getsource(TrialLoop.__init__)  # the loop hands Stepper the capability
-needs_wiring = pytest.mark.skipif(not WIRED, reason="TrialLoop does not pass Stepper(create_graph=...) yet")
 
 
 def run(results: Path, spec: str, *args: str, steps: int = 60, every: int = 20) -> tuple[int, str, dict]:
@@ -102,7 +98,6 @@ def test_without_the_graph_a_hessian_class_fails_and_says_so(results: Path) -> N
     assert meta["capabilities"] == ""
 
 
-@needs_wiring
 @pytest.mark.parametrize(("spec", "args"), [(f"{FAMILIES}:DiagonalNewton", ()),
                                             (f"{FAMILIES}:QuietNewton", ("--create-graph",))])
 def test_a_hessian_class_trains_with_the_graph_detected_or_declared(results: Path, spec: str,
@@ -112,6 +107,16 @@ def test_a_hessian_class_trains_with_the_graph_detected_or_declared(results: Pat
     assert code == 0 and meta["outcome"] != "error", out + str(meta.get("error"))
     assert meta["capabilities"] == "create_graph" and len(DiagonalNewton.steps) >= 30
     assert json.loads(meta["hparams"]).get("create_graph") is (True if args else None)
+    assert meta["optimizer_flops_per_step"] > 0  # counted on differentiable gradients, not refused
+
+
+def test_check_plugin_hands_a_hessian_class_the_graph() -> None:
+    from optbench.engine.conformance import _new_model, _train
+
+    sub = load_submission(f"{FAMILIES}:DiagonalNewton").obj
+    reset_logs()
+    _train(sub, _new_model(), 3)  # raises "no grad_fn" when the checks' own backward drops the graph
+    assert len(DiagonalNewton.steps) == 3
 
 
 def test_the_stepper_keeps_the_graph_when_asked() -> None:
@@ -173,8 +178,6 @@ REAL = [  # (module, class, -o values, capabilities, needs the graph)
 def test_a_real_package_class_runs_as_it_is(results: Path, module: str, cls: str, values: tuple[str, ...],
                                             caps: str, graph: bool) -> None:
     pytest.importorskip(module)
-    if graph and not WIRED:
-        pytest.skip("TrialLoop does not pass Stepper(create_graph=...) yet")
     args = [a for v in values for a in ("-o", v)]
     code, out, meta = run(results, f"{module}:{cls}", *args, steps=20, every=10)
     assert code == 0 and meta["outcome"] != "error", out + str(meta.get("error"))

@@ -132,18 +132,19 @@ def _train(sub: Submission, model: nn.Module, steps: int, *, updater: Any = None
     hp = dict(sub.defaults) if hparams is None else hparams
     updater = updater if updater is not None else sub.create(model, hp, _info(QUADRATIC_STEPS))
     wants_closure = {Capability.CLOSURE, Capability.SAMPLED_LOSS} & set(sub.capabilities)
+    graph = Capability.CREATE_GRAPH in set(sub.capabilities)  # Hessian-vector products differentiate the gradient
     gen = torch.Generator().manual_seed(gen_seed)
 
     def closure(sampled: bool = False) -> torch.Tensor:
         model.zero_grad(set_to_none=True)
         with torch.enable_grad():
             loss = quad.sampled_loss(gen) if sampled else quad.loss()
-            loss.backward()
+            loss.backward(create_graph=graph)
         return loss.detach()
 
     for _ in range(steps):
         loss = quad.loss()
-        loss.backward()
+        loss.backward(create_graph=graph)
         updater.step(closure) if wants_closure else updater.step()
         updater.zero_grad(set_to_none=True)
     return updater

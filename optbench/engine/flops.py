@@ -180,7 +180,8 @@ def twins(model: nn.Module, updater: Any) -> tuple[nn.Module, Any]:
 
 
 def optimizer_flops_per_step(model: nn.Module, updater: Any, *, hparams: Mapping[str, Any],
-                             device: torch.device, closure: Callable[[nn.Module], Any] | None = None) -> float:
+                             device: torch.device, closure: Callable[[nn.Module], Any] | None = None,
+                             graph_grads: Callable[[nn.Module], None] | None = None) -> float:
     """FLOPs of one optimizer step on a copy of (model, updater), amortised over a periodic refresh (module doc).
 
     Args:
@@ -188,23 +189,36 @@ def optimizer_flops_per_step(model: nn.Module, updater: Any, *, hparams: Mapping
       hparams: the submission's hyperparameters (its refresh frequency, if any).
       device: the trial's device.
       closure: for closure-taking submissions, ``closure(model_copy)`` returns the ``step`` argument.
+      graph_grads: for submissions that differentiate the gradient (Hessian-vector products),
+        ``graph_grads(model_copy)`` sets gradients that carry their graph; made off the count, so only the step's
+        own work (its extra backward passes included) is counted.
     """
     twin_model, twin = twins(model, updater)
     params = [p for p in twin_model.parameters() if p.requires_grad]
     arg = closure(twin_model) if closure is not None else None
 
-    def one_step() -> None:
+    def set_grads() -> None:
+        if graph_grads is not None:
+            graph_grads(twin_model)
+            return
         for p in params:
             p.grad = torch.full_like(p, 1e-3)
+
+    def one_step() -> None:
         twin.step(arg) if arg is not None else twin.step()
+
+    def counted_step() -> int:
+        set_grads()
+        return counted(one_step, devices=[device])
 
     k = next((int(hparams[key]) for key in FREQUENCY_KEYS if key in hparams), None)
     if k is None or k <= 1:
-        return float(counted(one_step, devices=[device]))
+        return float(counted_step())
     start = int(hparams.get("start_preconditioning_step") or 0)
     for _ in range(max(k, start)):  # SOAP's initialisation, Shampoo's grafted steps before its first roots
+        set_grads()
         one_step()
-    return sum(counted(one_step, devices=[device]) for _ in range(k)) / k  # one whole period: one refresh
+    return sum(counted_step() for _ in range(k)) / k  # one whole period: one refresh
 
 
 def peak_flops(device_name: str) -> float | None:
@@ -231,6 +245,7 @@ class FlopCounts:
 
 def count_trial(task: Any, model: nn.Module, updater: Any, *, hparams: Mapping[str, Any], device: torch.device,
                 closure: Callable[[nn.Module], Any] | None = None,
+                graph_grads: Callable[[nn.Module], None] | None = None,
                 deadline_passed: Callable[[], bool] = lambda: False, optimizer: bool = True) -> FlopCounts:
     """Both counts, each None (with a warning) if plugin code fails in it; a failure once ``deadline_passed()``
     (the trial's wall-clock limit interrupted the count, perhaps re-raised as another error) is re-raised, so
@@ -247,7 +262,7 @@ def count_trial(task: Any, model: nn.Module, updater: Any, *, hparams: Mapping[s
         return FlopCounts(per_example, None)
     try:
         per_step: float | None = optimizer_flops_per_step(model, updater, hparams=hparams, device=device,
-                                                           closure=closure)
+                                                           closure=closure, graph_grads=graph_grads)
     except Exception as exc:
         if deadline_passed():
             raise

@@ -115,7 +115,8 @@ class TrialLoop:
         )
         self.began = False  # resumed from the checkpoint, or warmed up afresh: see begin()
         self.stepper = Stepper(task=task, model=self.forward_model, params_of=model, micro=prep.micro_batch_size,
-                               world=self.world, group=group, sample_gen=self.state.sample_gen)
+                               world=self.world, group=group, sample_gen=self.state.sample_gen,
+                               create_graph=Capability.CREATE_GRAPH in self.caps)
         self.pending: list[torch.Tensor] = []  # this stretch's step losses (0-d, on the device), not yet read
         self.flops: FlopCounts | None = None  # counted at trial start (begin)
         self.opt_timer = OptimizerTimer(device)  # the optimizer step's seconds (optimizer_share)
@@ -298,8 +299,10 @@ class TrialLoop:
                                          deadline_passed=self.past_deadline, optimizer=False)
             return
         with self.state.clock.paused():
+            graph_grads = self._graph_grads if Capability.CREATE_GRAPH in self.caps else None
             self.flops = count_trial(self.task, self.state.model, self.state.updater, hparams=self.prep.hparams,
-                                     device=self.state.device, closure=closure, deadline_passed=self.past_deadline)
+                                     device=self.state.device, closure=closure, graph_grads=graph_grads,
+                                     deadline_passed=self.past_deadline)
 
     def past_deadline(self) -> bool:
         """Whether the trial's wall-clock limit (``--timeout``) has passed."""
@@ -320,6 +323,16 @@ class TrialLoop:
             return loss.detach()
 
         return closure
+
+    def _graph_grads(self, model: torch.nn.Module) -> None:
+        """Gradients of ``model`` (a copy) that carry their graph, on a batch of the count's own generator: what a
+        submission differentiating its gradient (Capability.CREATE_GRAPH) is handed each step."""
+        from optbench.engine.flops import COUNT_BATCH, _generator
+
+        gen = _generator(self.state.device)
+        model.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            self.task.loss(model, self.task.next_batch(COUNT_BATCH, gen)).backward(create_graph=True)
 
     def optimizer_share(self) -> float | None:
         """The optimizer step's share of this run's timed seconds (read at a stretch's end or after the loop)."""
