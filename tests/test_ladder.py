@@ -219,3 +219,16 @@ def test_the_activation_model_covers_what_autograd_saves(extra: dict[str, object
 def test_the_docs_tables_are_the_generated_ones() -> None:
     docs = (Path(__file__).parents[1] / "docs" / "WORKLOADS.md").read_text()
     assert ladder.shapes_table() in docs and ladder.memory_table() in docs  # regenerate: python -m ...ladder --table
+
+
+def test_a_stored_target_kind_outside_its_vocabulary_is_refused(tmp_path):
+    from optbench.store.reader import read_trial, summarize
+    from optbench.store.writer import write_trial
+    from tests.test_results import _record, _row
+    from tests.test_torch_settings import _rewritten
+
+    meta, _ = read_trial(write_trial(tmp_path / "ok", _record(target_kind="provisional"), [_row(0, 1.0)]))
+    assert meta["target_kind"] == "provisional"
+    path = _rewritten(write_trial(tmp_path / "bad", _record(), [_row(0, 1.0)]), target_kind="guessed")
+    _, problem = summarize(path)
+    assert isinstance(problem, str) and "target_kind" in problem, problem

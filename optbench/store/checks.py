@@ -14,8 +14,8 @@ from typing import Any
 
 from optbench import READABLE_SCHEMA_VERSIONS
 from optbench.store.fsutil import is_valid_text, printable
-from optbench.store.records import (EVAL_COLUMNS, GOALS, MATMUL_PRECISIONS, OUTCOMES, STOPPED_BY, TRIAL_COLUMNS,
-                                    EvalRow, TrialRecord)
+from optbench.store.records import (EVAL_COLUMNS, GOALS, MATMUL_PRECISIONS, OUTCOMES, STOPPED_BY, TARGET_KINDS,
+                                    TRIAL_COLUMNS, EvalRow, TrialRecord)
 from optbench.store.writer import arrow_schema
 
 _INT64 = 2**63
@@ -100,6 +100,9 @@ def check_meta(meta: Any) -> dict[str, Any]:
         raise ValueError(f"matmul_precision {printable(repr(out['matmul_precision']))[:40]} is not tf32 or fp32")
     if out["stopped_by"] not in STOPPED_BY:
         raise ValueError(f"stopped_by {printable(repr(out['stopped_by']))[:40]} is not steps or seconds")
+    if out["target_kind"] not in TARGET_KINDS:
+        raise ValueError(f"target_kind {printable(repr(out['target_kind']))[:40]} is not one of "
+                         f"{', '.join(k for k in TARGET_KINDS if k)}")
     try:
         hparams = json.loads(out["hparams"])
     except (ValueError, RecursionError):
