@@ -123,7 +123,7 @@ class AlgoPerfUpdater:
         """One AlgoPerf step: data_selection, then update_params (see the module docstring)."""
         view = self.view
         rng = step_key(self._keys["step"], step)
-        queue = (as_batch(b) for b in batches)
+        queue = map(as_batch, batches)  # an iterator, as AlgoPerf's input queue
         select = getattr(self.module, "data_selection", None)
         batch = next(queue) if select is None else select(
             view, queue, self.optimizer_state, self.model, self.model_state, self.hyperparameters, step, rng)
