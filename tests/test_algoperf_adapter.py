@@ -21,7 +21,6 @@ from optbench.engine.loop import TrialLoop
 from optbench.engine.runner import run_trial
 from optbench.engine.prepared import TrialConfig, prepare
 from optbench.errors import UsageError
-from optbench.plugins import algoperf
 from optbench.plugins.registry import load_submission, load_workload
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -38,6 +37,23 @@ CASES = {
     "self_tuning": (f"algoperf:{SUBS / 'self_tuning.py'}", {}),
     "sam": (f"algoperf:{SUBS / 'sam.py'}", {"learning_rate": 0.02, "rho": 0.05}),
 }
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored():
+    """absl-py binds its handler to the stderr of the moment it is imported, and its ``logging.info`` calls
+    ``logging.basicConfig()`` when the root logger has no handler: under pytest that is a capture stream, closed
+    afterwards, and a later test that flushes every handler (tests/test_readme.py's cluster commands) then dies on
+    it. Point both back at the real stderr after each test."""
+    import logging
+
+    before = list(logging.root.handlers)
+    yield
+    for handler in [h for h in logging.root.handlers if h not in before]:
+        logging.root.removeHandler(handler)
+    absl_logging = sys.modules.get("absl.logging")  # absl-py, when a submission imported it under capture: its
+    if absl_logging is not None and hasattr(absl_logging, "get_absl_handler"):  # handler kept that stream
+        absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 
 def module_of(spec: str):
@@ -218,14 +234,11 @@ def test_the_stand_ins_never_shadow_installed_packages(monkeypatch: pytest.Monke
 
 
 def test_the_absl_stand_in_logs_through_python_logging(caplog: pytest.LogCaptureFixture):
-    sys.path.insert(0, str(algoperf.imports.STAND_INS["absl"]))
-    try:
-        spec = importlib.util.spec_from_file_location("absl_stand_in_logging",
-                                                      algoperf.imports.STAND_INS["absl"] / "absl" / "logging.py")
-        logging = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(logging)
-    finally:
-        sys.path.pop(0)
+    from optbench.plugins.algoperf.imports import STAND_INS
+
+    spec = importlib.util.spec_from_file_location("absl_stand_in_logging", STAND_INS["absl"] / "absl" / "logging.py")
+    logging = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(logging)
     with caplog.at_level("INFO", logger="absl"):
         logging.info("%d) loss = %0.3f", 3, 0.5)
     assert "3) loss = 0.500" in caplog.text
