@@ -43,7 +43,7 @@ def test_plain_torch_optimizer_with_cli_keywords(results):
     assert r.exit_code == 0, r.output
     invoke("run", "--opt", "sgd", "--results-dir", str(results), "--quiet")
     out = invoke("score", "--results-dir", str(results), "--format", "json")
-    rows = {row["submission"]: row for row in json.loads(out.output)["rows"]}
+    rows = {row["submission"]: row for row in json.loads(out.stdout)["rows"]}
     assert set(rows) == {"torch.optim:Adagrad", "sgd"}
     from optbench.store.reader import read_results
 

@@ -177,7 +177,7 @@ def test_score_by_flops_on_the_command_line(tmp_path):
     _linreg(tmp_path, "sgd", max_steps=3000)
     out = CliRunner().invoke(main, ["score", "--results-dir", str(tmp_path), "--by", "flops", "--format", "json"])
     assert out.exit_code == 0, out.output
-    payload = json.loads(out.output)
+    payload = json.loads(out.stdout)
     assert payload["by"] == "flops" and set(payload["optimizer_share"]) == {"adamw", "sgd"}
     assert all(0 < v < 1 for v in payload["optimizer_share"].values())
     table = CliRunner().invoke(main, ["score", "--results-dir", str(tmp_path), "--by", "flops"])

@@ -183,11 +183,29 @@ COMMANDS = {  # command -> (its arguments for one or two tiny trials, its step-b
                   "--max-steps", True),
     "seesaw": (["seesaw", "-w", "linreg", "-s", "sgd", "--seed", "0", "--twin-steps", "40", "--device", "cpu",
                 "--eval-every", "20"], "--twin-steps", False),
+    # the ladder's two smallest rungs on the synthetic corpus (DATA: filled in by _invoke), a budget in tokens
+    "scaling": (["scaling", "-s", "sgd", "--models", "t1,t2", "--lrs", "0.01", "--seed", "0", "--tokens", "2000",
+                 "--no-extend-grid", "--data-dir", "DATA", *SMALL], "--tokens", True),
 }
-RECIPES = ("cbs", "lr-sweep", "shape-search", "curvature", "seesaw")
+RECIPES = ("cbs", "lr-sweep", "shape-search", "curvature", "seesaw", "scaling")
+_DATA: list[Path] = []  # the synthetic corpus, written once on first use
+
+
+def _data_dir() -> Path:
+    if not _DATA:
+        import tempfile
+
+        from optbench.data.synthetic import write_synthetic
+
+        root = Path(tempfile.mkdtemp(prefix="optbench-sweep-data-"))
+        write_synthetic(root, n_tokens=40_000)
+        _DATA.append(root)
+    return _DATA[0]
 
 
 def _invoke(args: list[str]):
+    if "DATA" in args:
+        args = [str(_data_dir()) if a == "DATA" else a for a in args]
     return CliRunner().invoke(main, args)
 
 

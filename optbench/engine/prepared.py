@@ -444,8 +444,9 @@ def parse_tokens(value: str, size: Size) -> int:
             raise UsageError(f"--tokens {value} is a Chinchilla multiple; it needs --model (a size with a parameter "
                              "count), or give a token count")
         number *= CHINCHILLA_TOKENS_PER_PARAM * int(params)
-    return bounded_int(round(number) if number == number and abs(number) < 1e300 else number, what="--tokens",
-                       low=1, high=MAX_TOKENS)
+    if not 1 <= number <= MAX_TOKENS:  # NaN fails too; the message shows what was typed, not a 300-digit number
+        raise UsageError(f"--tokens must come to between 1 and {MAX_TOKENS} tokens, got {printable(str(value))[:40]!r}")
+    return round(number)
 
 
 def _token_budget(size: Size, cfg: TrialConfig, batch_size: int) -> tuple[Size, int | None]:
@@ -462,7 +463,7 @@ def _token_budget(size: Size, cfg: TrialConfig, batch_size: int) -> tuple[Size, 
     if cfg.max_steps is not None:
         steps = check(TrialConfig, "max_steps", cfg.max_steps)
     else:
-        tokens = parse_tokens(cfg.tokens or "1x", size)
+        tokens = parse_tokens("1x" if cfg.tokens is None else cfg.tokens, size)  # "" is a mistake, not 1x
         steps = -(-tokens // (batch_size * seq_len))
         if steps > MAX_STEPS:
             raise UsageError(f"--tokens {cfg.tokens} is {steps} steps at {batch_size} x {seq_len} tokens, more than "

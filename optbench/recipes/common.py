@@ -105,6 +105,11 @@ def extend_grid(grid: Sequence[float], scores: Mapping[float, float], *,
     return tuple(sorted((*values, new)))
 
 
+def _key(key: Any) -> str:
+    """A grid's key as JSON text: a tuple key (a model size and a submission) joined with "/", not its repr."""
+    return "/".join(str(part) for part in key) if isinstance(key, tuple) else str(key)
+
+
 @dataclass(frozen=True, kw_only=True)
 class GridExtension:
     """What :func:`extend_until_interior` did, recorded in a recipe's JSON: per key (a batch size, a submission) the
@@ -118,9 +123,9 @@ class GridExtension:
 
     def to_json(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "rounds": self.rounds,
-                "grids": {str(k): list(v) for k, v in self.grids.items()},
-                "added": {str(k): list(v) for k, v in self.added.items() if v},
-                "edges": {str(k): v for k, v in self.edges.items() if v}}
+                "grids": {_key(k): list(v) for k, v in self.grids.items()},
+                "added": {_key(k): list(v) for k, v in self.added.items() if v},
+                "edges": {_key(k): v for k, v in self.edges.items() if v}}
 
     def notes(self, what: str = "lr") -> list[str]:
         """One line per key whose best value still sits at an edge: an optimum there is a bound, not a value."""

@@ -26,7 +26,7 @@ def _run_and_score(workload: str, data_dir: Path, results: Path) -> dict:
     assert r.exit_code == 0, r.output
     s = CliRunner().invoke(main, ["score", "--results-dir", str(results), "--format", "json"])
     assert s.exit_code == 0, s.output
-    return json.loads(s.output)
+    return json.loads(s.stdout)
 
 
 def test_cifar10_prepare_run_score(cifar_server, cifar_source, data_dir, tmp_path):
