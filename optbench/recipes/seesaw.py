@@ -152,8 +152,9 @@ def paired_lines(pairs: Sequence[tuple[int, RunSummary, RunSummary]], *, metric:
                     "seesaw": pd.Series({s: value(b) for s, _, b in pairs}, dtype=float)}
         t = paired_test(None, workload="", a="seesaw", b="twin", by="steps", alternative="two-sided",
                         per_seed=per_seed)
+        lower = int((per_seed["seesaw"] < per_seed["twin"]).sum())  # the direction, which p alone does not say
         out.append(f"Paired test, {what} (Seesaw vs twin, exact two-sided sign-flip): p = {t.p_value:.3g} over "
-                   f"{t.n_pairs} seeds ({t.n_used} informative).")
+                   f"{t.n_pairs} seeds ({t.n_used} informative; Seesaw's lower in {lower} of them).")
     note = significance_note(len(pairs), [f"Seesaw vs twin ({metric}, steps to target)"], alpha=alpha)
     return out + ([f"Note: {note}."] if note else [])
 
