@@ -24,15 +24,16 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optbench.engine.prepared import TrialConfig
 from optbench.errors import UsageError
 from optbench.options import option
 from optbench.recipes.common import MAX_EXTENSIONS
-from optbench.scoring.fits import (N_BOOT, Fit, Interval, Point, Speedup, best_mean, fit_best_lr, fit_loss,
-                                   interval, resampled_best, speedup)
 from optbench.sweep.engine import Planned, SweepResult
+
+if TYPE_CHECKING:  # the fits import numpy: loaded where a ladder is analysed, not when the CLI starts
+    from optbench.scoring.fits import Fit, Interval, Point, Speedup
 
 KIND = "scaling"  # the study kind of its trials (optbench.store.records.RESEARCH_KINDS)
 MAX_SWEEP = 10_000  # trials of one ladder
@@ -303,6 +304,8 @@ def _points(runs: Sequence[ScalingRun]) -> dict[str, dict[Key, tuple[Point, list
     budget (a diverged one stopped early)."""
     import numpy as np
 
+    from optbench.scoring.fits import Point
+
     grouped: dict[str, dict[Key, list[ScalingRun]]] = {}
     for r in runs:
         grouped.setdefault(r.submission, {}).setdefault((r.model, r.budget), []).append(r)
@@ -319,10 +322,13 @@ def _points(runs: Sequence[ScalingRun]) -> dict[str, dict[Key, tuple[Point, list
     return out
 
 
-def summarize_scaling(runs: Sequence[ScalingRun], *, reference: str, floor: float = 0.0, n_boot: int = N_BOOT,
+def summarize_scaling(runs: Sequence[ScalingRun], *, reference: str, floor: float = 0.0, n_boot: int | None = None,
                       models: Sequence[str] = ()) -> ScalingSummary:
     """The ladder's rows (sizes in ``models`` order, then any others by compute; the reference first at each) and
-    the fits (see the module docstring)."""
+    the fits (see the module docstring); ``n_boot`` bootstrap draws (None: :data:`optbench.scoring.fits.N_BOOT`)."""
+    from optbench.scoring.fits import N_BOOT, fit_best_lr, fit_loss
+
+    n_boot = N_BOOT if n_boot is None else n_boot
     points = _points(runs)
     loss_fits = {s: _fit_or_none(fit_loss, [p for p, _ in ms.values() if p.x > 0], floor=floor, n_boot=n_boot)
                  for s, ms in points.items()}
@@ -338,6 +344,8 @@ def summarize_scaling(runs: Sequence[ScalingRun], *, reference: str, floor: floa
 
 def _fit_or_none(fit: Any, points: list[Point], **kw: Any) -> Fit | None:
     """``fit`` of ``points`` when two or more distinct x have a finite best, else None."""
+    from optbench.scoring.fits import best_mean
+
     finite = {p.x for p in points if math.isfinite(p.x) and math.isfinite(best_mean(p.losses)[0])}
     return fit(points, **kw) if len(finite) >= 2 else None
 
@@ -370,6 +378,8 @@ def _full_median(rs: Sequence[ScalingRun], field: str) -> float:
 
 def _row(found: tuple[Point, list[ScalingRun]], sub: str, model: str, *, ref: Fit | None, n_boot: int) -> ScalingRow:
     import numpy as np
+
+    from optbench.scoring.fits import best_mean, interval, resampled_best, speedup
 
     point, rs = found
     loss, i = best_mean(point.losses)
