@@ -12,9 +12,7 @@ first point (:func:`first_point`), ``tune`` samples it as AlgoPerf's external tu
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,22 +101,10 @@ def label(spec: str) -> str:
 
 def _import(path: Path, spec: str, digest: str) -> ModuleType:
     from optbench.plugins.algoperf.imports import ensure_all
+    from optbench.plugins.registry import import_file
 
     ensure_all()
-    name = f"optbench_algoperf_{digest}_{path.stem}"
-    if name in sys.modules:
-        return sys.modules[name]
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise PluginError(f"plugin {spec!r}: cannot import {str(path)!r}")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:  # a broken file is one line, never a traceback
-        sys.modules.pop(name, None)
-        raise PluginError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from None
-    return module
+    return import_file(path, f"optbench_algoperf_{digest}_{path.stem}", spec, reuse=True)
 
 
 def _space(path: Path | None, sub: Path, spec: str) -> tuple[Any, bytes]:
