@@ -28,6 +28,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from optbench.api import Submission, Workload
 from optbench.errors import PluginError, UsageError
+from optbench.plugins.loading import import_file
 from optbench.plugins.plain import is_plain_optimizer as is_plain_optimizer  # re-exported: older imports
 from optbench.plugins.plain import optimizer_submission
 
@@ -99,24 +100,6 @@ def _load_file(path: Path, attr: str, spec: str) -> tuple[Any, Origin]:
         raise PluginError(f"plugin {spec!r}: {str(path)!r} has no attribute {attr!r}")
     # The file's name and hash identify it; its folder would put the user's home directory into shared results.
     return getattr(module, attr), Origin(source="file", distribution=path.name, version=f"sha256:{digest}")
-
-
-def import_file(path: Path, name: str, spec: str, *, reuse: bool = False) -> Any:
-    """The module of Python file ``path``, imported as ``name`` (``reuse``: the one already imported under that
-    name, if any); a file that fails to import is one :class:`PluginError` naming ``spec``, never a traceback."""
-    if reuse and name in sys.modules:
-        return sys.modules[name]
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise PluginError(f"plugin {spec!r}: cannot import {str(path)!r}")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:  # a broken plugin file must not crash the harness
-        sys.modules.pop(name, None)
-        raise PluginError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from None
-    return module
 
 
 def _load_module(module_name: str, attr: str, spec: str) -> tuple[Any, Origin]:

@@ -101,7 +101,7 @@ def label(spec: str) -> str:
 
 def _import(path: Path, spec: str, digest: str) -> ModuleType:
     from optbench.plugins.algoperf.imports import ensure_all
-    from optbench.plugins.registry import import_file
+    from optbench.plugins.loading import import_file
 
     ensure_all()
     return import_file(path, f"optbench_algoperf_{digest}_{path.stem}", spec, reuse=True)
