@@ -167,3 +167,20 @@ def test_a_recipe_says_when_trials_ran_out_of_seconds(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "missed (seconds)" in res.stdout
     assert "1 of 1 trials ran out of their seconds budget" in " ".join(res.stderr.split())
+
+
+def test_recipe_tables_tell_a_seconds_miss_from_a_steps_miss(tmp_path: Path) -> None:
+    from optbench.recipes.cbs import CbsRun, sensitivity_markdown
+
+    res = CliRunner().invoke(main, ["cbs", "-w", "linreg", "-s", "sgd", "--batch-sizes", "8", "--lrs", "1e-4",
+                                    "--seed", "0", "--max-steps", "1000000", "--max-seconds", "0.05",
+                                    "--device", "cpu", "--results-dir", str(tmp_path), "--no-extend-grid"])
+    assert res.exit_code == 0, res.output
+    assert "0/1 (1 out of seconds)" in (tmp_path / "recipes" / "cbs" / "cbs.md").read_text()
+
+    def run(lr: float, stopped_by: str) -> CbsRun:
+        return CbsRun(batch_size=8, lr=lr, seed=0, steps_to_target=None, examples_to_target=None, outcome="missed",
+                      stopped_by=stopped_by)
+
+    table = sensitivity_markdown({"sgd": [run(0.1, "seconds"), run(0.3, "steps")]})
+    assert "| 0.1 | missed (seconds) |" in table and "| 0.3 | missed |" in table

@@ -46,6 +46,7 @@ class CbsRun:
     steps_to_target: int | None
     examples_to_target: int | None
     outcome: str
+    stopped_by: str = ""  # "seconds": it missed on a seconds budget (a slower machine's miss, not the optimizer's)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +72,7 @@ class CbsRow:
     overhead: float
     reached: int
     runs: int
+    out_of_seconds: int = 0  # of the runs that missed, those a seconds budget stopped
     steps_level: float = math.nan
     seeds: int = 0
     lr_edge: str | None = None
@@ -141,7 +143,7 @@ def summarize_cbs(runs: Sequence[CbsRun], *, max_overhead: float = DEFAULT_OVERH
             critical = b if ok else critical
         rows.append(CbsRow(batch_size=b, best_lr=lr, steps=med, steps_low=low, steps_high=high, examples=examples,
                            linear=linear, overhead=over, reached=sum(r.steps_to_target is not None for r in rs),
-                           runs=len(rs), steps_level=ci.level, seeds=ci.n_units, lr_edge=edges[b]))
+                           runs=len(rs), out_of_seconds=_out_of_seconds(rs), steps_level=ci.level, seeds=ci.n_units, lr_edge=edges[b]))
     s_min, b_noise = fit_steps_model([(r.batch_size, r.steps) for r in rows])
     return CbsSummary(rows=tuple(rows), critical_batch_size=critical, max_overhead=max_overhead, s_min=s_min,
                       b_noise=b_noise)
@@ -164,6 +166,11 @@ def lr_scores(runs: Sequence[CbsRun], key: Any = None) -> dict[Any, dict[float, 
     for r in runs:
         groups.setdefault(r.batch_size if key is None else key(r), {}).setdefault(r.lr, []).append(_steps(r))
     return {k: {lr: float(np.median(v)) for lr, v in per.items()} for k, per in groups.items()}
+
+
+def _out_of_seconds(runs: Sequence[CbsRun]) -> int:
+    """How many of ``runs`` missed because a seconds budget stopped them (``stopped_by``)."""
+    return sum(r.steps_to_target is None and r.stopped_by == "seconds" for r in runs)
 
 
 def _steps(r: CbsRun) -> float:
@@ -202,7 +209,8 @@ def cbs_cells(r: CbsRow) -> list[str]:
     over = "" if math.isnan(r.overhead) else (_num(r.overhead) if r.overhead == math.inf else f"{r.overhead:+.0%}")
     examples = f"{r.examples:,.0f}" if math.isfinite(r.examples) else _num(r.examples)
     return [str(r.batch_size), lr, _num(r.steps), interval, examples,
-            _num(r.linear), over, f"{r.reached}/{r.runs}"]
+            _num(r.linear), over, f"{r.reached}/{r.runs}" + (f" ({r.out_of_seconds} out of seconds)"
+                                                             if r.out_of_seconds else "")]
 
 
 def cbs_markdown(summary: CbsSummary) -> str:
@@ -235,7 +243,8 @@ def cbs_json(summary: CbsSummary, *, extension: Any = None) -> dict[str, Any]:
 
     rows = [{"batch_size": r.batch_size, "best_lr": r.best_lr, "lr_edge": r.lr_edge, "steps": num(r.steps),
              "steps_low": num(r.steps_low), "steps_high": num(r.steps_high), "interval_level": r.steps_level,
-             "interval_method": "order-statistic", "seeds": r.seeds, "reached": r.reached, "runs": r.runs}
+             "interval_method": "order-statistic", "seeds": r.seeds, "reached": r.reached, "runs": r.runs,
+             "out_of_seconds": r.out_of_seconds}
             for r in summary.rows]
     return {"critical_batch_size": summary.critical_batch_size, "bound": summary.bound,
             "critical_text": summary.critical_text(), "max_overhead": summary.max_overhead, "rows": rows,
@@ -349,7 +358,7 @@ def _run_of(outcome: Any) -> CbsRun:
     tags = outcome.planned.tags
     return CbsRun(batch_size=tags["batch_size"], lr=tags["lr"], seed=tags["seed"],
                   steps_to_target=rec["steps_to_target"], examples_to_target=rec["examples_to_target"],
-                  outcome=rec["outcome"])
+                  outcome=rec["outcome"], stopped_by=rec.get("stopped_by") or "")
 
 
 def write_cbs(summary: CbsSummary, runs: Sequence[CbsRun], out: Path, *, title: str,
@@ -406,10 +415,17 @@ def sensitivity_markdown(sweeps: Mapping[str, Sequence[CbsRun]], *, within: floa
     lrs = sorted({r.lr for runs in sweeps.values() for r in runs})
     med = {s: {lr: float(np.median([_steps(r) for r in runs if r.lr == lr])) for lr in lrs
                if any(r.lr == lr for r in runs)} for s, runs in sweeps.items()}
+    seconds = {s: {lr for lr in lrs if _out_of_seconds([r for r in runs if r.lr == lr])} for s, runs in sweeps.items()}
+
+    def cell(s: str, lr: float) -> str:
+        c = med[s].get(lr, math.nan)
+        if c != math.inf:
+            return f"{c:.4g}"
+        return "missed (seconds)" if lr in seconds[s] else "missed"  # a seconds budget's miss is the machine's
+
     lines = ["| lr | " + " | ".join(sweeps) + " |", "|---|" + "---|" * len(sweeps)]
     for lr in lrs:
-        cells = [med[s].get(lr, math.nan) for s in sweeps]
-        lines.append(f"| {lr:g} | " + " | ".join("missed" if c == math.inf else f"{c:.4g}" for c in cells) + " |")
+        lines.append(f"| {lr:g} | " + " | ".join(cell(s, lr) for s in sweeps) + " |")
     best = {s: min(v.values()) for s, v in med.items()}
     lines.append("| best | " + " | ".join("missed" if best[s] == math.inf else f"{best[s]:.4g}" for s in sweeps) + " |")
     good = {s: sum(1 for v in med[s].values() if math.isfinite(v) and v <= within * best[s]) for s in sweeps}
