@@ -16,7 +16,6 @@ from typing import Any
 
 from optbench.api import Capability, SubmissionSpec, TrialInfo
 from optbench.errors import PluginError, UsageError
-from optbench.plugins.groups import RESERVED, build
 from optbench.plugins import groups, values
 from optbench.plugins.groups import RESERVED, build
 

@@ -461,4 +461,4 @@ def paired_markdown(sweeps: Mapping[str, Sequence[CbsRun]], *, alpha: float = 0.
                      f"{t.n_used} informative)")
     n = min(len(v) for v in per_seed.values())
     note = significance_note(n, [f"{a} vs {b}" for a, b in pairs], alpha=alpha)
-    return "\n".join(lines + ([f"", f"Note: {note}."] if note else [])) + "\n"
+    return "\n".join(lines + (["", f"Note: {note}."] if note else [])) + "\n"
