@@ -92,3 +92,12 @@ def test_each_check_is_printed_as_it_runs_and_capabilities_are_listed(monkeypatc
 def test_the_default_time_limit_is_the_one_the_help_states():
     res = CliRunner().invoke(main, ["check-plugin", "--help"])
     assert f"[default: {conformance.DEFAULT_TIME_LIMIT:g}]" in " ".join(res.output.split())
+
+
+@pytest.mark.parametrize(("cls", "caps"), [("ModeSwitching", "eval_params"), ("LineSearch", "closure"),
+                                           ("DiagonalNewton", "create_graph")])
+def test_check_plugin_lists_what_it_detected_on_each_family(cls, caps):
+    skip = [a for n in ONLY if n != "api" for a in ("--skip", n)]
+    res = CliRunner().invoke(main, ["check-plugin", f"tests.plugins.families:{cls}", *skip])
+    assert res.exit_code == 0, res.output
+    assert f"capabilities: {caps};" in res.output.splitlines()[0], res.output
