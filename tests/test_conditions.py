@@ -184,3 +184,13 @@ def test_recipe_tables_tell_a_seconds_miss_from_a_steps_miss(tmp_path: Path) -> 
 
     table = sensitivity_markdown({"sgd": [run(0.1, "seconds"), run(0.3, "steps")]})
     assert "| 0.1 | missed (seconds) |" in table and "| 0.3 | missed |" in table
+
+
+def test_run_full_budget_scores_at_the_budget_and_says_so(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["run", "-w", "linreg", "-s", "adamw", "--max-steps", "1200", "--eval-every", "100",
+                                    "--full-budget", "--device", "cpu", "--results-dir", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, res.output
+    (path,) = tmp_path.rglob("*.parquet")
+    rec = pd.read_parquet(path).iloc[0]
+    assert rec["target_kind"] == "budget" and rec["total_steps"] == 1200  # it went on past the target
+    assert rec["outcome"] == "reached" and rec["steps_to_target"] < 1200  # ... and says when it first got there

@@ -219,7 +219,10 @@ class TrialConfig:
                                "[default: 30; curvature: 20].", kind="int", low=1, high=MAX_ITERS)
     divergence_factor: float = 100.0
     checkpoint: Path | None = None
-    full_budget: bool = False
+    full_budget: bool = option(
+        False, "--full-budget", "Run the whole budget even once the target is reached: the trial is scored at its "
+        "budget by its final metric (recorded as target_kind 'budget' unless --target is given); steps to the "
+        "target are still its first reach.", kind="flag")
     variant: str | None = None
     study_kind: str = "run"
     varies: tuple[str, ...] = ()
