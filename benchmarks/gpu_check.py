@@ -385,6 +385,35 @@ def sec_loss_memory(ctx: Ctx) -> dict[str, Any]:
     return fig
 
 
+def sec_memory_plan(ctx: Ctx) -> dict[str, Any]:
+    """The ladder's memory plan against the device: GPT-2 small (``--model 124m``) with AdamW, its micro-batch as
+    planned for this GPU (optbench/plugins/memory.py), the FLOPs count and two steps; the peak allocated must stay
+    under the plan's estimate (the plan is conservative) and the ratio says how much room it leaves."""
+    if ctx.cpu:
+        raise Skip("the plan is made for CUDA memory (CPU trials are never shrunk)")
+    from optbench.plugins import memory
+    from optbench.plugins.registry import load_workload
+
+    _free(ctx)
+    torch.cuda.reset_peak_memory_stats(ctx.device)
+    loop = lm_loop(ctx, "adamw", "paper", model="124m")
+    micro = loop.prep.micro_batch_size
+    profile = load_workload("wikitext").obj.memory_profile(loop.prep.size)
+    estimate = memory.peak_bytes(profile, "adamw", micro)
+    ctx.partial.update(micro_batch_size=micro, batch_size=loop.prep.batch_size, estimate_gib=estimate / 2**30)
+    loop.begin()
+    for _ in range(2):
+        loop.step()
+    ctx.sync()
+    peak = torch.cuda.max_memory_allocated(ctx.device)
+    fig = {**ctx.partial, "peak_gib": peak / 2**30, "peak_over_estimate": peak / estimate}
+    del loop
+    _free(ctx)
+    if peak > estimate:
+        raise PromiseFailed(f"peak {peak / 2**30:.1f} GiB over the plan's {estimate / 2**30:.1f} GiB", fig)
+    return fig
+
+
 # ------------------------------------------------------------------------------------------------ trials via the CLI
 
 def spawn(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[str]:
@@ -591,6 +620,7 @@ SECTIONS: list[tuple[str, Callable[[Ctx], dict[str, Any]], float, float]] = [
     ("optimizer_cost", sec_optimizer_cost, 100, 20),
     ("mfu", sec_mfu, 20, 1),
     ("loss_memory", sec_loss_memory, 60, 20),
+    ("memory_plan", sec_memory_plan, 90, 30),
     ("compile", sec_compile, 120, 40),
     ("resume", sec_resume, 150, 60),
     ("nccl", sec_nccl, 60, 20),
