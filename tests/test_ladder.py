@@ -232,3 +232,14 @@ def test_a_stored_target_kind_outside_its_vocabulary_is_refused(tmp_path):
     path = _rewritten(write_trial(tmp_path / "bad", _record(), [_row(0, 1.0)]), target_kind="guessed")
     _, problem = summarize(path)
     assert isinstance(problem, str) and "target_kind" in problem, problem
+
+
+def test_list_of_an_lm_workload_names_its_model_sizes():
+    from click.testing import CliRunner
+
+    from optbench.cli import main
+
+    res = CliRunner().invoke(main, ["list", "wikitext"])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "--model NAME" in text and "124m (12x768)" in text and "t1 (" in text, res.output
+    assert "--model" not in CliRunner().invoke(main, ["list", "linreg"]).output  # no ladder, no line

@@ -129,6 +129,11 @@ def _workload_details(item: Any) -> None:
     console.print("How each target was chosen:")
     for name, sz in w.sizes.items():
         console.print(escape(f"  {name}: {sz.note or 'not stated'}"), width=min(100, console.width))
+    models = getattr(w, "models", None) or {}  # a model-size ladder, selected apart from the size (--model NAME)
+    if models:
+        rungs = ", ".join(f"{n} ({getattr(r, 'n_layer', '?')}x{getattr(r, 'd_model', '?')})" for n, r in models.items())
+        console.print(escape(f"Model sizes (--model NAME, with --tokens 1x|Nx|COUNT; docs/WORKLOADS.md): {rungs}"),
+                      width=min(100, console.width))
 
 
 def _submission_details(item: Any) -> None:
