@@ -194,3 +194,14 @@ def test_run_full_budget_scores_at_the_budget_and_says_so(tmp_path: Path) -> Non
     rec = pd.read_parquet(path).iloc[0]
     assert rec["target_kind"] == "budget" and rec["total_steps"] == 1200  # it went on past the target
     assert rec["outcome"] == "reached" and rec["steps_to_target"] < 1200  # ... and says when it first got there
+
+
+def test_the_report_page_warns_of_very_different_loads_too(tmp_path: Path) -> None:
+    from optbench.report.sections import page_warnings
+    from optbench.store.reader import read_results
+    from optbench.store.units import scoring_units
+
+    loaded = read_results(_store(tmp_path / "a", ("cpu", "cpu"), loads=(0.5, 4.0)))
+    assert any("load per CPU" in w for w in page_warnings(loaded, scoring_units(loaded.trials)))
+    calm = read_results(_store(tmp_path / "b", ("cpu", "cpu"), loads=(1.0, 1.4)))
+    assert not any("load" in w for w in page_warnings(calm, scoring_units(calm.trials)))

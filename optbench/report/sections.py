@@ -228,6 +228,12 @@ def page_warnings(loaded: ResultSet, units: Units) -> list[str]:
         if n > 1:
             out.append(f"results come from {n} different {what}: timed seconds may not be comparable "
                        "(see Provenance; --by steps and --by flops are hardware-independent)")
+    if trials["device_name"].nunique() <= 1:  # different devices: said just above; here, different loads
+        from optbench.scoring.conditions import time_warning
+
+        load = time_warning(trials.to_dict("records"))
+        if load:
+            out.append(load.removeprefix("warning: "))
     return out
 
 
