@@ -42,6 +42,7 @@ from typing import Any
 
 from optbench.errors import UsageError
 from optbench.store.fsutil import AtomicBatch, atomic_batch, ensure_writable_dir, is_valid_text, printable
+from optbench.store.records import finite_or_none
 
 RULES = ("v0.5", "v0.6")
 TARGETS_FILE = "algoperf_targets.json"
@@ -172,14 +173,6 @@ def _meta(trial_dir: Path) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------- conversion
 
 
-def _finite(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 @dataclass(frozen=True, kw_only=True)
 class ParsedLog:
     """A log's evaluations: the rows whose step is known, in step order, and of a step logged twice the later row.
@@ -260,7 +253,7 @@ def _finite_column(series: Any, idx: Any) -> list[float | None]:
     """:func:`_finite` of the cells ``idx`` of one column; a numeric column is converted at once, not cell by cell."""
     if series.dtype.kind in "biuf":
         return [v if math.isfinite(v) else None for v in series.to_numpy(dtype=float)[idx].tolist()]
-    return [_finite(v) for v in series.to_numpy()[idx].tolist()]
+    return [finite_or_none(v) for v in series.to_numpy()[idx].tolist()]
 
 
 def metrics_json(logged: Mapping[str, list[float | None]], n: int) -> list[str]:

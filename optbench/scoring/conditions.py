@@ -15,26 +15,18 @@ Files from before these fields (no load recorded) are left out of the load compa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from optbench.store.records import finite_or_none
 
 LOAD_GAP = 0.5  # load per CPU: one trial had half the machine's CPUs busy with other work that another did not
 SHARE_RATIO = 0.75  # one CPU trial's thread got less than 3/4 of the CPU time another's got
 
 
-def _number(value: Any) -> float | None:
-    """A finite float, or None (missing, None, NaN: not recorded)."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def load_per_cpu(row: Mapping[str, Any]) -> float | None:
     """The trial's mean load average per available CPU (None when either was not recorded)."""
-    load, cpus = _number(row.get("load_average")), _number(row.get("cpu_count"))
+    load, cpus = finite_or_none(row.get("load_average")), finite_or_none(row.get("cpu_count"))
     return load / cpus if load is not None and cpus else None
 
 
@@ -47,7 +39,7 @@ def _differences(rows: list[Mapping[str, Any]]) -> list[str]:
     loads = [x for x in map(load_per_cpu, rows) if x is not None]
     if loads and max(loads) - min(loads) > LOAD_GAP:
         out.append(f"load per CPU {min(loads):.2f} to {max(loads):.2f}")
-    shares = [x for x in (_number(r.get("cpu_share")) for r in rows if r.get("device") == "cpu") if x is not None]
+    shares = [x for x in (finite_or_none(r.get("cpu_share")) for r in rows if r.get("device") == "cpu") if x is not None]
     if shares and min(shares) < SHARE_RATIO * max(shares):
         out.append(f"CPU share {min(shares):.0%} to {max(shares):.0%}")
     return out

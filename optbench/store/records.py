@@ -56,6 +56,15 @@ def better(a: float, b: float, goal: str) -> bool:
     return goal_sign(goal) * a < goal_sign(goal) * b
 
 
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, not a number, NaN or infinite: a field not recorded)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
 def best(values: Sequence[float], goal: str) -> float | None:
     """The best of the finite ``values`` in direction ``goal``; None when none is finite."""
     finite = [float(v) for v in values if v is not None and math.isfinite(v)]
