@@ -7,14 +7,12 @@ ends on a seconds budget records ``stopped_by = "seconds"``, and the recipe says
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover
-    from optbench.engine.prepared import TrialConfig
+from optbench.engine.prepared import MAX_SECONDS, TrialConfig
 
-# "No seconds budget": a TrialConfig's None means the size's own budget, so the absence of one is a number no trial
-# reaches (about 32 years), bounded like every --max-seconds.
-UNBOUNDED_SECONDS = 10.0**9
+# "No seconds budget": a TrialConfig's None means the size's own budget, so the absence of one is the largest
+# --max-seconds there is (about 32 years), which no trial reaches.
+UNBOUNDED_SECONDS = MAX_SECONDS
 
 
 def steps_budget(base: TrialConfig) -> TrialConfig:
