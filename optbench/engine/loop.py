@@ -290,16 +290,19 @@ class TrialLoop:
     def count_flops(self) -> None:
         """Count the model's FLOPs per example and the optimizer's per step, untimed, on copies
         (:mod:`optbench.engine.flops`): the trial's state and random streams are untouched."""
-        closure = None
-        if Capability.CLOSURE in self.caps or Capability.SAMPLED_LOSS in self.caps:
-            closure = self._counting_closure
         if self.owns_step:  # the submission's step is not an optimizer step alone: model FLOPs only
             with self.state.clock.paused():
                 self.flops = count_trial(self.task, self.state.model, None, hparams={}, device=self.state.device,
                                          deadline_passed=self.past_deadline, optimizer=False)
             return
+        closure = graph_grads = None
+        if Capability.CLOSURE in self.caps or Capability.SAMPLED_LOSS in self.caps:
+            closure = self._counting_closure
+        if Capability.CREATE_GRAPH in self.caps:  # gradients that carry their graph, made as the closure makes them
+
+            def graph_grads(model: torch.nn.Module) -> None:
+                self._counting_closure(model)()
         with self.state.clock.paused():
-            graph_grads = self._graph_grads if Capability.CREATE_GRAPH in self.caps else None
             self.flops = count_trial(self.task, self.state.model, self.state.updater, hparams=self.prep.hparams,
                                      device=self.state.device, closure=closure, graph_grads=graph_grads,
                                      deadline_passed=self.past_deadline)
@@ -309,30 +312,23 @@ class TrialLoop:
         return self.prep.timeout is not None and time.perf_counter() - self.wall_start >= self.prep.timeout
 
     def _counting_closure(self, model: torch.nn.Module) -> Callable[..., torch.Tensor]:
-        """A ``step(closure)`` argument over ``model`` (a copy) on a batch of the count's own generator."""
+        """A ``step(closure)`` argument over ``model`` (a copy) on a batch of the count's own generator; its backward
+        keeps the graph for a submission that differentiates its gradient (Capability.CREATE_GRAPH), as the
+        trial's own steps do."""
         from optbench.engine.flops import COUNT_BATCH, _generator
 
         gen = _generator(self.state.device)
         batch = self.task.next_batch(COUNT_BATCH, gen)
+        graph = Capability.CREATE_GRAPH in self.caps
 
         def closure(sampled: bool = False) -> torch.Tensor:
             model.zero_grad(set_to_none=True)
             with torch.enable_grad():
                 loss = self.task.sampled_loss(model, batch, gen) if sampled else self.task.loss(model, batch)
-                loss.backward()
+                loss.backward(create_graph=graph)
             return loss.detach()
 
         return closure
-
-    def _graph_grads(self, model: torch.nn.Module) -> None:
-        """Gradients of ``model`` (a copy) that carry their graph, on a batch of the count's own generator: what a
-        submission differentiating its gradient (Capability.CREATE_GRAPH) is handed each step."""
-        from optbench.engine.flops import COUNT_BATCH, _generator
-
-        gen = _generator(self.state.device)
-        model.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            self.task.loss(model, self.task.next_batch(COUNT_BATCH, gen)).backward(create_graph=True)
 
     def optimizer_share(self) -> float | None:
         """The optimizer step's share of this run's timed seconds (read at a stretch's end or after the loop)."""
