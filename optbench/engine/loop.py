@@ -295,13 +295,14 @@ class TrialLoop:
                 self.flops = count_trial(self.task, self.state.model, None, hparams={}, device=self.state.device,
                                          deadline_passed=self.past_deadline, optimizer=False)
             return
-        closure = graph_grads = None
+        closure = None
         if Capability.CLOSURE in self.caps or Capability.SAMPLED_LOSS in self.caps:
             closure = self._counting_closure
-        if Capability.CREATE_GRAPH in self.caps:  # gradients that carry their graph, made as the closure makes them
 
-            def graph_grads(model: torch.nn.Module) -> None:
-                self._counting_closure(model)()
+        def with_graph(model: torch.nn.Module) -> None:  # gradients that carry their graph, as the closure makes them
+            self._counting_closure(model)()
+
+        graph_grads = with_graph if Capability.CREATE_GRAPH in self.caps else None
         with self.state.clock.paused():
             self.flops = count_trial(self.task, self.state.model, self.state.updater, hparams=self.prep.hparams,
                                      device=self.state.device, closure=closure, graph_grads=graph_grads,
