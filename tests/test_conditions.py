@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.engine.load import LoadMeter, available_cpus, gpu_reader
+from optbench.engine.load import LoadMeter, gpu_reader
+from optbench.parallel.executors import cores
 from optbench.engine.runner import TrialConfig, run_trial
 from optbench.plugins.registry import load_submission, load_workload
 from optbench.scoring.conditions import LOAD_GAP, time_warning
@@ -38,7 +39,7 @@ def _read(result) -> pd.Series:
 def test_a_real_trial_records_the_machines_load(results: Path) -> None:
     row = _read(_run(results, max_steps=40))
     assert all(f in row.index for f in LOAD_FIELDS)
-    assert row["cpu_count"] == available_cpus() >= 1
+    assert row["cpu_count"] == cores() >= 1
     assert math.isfinite(row["load_average"]) and row["load_average"] >= 0  # Linux has a load average
     assert 0 < row["cpu_share"] <= 1
     assert row["gpu_utilization"] is None or math.isnan(row["gpu_utilization"])  # a CPU trial: no GPU reading
@@ -91,7 +92,7 @@ def test_no_gpu_reading_off_cuda_or_without_nvml(monkeypatch: pytest.MonkeyPatch
     assert gpu_reader("cuda:0") is None
     with LoadMeter.for_trial("cpu") as meter:
         pass
-    assert meter.result.gpu_utilization is None and meter.result.cpu_count == available_cpus()
+    assert meter.result.gpu_utilization is None and meter.result.cpu_count == cores()
 
 
 # ---------------------------------------------------------------------------------------- score --by time warns

@@ -6,7 +6,7 @@ resumed trial, the run that finished it) and gives a :class:`Load`:
 
 * ``load_average``: the mean of the 1-minute load average (runnable processes, this one included) sampled at the
   start, every :data:`SAMPLE_SECONDS` and at the end; None where the platform has none.
-* ``cpu_count``: the CPUs this process may run on (its affinity mask, else the machine's count).
+* ``cpu_count``: the CPUs this process may run on (:func:`optbench.parallel.executors.cores`).
 * ``cpu_share``: the CPU time of the thread that runs the trial (user + system) over the trial's wall time, in
   [0, 1]: about 1 when it ran all along, lower when it waited, for a CPU (another job on the machine) or for
   anything else (I/O, a GPU it synchronises with by blocking). One thread rather than the process, because a
@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from optbench.parallel.executors import cores
+
 SAMPLE_SECONDS = 1.0  # between samples of the load average and the GPU's utilisation
 
 
@@ -43,14 +45,6 @@ class Load:
     def as_fields(self) -> dict[str, Any]:
         """The record fields of the same names."""
         return asdict(self)
-
-
-def available_cpus() -> int | None:
-    """CPUs this process may run on: its affinity mask where the platform has one, else the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count()
 
 
 def load_average() -> float | None:
@@ -83,7 +77,7 @@ class LoadMeter:
     Enter and exit it on the thread that runs the trial (its CPU time is the share's numerator)."""
 
     def __init__(self, *, gpu: Callable[[], float] | None = None, period: float = SAMPLE_SECONDS) -> None:
-        self.cpus = available_cpus()
+        self.cpus = cores()
         self.gpu, self.period = gpu, period
         self.result: Load | None = None
         self._loads: list[float] = []

@@ -161,8 +161,9 @@ def _render_pending(i: int) -> Saved | None:
 
 def workers_for(n_plots: int) -> int:
     """Processes to draw ``n_plots`` with: one per usable core, at most :data:`MAX_WORKERS` and ``n_plots``."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(n_plots, cores, MAX_WORKERS))
+    from optbench.parallel.executors import cores
+
+    return max(1, min(n_plots, cores(), MAX_WORKERS))
 
 
 def render_all(plots: Sequence[Plot], out: Path, *, workers: int | None = None,
