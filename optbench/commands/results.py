@@ -158,7 +158,8 @@ def _record_lines(rec: dict[str, Any], *, evaluations: int) -> list[tuple[str, s
     limits = [(_number(rec["max_steps"]), "steps"), (_number(rec["max_seconds"]), "s timed")]
     budget = " / ".join(f"{v} {unit}" for v, unit in limits if v != "-") or "none"
     resumed = f"; resumed {rec['resumes']} times" if rec["resumes"] else ""
-    outcome = rec["outcome"] + (f": {reason_line(rec['error'])}" if reason_line(rec["error"]) else "")
+    reason = reason_line(rec["error"])
+    outcome = rec["outcome"] + (f": {reason}" if reason else "")
     return [
         ("trial", f"{rec['workload']}/{rec['size']}  {rec['submission']}  seed {rec['seed']}  study {rec['study']} "
                   f"trial {rec['trial']}  ({rec['study_kind']})"),
