@@ -112,20 +112,20 @@ def _check_keys(cls: type, keys: Mapping[str, Any], *, where: str) -> None:
 def fallback_class(spec: str) -> type:
     """The optimizer class named by ``-o rest=module:Attr``; anything else is a :class:`UsageError`.
 
-    Imported here rather than through the plugin registry (which builds plain classes with this module: a cycle); a
-    fallback is a library's class (``torch.optim:AdamW``), so module specs are enough.
+    Imported as the registry imports ``module:Attr`` (:func:`optbench.plugins.loading.import_attr`), not through the
+    registry itself (which builds plain classes with this module: a cycle); a fallback is a library's class
+    (``torch.optim:AdamW``), so module specs are enough.
     """
-    import importlib
-
     import torch
+
+    from optbench.errors import PluginError
+    from optbench.plugins.loading import import_attr
 
     module_name, _, attr = spec.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # an unimportable or missing name is the user's to fix, in one line
-        raise UsageError(f"-o rest={spec}: cannot load it ({type(exc).__name__}: {exc})") from None
+        obj = import_attr(module_name, attr, spec)
+    except PluginError as exc:  # an unimportable or missing name is the user's to fix, in one line
+        raise UsageError(f"-o rest={spec}: cannot load it ({exc})") from None
     if not (inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer)):
         raise UsageError(f"-o rest={spec}: not a torch.optim.Optimizer subclass")
     return obj

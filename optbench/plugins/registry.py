@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import importlib
-import importlib.util
 import inspect
 import sys
 from collections.abc import Callable, Mapping
@@ -28,7 +26,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from optbench.api import Submission, Workload
 from optbench.errors import PluginError, UsageError
-from optbench.plugins.loading import import_file
+from optbench.plugins.loading import import_attr, import_file
 from optbench.plugins.plain import is_plain_optimizer as is_plain_optimizer  # re-exported: older imports
 from optbench.plugins.plain import optimizer_submission
 
@@ -103,15 +101,7 @@ def _load_file(path: Path, attr: str, spec: str) -> tuple[Any, Origin]:
 
 
 def _load_module(module_name: str, attr: str, spec: str) -> tuple[Any, Origin]:
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise PluginError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from None
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise PluginError(f"plugin {spec!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+    obj = import_attr(module_name, attr, spec)
     dist, version = _dist_version(module_name)
     return obj, Origin(source="module", distribution=dist, version=version)
 
