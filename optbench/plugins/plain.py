@@ -18,6 +18,7 @@ from optbench.api import Capability, SubmissionSpec, TrialInfo
 from optbench.errors import PluginError, UsageError
 from optbench.plugins import groups, values
 from optbench.plugins.groups import RESERVED, build
+from optbench.plugins.wrapping import UpdaterWrapper
 
 REQUIRED = values.REQUIRED  # a constructor keyword with no default: the user must give it with -o
 _UNSET = object()  # a keyword left out of the call, so that the class uses its own default
@@ -108,11 +109,6 @@ def constructor_keywords(cls: type, *, name: str) -> dict[str, Keyword]:
     return out
 
 
-def constructor_defaults(cls: type, *, name: str) -> dict[str, Any]:
-    """The recorded defaults of the constructor's keywords (:data:`REQUIRED` where there is none)."""
-    return {k: kw.default for k, kw in constructor_keywords(cls, name=name).items()}
-
-
 def optimizer_submission(cls: type, *, name: str) -> SubmissionSpec:
     """A :class:`SubmissionSpec` for a plain ``torch.optim.Optimizer`` subclass.
 
@@ -195,27 +191,11 @@ def detect(cls: type) -> frozenset[Capability]:
     return frozenset(caps)
 
 
-class ModeSwitched:
+class ModeSwitched(UpdaterWrapper):
     """A schedule-free-like optimizer (``train()``/``eval()``) as an updater with :attr:`Capability.EVAL_PARAMS`:
     it steps in train mode, and ``eval_params()`` puts it in eval mode (its averaged weights in the parameters)
     for the evaluation and back in train mode after; the harness times both switches, as any evaluation swap.
-    Everything else is the optimizer's (not :class:`optbench.plugins.wrapping.UpdaterWrapper`, whose module
-    imports the registry, which imports this one)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.inner.param_groups
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.inner.zero_grad(set_to_none=set_to_none)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":  # not set yet (while copied): no infinite recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    Everything else is the optimizer's."""
 
     @contextmanager
     def eval_params(self) -> Iterator[None]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +49,6 @@ def with_schedule_keys(base: Submission, *, name: str, defaults: Mapping[str, An
 def derived(loaded: Any, obj: Any, *, name: str) -> Any:
     """A :class:`optbench.plugins.registry.Loaded` of ``obj`` (a plugin made from ``loaded``'s) recorded as ``name``, with
     ``loaded``'s origin (package and version, or file hash), so a derived submission's results say where it came
-    from."""
-    from optbench.plugins.registry import Loaded
-
-    return Loaded(name=name, obj=obj, origin=loaded.origin)
+    from. (A copy of ``loaded``: this module needs no import of the registry, which builds plain classes on
+    :class:`UpdaterWrapper`.)"""
+    return dataclasses.replace(loaded, name=name, obj=obj)
