@@ -24,7 +24,7 @@ from optbench.errors import UsageError
 from optbench.options import option
 from optbench.recipes.budgets import steps_budget
 from optbench.recipes.common import MAX_EXTENSIONS, grid_edge, median_interval, save_png, write_text
-from optbench.report.pages import plain_formatter, plain_text
+from optbench.report.pages import markdown_table, plain_formatter, plain_text
 from optbench.sweep.engine import Planned, SweepResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -215,8 +215,7 @@ def cbs_cells(r: CbsRow) -> list[str]:
 
 def cbs_markdown(summary: CbsSummary) -> str:
     """The table as Markdown, with the definition and the fit below it."""
-    lines = ["| " + " | ".join(CBS_HEADERS) + " |", "|" + "---|" * len(CBS_HEADERS)]
-    lines += ["| " + " | ".join(cbs_cells(r)) + " |" for r in summary.rows]
+    lines = markdown_table(CBS_HEADERS, (cbs_cells(r) for r in summary.rows))
     lines += ["", f"Critical batch size: **{summary.critical_text()}**{_bound_note(summary)}. {summary.definition()}",
               "Intervals: distribution-free order-statistic intervals of the median over seeds; the coverage "
               "column is the level each achieves with its n (2 seeds: 50%, 3: 75%, 5: 94%).",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from optbench.recipes.common import save_png, write_text
 from optbench.recipes.scaling import ScalingRow, ScalingRun, ScalingSummary
-from optbench.report.pages import plain_formatter, plain_log_ticks, plain_text
+from optbench.report.pages import markdown_table, plain_formatter, plain_log_ticks, plain_text
 from optbench.scoring.fits import LEVEL, Fit, Interval
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,8 +76,7 @@ def definition(summary: ScalingSummary) -> str:
 
 def scaling_markdown(summary: ScalingSummary) -> str:
     """The table, the fits and the definitions, as Markdown."""
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(row_cells(r, reference=summary.reference)) + " |" for r in summary.rows]
+    lines = markdown_table(HEADERS, (row_cells(r, reference=summary.reference) for r in summary.rows))
     lines += ["", definition(summary), "", "Fits (log-log least squares, intervals by bootstrap over seeds):", ""]
     lines += [f"- {line}" for line in fit_lines(summary)] or ["- none: fewer than two sizes with a finite loss"]
     return "\n".join(lines) + "\n"

@@ -24,7 +24,7 @@ from optbench.options import option
 from optbench.recipes.budgets import steps_budget
 from optbench.recipes.common import grid_edge, save_png, write_text
 from optbench.recipes.schedules import describe, plot_schedules, schedule_values
-from optbench.report.pages import plain_text
+from optbench.report.pages import markdown_table, plain_text
 from optbench.sweep.engine import Planned, SweepResult
 
 # The searched family (schedule "poly"): each key's range and scaling, as in an AlgoPerf search space.
@@ -154,13 +154,10 @@ def shapes_markdown(ranked: Sequence[ShapeScore], *, metric: str) -> str:
     """The ranking as Markdown: rank, the shape's keys, its best lr and score, and its score at every lr."""
     lrs = sorted({lr for s in ranked for lr in s.by_lr})
     head = ["rank", "shape", "best lr", f"final {metric}"] + [f"lr {lr:g}" for lr in lrs]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i, s in enumerate(ranked, 1):
-        cells = [str(i), describe(s.shape), f"{s.best_lr:g}" + (f" ({s.lr_edge} edge)" if s.lr_edge else ""),
-                 f"{s.score:.4g}"]
-        cells += [f"{s.by_lr[lr]:.4g}" if lr in s.by_lr else "" for lr in lrs]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[str(i), describe(s.shape), f"{s.best_lr:g}" + (f" ({s.lr_edge} edge)" if s.lr_edge else ""),
+             f"{s.score:.4g}", *(f"{s.by_lr[lr]:.4g}" if lr in s.by_lr else "" for lr in lrs)]
+            for i, s in enumerate(ranked, 1)]
+    return "\n".join(markdown_table(head, rows)) + "\n"
 
 
 def write_shapes(ranked: Sequence[ShapeScore], out: Path, *, steps: int, metric: str, title: str,

@@ -13,7 +13,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from optbench.report.pages import esc, html_table
+from optbench.report.pages import esc, html_table, markdown_table
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -130,6 +130,4 @@ def print_effort(trials: pd.DataFrame, *, fmt: str, level: float = 0.9) -> None:
     elif fmt == "latex":
         click.echo(pd.DataFrame(cells, columns=list(EFFORT_HEADERS)).to_latex(index=False))
     else:
-        lines = ["| " + " | ".join(EFFORT_HEADERS) + " |", "|" + "---|" * len(EFFORT_HEADERS)]
-        lines += ["| " + " | ".join(row) + " |" for row in cells]
-        click.echo("\n".join([*lines, "", EFFORT_NOTE]))
+        click.echo("\n".join([*markdown_table(EFFORT_HEADERS, cells), "", EFFORT_NOTE]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 # Names in plots are the user's text: never mathtext ("$x_1$" would be typeset, a lone "$" or "^" can fail to
@@ -44,6 +45,12 @@ def plain_log_ticks(axis: Any) -> None:
 
     axis.set_major_formatter(plain_formatter())
     axis.set_minor_formatter(NullFormatter())
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a Markdown table: the header row, its rule and one line per row of cells (already text)."""
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def html_table(headers: list[str], rows: list[list[str]], *, table_id: str, left: int = 1, wrap: bool = True) -> str:

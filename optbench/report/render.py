@@ -6,6 +6,8 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from optbench.report.pages import markdown_table
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -342,7 +344,5 @@ def print_sensitivity(loaded: ResultSet, *, hparam: str, by: str, fmt: str) -> N
         click.echo(table.to_latex(index=False))
     else:
         cols = [str(c) for c in table.columns]
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for rec in table.itertuples(index=False):
-            lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in rec) + " |")
-        click.echo("\n".join(lines))
+        rows = ([f"{v:.4g}" if isinstance(v, float) else str(v) for v in rec] for rec in table.itertuples(index=False))
+        click.echo("\n".join(markdown_table(cols, rows)))
