@@ -422,16 +422,14 @@ def sensitivity_markdown(sweeps: Mapping[str, Sequence[CbsRun]], *, within: floa
             return f"{c:.4g}"
         return "missed (seconds)" if lr in seconds[s] else "missed"  # a seconds budget's miss is the machine's
 
-    lines = ["| lr | " + " | ".join(sweeps) + " |", "|---|" + "---|" * len(sweeps)]
-    for lr in lrs:
-        lines.append(f"| {lr:g} | " + " | ".join(cell(s, lr) for s in sweeps) + " |")
     best = {s: min(v.values()) for s, v in med.items()}
-    lines.append("| best | " + " | ".join("missed" if best[s] == math.inf else f"{best[s]:.4g}" for s in sweeps) + " |")
     good = {s: sum(1 for v in med[s].values() if math.isfinite(v) and v <= within * best[s]) for s in sweeps}
-    lines.append(f"| lrs within {within:g}x of best | " + " | ".join(str(good[s]) for s in sweeps) + " |")
     edge = {s: grid_edge(list(med[s]), med[s]) for s in sweeps}
-    lines.append("| best lr at grid edge | " + " | ".join(edge[s] or "no" for s in sweeps) + " |")
-    return "\n".join(lines) + "\n" + paired_markdown(sweeps)
+    rows = [[f"{lr:g}", *(cell(s, lr) for s in sweeps)] for lr in lrs]
+    rows += [["best", *("missed" if best[s] == math.inf else f"{best[s]:.4g}" for s in sweeps)],
+             [f"lrs within {within:g}x of best", *(str(good[s]) for s in sweeps)],
+             ["best lr at grid edge", *(edge[s] or "no" for s in sweeps)]]
+    return "\n".join(markdown_table(["lr", *sweeps], rows)) + "\n" + paired_markdown(sweeps)
 
 
 def paired_markdown(sweeps: Mapping[str, Sequence[CbsRun]], *, alpha: float = 0.05) -> str:
