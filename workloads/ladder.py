@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,6 @@ from optbench.api import Size
 from optbench.errors import UsageError
 from optbench.plugins.memory import MemoryProfile, Param
 
-CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: compute-optimal tokens per (total) parameter
 GPT2_VOCAB, BPE_VOCAB = 50257, 8192
 LOSS_CHUNK_BYTES = 4 * 4 * (1 << 25)  # a loss chunk's fp32 logits, softmax, gradient and a spare (see _loss)
 MODEL_KEYS = ("n_layer", "n_head", "d_model", "seq_len", "norm", "pos", "mlp", "mlp_hidden", "tie", "bias")
@@ -180,16 +178,6 @@ def param_counts(opts: Mapping[str, Any], vocab: int) -> tuple[int, int]:
     params = param_shapes(opts, vocab)
     total = sum(p.size for p in params)
     return total, total - sum(p.size for p in params if p.role in ("embed", "pos", "head"))
-
-
-def chinchilla_tokens(total_params: int, multiple: float) -> int:
-    """``multiple`` x Chinchilla's 20 tokens per (total) parameter."""
-    return max(1, round(CHINCHILLA_TOKENS_PER_PARAM * multiple * total_params))
-
-
-def steps_for_tokens(tokens: int, *, batch_size: int, seq_len: int) -> int:
-    """Update steps that train on at least ``tokens`` tokens at ``batch_size`` sequences of ``seq_len``."""
-    return max(1, math.ceil(tokens / (batch_size * seq_len)))
 
 
 # --------------------------------------------------------------------------------------------------- memory
