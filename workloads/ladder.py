@@ -41,7 +41,7 @@ from typing import Any
 
 from optbench.api import Size
 from optbench.errors import UsageError
-from optbench.plugins.memory import MemoryProfile, Param
+from optbench.plugins.memory import MemoryProfile, Param, total_params
 
 GPT2_VOCAB, BPE_VOCAB = 50257, 8192
 LOSS_CHUNK_BYTES = 4 * 4 * (1 << 25)  # a loss chunk's fp32 logits, softmax, gradient and a spare (see _loss)
@@ -176,8 +176,8 @@ def param_shapes(opts: Mapping[str, Any], vocab: int) -> tuple[Param, ...]:
 def param_counts(opts: Mapping[str, Any], vocab: int) -> tuple[int, int]:
     """(total, non-embedding) parameters (module docstring: what each counts)."""
     params = param_shapes(opts, vocab)
-    total = sum(p.size for p in params)
-    return total, total - sum(p.size for p in params if p.role in ("embed", "pos", "head"))
+    total = total_params(params)
+    return total, total - total_params(params, roles=("embed", "pos", "head"))
 
 
 # --------------------------------------------------------------------------------------------------- memory

@@ -343,8 +343,3 @@ def run_check(loaded: Loaded[Submission], name: str, *, hparams: dict[str, Any] 
 
 
 ALL_CHECKS = (*CHECKS, "linreg_tiny")
-
-
-def run_suite(loaded: Loaded[Submission], *, limit: float | None = None) -> list[CheckResult]:
-    """Every check on one submission, in order (each within ``limit`` seconds)."""
-    return [run_check(loaded, name, limit=limit) for name in ALL_CHECKS]
