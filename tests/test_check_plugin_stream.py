@@ -101,3 +101,10 @@ def test_check_plugin_lists_what_it_detected_on_each_family(cls, caps):
     res = CliRunner().invoke(main, ["check-plugin", f"tests.plugins.families:{cls}", *skip])
     assert res.exit_code == 0, res.output
     assert f"capabilities: {caps};" in res.output.splitlines()[0], res.output
+
+
+@pytest.mark.parametrize("limit", ["nan", "inf", "0", "-1", "9223372036854775808", "true", ""])
+def test_a_bad_check_timeout_is_one_line_before_any_check(limit):
+    res = CliRunner().invoke(main, ["check-plugin", "sgd", "--check-timeout", limit])
+    assert res.exit_code == 2 and res.output.startswith("error: ") and res.output.count("\n") == 1, res.output
+    assert "conformance of" not in res.output  # refused before the suite started

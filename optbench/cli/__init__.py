@@ -186,9 +186,9 @@ def list_(what: str) -> None:
 @click.option("-o", "--opt-arg", "opt_args", multiple=True, metavar="KEY=VALUE",
               help="Hyperparameter for the checks that train (repeatable). Without an lr, a plain torch.optim "
                    "class is tried over a small lr grid.")
-@click.option("--check-timeout", "limit", type=click.FloatRange(min=0, min_open=True), default=None,
-              metavar="SECONDS", help="Time limit of each check; one past it is stopped and reported as timed out "
-                                      "[default: 300].")
+@click.option("--check-timeout", "limit", type=float, default=None, metavar="SECONDS",
+              help="Time limit of each check (> 0 seconds); one past it is stopped and reported as timed out "
+                   "[default: 300].")
 def check_plugin(spec: str, skip: tuple[str, ...], opt_args: tuple[str, ...], limit: float | None) -> None:
     """Run the conformance suite on a submission SPEC (name, package.module:Name or file.py:Name), one line per
     check as it runs, and list the submission's capabilities.

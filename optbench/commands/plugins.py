@@ -185,16 +185,20 @@ def check_plugin(spec: str, *, skip: Sequence[str] = (), opt_args: Sequence[str]
     from collections import Counter
 
     from optbench.engine.conformance import ALL_CHECKS, DEFAULT_TIME_LIMIT, run_check
+    from optbench.engine.prepared import MAX_SECONDS
+    from optbench.options import bounded_float
     from optbench.plugins.hparams import merge
     from optbench.plugins.registry import load_submission
+    from optbench.plugins.values import expectations
 
     unknown = sorted(set(skip) - set(ALL_CHECKS))
     if unknown:
         raise UsageError(f"unknown check {', '.join(unknown)}; checks: {', '.join(ALL_CHECKS)}")
-    limit = DEFAULT_TIME_LIMIT if limit is None else limit
+    # bounded as every --timeout is (a NaN or a 2^63 limit reached each check as its trial's --timeout and failed it)
+    limit = DEFAULT_TIME_LIMIT if limit is None else bounded_float(limit, what="--check-timeout", high=MAX_SECONDS)
     loaded = load_submission(spec)
     given = parse_assignments(opt_args)
-    hparams = merge(loaded.obj.defaults, given, submission=spec) if given else None
+    hparams = merge(loaded.obj.defaults, given, submission=spec, expects=expectations(loaded.obj)) if given else None
     console = _console()
     caps = ", ".join(sorted(getattr(c, "value", str(c)) for c in loaded.obj.capabilities)) or "none"
     console.print(escape(f"conformance of {spec} ({loaded.origin.distribution} {loaded.origin.version}); "

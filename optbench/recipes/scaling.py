@@ -80,7 +80,10 @@ class ScalingSpec:
 
 def model_names(spec: ScalingSpec, default: Sequence[str]) -> tuple[str, ...]:
     """The ladder's model sizes, in the order given (``default`` without ``--models``); at least two to fit."""
-    names = tuple(dict.fromkeys(n for n in (spec.models or "").replace(" ", "").split(",") if n)) or tuple(default)
+    if spec.models is None:
+        names = tuple(default)
+    else:  # given, even as "" or ",": the sizes typed, never the default in their place
+        names = tuple(dict.fromkeys(n for n in spec.models.replace(" ", "").split(",") if n))
     if len(names) < 2:
         raise UsageError("a scaling ladder needs at least two model sizes (--models a,b)")
     return names

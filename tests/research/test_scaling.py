@@ -122,7 +122,9 @@ def test_the_plan_is_one_full_budget_trial_per_size_submission_lr_and_seed_each_
 
 def test_a_ladder_of_one_size_or_a_bad_model_stops_in_one_line(data_dir, tmp_path):
     for args, says in ((["--models", "t1"], "at least two model sizes"),
-                       (["--models", "t1,nosuch"], "nosuch")):
+                       (["--models", "t1,nosuch"], "nosuch"),
+                       (["--models", ""], "at least two model sizes"),  # typed empty: not the default ladder
+                       (["--models", "[bold],$x$"], "[bold]")):
         r = CliRunner().invoke(main, ["scaling", *args, "--tokens", "2048", "--data-dir", str(data_dir),
                                       "--device", "cpu", "--results-dir", str(tmp_path / "r")])
         assert r.exit_code == 2 and r.output.startswith("error: ") and says in r.output, r.output
